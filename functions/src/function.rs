@@ -1,0 +1,344 @@
+//! The [`Function`] trait, its arguments and its results.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::{Error, Result, Store};
+
+/// The future of one invocation.
+pub type Invocation<'a> = Pin<Box<dyn Future<Output = Result<Output>> + 'a>>;
+
+/// A function that can run on either side.
+pub trait Function: Send + Sync + 'static {
+    /// The name it is called by.
+    fn name(&self) -> &'static str;
+    /// One line of usage, e.g. `khop <start> <k>`.
+    fn usage(&self) -> &'static str;
+    /// What kind of result it returns, so a reply can be decoded without guessing.
+    fn output_kind(&self) -> OutputKind;
+    /// Checks the arguments without touching data; `call` checks them too.
+    fn check(&self, args: &[Vec<u8>]) -> Result<()>;
+    /// Runs the function against `store`. Arguments are checked before any store access.
+    fn call<'a>(&'a self, store: &'a dyn Store, args: &'a [Vec<u8>]) -> Invocation<'a>;
+}
+
+impl fmt::Debug for dyn Function {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Function").field("name", &self.name()).finish()
+    }
+}
+
+/// Reads a function's arguments in order; [`Args::finish`] rejects any left over.
+#[derive(Debug)]
+pub struct Args<'a> {
+    function: &'static str,
+    usage: &'static str,
+    rest: std::slice::Iter<'a, Vec<u8>>,
+}
+
+impl<'a> Args<'a> {
+    /// Starts reading `args` for `function`.
+    pub fn new(function: &'static str, usage: &'static str, args: &'a [Vec<u8>]) -> Self {
+        Args { function, usage, rest: args.iter() }
+    }
+
+    fn arity(&self) -> Error {
+        Error::Arity { function: self.function, usage: self.usage }
+    }
+
+    fn bad(&self, name: &'static str, reason: impl Into<String>) -> Error {
+        Error::BadArgument { function: self.function, name, reason: reason.into() }
+    }
+
+    /// The next argument as raw bytes.
+    pub fn next_bytes(&mut self) -> Result<&'a [u8]> {
+        self.rest.next().map(Vec::as_slice).ok_or_else(|| self.arity())
+    }
+
+    /// The next argument, if any is left.
+    pub fn next_opt(&mut self) -> Option<&'a [u8]> {
+        self.rest.next().map(Vec::as_slice)
+    }
+
+    /// The next argument as an unsigned integer in `min..=max`.
+    pub fn next_u64(&mut self, name: &'static str, min: u64, max: u64) -> Result<u64> {
+        let raw = self.next_bytes()?;
+        let text = std::str::from_utf8(raw).map_err(|_| self.bad(name, "not a number"))?;
+        if text.starts_with('-') {
+            return Err(self.bad(name, format!("must not be negative, got {text}")));
+        }
+        let n: u64 = text
+            .parse()
+            .map_err(|_| self.bad(name, format!("not a non-negative integer: '{}'", text.escape_debug())))?;
+        if n < min || n > max {
+            return Err(self.bad(name, format!("{n} is outside {min}..={max}")));
+        }
+        Ok(n)
+    }
+
+    /// The next argument as a vertex id.
+    pub fn next_vertex(&mut self, name: &'static str) -> Result<u32> {
+        self.next_u64(name, 0, u64::from(u32::MAX)).map(|n| n as u32)
+    }
+
+    /// The remaining arguments.
+    pub fn rest(&mut self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.rest.by_ref().map(Vec::as_slice)
+    }
+
+    /// Fails if any argument is left.
+    pub fn finish(self) -> Result<()> {
+        if self.rest.len() == 0 {
+            Ok(())
+        } else {
+            Err(self.arity())
+        }
+    }
+}
+
+/// The kind of result a function returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputKind {
+    /// Sorted vertex ids.
+    Ids,
+    /// A line of text (a hex digest).
+    Text,
+    /// Vertex ids with scores, sorted by id.
+    Scores,
+    /// A sum and the number of keys it covered.
+    Sum,
+    /// A value, or nothing.
+    Value,
+}
+
+/// The result of an invocation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Sorted vertex ids (`khop`).
+    Ids(Vec<u32>),
+    /// Text (`digest`).
+    Text(String),
+    /// `(vertex, score)` sorted by vertex (`pagerank`).
+    Scores(Vec<(u32, f64)>),
+    /// A sum over `keys` keys (`aggregate`).
+    Sum { sum: f64, keys: u64 },
+    /// A value or nothing (`get`).
+    Value(Option<Vec<u8>>),
+}
+
+/// A reply in the shape of the RESP protocol, independent of any Redis client or module crate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// Nil.
+    Nil,
+    /// An integer.
+    Int(i64),
+    /// A bulk string.
+    Bulk(Vec<u8>),
+    /// An array.
+    Array(Vec<Reply>),
+}
+
+impl Output {
+    /// The kind of this output.
+    pub fn kind(&self) -> OutputKind {
+        match self {
+            Output::Ids(_) => OutputKind::Ids,
+            Output::Text(_) => OutputKind::Text,
+            Output::Scores(_) => OutputKind::Scores,
+            Output::Sum { .. } => OutputKind::Sum,
+            Output::Value(_) => OutputKind::Value,
+        }
+    }
+
+    /// The RESP reply `AUTOLOC.CALL` sends: ids as an array of integers, a digest as a bulk
+    /// string, scores as `[id, score]` pairs, a sum as `[sum, keys]`, a value as bulk or nil.
+    /// Floats travel as their shortest round-tripping decimal text, so both sides agree exactly.
+    pub fn to_reply(&self) -> Reply {
+        match self {
+            Output::Ids(ids) => Reply::Array(ids.iter().map(|&v| Reply::Int(v.into())).collect()),
+            Output::Text(s) => Reply::Bulk(s.clone().into_bytes()),
+            Output::Scores(scores) => Reply::Array(
+                scores
+                    .iter()
+                    .map(|&(v, s)| {
+                        Reply::Array(vec![Reply::Int(v.into()), Reply::Bulk(s.to_string().into_bytes())])
+                    })
+                    .collect(),
+            ),
+            Output::Sum { sum, keys } => Reply::Array(vec![
+                Reply::Bulk(sum.to_string().into_bytes()),
+                Reply::Int(*keys as i64),
+            ]),
+            Output::Value(Some(v)) => Reply::Bulk(v.clone()),
+            Output::Value(None) => Reply::Nil,
+        }
+    }
+
+    /// Decodes what [`Output::to_reply`] made.
+    pub fn from_reply(kind: OutputKind, reply: Reply) -> Result<Output> {
+        let bad = |what: &str| Error::Store(format!("unexpected reply for {kind:?}: {what}"));
+        let id = |r: &Reply| match r {
+            Reply::Int(n) => u32::try_from(*n).map_err(|_| bad("id out of range")),
+            _ => Err(bad("expected an integer id")),
+        };
+        let float = |r: &Reply| match r {
+            Reply::Bulk(b) => std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse::<f64>().ok())
+                .ok_or_else(|| bad("expected a number")),
+            _ => Err(bad("expected a number")),
+        };
+        Ok(match (kind, reply) {
+            (OutputKind::Ids, Reply::Array(items)) => {
+                Output::Ids(items.iter().map(id).collect::<Result<_>>()?)
+            }
+            (OutputKind::Text, Reply::Bulk(b)) => {
+                Output::Text(String::from_utf8(b).map_err(|_| bad("text is not UTF-8"))?)
+            }
+            (OutputKind::Scores, Reply::Array(items)) => Output::Scores(
+                items
+                    .iter()
+                    .map(|pair| match pair {
+                        Reply::Array(p) if p.len() == 2 => Ok((id(&p[0])?, float(&p[1])?)),
+                        _ => Err(bad("expected [id, score]")),
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+            (OutputKind::Sum, Reply::Array(p)) if p.len() == 2 => match p[1] {
+                Reply::Int(keys) if keys >= 0 => Output::Sum { sum: float(&p[0])?, keys: keys as u64 },
+                _ => return Err(bad("expected a key count")),
+            },
+            (OutputKind::Value, Reply::Bulk(b)) => Output::Value(Some(b)),
+            (OutputKind::Value, Reply::Nil) => Output::Value(None),
+            (_, other) => return Err(bad(&format!("{other:?}"))),
+        })
+    }
+
+    /// The output as JSON: ids as an array, scores as `[[id, score], ...]`, a sum as
+    /// `{"sum":..,"keys":..}`, a value as a string (lossy UTF-8) or null.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            Output::Ids(ids) => json!(ids),
+            Output::Text(s) => json!(s),
+            Output::Scores(s) => json!(s.iter().map(|&(v, x)| json!([v, x])).collect::<Vec<_>>()),
+            Output::Sum { sum, keys } => json!({ "sum": sum, "keys": keys }),
+            Output::Value(v) => match v {
+                Some(b) => json!(String::from_utf8_lossy(b)),
+                None => serde_json::Value::Null,
+            },
+        }
+    }
+
+    /// A 64-bit FNV-1a hash of a canonical encoding: equal outputs hash equal on either side.
+    pub fn canonical_hash(&self) -> u64 {
+        let mut h = Fnv::new();
+        match self {
+            Output::Ids(ids) => {
+                h.write(&[1]);
+                ids.iter().for_each(|v| h.write(&v.to_le_bytes()));
+            }
+            Output::Text(s) => {
+                h.write(&[2]);
+                h.write(s.as_bytes());
+            }
+            Output::Scores(s) => {
+                h.write(&[3]);
+                for (v, x) in s {
+                    h.write(&v.to_le_bytes());
+                    h.write(&x.to_bits().to_le_bytes());
+                }
+            }
+            Output::Sum { sum, keys } => {
+                h.write(&[4]);
+                h.write(&sum.to_bits().to_le_bytes());
+                h.write(&keys.to_le_bytes());
+            }
+            Output::Value(v) => {
+                h.write(&[5]);
+                if let Some(b) = v {
+                    h.write(&[1]);
+                    h.write(b);
+                }
+            }
+        }
+        h.finish()
+    }
+}
+
+impl fmt::Display for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.to_json())
+    }
+}
+
+/// 64-bit FNV-1a.
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv(u64);
+
+impl Fnv {
+    /// A fresh hasher.
+    pub fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    /// Hashes `bytes` into the state.
+    pub fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    /// The hash.
+    pub fn finish(self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Output> {
+        vec![
+            Output::Ids(vec![1, 5, 9]),
+            Output::Text("abc".into()),
+            Output::Scores(vec![(1, 0.1 + 0.2), (3, 1e-17)]),
+            Output::Sum { sum: -2.5, keys: 3 },
+            Output::Value(Some(b"\x00\xff".to_vec())),
+            Output::Value(None),
+        ]
+    }
+
+    #[test]
+    fn reply_round_trips_exactly() {
+        for out in samples() {
+            let back = Output::from_reply(out.kind(), out.to_reply()).unwrap();
+            assert_eq!(back, out);
+            assert_eq!(back.canonical_hash(), out.canonical_hash());
+        }
+    }
+
+    #[test]
+    fn wrong_shape_is_an_error() {
+        assert!(Output::from_reply(OutputKind::Ids, Reply::Int(3)).is_err());
+        assert!(Output::from_reply(OutputKind::Ids, Reply::Array(vec![Reply::Int(-1)])).is_err());
+    }
+
+    #[test]
+    fn args_reject_junk() {
+        let raw = vec![b"-1".to_vec(), b"x\xff".to_vec(), b"99".to_vec(), b"1".to_vec()];
+        let mut a = Args::new("f", "f <a>", &raw);
+        assert!(matches!(a.next_u64("a", 0, 10), Err(Error::BadArgument { .. })));
+        assert!(matches!(a.next_u64("a", 0, 10), Err(Error::BadArgument { .. })));
+        assert!(matches!(a.next_u64("a", 0, 10), Err(Error::BadArgument { .. })));
+        assert!(matches!(Args::new("f", "", &raw[3..]).finish(), Err(Error::Arity { .. })));
+    }
+}

@@ -1,0 +1,95 @@
+//! The [`Store`] trait: the only way a function touches data.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::Error;
+
+/// The future a store operation returns. Storage-side stores complete it at once; compute-side
+/// stores complete it when the reply arrives.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + 'a>>;
+
+/// Called once per key read, in the order the keys were given: `(index, value)`, with `None` for
+/// a missing key. The value is borrowed: storage-side it points into Redis's own memory and is
+/// valid only during the call, so a function decodes what it needs and keeps no reference.
+pub type Visit<'a> = &'a mut dyn FnMut(usize, Option<&[u8]>) -> Result<(), Error>;
+
+/// Where a function reads and writes keys.
+///
+/// Every method is a suspension point of the invocation. One [`read`](Store::read) of many keys
+/// is one round trip compute-side (a multi-get), so a function should read the independent keys
+/// of one step together, e.g. one BFS level of `khop`.
+pub trait Store {
+    /// Reads `keys` and calls `visit` for each of them in order.
+    ///
+    /// A key holding something other than a string fails with [`Error::WrongType`] where the
+    /// store can tell (storage-side); compute-side it reads as missing.
+    fn read<'a>(&'a self, keys: &'a [Vec<u8>], visit: Visit<'a>) -> StoreFuture<'a, ()>;
+
+    /// Sets `key` to `value`.
+    fn write<'a>(&'a self, key: &'a [u8], value: &'a [u8]) -> StoreFuture<'a, ()>;
+
+    /// A suspension point for long CPU loops: the storage side checks its budget here.
+    fn checkpoint(&self) -> StoreFuture<'_, ()>;
+}
+
+/// Convenience reads on any [`Store`].
+pub trait StoreExt: Store {
+    /// Reads one key into an owned value.
+    fn get<'a>(&'a self, key: &'a [u8]) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            let keys = [key.to_vec()];
+            let mut out = None;
+            self.read(&keys, &mut |_, v| {
+                out = v.map(<[u8]>::to_vec);
+                Ok(())
+            })
+            .await?;
+            Ok(out)
+        })
+    }
+}
+
+impl<S: Store + ?Sized> StoreExt for S {}
+
+/// A store over an in-memory map: for tests, and for replaying a read set handed back by an
+/// overloaded storage side.
+#[derive(Debug, Default)]
+pub struct MemStore {
+    map: std::cell::RefCell<std::collections::HashMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl MemStore {
+    /// An empty store.
+    pub fn new() -> MemStore {
+        MemStore::default()
+    }
+
+    /// Sets `key` to `value` outside of any invocation.
+    pub fn insert(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.map.borrow_mut().insert(key.into(), value.into());
+    }
+}
+
+impl Store for MemStore {
+    fn read<'a>(&'a self, keys: &'a [Vec<u8>], visit: Visit<'a>) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let map = self.map.borrow();
+            for (i, k) in keys.iter().enumerate() {
+                visit(i, map.get(k).map(Vec::as_slice))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn write<'a>(&'a self, key: &'a [u8], value: &'a [u8]) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.map.borrow_mut().insert(key.to_vec(), value.to_vec());
+            Ok(())
+        })
+    }
+
+    fn checkpoint(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+}
