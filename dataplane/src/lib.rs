@@ -1,0 +1,41 @@
+//! AutoLoc's data plane: how a compute node reaches Redis.
+//!
+//! # Layout
+//! - [`resp`]: the RESP protocol: frames (check, then parse), command encoding, and a blocking,
+//!   pipelining [`resp::Connection`] with `redis://` URLs and AUTH. The universal baseline, and
+//!   the control path every other transport is set up through (`AUTOLOC.CONNECT`).
+//! - [`clock`]: per-thread CPU time, for the per-function counters on both sides.
+//!
+//! This crate and `redismodule` are the only ones with `unsafe`; each block says why it is sound.
+
+pub mod clock;
+pub mod resp;
+
+pub use resp::{Connection, Frame, RedisUrl};
+
+/// Errors of the data plane.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A socket operation failed.
+    #[error("{op}: {source}")]
+    Io {
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The peer sent bytes that are not a valid frame.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The peer closed the connection.
+    #[error("connection closed by peer")]
+    Closed,
+    /// A URL or option that does not parse.
+    #[error("bad address '{url}': {reason}")]
+    BadUrl { url: String, reason: &'static str },
+    /// The server answered a setup command (AUTH, SELECT, ...) with an error.
+    #[error("{command} failed: {message}")]
+    Setup { command: &'static str, message: String },
+}
+
+/// Result of a data-plane operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
