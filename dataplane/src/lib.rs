@@ -34,7 +34,10 @@ pub enum Error {
     BadUrl { url: String, reason: &'static str },
     /// The server answered a setup command (AUTH, SELECT, ...) with an error.
     #[error("{command} failed: {message}")]
-    Setup { command: &'static str, message: String },
+    Setup {
+        command: &'static str,
+        message: String,
+    },
 }
 
 /// Result of a data-plane operation.

@@ -42,7 +42,10 @@ pub enum Parse {
 }
 
 fn line(buf: &[u8], at: usize) -> Result<Option<(&[u8], usize)>> {
-    match buf.get(at..).and_then(|b| b.windows(2).position(|w| w == b"\r\n")) {
+    match buf
+        .get(at..)
+        .and_then(|b| b.windows(2).position(|w| w == b"\r\n"))
+    {
         Some(n) => Ok(Some((&buf[at..at + n], at + n + 2))),
         None if buf.len().saturating_sub(at) > 64 * 1024 && buf[at] != b'$' => {
             Err(Error::Protocol("header line longer than 64 KiB".into()))
@@ -62,8 +65,12 @@ fn check_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<usize>> {
     if depth > MAX_DEPTH {
         return Err(Error::Protocol("arrays nested too deep".into()));
     }
-    let Some(&kind) = buf.get(at) else { return Ok(None) };
-    let Some((body, next)) = line(buf, at + 1)? else { return Ok(None) };
+    let Some(&kind) = buf.get(at) else {
+        return Ok(None);
+    };
+    let Some((body, next)) = line(buf, at + 1)? else {
+        return Ok(None);
+    };
     match kind {
         b'+' | b'-' => Ok(Some(next)),
         b':' => int(body).map(|_| Some(next)),
@@ -103,7 +110,9 @@ fn check_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<usize>> {
             }
             Ok(Some(at))
         }
-        other => Err(Error::Protocol(format!("unknown frame type byte 0x{other:02x}"))),
+        other => Err(Error::Protocol(format!(
+            "unknown frame type byte 0x{other:02x}"
+        ))),
     }
 }
 
@@ -118,18 +127,32 @@ pub fn check(buf: &[u8]) -> Result<Parse> {
 fn parse_at(buf: &[u8], at: usize) -> (Frame, usize) {
     // Only called after `check` accepted the frame, so every index below is in bounds and every
     // number parses; the `unwrap_or` fallbacks are unreachable.
-    let end = at + 1 + buf[at + 1..].windows(2).position(|w| w == b"\r\n").unwrap_or(0);
+    let end = at
+        + 1
+        + buf[at + 1..]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .unwrap_or(0);
     let body = &buf[at + 1..end];
     let next = end + 2;
     match buf[at] {
-        b'+' => (Frame::Simple(String::from_utf8_lossy(body).into_owned()), next),
-        b'-' => (Frame::Error(String::from_utf8_lossy(body).into_owned()), next),
+        b'+' => (
+            Frame::Simple(String::from_utf8_lossy(body).into_owned()),
+            next,
+        ),
+        b'-' => (
+            Frame::Error(String::from_utf8_lossy(body).into_owned()),
+            next,
+        ),
         b':' => (Frame::Int(int(body).unwrap_or(0)), next),
         b'$' => match int(body).unwrap_or(-1) {
             -1 => (Frame::Bulk(None), next),
             n => {
                 let n = n as usize;
-                (Frame::Bulk(Some(buf[next..next + n].to_vec())), next + n + 2)
+                (
+                    Frame::Bulk(Some(buf[next..next + n].to_vec())),
+                    next + n + 2,
+                )
             }
         },
         _ => match int(body).unwrap_or(-1) {
@@ -189,7 +212,17 @@ pub struct RedisUrl {
 impl std::fmt::Debug for RedisUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the password.
-        write!(f, "redis://{}{}:{}/{}", self.user.as_deref().map(|u| format!("{u}@")).unwrap_or_default(), self.host, self.port, self.db)
+        write!(
+            f,
+            "redis://{}{}:{}/{}",
+            self.user
+                .as_deref()
+                .map(|u| format!("{u}@"))
+                .unwrap_or_default(),
+            self.host,
+            self.port,
+            self.db
+        )
     }
 }
 
@@ -202,7 +235,10 @@ impl std::fmt::Display for RedisUrl {
 impl std::str::FromStr for RedisUrl {
     type Err = Error;
     fn from_str(url: &str) -> Result<RedisUrl> {
-        let bad = |reason| Error::BadUrl { url: url.to_string(), reason };
+        let bad = |reason| Error::BadUrl {
+            url: url.to_string(),
+            reason,
+        };
         let rest = url.strip_prefix("redis://").unwrap_or(url);
         let (auth, rest) = match rest.rsplit_once('@') {
             Some((a, r)) => (Some(a), r),
@@ -214,7 +250,10 @@ impl std::str::FromStr for RedisUrl {
             None => (rest, 0),
         };
         let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse().map_err(|_| bad("port is not a number 0-65535"))?),
+            Some((h, p)) => (
+                h,
+                p.parse().map_err(|_| bad("port is not a number 0-65535"))?,
+            ),
             None => (hostport, 6379),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -229,7 +268,13 @@ impl std::str::FromStr for RedisUrl {
                 None => (None, Some(a.to_string())),
             },
         };
-        Ok(RedisUrl { host: host.to_string(), port, user, password, db })
+        Ok(RedisUrl {
+            host: host.to_string(),
+            port,
+            user,
+            password,
+            db,
+        })
     }
 }
 
@@ -253,7 +298,10 @@ impl Connection {
     /// Connects, authenticates and selects the database named by `url`.
     pub fn connect(url: &RedisUrl, timeout: Duration) -> Result<Connection> {
         let io = |op| move |source| Error::Io { op, source };
-        let addrs: Vec<_> = (url.host.as_str(), url.port).to_socket_addrs().map_err(io("resolve"))?.collect();
+        let addrs: Vec<_> = (url.host.as_str(), url.port)
+            .to_socket_addrs()
+            .map_err(io("resolve"))?
+            .collect();
         let mut last = None;
         let mut stream = None;
         for addr in addrs {
@@ -270,8 +318,12 @@ impl Connection {
             source: last.unwrap_or_else(|| std::io::Error::other("no address")),
         })?;
         stream.set_nodelay(true).map_err(io("set TCP_NODELAY"))?;
-        stream.set_read_timeout(Some(timeout)).map_err(io("set read timeout"))?;
-        stream.set_write_timeout(Some(timeout)).map_err(io("set write timeout"))?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(io("set read timeout"))?;
+        stream
+            .set_write_timeout(Some(timeout))
+            .map_err(io("set write timeout"))?;
         let mut c = Connection {
             stream,
             url: url.clone(),
@@ -283,16 +335,26 @@ impl Connection {
         };
         if let Some(password) = &url.password {
             let reply = match &url.user {
-                Some(user) => c.call(&[b"AUTH".as_slice(), user.as_bytes(), password.as_bytes()])?,
+                Some(user) => {
+                    c.call(&[b"AUTH".as_slice(), user.as_bytes(), password.as_bytes()])?
+                }
                 None => c.call(&[b"AUTH".as_slice(), password.as_bytes()])?,
             };
             if let Frame::Error(message) = reply {
-                return Err(Error::Setup { command: "AUTH", message });
+                return Err(Error::Setup {
+                    command: "AUTH",
+                    message,
+                });
             }
         }
         if url.db != 0 {
-            if let Frame::Error(message) = c.call(&[b"SELECT".to_vec(), url.db.to_string().into_bytes()])? {
-                return Err(Error::Setup { command: "SELECT", message });
+            if let Frame::Error(message) =
+                c.call(&[b"SELECT".to_vec(), url.db.to_string().into_bytes()])?
+            {
+                return Err(Error::Setup {
+                    command: "SELECT",
+                    message,
+                });
             }
         }
         Ok(c)
@@ -313,7 +375,9 @@ impl Connection {
         if self.wbuf.is_empty() {
             return Ok(());
         }
-        self.stream.write_all(&self.wbuf).map_err(|source| Error::Io { op: "send", source })?;
+        self.stream
+            .write_all(&self.wbuf)
+            .map_err(|source| Error::Io { op: "send", source })?;
         self.bytes_out += self.wbuf.len() as u64;
         self.wbuf.clear();
         Ok(())
@@ -344,7 +408,10 @@ impl Connection {
                 Ok(n) => n,
                 Err(source) => {
                     self.rbuf.truncate(len);
-                    return Err(Error::Io { op: "receive", source });
+                    return Err(Error::Io {
+                        op: "receive",
+                        source,
+                    });
                 }
             };
             self.rbuf.truncate(len + n);
@@ -390,14 +457,24 @@ mod tests {
     fn every_prefix_is_incomplete() {
         let buf = b"*2\r\n$5\r\nhello\r\n:1\r\n";
         for cut in 0..buf.len() {
-            assert_eq!(check(&buf[..cut]).unwrap(), Parse::Incomplete, "cut at {cut}");
+            assert_eq!(
+                check(&buf[..cut]).unwrap(),
+                Parse::Incomplete,
+                "cut at {cut}"
+            );
         }
         assert_eq!(check(buf).unwrap(), Parse::Complete(buf.len()));
     }
 
     #[test]
     fn junk_is_a_protocol_error() {
-        for junk in [&b"?x\r\n"[..], b":abc\r\n", b"$-5\r\n", b"$1\r\nab\r\n", b"*-9\r\n"] {
+        for junk in [
+            &b"?x\r\n"[..],
+            b":abc\r\n",
+            b"$-5\r\n",
+            b"$1\r\nab\r\n",
+            b"*-9\r\n",
+        ] {
             assert!(matches!(check(junk), Err(Error::Protocol(_))), "{junk:?}");
         }
     }
@@ -414,11 +491,23 @@ mod tests {
     #[test]
     fn urls_parse() {
         let u: RedisUrl = "redis://bob:pw@127.0.0.1:7000/2".parse().unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.user.as_deref(), u.password.as_deref(), u.db), ("127.0.0.1", 7000, Some("bob"), Some("pw"), 2));
+        assert_eq!(
+            (
+                u.host.as_str(),
+                u.port,
+                u.user.as_deref(),
+                u.password.as_deref(),
+                u.db
+            ),
+            ("127.0.0.1", 7000, Some("bob"), Some("pw"), 2)
+        );
         let u: RedisUrl = "localhost:1234".parse().unwrap();
         assert_eq!((u.port, u.password), (1234, None));
         let u: RedisUrl = "redis://:secret@h".parse().unwrap();
-        assert_eq!((u.port, u.password.as_deref(), u.user.as_deref()), (6379, Some("secret"), None));
+        assert_eq!(
+            (u.port, u.password.as_deref(), u.user.as_deref()),
+            (6379, Some("secret"), None)
+        );
         assert!("redis://h:99999".parse::<RedisUrl>().is_err());
         assert!(!format!("{u:?}").contains("secret"));
     }

@@ -13,10 +13,17 @@ pub enum Error {
     UnknownFunction(String),
     /// Too few or too many arguments.
     #[error("wrong number of arguments for '{function}': usage: {usage}")]
-    Arity { function: &'static str, usage: &'static str },
+    Arity {
+        function: &'static str,
+        usage: &'static str,
+    },
     /// An argument that does not parse or is out of range.
     #[error("bad argument <{name}> for '{function}': {reason}")]
-    BadArgument { function: &'static str, name: &'static str, reason: String },
+    BadArgument {
+        function: &'static str,
+        name: &'static str,
+        reason: String,
+    },
     /// A key the function needs does not exist (e.g. the start vertex).
     #[error("no such key '{0}'")]
     NoKey(String),
@@ -27,7 +34,9 @@ pub enum Error {
     #[error("malformed value at key '{key}': {reason}")]
     Malformed { key: String, reason: String },
     /// The storage side stopped the invocation because it exceeded its budget of lock time.
-    #[error("storage-side budget of {budget_us} us exceeded after {spent_us} us; run it compute-side")]
+    #[error(
+        "storage-side budget of {budget_us} us exceeded after {spent_us} us; run it compute-side"
+    )]
     Pushback { budget_us: u64, spent_us: u64 },
     /// The store itself failed (connection lost, protocol error, server error).
     #[error("store: {0}")]
@@ -119,7 +128,10 @@ impl Error {
 
     /// A malformed-value error at `key`.
     pub fn malformed(key: &[u8], reason: impl Into<String>) -> Error {
-        Error::Malformed { key: String::from_utf8_lossy(key).into_owned(), reason: reason.into() }
+        Error::Malformed {
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -134,7 +146,10 @@ mod tests {
             Error::NoKey("k".into()),
             Error::WrongType("k".into()),
             Error::malformed(b"k", "bad"),
-            Error::Pushback { budget_us: 1, spent_us: 2 },
+            Error::Pushback {
+                budget_us: 1,
+                spent_us: 2,
+            },
             Error::Store("down".into()),
         ];
         for e in errors {

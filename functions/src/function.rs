@@ -25,7 +25,9 @@ pub trait Function: Send + Sync + 'static {
 
 impl fmt::Debug for dyn Function {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Function").field("name", &self.name()).finish()
+        f.debug_struct("Function")
+            .field("name", &self.name())
+            .finish()
     }
 }
 
@@ -40,20 +42,34 @@ pub struct Args<'a> {
 impl<'a> Args<'a> {
     /// Starts reading `args` for `function`.
     pub fn new(function: &'static str, usage: &'static str, args: &'a [Vec<u8>]) -> Self {
-        Args { function, usage, rest: args.iter() }
+        Args {
+            function,
+            usage,
+            rest: args.iter(),
+        }
     }
 
     fn arity(&self) -> Error {
-        Error::Arity { function: self.function, usage: self.usage }
+        Error::Arity {
+            function: self.function,
+            usage: self.usage,
+        }
     }
 
     fn bad(&self, name: &'static str, reason: impl Into<String>) -> Error {
-        Error::BadArgument { function: self.function, name, reason: reason.into() }
+        Error::BadArgument {
+            function: self.function,
+            name,
+            reason: reason.into(),
+        }
     }
 
     /// The next argument as raw bytes.
     pub fn next_bytes(&mut self) -> Result<&'a [u8]> {
-        self.rest.next().map(Vec::as_slice).ok_or_else(|| self.arity())
+        self.rest
+            .next()
+            .map(Vec::as_slice)
+            .ok_or_else(|| self.arity())
     }
 
     /// The next argument, if any is left.
@@ -68,9 +84,12 @@ impl<'a> Args<'a> {
         if text.starts_with('-') {
             return Err(self.bad(name, format!("must not be negative, got {text}")));
         }
-        let n: u64 = text
-            .parse()
-            .map_err(|_| self.bad(name, format!("not a non-negative integer: '{}'", text.escape_debug())))?;
+        let n: u64 = text.parse().map_err(|_| {
+            self.bad(
+                name,
+                format!("not a non-negative integer: '{}'", text.escape_debug()),
+            )
+        })?;
         if n < min || n > max {
             return Err(self.bad(name, format!("{n} is outside {min}..={max}")));
         }
@@ -79,7 +98,8 @@ impl<'a> Args<'a> {
 
     /// The next argument as a vertex id.
     pub fn next_vertex(&mut self, name: &'static str) -> Result<u32> {
-        self.next_u64(name, 0, u64::from(u32::MAX)).map(|n| n as u32)
+        self.next_u64(name, 0, u64::from(u32::MAX))
+            .map(|n| n as u32)
     }
 
     /// The remaining arguments.
@@ -163,7 +183,10 @@ impl Output {
                 scores
                     .iter()
                     .map(|&(v, s)| {
-                        Reply::Array(vec![Reply::Int(v.into()), Reply::Bulk(s.to_string().into_bytes())])
+                        Reply::Array(vec![
+                            Reply::Int(v.into()),
+                            Reply::Bulk(s.to_string().into_bytes()),
+                        ])
                     })
                     .collect(),
             ),
@@ -207,7 +230,10 @@ impl Output {
                     .collect::<Result<_>>()?,
             ),
             (OutputKind::Sum, Reply::Array(p)) if p.len() == 2 => match p[1] {
-                Reply::Int(keys) if keys >= 0 => Output::Sum { sum: float(&p[0])?, keys: keys as u64 },
+                Reply::Int(keys) if keys >= 0 => Output::Sum {
+                    sum: float(&p[0])?,
+                    keys: keys as u64,
+                },
                 _ => return Err(bad("expected a key count")),
             },
             (OutputKind::Value, Reply::Bulk(b)) => Output::Value(Some(b)),
@@ -334,11 +360,28 @@ mod tests {
 
     #[test]
     fn args_reject_junk() {
-        let raw = vec![b"-1".to_vec(), b"x\xff".to_vec(), b"99".to_vec(), b"1".to_vec()];
+        let raw = vec![
+            b"-1".to_vec(),
+            b"x\xff".to_vec(),
+            b"99".to_vec(),
+            b"1".to_vec(),
+        ];
         let mut a = Args::new("f", "f <a>", &raw);
-        assert!(matches!(a.next_u64("a", 0, 10), Err(Error::BadArgument { .. })));
-        assert!(matches!(a.next_u64("a", 0, 10), Err(Error::BadArgument { .. })));
-        assert!(matches!(a.next_u64("a", 0, 10), Err(Error::BadArgument { .. })));
-        assert!(matches!(Args::new("f", "", &raw[3..]).finish(), Err(Error::Arity { .. })));
+        assert!(matches!(
+            a.next_u64("a", 0, 10),
+            Err(Error::BadArgument { .. })
+        ));
+        assert!(matches!(
+            a.next_u64("a", 0, 10),
+            Err(Error::BadArgument { .. })
+        ));
+        assert!(matches!(
+            a.next_u64("a", 0, 10),
+            Err(Error::BadArgument { .. })
+        ));
+        assert!(matches!(
+            Args::new("f", "", &raw[3..]).finish(),
+            Err(Error::Arity { .. })
+        ));
     }
 }

@@ -45,7 +45,10 @@ pub fn for_each_neighbour(key: &[u8], value: &[u8], mut f: impl FnMut(u32)) -> R
         if ids.len() != count.saturating_mul(4) {
             return Err(Error::malformed(
                 key,
-                format!("binary adjacency says {count} neighbours but holds {} bytes", ids.len()),
+                format!(
+                    "binary adjacency says {count} neighbours but holds {} bytes",
+                    ids.len()
+                ),
             ));
         }
         for chunk in ids.chunks_exact(4) {
@@ -56,12 +59,15 @@ pub fn for_each_neighbour(key: &[u8], value: &[u8], mut f: impl FnMut(u32)) -> R
     if value.first() == Some(&b'{') {
         return for_each_json_neighbour(key, value, f);
     }
-    Err(Error::malformed(key, "not a vertex (neither binary adjacency nor AutoLoc JSON)"))
+    Err(Error::malformed(
+        key,
+        "not a vertex (neither binary adjacency nor AutoLoc JSON)",
+    ))
 }
 
 fn for_each_json_neighbour(key: &[u8], value: &[u8], mut f: impl FnMut(u32)) -> Result<()> {
-    let parsed: serde_json::Value =
-        serde_json::from_slice(value).map_err(|e| Error::malformed(key, format!("bad JSON: {e}")))?;
+    let parsed: serde_json::Value = serde_json::from_slice(value)
+        .map_err(|e| Error::malformed(key, format!("bad JSON: {e}")))?;
     let neigh = match parsed.get("neigh") {
         Some(serde_json::Value::Array(items)) => items,
         Some(_) => return Err(Error::malformed(key, "\"neigh\" is not a list")),
@@ -107,10 +113,22 @@ mod tests {
         let mut v = encode_adjacency(&[1, 2]);
         v.pop();
         assert!(matches!(neighbours(b"1", &v), Err(Error::Malformed { .. })));
-        assert!(matches!(neighbours(b"1", b"ALG1"), Err(Error::Malformed { .. })));
-        assert!(matches!(neighbours(b"1", b"hello"), Err(Error::Malformed { .. })));
-        assert!(matches!(neighbours(b"1", br#"{"neigh": ["x"]}"#), Err(Error::Malformed { .. })));
-        assert!(matches!(neighbours(b"1", b"{"), Err(Error::Malformed { .. })));
+        assert!(matches!(
+            neighbours(b"1", b"ALG1"),
+            Err(Error::Malformed { .. })
+        ));
+        assert!(matches!(
+            neighbours(b"1", b"hello"),
+            Err(Error::Malformed { .. })
+        ));
+        assert!(matches!(
+            neighbours(b"1", br#"{"neigh": ["x"]}"#),
+            Err(Error::Malformed { .. })
+        ));
+        assert!(matches!(
+            neighbours(b"1", b"{"),
+            Err(Error::Malformed { .. })
+        ));
     }
 
     #[test]

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use crate::builtins::{aggregate::Aggregate, digest::DigestFn, get::Get, khop::Khop, pagerank::PageRank};
+use crate::builtins::{
+    aggregate::Aggregate, digest::DigestFn, get::Get, khop::Khop, pagerank::PageRank,
+};
 use crate::{Error, Function, Result};
 
 /// Functions by name, each with a stable index (its slot in per-function counter tables).
@@ -17,7 +19,9 @@ impl Registry {
 
     /// An empty registry.
     pub fn empty() -> Registry {
-        Registry { functions: Vec::new() }
+        Registry {
+            functions: Vec::new(),
+        }
     }
 
     /// The built-in functions: `khop`, `digest`, `pagerank`, `aggregate`, `get`, at indices 0..5.
@@ -30,7 +34,8 @@ impl Registry {
             Arc::new(Aggregate),
             Arc::new(Get),
         ] {
-            r.register(f).expect("built-ins fit and have distinct names");
+            r.register(f)
+                .expect("built-ins fit and have distinct names");
         }
         r
     }
@@ -38,10 +43,16 @@ impl Registry {
     /// Adds a function; fails if the name is taken or the registry is full.
     pub fn register(&mut self, f: Arc<dyn Function>) -> Result<usize> {
         if self.lookup(f.name()).is_some() {
-            return Err(Error::Store(format!("function '{}' is already registered", f.name())));
+            return Err(Error::Store(format!(
+                "function '{}' is already registered",
+                f.name()
+            )));
         }
         if self.functions.len() >= Self::CAPACITY {
-            return Err(Error::Store(format!("registry is full ({} functions)", Self::CAPACITY)));
+            return Err(Error::Store(format!(
+                "registry is full ({} functions)",
+                Self::CAPACITY
+            )));
         }
         self.functions.push(f);
         Ok(self.functions.len() - 1)
@@ -49,7 +60,10 @@ impl Registry {
 
     /// The index and function called `name` (ASCII case-insensitive).
     pub fn lookup(&self, name: &str) -> Option<(usize, &Arc<dyn Function>)> {
-        self.functions.iter().enumerate().find(|(_, f)| f.name().eq_ignore_ascii_case(name))
+        self.functions
+            .iter()
+            .enumerate()
+            .find(|(_, f)| f.name().eq_ignore_ascii_case(name))
     }
 
     /// Like [`Registry::lookup`], for a name in raw bytes, with an error naming the unknown one.
@@ -91,6 +105,9 @@ mod tests {
         assert_eq!(r.len(), 5);
         assert_eq!(r.resolve(b"KHOP").unwrap().0, 0);
         assert!(matches!(r.resolve(b"nope"), Err(Error::UnknownFunction(_))));
-        assert!(matches!(r.resolve(b"\xff\x00"), Err(Error::UnknownFunction(_))));
+        assert!(matches!(
+            r.resolve(b"\xff\x00"),
+            Err(Error::UnknownFunction(_))
+        ));
     }
 }

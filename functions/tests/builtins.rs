@@ -15,7 +15,14 @@ fn call(store: &MemStore, args: &[&str]) -> Result<Output, Error> {
 
 /// A small undirected graph: 0-1, 0-2, 1-3, 3-4, 4-5, and 2 lists a dangling neighbour 99.
 fn graph() -> (MemStore, Vec<Vec<u32>>) {
-    let adj = vec![vec![1, 2], vec![0, 3], vec![0, 99], vec![1, 4], vec![3, 5], vec![4]];
+    let adj = vec![
+        vec![1, 2],
+        vec![0, 3],
+        vec![0, 99],
+        vec![1, 4],
+        vec![3, 5],
+        vec![4],
+    ];
     let store = MemStore::new();
     for (v, n) in adj.iter().enumerate() {
         store.insert(vertex_key(v as u32), encode_adjacency(n));
@@ -49,23 +56,53 @@ fn khop_matches_bfs_and_counts_dangling_vertices() {
             assert_eq!(got, Output::Ids(bfs(&adj, start, k)), "start {start} k {k}");
         }
     }
-    assert_eq!(call(&store, &["khop", "0", "1"]).unwrap(), Output::Ids(vec![1, 2]));
-    assert_eq!(call(&store, &["khop", "0", "2"]).unwrap(), Output::Ids(vec![1, 2, 3, 99]));
+    assert_eq!(
+        call(&store, &["khop", "0", "1"]).unwrap(),
+        Output::Ids(vec![1, 2])
+    );
+    assert_eq!(
+        call(&store, &["khop", "0", "2"]).unwrap(),
+        Output::Ids(vec![1, 2, 3, 99])
+    );
 }
 
 #[test]
 fn khop_bad_input() {
     let (store, _) = graph();
     assert!(matches!(call(&store, &["khop", "7", "2"]), Err(Error::NoKey(k)) if k == "7"));
-    assert!(matches!(call(&store, &["khop", "1"]), Err(Error::Arity { .. })));
-    assert!(matches!(call(&store, &["khop", "1", "2", "3"]), Err(Error::Arity { .. })));
-    assert!(matches!(call(&store, &["khop", "-1", "2"]), Err(Error::BadArgument { .. })));
-    assert!(matches!(call(&store, &["khop", "1", "0"]), Err(Error::BadArgument { .. })));
-    assert!(matches!(call(&store, &["khop", "1", "17"]), Err(Error::BadArgument { .. })));
-    assert!(matches!(call(&store, &["khop", "x", "2"]), Err(Error::BadArgument { .. })));
-    assert!(matches!(call(&store, &["nope", "1"]), Err(Error::UnknownFunction(_))));
+    assert!(matches!(
+        call(&store, &["khop", "1"]),
+        Err(Error::Arity { .. })
+    ));
+    assert!(matches!(
+        call(&store, &["khop", "1", "2", "3"]),
+        Err(Error::Arity { .. })
+    ));
+    assert!(matches!(
+        call(&store, &["khop", "-1", "2"]),
+        Err(Error::BadArgument { .. })
+    ));
+    assert!(matches!(
+        call(&store, &["khop", "1", "0"]),
+        Err(Error::BadArgument { .. })
+    ));
+    assert!(matches!(
+        call(&store, &["khop", "1", "17"]),
+        Err(Error::BadArgument { .. })
+    ));
+    assert!(matches!(
+        call(&store, &["khop", "x", "2"]),
+        Err(Error::BadArgument { .. })
+    ));
+    assert!(matches!(
+        call(&store, &["nope", "1"]),
+        Err(Error::UnknownFunction(_))
+    ));
     store.insert("8", "junk");
-    assert!(matches!(call(&store, &["khop", "8", "1"]), Err(Error::Malformed { .. })));
+    assert!(matches!(
+        call(&store, &["khop", "8", "1"]),
+        Err(Error::Malformed { .. })
+    ));
 }
 
 #[test]
@@ -79,22 +116,33 @@ fn digest_iterates_md5() {
     );
     let two = call(&store, &["digest", "blob", "2"]).unwrap();
     assert_ne!(two, call(&store, &["digest", "blob", "1"]).unwrap());
-    assert!(matches!(call(&store, &["digest", "none", "1"]), Err(Error::NoKey(_))));
-    assert!(matches!(call(&store, &["digest", "blob", "0"]), Err(Error::BadArgument { .. })));
+    assert!(matches!(
+        call(&store, &["digest", "none", "1"]),
+        Err(Error::NoKey(_))
+    ));
+    assert!(matches!(
+        call(&store, &["digest", "blob", "0"]),
+        Err(Error::BadArgument { .. })
+    ));
 }
 
 #[test]
 fn pagerank_over_one_hop_subgraph() {
     let (store, _) = graph();
     // Subgraph of 0: {0, 1, 2}; edges 0->1, 0->2, 1->0, 2->0 (99 is outside).
-    let Output::Scores(s) = call(&store, &["pagerank", "0", "100"]).unwrap() else { panic!() };
+    let Output::Scores(s) = call(&store, &["pagerank", "0", "100"]).unwrap() else {
+        panic!()
+    };
     let ids: Vec<u32> = s.iter().map(|p| p.0).collect();
     assert_eq!(ids, vec![0, 1, 2]);
     let total: f64 = s.iter().map(|p| p.1).sum();
     assert!((total - 1.0).abs() < 1e-9);
     assert!(s[0].1 > s[1].1);
     assert!((s[1].1 - s[2].1).abs() < 1e-12);
-    assert!(matches!(call(&store, &["pagerank", "50", "3"]), Err(Error::NoKey(_))));
+    assert!(matches!(
+        call(&store, &["pagerank", "50", "3"]),
+        Err(Error::NoKey(_))
+    ));
 }
 
 #[test]
@@ -103,21 +151,36 @@ fn aggregate_sums_existing_numbers() {
     store.insert("n:1", "2");
     store.insert("n:2", "3.5");
     store.insert("x:1", "10");
-    assert_eq!(call(&store, &["aggregate", "1", "3"]).unwrap(), Output::Sum { sum: 5.5, keys: 2 });
-    assert_eq!(call(&store, &["aggregate", "1", "1", "x:"]).unwrap(), Output::Sum { sum: 10.0, keys: 1 });
+    assert_eq!(
+        call(&store, &["aggregate", "1", "3"]).unwrap(),
+        Output::Sum { sum: 5.5, keys: 2 }
+    );
+    assert_eq!(
+        call(&store, &["aggregate", "1", "1", "x:"]).unwrap(),
+        Output::Sum { sum: 10.0, keys: 1 }
+    );
     assert_eq!(
         call(&store, &["aggregate", "keys", "n:1", "x:1", "zz"]).unwrap(),
         Output::Sum { sum: 12.0, keys: 2 }
     );
     store.insert("n:4", "four");
-    assert!(matches!(call(&store, &["aggregate", "1", "4"]), Err(Error::Malformed { .. })));
-    assert!(matches!(call(&store, &["aggregate", "keys"]), Err(Error::Arity { .. })));
+    assert!(matches!(
+        call(&store, &["aggregate", "1", "4"]),
+        Err(Error::Malformed { .. })
+    ));
+    assert!(matches!(
+        call(&store, &["aggregate", "keys"]),
+        Err(Error::Arity { .. })
+    ));
 }
 
 #[test]
 fn get_returns_value_or_nil() {
     let store = MemStore::new();
     store.insert("k", "v");
-    assert_eq!(call(&store, &["get", "k"]).unwrap(), Output::Value(Some(b"v".to_vec())));
+    assert_eq!(
+        call(&store, &["get", "k"]).unwrap(),
+        Output::Value(Some(b"v".to_vec()))
+    );
     assert_eq!(call(&store, &["get", "z"]).unwrap(), Output::Value(None));
 }

@@ -28,7 +28,10 @@ fn parse(args: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
         a.next_bytes()?;
         let keys: Vec<Vec<u8>> = a.rest().map(<[u8]>::to_vec).collect();
         if keys.is_empty() || keys.len() as u64 > MAX_COUNT {
-            return Err(Error::Arity { function: "aggregate", usage: USAGE });
+            return Err(Error::Arity {
+                function: "aggregate",
+                usage: USAGE,
+            });
         }
         return Ok(keys);
     }

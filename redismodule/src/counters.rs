@@ -1,0 +1,92 @@
+//! Per-function counters of the storage side, and the `INFO autoloc` section that shows them.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use autoloc_functions::Registry;
+use redis_module::{InfoContext, RedisResult};
+use redis_module_macros::info_command_handler;
+
+/// The counters of one function. Relaxed atomics: each is an independent tally.
+#[derive(Debug, Default)]
+pub struct FunctionCounters {
+    /// Invocations started.
+    pub calls: AtomicU64,
+    /// Invocations that failed (pushbacks included).
+    pub errors: AtomicU64,
+    /// Invocations stopped by the budget and handed back to the caller.
+    pub pushbacks: AtomicU64,
+    /// CPU time spent running the function, ns.
+    pub cpu_ns: AtomicU64,
+    /// Keys read.
+    pub keys_read: AtomicU64,
+    /// Value bytes read.
+    pub bytes_read: AtomicU64,
+}
+
+/// What one invocation adds.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Sample {
+    /// It failed.
+    pub error: bool,
+    /// It was pushed back.
+    pub pushback: bool,
+    /// CPU ns it took.
+    pub cpu_ns: u64,
+    /// Keys it read.
+    pub keys_read: u64,
+    /// Bytes it read.
+    pub bytes_read: u64,
+}
+
+static COUNTERS: [FunctionCounters; Registry::CAPACITY] = [const {
+    FunctionCounters {
+        calls: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        pushbacks: AtomicU64::new(0),
+        cpu_ns: AtomicU64::new(0),
+        keys_read: AtomicU64::new(0),
+        bytes_read: AtomicU64::new(0),
+    }
+}; Registry::CAPACITY];
+
+/// The counters of the function at `index` in the registry.
+pub fn of(index: usize) -> &'static FunctionCounters {
+    &COUNTERS[index.min(Registry::CAPACITY - 1)]
+}
+
+/// Adds one invocation of the function at `index`.
+pub fn record(index: usize, s: Sample) {
+    let c = of(index);
+    c.calls.fetch_add(1, Relaxed);
+    c.errors.fetch_add(u64::from(s.error), Relaxed);
+    c.pushbacks.fetch_add(u64::from(s.pushback), Relaxed);
+    c.cpu_ns.fetch_add(s.cpu_ns, Relaxed);
+    c.keys_read.fetch_add(s.keys_read, Relaxed);
+    c.bytes_read.fetch_add(s.bytes_read, Relaxed);
+}
+
+/// `INFO autoloc`: section `autoloc_functions`, one line per counter and function, named
+/// `<function>_<counter>`, e.g. `khop_calls:1000`.
+#[info_command_handler]
+fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
+    let registry = crate::commands::registry();
+    let mut section = ctx
+        .builder()
+        .add_section("functions")
+        .field("budget_us", crate::config::budget().as_micros().to_string())?;
+    for (i, f) in registry.iter().enumerate() {
+        let c = of(i);
+        let name = f.name();
+        for (counter, value) in [
+            ("calls", c.calls.load(Relaxed)),
+            ("errors", c.errors.load(Relaxed)),
+            ("pushbacks", c.pushbacks.load(Relaxed)),
+            ("cpu_us", c.cpu_ns.load(Relaxed) / 1000),
+            ("keys_read", c.keys_read.load(Relaxed)),
+            ("bytes_read", c.bytes_read.load(Relaxed)),
+        ] {
+            section = section.field(&format!("{name}_{counter}"), value.to_string())?;
+        }
+    }
+    section.build_section()?.build_info().map(|_| ())
+}
