@@ -50,7 +50,11 @@ const _: () = assert!(DEFAULT_PARK.as_millis() >= 1 && DEFAULT_PARK.as_millis() 
 
 impl Default for BackoffConfig {
     fn default() -> Self {
-        Self { spins: DEFAULT_SPINS, yields: DEFAULT_YIELDS, park: DEFAULT_PARK }
+        Self {
+            spins: DEFAULT_SPINS,
+            yields: DEFAULT_YIELDS,
+            park: DEFAULT_PARK,
+        }
     }
 }
 
@@ -137,7 +141,9 @@ impl Default for Doorbell {
 impl Doorbell {
     /// An unrung doorbell.
     pub fn new() -> Self {
-        Self { word: AtomicU32::new(0) }
+        Self {
+            word: AtomicU32::new(0),
+        }
     }
 
     /// Whether the consumer has announced that it is parking.
@@ -237,7 +243,11 @@ mod tests {
     #[test]
     fn phases_progress_and_reset() {
         let bell = Doorbell::new();
-        let mut b = Backoff::new(BackoffConfig { spins: 2, yields: 1, park: Duration::from_millis(1) });
+        let mut b = Backoff::new(BackoffConfig {
+            spins: 2,
+            yields: 1,
+            park: Duration::from_millis(1),
+        });
         assert_eq!(b.snooze(&bell, || true), Phase::Spin);
         assert_eq!(b.snooze(&bell, || true), Phase::Spin);
         assert_eq!(b.snooze(&bell, || true), Phase::Yield);
@@ -261,9 +271,17 @@ mod tests {
 
     #[test]
     fn parked_consumer_is_woken_by_producer() {
-        let (mut tx, mut rx) = channel(RingConfig { slot_count: 4, slot_size: 64 }).unwrap();
+        let (mut tx, mut rx) = channel(RingConfig {
+            slot_count: 4,
+            slot_size: 64,
+        })
+        .unwrap();
         // A long park, so only a real wake (not the timeout) can deliver the message quickly.
-        let cfg = BackoffConfig { spins: 0, yields: 0, park: Duration::from_secs(5) };
+        let cfg = BackoffConfig {
+            spins: 0,
+            yields: 0,
+            park: Duration::from_secs(5),
+        };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let consumer = std::thread::spawn(move || {
             let mut backoff = Backoff::new(cfg);
@@ -289,7 +307,10 @@ mod tests {
         tx.try_push(b"wake up").unwrap();
         let (msg, got) = consumer.join().unwrap();
         assert_eq!(msg, b"wake up");
-        assert!(got.duration_since(sent) < Duration::from_secs(1), "woken only by the park timeout");
+        assert!(
+            got.duration_since(sent) < Duration::from_secs(1),
+            "woken only by the park timeout"
+        );
     }
 
     fn tx_sleeping(tx: &crate::ring::Producer) -> bool {
@@ -298,7 +319,11 @@ mod tests {
 
     #[test]
     fn idle_consumer_uses_little_cpu() {
-        let (tx, mut rx) = channel(RingConfig { slot_count: 4, slot_size: 64 }).unwrap();
+        let (tx, mut rx) = channel(RingConfig {
+            slot_count: 4,
+            slot_size: 64,
+        })
+        .unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let consumer = std::thread::spawn(move || {
@@ -323,6 +348,10 @@ mod tests {
         drop(tx);
         let share = cpu_ns as f64 / wall.as_nanos() as f64;
         assert!(wall >= Duration::from_millis(150));
-        assert!(share < 0.05, "idle consumer used {:.1}% of a core", share * 100.0);
+        assert!(
+            share < 0.05,
+            "idle consumer used {:.1}% of a core",
+            share * 100.0
+        );
     }
 }

@@ -5,11 +5,22 @@
 //!   pipelining [`resp::Connection`] with `redis://` URLs and AUTH. The universal baseline, and
 //!   the control path every other transport is set up through (`AUTOLOC.CONNECT`).
 //! - [`clock`]: per-thread CPU time, for the per-function counters on both sides.
+//! - [`wire`]: the binary frame format of the fast transports: a `repr(C)` header, one message
+//!   enum, check-then-parse decoding that borrows from the buffer.
+//! - [`ring`]: a single-producer single-consumer ring of fixed-size slots over raw (shared)
+//!   memory, with burst push/pop and Acquire/Release publication.
+//! - [`shm`]: the shared-memory transport: a /dev/shm (or memfd) segment with a request and a
+//!   response ring, server and client endpoints, peer liveness.
+//! - [`backoff`]: idle backoff for polling threads (spin, yield, park on a futex doorbell).
 //!
 //! This crate and `redismodule` are the only ones with `unsafe`; each block says why it is sound.
 
+pub mod backoff;
 pub mod clock;
 pub mod resp;
+pub mod ring;
+pub mod shm;
+pub mod wire;
 
 pub use resp::{Connection, Frame, RedisUrl};
 
@@ -37,6 +48,18 @@ pub enum Error {
     Setup {
         command: &'static str,
         message: String,
+    },
+    /// A frame of the binary wire format that cannot be encoded or decoded.
+    #[error(transparent)]
+    Wire(#[from] wire::WireError),
+    /// A ring operation failed (full, message too large, corrupt, bad layout).
+    #[error(transparent)]
+    Ring(#[from] ring::RingError),
+    /// A shared-memory segment that cannot be used.
+    #[error("shared segment {}: {reason}", path.display())]
+    Segment {
+        path: std::path::PathBuf,
+        reason: String,
     },
 }
 

@@ -129,7 +129,9 @@ impl HeapRegion {
         };
         // SAFETY: `layout` has a non-zero size (at least RING_ALIGN bytes).
         let raw = unsafe { std::alloc::alloc_zeroed(layout) };
-        let Some(ptr) = NonNull::new(raw) else { std::alloc::handle_alloc_error(layout) };
+        let Some(ptr) = NonNull::new(raw) else {
+            std::alloc::handle_alloc_error(layout)
+        };
         Self { ptr, layout }
     }
 }
@@ -143,7 +145,10 @@ impl Drop for HeapRegion {
 
 impl fmt::Debug for HeapRegion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HeapRegion").field("ptr", &self.ptr).field("len", &self.layout.size()).finish()
+        f.debug_struct("HeapRegion")
+            .field("ptr", &self.ptr)
+            .field("len", &self.layout.size())
+            .finish()
     }
 }
 
@@ -183,8 +188,10 @@ impl RingConfig {
         if self.slot_count > MAX_SLOTS {
             return Err(RingError::Layout("too many slots"));
         }
-        if self.slot_size as usize <= SLOT_PREFIX || self.slot_size % 8 != 0 {
-            return Err(RingError::Layout("slot size is not a multiple of 8 above the prefix"));
+        if self.slot_size as usize <= SLOT_PREFIX || self.slot_size & 7 != 0 {
+            return Err(RingError::Layout(
+                "slot size is not a multiple of 8 above the prefix",
+            ));
         }
         if self.slot_size > MAX_SLOT_SIZE {
             return Err(RingError::Layout("slot too large"));
@@ -245,7 +252,7 @@ const _: () = {
     assert!(std::mem::offset_of!(RingHeader, consumer) == 128);
     assert!(std::mem::offset_of!(RingHeader, doorbell) == 192);
     assert!(std::mem::size_of::<Config>() <= 64);
-    assert!(RING_HEADER_LEN % RING_ALIGN == 0 && SLOT_PREFIX % 8 == 0);
+    assert!(RING_HEADER_LEN & (RING_ALIGN - 1) == 0 && SLOT_PREFIX & 7 == 0);
 };
 
 /// Writes an empty ring with geometry `cfg` at `offset` into `region`.
@@ -279,15 +286,29 @@ pub unsafe fn init<R: Region + ?Sized>(
     // SAFETY: check_bounds proved `offset + RING_HEADER_LEN <= size` and 64-byte alignment, which
     // covers RingHeader's size and alignment; the caller guarantees exclusive access. `write` does
     // not drop the old bytes, which were never a RingHeader.
-    unsafe { region.as_ptr().add(offset).cast::<RingHeader>().write(header) };
+    unsafe {
+        region
+            .as_ptr()
+            .add(offset)
+            .cast::<RingHeader>()
+            .write(header)
+    };
     Ok(())
 }
 
-fn check_bounds<R: Region + ?Sized>(region: &R, offset: usize, len: usize) -> Result<(), RingError> {
-    if (region.as_ptr() as usize) % RING_ALIGN != 0 || offset % RING_ALIGN != 0 {
+fn check_bounds<R: Region + ?Sized>(
+    region: &R,
+    offset: usize,
+    len: usize,
+) -> Result<(), RingError> {
+    if (region.as_ptr() as usize | offset) & (RING_ALIGN - 1) != 0 {
         return Err(RingError::Layout("ring is not 64-byte aligned"));
     }
-    if len < RING_HEADER_LEN || offset.checked_add(len).is_none_or(|end| end > region.size()) {
+    if len < RING_HEADER_LEN
+        || offset
+            .checked_add(len)
+            .is_none_or(|end| end > region.size())
+    {
         return Err(RingError::Layout("ring does not fit the region"));
     }
     Ok(())
@@ -307,7 +328,8 @@ impl Shared {
     fn attach(region: Arc<dyn Region>, offset: usize) -> Result<Self, RingError> {
         check_bounds(&*region, offset, RING_HEADER_LEN)?;
         // SAFETY: check_bounds proved the header lies inside the region and is aligned.
-        let header = unsafe { NonNull::new_unchecked(region.as_ptr().add(offset)) }.cast::<RingHeader>();
+        let header =
+            unsafe { NonNull::new_unchecked(region.as_ptr().add(offset)) }.cast::<RingHeader>();
         // SAFETY: the header bytes are inside the region; the geometry words are written once by
         // `init` before any handle can attach and are plain integers (any bit pattern is valid), so
         // reading them cannot be undefined; a peer that changes them later is ignored because we
@@ -327,13 +349,20 @@ impl Shared {
         if version != RING_VERSION {
             return Err(RingError::Layout("unsupported ring version"));
         }
-        let cfg = RingConfig { slot_count, slot_size };
+        let cfg = RingConfig {
+            slot_count,
+            slot_size,
+        };
         cfg.validate()?;
         check_bounds(&*region, offset, cfg.region_len())?;
         #[cfg(loom)]
-        assert!(slot_count as usize <= LOOM_MAX_SLOTS, "loom rings have at most {LOOM_MAX_SLOTS} slots");
+        assert!(
+            slot_count as usize <= LOOM_MAX_SLOTS,
+            "loom rings have at most {LOOM_MAX_SLOTS} slots"
+        );
         // SAFETY: the slots start RING_HEADER_LEN bytes into a ring that check_bounds proved fits.
-        let slots = unsafe { NonNull::new_unchecked(header.as_ptr().cast::<u8>().add(RING_HEADER_LEN)) };
+        let slots =
+            unsafe { NonNull::new_unchecked(header.as_ptr().cast::<u8>().add(RING_HEADER_LEN)) };
         Ok(Self {
             _region: region,
             header,
@@ -448,13 +477,23 @@ impl Producer {
         let h = ring.header();
         // Acquire pairs with the previous producer's Release in Drop: its last index store is
         // visible before we read the index below.
-        if h.config.0.producer_claim.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        if h.config
+            .0
+            .producer_claim
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             return Err(RingError::AlreadyAttached("producer"));
         }
         let tail = h.producer.0.load(Ordering::Relaxed);
         // Acquire: the consumer's reads of the slots it freed happen before we reuse them.
         let head = h.consumer.0.load(Ordering::Acquire);
-        let this = Self { ring, tail, published: tail, cached_head: head };
+        let this = Self {
+            ring,
+            tail,
+            published: tail,
+            cached_head: head,
+        };
         if tail.wrapping_sub(head) > this.ring.slot_count {
             return Err(RingError::Corrupt("consumer index ahead of the producer"));
         }
@@ -535,7 +574,10 @@ impl Producer {
 
     fn check_len(&self, len: usize) -> Result<(), RingError> {
         if len > self.ring.capacity() {
-            return Err(RingError::TooLarge { len, capacity: self.ring.capacity() });
+            return Err(RingError::TooLarge {
+                len,
+                capacity: self.ring.capacity(),
+            });
         }
         Ok(())
     }
@@ -548,7 +590,11 @@ impl Producer {
         // Release pairs with the consumer's Acquire load of the producer index: the slot bytes we
         // wrote (length prefix and message) happen before any read of them by a consumer that sees
         // the new index.
-        self.ring.header().producer.0.store(self.tail, Ordering::Release);
+        self.ring
+            .header()
+            .producer
+            .0
+            .store(self.tail, Ordering::Release);
         self.published = self.tail;
         self.notify();
     }
@@ -571,7 +617,12 @@ impl Drop for Producer {
         // Staged messages are published rather than lost.
         self.flush();
         // Release pairs with the next producer's Acquire claim.
-        self.ring.header().config.0.producer_claim.store(0, Ordering::Release);
+        self.ring
+            .header()
+            .config
+            .0
+            .producer_claim
+            .store(0, Ordering::Release);
     }
 }
 
@@ -581,13 +632,18 @@ pub struct SlotMut<'a> {
     producer: &'a mut Producer,
 }
 
-impl SlotMut<'_> {
+impl<'a> SlotMut<'a> {
     /// The slot's message area ([`Producer::max_message`] bytes; contents unspecified).
     pub fn buf(&mut self) -> &mut [u8] {
         let ring = &self.producer.ring;
         // SAFETY: the slot at `tail` is free (has_room said so), hence owned by the producer, which
         // `self` borrows mutably; the area is `capacity` bytes inside the slot.
-        unsafe { std::slice::from_raw_parts_mut(ring.slot(self.producer.tail).add(SLOT_PREFIX), ring.capacity()) }
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                ring.slot(self.producer.tail).add(SLOT_PREFIX),
+                ring.capacity(),
+            )
+        }
     }
 
     /// Records a `len`-byte message in the slot and publishes it (and any staged before it).
@@ -603,12 +659,14 @@ impl SlotMut<'_> {
         self.stage_inner(len).map(|_| ())
     }
 
-    fn stage_inner(self, len: usize) -> Result<&'_ mut Producer, RingError> {
+    fn stage_inner(self, len: usize) -> Result<&'a mut Producer, RingError> {
         let producer = self.producer;
         producer.check_len(len)?;
         let prefix = (len as u32).to_le_bytes();
         // SAFETY: the slot is owned by the producer (see `buf`); the prefix is its first 4 bytes.
-        unsafe { std::ptr::copy_nonoverlapping(prefix.as_ptr(), producer.ring.slot(producer.tail), 4) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(prefix.as_ptr(), producer.ring.slot(producer.tail), 4)
+        };
         producer.ring.shadow_write(producer.tail);
         producer.tail = producer.tail.wrapping_add(1);
         Ok(producer)
@@ -636,12 +694,21 @@ impl Consumer {
         let ring = Shared::attach(region, offset)?;
         let h = ring.header();
         // Acquire pairs with the previous consumer's Release in Drop.
-        if h.config.0.consumer_claim.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        if h.config
+            .0
+            .consumer_claim
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             return Err(RingError::AlreadyAttached("consumer"));
         }
         let head = h.consumer.0.load(Ordering::Relaxed);
-        let mut this = Self { ring, head, cached_tail: head };
-        this.available()?;
+        let mut this = Self {
+            ring,
+            head,
+            cached_tail: head,
+        };
+        this.available(1)?;
         Ok(this)
     }
 
@@ -655,10 +722,11 @@ impl Consumer {
         self.ring.capacity()
     }
 
-    /// Messages ready to read, re-reading the producer index only if the cached one says none.
-    fn available(&mut self) -> Result<u64, RingError> {
+    /// Messages ready to read, re-reading the producer index only if the cached one shows fewer
+    /// than `want`.
+    fn available(&mut self, want: u64) -> Result<u64, RingError> {
         let n = self.cached_tail.wrapping_sub(self.head);
-        if n > 0 {
+        if n >= want.max(1) {
             return Ok(n);
         }
         // Acquire pairs with the Release store in `Producer::flush`: the producer wrote the slot
@@ -681,23 +749,29 @@ impl Consumer {
 
     /// Takes the oldest message, if any. The slot stays ours until the returned guard drops.
     pub fn try_pop(&mut self) -> Result<Option<Slot<'_>>, RingError> {
-        if self.available()? == 0 {
+        if self.available(1)? == 0 {
             return Ok(None);
         }
         let len = self.ring.read_len(self.head)?;
         self.ring.shadow_read(self.head);
-        Ok(Some(Slot { consumer: self, len }))
+        Ok(Some(Slot {
+            consumer: self,
+            len,
+        }))
     }
 
     /// Takes up to `max` messages at once; they are freed together when the burst drops.
     pub fn pop_burst(&mut self, max: usize) -> Result<Burst<'_>, RingError> {
-        let n = self.available()?.min(max as u64);
+        let n = self.available(max as u64)?.min(max as u64);
         for i in 0..n {
             let index = self.head.wrapping_add(i);
             self.ring.read_len(index)?;
             self.ring.shadow_read(index);
         }
-        Ok(Burst { consumer: self, count: n as usize })
+        Ok(Burst {
+            consumer: self,
+            count: n as usize,
+        })
     }
 
     /// One idle step: spin, yield, or park on the doorbell until the producer publishes.
@@ -721,14 +795,23 @@ impl Consumer {
         self.head = new_head;
         // Release pairs with the producer's Acquire load in `has_room`: our reads of the freed
         // slots happen before the producer, seeing this index, overwrites them.
-        self.ring.header().consumer.0.store(new_head, Ordering::Release);
+        self.ring
+            .header()
+            .consumer
+            .0
+            .store(new_head, Ordering::Release);
     }
 }
 
 impl Drop for Consumer {
     fn drop(&mut self) {
         // Release pairs with the next consumer's Acquire claim.
-        self.ring.header().config.0.consumer_claim.store(0, Ordering::Release);
+        self.ring
+            .header()
+            .config
+            .0
+            .consumer_claim
+            .store(0, Ordering::Release);
     }
 }
 
@@ -815,7 +898,10 @@ mod tests {
     use std::time::{Duration, Instant};
 
     fn cfg(slot_count: u32, slot_size: u32) -> RingConfig {
-        RingConfig { slot_count, slot_size }
+        RingConfig {
+            slot_count,
+            slot_size,
+        }
     }
 
     #[test]
@@ -864,11 +950,29 @@ mod tests {
         let (mut tx, mut rx) = channel(cfg(2, 16)).unwrap();
         assert_eq!(tx.max_message(), 8);
         tx.try_push(&[7; 8]).unwrap();
-        assert_eq!(tx.try_push(&[7; 9]), Err(RingError::TooLarge { len: 9, capacity: 8 }));
-        assert_eq!(tx.push_burst(&[&[1u8][..], &[2; 9]]), Err(RingError::TooLarge { len: 9, capacity: 8 }));
+        assert_eq!(
+            tx.try_push(&[7; 9]),
+            Err(RingError::TooLarge {
+                len: 9,
+                capacity: 8
+            })
+        );
+        assert_eq!(
+            tx.push_burst(&[&[1u8][..], &[2; 9]]),
+            Err(RingError::TooLarge {
+                len: 9,
+                capacity: 8
+            })
+        );
         let mut slot = tx.try_reserve().unwrap();
         slot.buf().fill(3);
-        assert_eq!(slot.commit(9), Err(RingError::TooLarge { len: 9, capacity: 8 }));
+        assert_eq!(
+            slot.commit(9),
+            Err(RingError::TooLarge {
+                len: 9,
+                capacity: 8
+            })
+        );
         assert_eq!(&*rx.try_pop().unwrap().unwrap(), &[7; 8]);
         assert!(rx.try_pop().unwrap().is_none());
     }
@@ -939,12 +1043,21 @@ mod tests {
         let c = cfg(4, 64);
         let region = Arc::new(HeapRegion::new(c.region_len() + 64));
         // Nothing initialised yet.
-        assert_eq!(Producer::attach(region.clone(), 0).unwrap_err(), RingError::Layout("no ring at this offset (bad magic)"));
+        assert_eq!(
+            Producer::attach(region.clone(), 0).unwrap_err(),
+            RingError::Layout("no ring at this offset (bad magic)")
+        );
         // SAFETY: no handles attached.
         unsafe { init(&*region, 0, c).unwrap() };
-        assert!(matches!(Producer::attach(region.clone(), 8), Err(RingError::Layout(_))));
+        assert!(matches!(
+            Producer::attach(region.clone(), 8),
+            Err(RingError::Layout(_))
+        ));
         let p = Producer::attach(region.clone(), 0).unwrap();
-        assert_eq!(Producer::attach(region.clone(), 0).unwrap_err(), RingError::AlreadyAttached("producer"));
+        assert_eq!(
+            Producer::attach(region.clone(), 0).unwrap_err(),
+            RingError::AlreadyAttached("producer")
+        );
         drop(p);
         Producer::attach(region.clone(), 0).unwrap();
 
@@ -953,23 +1066,43 @@ mod tests {
             unsafe { region.as_ptr().add(at).cast::<u32>().write(v) };
         };
         poke(8, 3); // slot count not a power of two
-        assert_eq!(Consumer::attach(region.clone(), 0).unwrap_err(), RingError::Layout("slot count is not a power of two"));
+        assert_eq!(
+            Consumer::attach(region.clone(), 0).unwrap_err(),
+            RingError::Layout("slot count is not a power of two")
+        );
         poke(8, 1024); // ring larger than the region
-        assert_eq!(Consumer::attach(region.clone(), 0).unwrap_err(), RingError::Layout("ring does not fit the region"));
+        assert_eq!(
+            Consumer::attach(region.clone(), 0).unwrap_err(),
+            RingError::Layout("ring does not fit the region")
+        );
         poke(8, 4);
         poke(12, 12); // slot size not a multiple of 8
-        assert!(matches!(Consumer::attach(region.clone(), 0), Err(RingError::Layout(_))));
+        assert!(matches!(
+            Consumer::attach(region.clone(), 0),
+            Err(RingError::Layout(_))
+        ));
         poke(12, 64);
         poke(4, 99);
-        assert_eq!(Consumer::attach(region.clone(), 0).unwrap_err(), RingError::Layout("unsupported ring version"));
+        assert_eq!(
+            Consumer::attach(region.clone(), 0).unwrap_err(),
+            RingError::Layout("unsupported ring version")
+        );
         poke(4, RING_VERSION);
         Consumer::attach(region.clone(), 0).unwrap();
 
         // A heap region too small for any ring.
         let tiny = Arc::new(HeapRegion::new(64));
-        // SAFETY: fresh region.
-        assert_eq!(unsafe { init(&*tiny, 0, c) }, Err(RingError::Layout("ring does not fit the region")));
-        assert!(matches!(RingConfig { slot_count: 0, slot_size: 64 }.validate(), Err(RingError::Layout(_))));
+        // SAFETY: fresh region, nothing attached.
+        let res = unsafe { init(&*tiny, 0, c) };
+        assert_eq!(res, Err(RingError::Layout("ring does not fit the region")));
+        assert!(matches!(
+            RingConfig {
+                slot_count: 0,
+                slot_size: 64
+            }
+            .validate(),
+            Err(RingError::Layout(_))
+        ));
     }
 
     #[test]
@@ -983,7 +1116,13 @@ mod tests {
         tx.try_push(b"hello").unwrap();
         // A peer that writes a length larger than the slot.
         // SAFETY: test-only write into the first slot's prefix.
-        unsafe { region.as_ptr().add(RING_HEADER_LEN).cast::<u32>().write(1000) };
+        unsafe {
+            region
+                .as_ptr()
+                .add(RING_HEADER_LEN)
+                .cast::<u32>()
+                .write(1000)
+        };
         assert!(matches!(rx.try_pop(), Err(RingError::Corrupt(_))));
         assert!(matches!(rx.pop_burst(4), Err(RingError::Corrupt(_))));
         // A producer index far ahead.

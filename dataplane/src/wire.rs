@@ -74,7 +74,9 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_payload: DEFAULT_MAX_PAYLOAD }
+        Self {
+            max_payload: DEFAULT_MAX_PAYLOAD,
+        }
     }
 }
 
@@ -198,12 +200,20 @@ pub enum Message<'a> {
     Ok,
     /// Reply to `Invoke` run to completion: the function's result (an opaque RESP-encoded reply
     /// produced by the caller), and the storage CPU and queueing time it cost.
-    InvokeReply { result: &'a [u8], storage_cpu_ns: u64, queue_ns: u64 },
+    InvokeReply {
+        result: &'a [u8],
+        storage_cpu_ns: u64,
+        queue_ns: u64,
+    },
     /// A request failed; `code` is a short machine-readable word (e.g. `ERR`, `WRONGTYPE`).
     Error { code: &'a str, message: &'a str },
     /// Reply to `Invoke` that storage declined to finish: continue compute-side with the values it
     /// already read (`None` for keys that do not exist).
-    Pushback { read_set: ReadSet<'a>, storage_cpu_ns: u64, queue_ns: u64 },
+    Pushback {
+        read_set: ReadSet<'a>,
+        storage_cpu_ns: u64,
+        queue_ns: u64,
+    },
 }
 
 /// A list of keys (or arguments).
@@ -244,16 +254,23 @@ impl Message<'_> {
             Message::Get { key } => blob_len(key)?,
             Message::MultiGet { keys } => keys.encoded_len()?,
             Message::Set { key, value } => blob_len(key)? + blob_len(value)?,
-            Message::Invoke { function, args } => blob_len(function.as_bytes())? + args.encoded_len()?,
+            Message::Invoke { function, args } => {
+                blob_len(function.as_bytes())? + args.encoded_len()?
+            }
             Message::Value { value } => value.encoded_len()?,
             Message::Values { values } => values.encoded_len()?,
             Message::Ok => 0,
             Message::InvokeReply { result, .. } => 16 + blob_len(result)?,
-            Message::Error { code, message } => blob_len(code.as_bytes())? + blob_len(message.as_bytes())?,
+            Message::Error { code, message } => {
+                blob_len(code.as_bytes())? + blob_len(message.as_bytes())?
+            }
             Message::Pushback { read_set, .. } => 16 + read_set.encoded_len()?,
         };
         if len > u32::MAX as usize {
-            return Err(WireError::Oversized { len, max: u32::MAX as usize });
+            return Err(WireError::Oversized {
+                len,
+                max: u32::MAX as usize,
+            });
         }
         Ok(len)
     }
@@ -278,7 +295,11 @@ impl Message<'_> {
             Message::Value { value } => value.write(w),
             Message::Values { values } => values.write(w),
             Message::Ok => {}
-            Message::InvokeReply { result, storage_cpu_ns, queue_ns } => {
+            Message::InvokeReply {
+                result,
+                storage_cpu_ns,
+                queue_ns,
+            } => {
                 w.put(&storage_cpu_ns.to_le_bytes());
                 w.put(&queue_ns.to_le_bytes());
                 result.write(w);
@@ -287,7 +308,11 @@ impl Message<'_> {
                 code.as_bytes().write(w);
                 message.as_bytes().write(w);
             }
-            Message::Pushback { read_set, storage_cpu_ns, queue_ns } => {
+            Message::Pushback {
+                read_set,
+                storage_cpu_ns,
+                queue_ns,
+            } => {
                 w.put(&storage_cpu_ns.to_le_bytes());
                 w.put(&queue_ns.to_le_bytes());
                 read_set.write(w);
@@ -298,7 +323,10 @@ impl Message<'_> {
 
 fn blob_len(b: &[u8]) -> Result<usize> {
     if b.len() >= NIL as usize {
-        return Err(WireError::Oversized { len: b.len(), max: NIL as usize - 1 });
+        return Err(WireError::Oversized {
+            len: b.len(),
+            max: NIL as usize - 1,
+        });
     }
     Ok(4 + b.len())
 }
@@ -317,7 +345,10 @@ pub fn encode_into(request_id: u64, message: &Message<'_>, buf: &mut [u8]) -> Re
     let payload_len = message.payload_len()?;
     let len = HEADER_LEN + payload_len;
     if buf.len() < len {
-        return Err(WireError::NoRoom { len, capacity: buf.len() });
+        return Err(WireError::NoRoom {
+            len,
+            capacity: buf.len(),
+        });
     }
     let header = Header {
         magic: MAGIC,
@@ -328,10 +359,16 @@ pub fn encode_into(request_id: u64, message: &Message<'_>, buf: &mut [u8]) -> Re
         request_id,
     };
     buf[..HEADER_LEN].copy_from_slice(&header.to_bytes());
-    let mut w = Writer { buf: &mut buf[HEADER_LEN..len], at: 0, overflow: false };
+    let mut w = Writer {
+        buf: &mut buf[HEADER_LEN..len],
+        at: 0,
+        overflow: false,
+    };
     message.write_payload(&mut w);
     if w.overflow || w.at != payload_len {
-        return Err(WireError::Malformed("encoder wrote a payload of the wrong length"));
+        return Err(WireError::Malformed(
+            "encoder wrote a payload of the wrong length",
+        ));
     }
     Ok(len)
 }
@@ -339,9 +376,8 @@ pub fn encode_into(request_id: u64, message: &Message<'_>, buf: &mut [u8]) -> Re
 /// Phase one: whether `buf` starts with a whole, valid frame; returns the frame's length.
 /// Bytes after the frame are ignored (they are the next frame on a stream).
 pub fn check(buf: &[u8], limits: &Limits) -> Result<usize> {
-    let (header, kind, len) = check_header(buf, limits)?;
+    let (_, kind, len) = check_header(buf, limits)?;
     read_payload(kind, &buf[HEADER_LEN..len])?;
-    let _ = header;
     Ok(len)
 }
 
@@ -350,7 +386,13 @@ pub fn check(buf: &[u8], limits: &Limits) -> Result<usize> {
 pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<(Frame<'a>, usize)> {
     let (header, kind, len) = check_header(buf, limits)?;
     let message = read_payload(kind, &buf[HEADER_LEN..len])?;
-    Ok((Frame { request_id: header.request_id, message }, len))
+    Ok((
+        Frame {
+            request_id: header.request_id,
+            message,
+        },
+        len,
+    ))
 }
 
 /// [`check`] then [`parse`]: the frame at the start of `buf` and its length.
@@ -361,7 +403,9 @@ pub fn decode<'a>(buf: &'a [u8], limits: &Limits) -> Result<(Frame<'a>, usize)> 
 
 fn check_header(buf: &[u8], limits: &Limits) -> Result<(Header, Kind, usize)> {
     let Some(bytes) = buf.first_chunk::<HEADER_LEN>() else {
-        return Err(WireError::Incomplete { needed: HEADER_LEN - buf.len() });
+        return Err(WireError::Incomplete {
+            needed: HEADER_LEN - buf.len(),
+        });
     };
     let header = Header::from_bytes(bytes);
     if header.magic != MAGIC {
@@ -376,11 +420,16 @@ fn check_header(buf: &[u8], limits: &Limits) -> Result<(Header, Kind, usize)> {
     }
     let payload = header.payload_len as usize;
     if payload > limits.max_payload {
-        return Err(WireError::Oversized { len: payload, max: limits.max_payload });
+        return Err(WireError::Oversized {
+            len: payload,
+            max: limits.max_payload,
+        });
     }
     let len = HEADER_LEN + payload;
     if buf.len() < len {
-        return Err(WireError::Incomplete { needed: len - buf.len() });
+        return Err(WireError::Incomplete {
+            needed: len - buf.len(),
+        });
     }
     Ok((header, kind, len))
 }
@@ -388,25 +437,49 @@ fn check_header(buf: &[u8], limits: &Limits) -> Result<(Header, Kind, usize)> {
 /// Walks a payload of `kind`, validating every length, count and string, and builds the message.
 /// Lists are walked once here and kept as views, so building them allocates nothing.
 fn read_payload(kind: Kind, payload: &[u8]) -> Result<Message<'_>> {
-    let mut r = Reader { buf: payload, at: 0 };
+    let mut r = Reader {
+        buf: payload,
+        at: 0,
+    };
     let message = match kind {
         Kind::Get => Message::Get { key: r.blob()? },
-        Kind::MultiGet => Message::MultiGet { keys: List::read(&mut r)? },
-        Kind::Set => Message::Set { key: r.blob()?, value: r.blob()? },
-        Kind::Invoke => Message::Invoke { function: r.str()?, args: List::read(&mut r)? },
+        Kind::MultiGet => Message::MultiGet {
+            keys: List::read(&mut r)?,
+        },
+        Kind::Set => Message::Set {
+            key: r.blob()?,
+            value: r.blob()?,
+        },
+        Kind::Invoke => Message::Invoke {
+            function: r.str()?,
+            args: List::read(&mut r)?,
+        },
         Kind::Value => Message::Value { value: r.opt()? },
-        Kind::Values => Message::Values { values: List::read(&mut r)? },
+        Kind::Values => Message::Values {
+            values: List::read(&mut r)?,
+        },
         Kind::Ok => Message::Ok,
         Kind::InvokeReply => {
             let storage_cpu_ns = r.u64()?;
             let queue_ns = r.u64()?;
-            Message::InvokeReply { result: r.blob()?, storage_cpu_ns, queue_ns }
+            Message::InvokeReply {
+                result: r.blob()?,
+                storage_cpu_ns,
+                queue_ns,
+            }
         }
-        Kind::Error => Message::Error { code: r.str()?, message: r.str()? },
+        Kind::Error => Message::Error {
+            code: r.str()?,
+            message: r.str()?,
+        },
         Kind::Pushback => {
             let storage_cpu_ns = r.u64()?;
             let queue_ns = r.u64()?;
-            Message::Pushback { read_set: List::read(&mut r)?, storage_cpu_ns, queue_ns }
+            Message::Pushback {
+                read_set: List::read(&mut r)?,
+                storage_cpu_ns,
+                queue_ns,
+            }
         }
     };
     if r.at != payload.len() {
@@ -428,7 +501,9 @@ mod codec {
     impl<'a> Reader<'a> {
         pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8]> {
             let end = self.at.checked_add(n).filter(|&end| end <= self.buf.len());
-            let end = end.ok_or(WireError::Malformed("length runs past the end of the payload"))?;
+            let end = end.ok_or(WireError::Malformed(
+                "length runs past the end of the payload",
+            ))?;
             let bytes = &self.buf[self.at..end];
             self.at = end;
             Ok(bytes)
@@ -461,7 +536,8 @@ mod codec {
         }
 
         pub(super) fn str(&mut self) -> Result<&'a str> {
-            std::str::from_utf8(self.blob()?).map_err(|_| WireError::Malformed("string is not UTF-8"))
+            std::str::from_utf8(self.blob()?)
+                .map_err(|_| WireError::Malformed("string is not UTF-8"))
         }
     }
 
@@ -568,7 +644,9 @@ impl<T> Copy for Repr<'_, T> {}
 impl<'a, T: Item<'a>> List<'a, T> {
     /// A list to encode.
     pub fn new(items: &'a [T]) -> Self {
-        Self { repr: Repr::Slice(items) }
+        Self {
+            repr: Repr::Slice(items),
+        }
     }
 
     /// Number of elements.
@@ -587,36 +665,55 @@ impl<'a, T: Item<'a>> List<'a, T> {
     /// The elements in order.
     pub fn iter(&self) -> ListIter<'a, T> {
         match self.repr {
-            Repr::Slice(s) => ListIter { repr: IterRepr::Slice(s.iter()) },
-            Repr::Wire { count, bytes } => {
-                ListIter { repr: IterRepr::Wire { left: count, reader: Reader { buf: bytes, at: 0 } } }
-            }
+            Repr::Slice(s) => ListIter {
+                repr: IterRepr::Slice(s.iter()),
+            },
+            Repr::Wire { count, bytes } => ListIter {
+                repr: IterRepr::Wire {
+                    left: count,
+                    reader: Reader { buf: bytes, at: 0 },
+                },
+            },
         }
     }
 
     fn read(r: &mut Reader<'a>) -> Result<Self> {
         let count = r.u32()?;
         let left = r.buf.len() - r.at;
-        if (count as usize).checked_mul(T::MIN_LEN).is_none_or(|min| min > left) {
+        if (count as usize)
+            .checked_mul(T::MIN_LEN)
+            .is_none_or(|min| min > left)
+        {
             return Err(WireError::Malformed("element count exceeds the payload"));
         }
         let start = r.at;
         for _ in 0..count {
             T::read(r)?;
         }
-        Ok(Self { repr: Repr::Wire { count, bytes: &r.buf[start..r.at] } })
+        Ok(Self {
+            repr: Repr::Wire {
+                count,
+                bytes: &r.buf[start..r.at],
+            },
+        })
     }
 
     fn encoded_len(&self) -> Result<usize> {
         if self.len() > u32::MAX as usize {
-            return Err(WireError::Oversized { len: self.len(), max: u32::MAX as usize });
+            return Err(WireError::Oversized {
+                len: self.len(),
+                max: u32::MAX as usize,
+            });
         }
         match self.repr {
             // Already encoded: its length is the bytes it spans.
             Repr::Wire { bytes, .. } => Ok(4 + bytes.len()),
             Repr::Slice(s) => s.iter().try_fold(4usize, |acc, item| {
                 acc.checked_add(item.encoded_len()?)
-                    .ok_or(WireError::Oversized { len: usize::MAX, max: u32::MAX as usize })
+                    .ok_or(WireError::Oversized {
+                        len: usize::MAX,
+                        max: u32::MAX as usize,
+                    })
             }),
         }
     }
@@ -697,17 +794,64 @@ mod tests {
         static READ_SET: [(&[u8], Option<&[u8]>); 2] = [(b"k1", Some(b"v1")), (b"k2", None)];
         vec![
             (1, Message::Get { key: b"user:1" }),
-            (2, Message::MultiGet { keys: List::new(&KEYS) }),
-            (3, Message::MultiGet { keys: List::new(&[]) }),
-            (4, Message::Set { key: b"k", value: b"some value" }),
-            (5, Message::Invoke { function: "khop", args: List::new(&KEYS[..2]) }),
+            (
+                2,
+                Message::MultiGet {
+                    keys: List::new(&KEYS),
+                },
+            ),
+            (
+                3,
+                Message::MultiGet {
+                    keys: List::new(&[]),
+                },
+            ),
+            (
+                4,
+                Message::Set {
+                    key: b"k",
+                    value: b"some value",
+                },
+            ),
+            (
+                5,
+                Message::Invoke {
+                    function: "khop",
+                    args: List::new(&KEYS[..2]),
+                },
+            ),
             (6, Message::Value { value: Some(b"v") }),
             (7, Message::Value { value: None }),
-            (8, Message::Values { values: List::new(&VALUES) }),
+            (
+                8,
+                Message::Values {
+                    values: List::new(&VALUES),
+                },
+            ),
             (9, Message::Ok),
-            (10, Message::InvokeReply { result: b"$2\r\nok\r\n", storage_cpu_ns: 1234, queue_ns: 56 }),
-            (11, Message::Error { code: "ERR", message: "unknown function 'x'" }),
-            (u64::MAX, Message::Pushback { read_set: List::new(&READ_SET), storage_cpu_ns: 7, queue_ns: 8 }),
+            (
+                10,
+                Message::InvokeReply {
+                    result: b"$2\r\nok\r\n",
+                    storage_cpu_ns: 1234,
+                    queue_ns: 56,
+                },
+            ),
+            (
+                11,
+                Message::Error {
+                    code: "ERR",
+                    message: "unknown function 'x'",
+                },
+            ),
+            (
+                u64::MAX,
+                Message::Pushback {
+                    read_set: List::new(&READ_SET),
+                    storage_cpu_ns: 7,
+                    queue_ns: 8,
+                },
+            ),
         ]
     }
 
@@ -723,7 +867,14 @@ mod tests {
         assert_eq!(std::mem::size_of::<Header>(), 16);
         assert_eq!(std::mem::offset_of!(Header, payload_len), 4);
         assert_eq!(std::mem::offset_of!(Header, request_id), 8);
-        let h = Header { magic: MAGIC, version: VERSION, kind: 0x84, flags: 0, payload_len: 0x0102_0304, request_id: 9 };
+        let h = Header {
+            magic: MAGIC,
+            version: VERSION,
+            kind: 0x84,
+            flags: 0,
+            payload_len: 0x0102_0304,
+            request_id: 9,
+        };
         let b = h.to_bytes();
         assert_eq!(b[..8], [MAGIC, VERSION, 0x84, 0, 4, 3, 2, 1]);
         assert_eq!(Header::from_bytes(&b), h);
@@ -756,9 +907,17 @@ mod tests {
 
     #[test]
     fn decoding_borrows_from_the_buffer() {
-        let buf = frame(3, &Message::Set { key: b"key", value: b"value" });
+        let buf = frame(
+            3,
+            &Message::Set {
+                key: b"key",
+                value: b"value",
+            },
+        );
         let (f, _) = decode(&buf, &Limits::default()).unwrap();
-        let Message::Set { key, value } = f.message else { panic!("wrong kind") };
+        let Message::Set { key, value } = f.message else {
+            panic!("wrong kind")
+        };
         let range = buf.as_ptr_range();
         assert!(range.contains(&key.as_ptr()) && range.contains(&value.as_ptr()));
     }
@@ -785,7 +944,14 @@ mod tests {
             for cut in 0..buf.len() {
                 assert_eq!(
                     decode(&buf[..cut], &Limits::default()).unwrap_err(),
-                    WireError::Incomplete { needed: buf.len() - cut },
+                    // Below a whole header only the header's size is known.
+                    WireError::Incomplete {
+                        needed: if cut < HEADER_LEN {
+                            HEADER_LEN - cut
+                        } else {
+                            buf.len() - cut
+                        }
+                    },
                     "{:?} cut at {cut}",
                     m.kind()
                 );
@@ -802,13 +968,22 @@ mod tests {
         assert_eq!(check(&bad, &limits), Err(WireError::Malformed("bad magic")));
         let mut bad = good.clone();
         bad[1] = 2;
-        assert_eq!(check(&bad, &limits), Err(WireError::Malformed("unsupported version")));
+        assert_eq!(
+            check(&bad, &limits),
+            Err(WireError::Malformed("unsupported version"))
+        );
         let mut bad = good.clone();
         bad[2] = 0x7f;
-        assert_eq!(check(&bad, &limits), Err(WireError::Malformed("unknown message kind")));
+        assert_eq!(
+            check(&bad, &limits),
+            Err(WireError::Malformed("unknown message kind"))
+        );
         let mut bad = good.clone();
         bad[3] = 1;
-        assert_eq!(check(&bad, &limits), Err(WireError::Malformed("unknown flags")));
+        assert_eq!(
+            check(&bad, &limits),
+            Err(WireError::Malformed("unknown flags"))
+        );
         // Key length disagrees with the payload length.
         let mut bad = good.clone();
         bad[HEADER_LEN] = 2;
@@ -817,39 +992,87 @@ mod tests {
         let mut bad = good.clone();
         bad[4] += 1;
         bad.push(0);
-        assert_eq!(check(&bad, &limits), Err(WireError::Malformed("trailing bytes after the payload")));
+        assert_eq!(
+            check(&bad, &limits),
+            Err(WireError::Malformed("trailing bytes after the payload"))
+        );
         // A count the payload cannot hold.
-        let mut bad = frame(1, &Message::MultiGet { keys: List::new(&[b"a"]) });
+        let mut bad = frame(
+            1,
+            &Message::MultiGet {
+                keys: List::new(&[b"a"]),
+            },
+        );
         bad[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(check(&bad, &limits), Err(WireError::Malformed("element count exceeds the payload")));
+        assert_eq!(
+            check(&bad, &limits),
+            Err(WireError::Malformed("element count exceeds the payload"))
+        );
         // Nil where a key is required.
         let mut bad = good.clone();
         bad[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&NIL.to_le_bytes());
         assert!(matches!(check(&bad, &limits), Err(WireError::Malformed(_))));
         // A string that is not UTF-8.
-        let mut bad = frame(1, &Message::Error { code: "E", message: "m" });
+        let mut bad = frame(
+            1,
+            &Message::Error {
+                code: "E",
+                message: "m",
+            },
+        );
         bad[HEADER_LEN + 4] = 0xff;
-        assert_eq!(check(&bad, &limits), Err(WireError::Malformed("string is not UTF-8")));
+        assert_eq!(
+            check(&bad, &limits),
+            Err(WireError::Malformed("string is not UTF-8"))
+        );
     }
 
     #[test]
     fn oversized_is_reported_from_the_header() {
-        let buf = frame(1, &Message::Set { key: b"k", value: &[0; 100] });
+        let buf = frame(
+            1,
+            &Message::Set {
+                key: b"k",
+                value: &[0; 100],
+            },
+        );
         let limits = Limits { max_payload: 50 };
         // Even with only the header present, the size is known to be too large.
-        assert_eq!(check(&buf[..HEADER_LEN], &limits), Err(WireError::Oversized { len: 109, max: 50 }));
+        assert_eq!(
+            check(&buf[..HEADER_LEN], &limits),
+            Err(WireError::Oversized { len: 109, max: 50 })
+        );
         assert_eq!(check(&buf, &Limits { max_payload: 109 }), Ok(buf.len()));
     }
 
     #[test]
     fn encode_into_a_slot() {
-        let m = Message::InvokeReply { result: b"+OK\r\n", storage_cpu_ns: 1, queue_ns: 2 };
+        let m = Message::InvokeReply {
+            result: b"+OK\r\n",
+            storage_cpu_ns: 1,
+            queue_ns: 2,
+        };
         let len = m.frame_len().unwrap();
         let mut slot = vec![0u8; len - 1];
-        assert_eq!(encode_into(5, &m, &mut slot), Err(WireError::NoRoom { len, capacity: len - 1 }));
+        assert_eq!(
+            encode_into(5, &m, &mut slot),
+            Err(WireError::NoRoom {
+                len,
+                capacity: len - 1
+            })
+        );
         let mut slot = vec![0u8; 256];
         assert_eq!(encode_into(5, &m, &mut slot), Ok(len));
-        assert_eq!(decode(&slot, &Limits::default()).unwrap(), (Frame { request_id: 5, message: m }, len));
+        assert_eq!(
+            decode(&slot, &Limits::default()).unwrap(),
+            (
+                Frame {
+                    request_id: 5,
+                    message: m
+                },
+                len
+            )
+        );
     }
 
     #[test]
@@ -862,7 +1085,9 @@ mod tests {
             state ^= state >> 27;
             state.wrapping_mul(0x2545_F491_4F6C_DD1D)
         };
-        let limits = Limits { max_payload: 1 << 16 };
+        let limits = Limits {
+            max_payload: 1 << 16,
+        };
         let frames: Vec<Vec<u8>> = samples().iter().map(|(id, m)| frame(*id, m)).collect();
         let mut outcomes = [0usize; 4];
         for round in 0..20_000 {
@@ -892,6 +1117,9 @@ mod tests {
             }
         }
         // The flips exercised more than one outcome.
-        assert!(outcomes.iter().filter(|&&n| n > 0).count() >= 3, "{outcomes:?}");
+        assert!(
+            outcomes.iter().filter(|&&n| n > 0).count() >= 3,
+            "{outcomes:?}"
+        );
     }
 }

@@ -41,6 +41,9 @@ pub enum Error {
     /// The store itself failed (connection lost, protocol error, server error).
     #[error("store: {0}")]
     Store(String),
+    /// An error reply from the storage side, kept with its wire code.
+    #[error("{message}")]
+    Remote { code: ErrorCode, message: String },
 }
 
 /// The first word of an error reply on the wire.
@@ -105,6 +108,19 @@ impl Error {
             Error::Malformed { .. } => ErrorCode::Malformed,
             Error::Pushback { .. } => ErrorCode::Pushback,
             Error::Store(_) => ErrorCode::Store,
+            Error::Remote { code, .. } => *code,
+        }
+    }
+
+    /// Rebuilds an error from an error reply `CODE message`; an unknown code is a store error.
+    pub fn from_wire(reply: &str) -> Error {
+        let (word, message) = reply.split_once(' ').unwrap_or((reply, ""));
+        match ErrorCode::parse(word) {
+            Some(code) => Error::Remote {
+                code,
+                message: message.to_string(),
+            },
+            None => Error::Store(reply.to_string()),
         }
     }
 
@@ -118,7 +134,7 @@ impl Error {
 
     /// Whether the caller should run the invocation compute-side instead.
     pub fn is_pushback(&self) -> bool {
-        matches!(self, Error::Pushback { .. })
+        self.code() == ErrorCode::Pushback
     }
 
     /// A missing-key error naming `key`, shown lossily if it is not UTF-8.
@@ -156,6 +172,7 @@ mod tests {
             let wire = e.to_wire();
             let word = wire.split(' ').next().unwrap();
             assert_eq!(ErrorCode::parse(word), Some(e.code()), "{wire}");
+            assert_eq!(Error::from_wire(&wire).code(), e.code());
         }
     }
 

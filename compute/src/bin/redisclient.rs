@@ -1,0 +1,20 @@
+//! `redisclient <function> <rounds> <count>`: the baseline AutoLoc measured against.
+
+use autoloc::cli::{run_batch, BatchArgs};
+use autoloc::{Placement, ReadMode};
+use clap::Parser;
+
+/// Runs ROUNDS rounds of COUNT invocations of FUNCTION on this node over plain RESP, reading
+/// every key with its own GET (one round trip per key access), as AutoLoc's redisclient did.
+/// Without --redis, starts the embedded default.
+#[derive(Debug, Parser)]
+#[command(version, about, after_help = "Example: redisclient khop 1 1000 --json")]
+struct Cli {
+    #[command(flatten)]
+    batch: BatchArgs,
+}
+
+fn main() -> anyhow::Result<()> {
+    run_batch(Cli::parse().batch, Placement::Compute, ReadMode::PerKey)?;
+    Ok(())
+}

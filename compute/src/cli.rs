@@ -1,0 +1,153 @@
+//! What the binaries share: where Redis is, or the embedded default.
+
+use autoloc_dataplane::Connection;
+
+use crate::load::{write_graph, Graph, LoadReport};
+use crate::server::RedisServer;
+use crate::{Error, Result};
+
+/// The embedded default graph: R-MAT (Graph500 parameters) of this scale...
+pub const DEFAULT_SCALE: u32 = 12;
+/// ...this edge factor...
+pub const DEFAULT_EDGE_FACTOR: u32 = 8;
+/// ...and this seed.
+pub const DEFAULT_SEED: u64 = 1;
+
+/// The Redis a command talks to: one given by `--redis`, or a private one with the module
+/// loaded and the default graph in it, stopped when this drops.
+#[derive(Debug)]
+pub struct Target {
+    /// The private server, if this is the embedded default.
+    pub server: Option<RedisServer>,
+    /// Its URL.
+    pub url: String,
+    /// What was loaded into the private server.
+    pub loaded: Option<LoadReport>,
+}
+
+impl Target {
+    /// `--redis URL` if given; otherwise starts the embedded default, saying so on stderr
+    /// unless `quiet`.
+    pub fn open(redis: Option<&str>, quiet: bool) -> Result<Target> {
+        if let Some(url) = redis {
+            return Ok(Target {
+                server: None,
+                url: url.to_string(),
+                loaded: None,
+            });
+        }
+        let server = RedisServer::start(&[])?;
+        let url = server.url();
+        let mut conn = Connection::connect(
+            &url.parse().map_err(|source| Error::Connection {
+                url: url.clone(),
+                source,
+            })?,
+            autoloc_dataplane::resp::DEFAULT_TIMEOUT,
+        )
+        .map_err(|source| Error::Connection {
+            url: url.clone(),
+            source,
+        })?;
+        let graph = Graph::rmat(DEFAULT_SCALE, DEFAULT_EDGE_FACTOR, DEFAULT_SEED)?;
+        let report = write_graph(&mut conn, &graph, DEFAULT_SEED, !quiet)?;
+        if !quiet {
+            eprintln!(
+                "embedded default: private redis-server at {url} with the AutoLoc module; loaded R-MAT scale {DEFAULT_SCALE} edge factor {DEFAULT_EDGE_FACTOR} ({} vertices, {} arcs) in {:.2} s",
+                report.vertices, report.arcs, report.seconds
+            );
+        }
+        Ok(Target {
+            server: Some(server),
+            url,
+            loaded: Some(report),
+        })
+    }
+}
+
+/// The arguments `batch` and `redisclient` share.
+#[derive(Debug, clap::Args)]
+pub struct BatchArgs {
+    /// Function: khop, digest, pagerank, aggregate, get.
+    pub function: String,
+    /// Rounds.
+    pub rounds: u64,
+    /// Invocations per round.
+    pub count: u64,
+    /// Redis URL (redis://[[user]:password@]host[:port][/db]); default: the embedded default.
+    #[arg(long)]
+    pub redis: Option<String>,
+    /// Threads, each with its own connection.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// khop's k.
+    #[arg(long, default_value_t = 2)]
+    pub k: u32,
+    /// A fixed first argument instead of the invocation number (e.g. --first md5 for digest).
+    #[arg(long)]
+    pub first: Option<String>,
+    /// The arguments after the first (repeatable); default per function (khop: k, digest: 10
+    /// rounds, pagerank: 20 iterations, aggregate: 64 keys).
+    #[arg(long = "arg")]
+    pub args: Vec<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs a batch as `batch`/`redisclient` do and prints its report.
+pub fn run_batch(
+    a: BatchArgs,
+    placement: crate::Placement,
+    read_mode: crate::ReadMode,
+) -> Result<()> {
+    use crate::batch::{default_args, run, BatchConfig};
+    if a.rounds == 0 || a.count == 0 {
+        return Err(Error::Usage("rounds and count must be at least 1".into()));
+    }
+    if !(1..=256).contains(&a.threads) {
+        return Err(Error::Usage(format!(
+            "threads must be in 1..=256, got {}",
+            a.threads
+        )));
+    }
+    if !(1..=autoloc_functions::builtins::khop::MAX_K as u32).contains(&a.k) {
+        return Err(Error::Usage(format!(
+            "k must be in 1..={}, got {}",
+            autoloc_functions::builtins::khop::MAX_K,
+            a.k
+        )));
+    }
+    let target = Target::open(a.redis.as_deref(), a.json)?;
+    let rt = crate::Runtime::connect(&target.url)?.with_read_mode(read_mode);
+    let function = rt
+        .registry()
+        .resolve(a.function.as_bytes())?
+        .1
+        .name()
+        .to_string();
+    let cfg = BatchConfig {
+        args: if a.args.is_empty() {
+            default_args(&function, a.k)
+        } else {
+            a.args
+        },
+        function,
+        rounds: a.rounds,
+        count: a.count,
+        placement,
+        read_mode,
+        threads: a.threads,
+        first: a.first,
+    };
+    let report = run(&rt, &cfg)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| Error::Usage(e.to_string()))?
+        );
+    } else {
+        println!("{}", report.human());
+    }
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! AutoLoc for compute nodes: invoke functions storage-side or compute-side, and measure both.
+//!
+//! ```no_run
+//! use autoloc::{Placement, Runtime};
+//!
+//! # fn main() -> Result<(), autoloc::Error> {
+//! let mut rt = Runtime::connect("redis://127.0.0.1:6379")?;
+//! // The 2-hop neighbourhood of vertex 1, computed inside Redis...
+//! let inside = rt.invoke("khop", &["1", "2"], Placement::Storage)?;
+//! // ...and on this node, fetching one BFS level per round trip.
+//! let here = rt.invoke("khop", &["1", "2"], Placement::Compute)?;
+//! assert_eq!(inside.output, here.output);
+//! println!("{} vertices, {} round trips compute-side", inside.output, here.round_trips);
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//! - [`runtime`]: [`Runtime`], one connection to Redis and the process-wide counter table;
+//!   [`Placement`] says where an invocation runs.
+//! - [`resp_store`]: the compute-side `Store` over RESP (one MGET per step, or one GET per key
+//!   like AutoLoc's `redisclient`).
+//! - [`table`]: the per-function table of atomic counters every invocation records into.
+//! - [`server`]: starts a private redis-server with the module loaded (tests, the embedded default).
+//! - [`load`]: loaders for R-MAT graphs, SNAP edge lists and AutoLoc's `social.json`.
+//! - [`cli`]: what the binaries share: `--redis` or the embedded default.
+//! - [`batch`]: the `batch`/`redisclient` driver: rounds of invocations over threads, latency
+//!   histogram, checksum, JSON report.
+#![forbid(unsafe_code)]
+
+pub mod batch;
+pub mod cli;
+pub mod load;
+pub mod resp_store;
+pub mod runtime;
+pub mod server;
+pub mod table;
+
+pub use autoloc_functions::{Output, Registry};
+pub use runtime::{Invocation, Placement, ReadMode, Runtime, Side};
+
+/// Errors of the compute library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The function failed (bad input, missing key, ...), on whichever side it ran.
+    #[error(transparent)]
+    Function(#[from] autoloc_functions::Error),
+    /// Reaching Redis failed.
+    #[error("redis at {url}: {source}")]
+    Connection {
+        url: String,
+        #[source]
+        source: autoloc_dataplane::Error,
+    },
+    /// A private redis-server could not be started.
+    #[error("{0}")]
+    Server(String),
+    /// Loading data failed.
+    #[error("load: {0}")]
+    Load(String),
+    /// A command-line value out of range.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Result of the compute library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

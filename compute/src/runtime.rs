@@ -1,0 +1,316 @@
+//! The [`Runtime`]: invokes functions storage-side or compute-side and records every invocation.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use autoloc_dataplane::clock::thread_cpu_ns;
+use autoloc_dataplane::resp::DEFAULT_TIMEOUT;
+use autoloc_dataplane::{Connection, Frame, RedisUrl};
+use autoloc_functions::exec::block_on;
+use autoloc_functions::{Error as FnError, Function, Output, Registry, Reply};
+
+pub use crate::resp_store::ReadMode;
+use crate::resp_store::RespStore;
+use crate::table::{Record, Table};
+use crate::{Error, Result};
+
+/// Where to run an invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Inside Redis (`AUTOLOC.CALL`); if the storage side pushes it back, here instead.
+    Storage,
+    /// On this node, reading keys over the data plane.
+    Compute,
+}
+
+/// The side an invocation finally ran on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// Inside Redis.
+    Storage,
+    /// On the compute node.
+    Compute,
+}
+
+impl FromStr for Placement {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "storage" => Ok(Placement::Storage),
+            "compute" => Ok(Placement::Compute),
+            _ => Err(format!("unknown placement '{s}' (storage or compute)")),
+        }
+    }
+}
+
+impl fmt::Display for Placement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Placement::Storage => "storage",
+            Placement::Compute => "compute",
+        })
+    }
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Storage => "storage",
+            Side::Compute => "compute",
+        })
+    }
+}
+
+/// One finished invocation: its result and what it cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invocation {
+    /// The function's result.
+    pub output: Output,
+    /// Where it finally ran.
+    pub side: Side,
+    /// Whether the storage side pushed it back before it ran here.
+    pub pushed_back: bool,
+    /// Wall time seen by the caller.
+    pub wall: Duration,
+    /// Compute node CPU time.
+    pub cpu: Duration,
+    /// Round trips to Redis.
+    pub round_trips: u64,
+    /// Bytes sent and received.
+    pub bytes: u64,
+}
+
+/// One connection to Redis, the function registry, and the process-wide counter table.
+///
+/// A `Runtime` is used by one thread at a time; [`Runtime::try_clone`] gives another thread its
+/// own connection over the same table.
+#[derive(Debug)]
+pub struct Runtime {
+    url: RedisUrl,
+    conn: Option<Connection>,
+    timeout: Duration,
+    table: Arc<Table>,
+    registry: Arc<Registry>,
+    read_mode: ReadMode,
+}
+
+fn to_reply(frame: Frame) -> Reply {
+    match frame {
+        Frame::Int(n) => Reply::Int(n),
+        Frame::Bulk(Some(b)) => Reply::Bulk(b),
+        Frame::Bulk(None) | Frame::Array(None) => Reply::Nil,
+        Frame::Simple(s) | Frame::Error(s) => Reply::Bulk(s.into_bytes()),
+        Frame::Array(Some(items)) => Reply::Array(items.into_iter().map(to_reply).collect()),
+    }
+}
+
+impl Runtime {
+    /// Connects to the Redis at `url` (`redis://[[user]:password@]host[:port][/db]`).
+    pub fn connect(url: &str) -> Result<Runtime> {
+        let parsed: RedisUrl = url.parse().map_err(|source| Error::Connection {
+            url: url.to_string(),
+            source,
+        })?;
+        Runtime::connect_url(
+            parsed,
+            Arc::new(Table::new()),
+            Arc::new(Registry::builtin()),
+        )
+    }
+
+    fn connect_url(url: RedisUrl, table: Arc<Table>, registry: Arc<Registry>) -> Result<Runtime> {
+        let mut rt = Runtime {
+            url,
+            conn: None,
+            timeout: DEFAULT_TIMEOUT,
+            table,
+            registry,
+            read_mode: ReadMode::Batched,
+        };
+        rt.connection()?;
+        Ok(rt)
+    }
+
+    /// Another runtime with its own connection, sharing this one's table and registry.
+    pub fn try_clone(&self) -> Result<Runtime> {
+        let mut rt =
+            Runtime::connect_url(self.url.clone(), self.table.clone(), self.registry.clone())?;
+        rt.read_mode = self.read_mode;
+        rt.timeout = self.timeout;
+        Ok(rt)
+    }
+
+    /// Reads keys compute-side in `mode` (default [`ReadMode::Batched`]).
+    pub fn with_read_mode(mut self, mode: ReadMode) -> Runtime {
+        self.read_mode = mode;
+        self
+    }
+
+    /// How long to wait for Redis before an invocation fails (default 30 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Result<Runtime> {
+        self.timeout = timeout;
+        self.conn = None;
+        self.connection()?;
+        Ok(self)
+    }
+
+    /// The counter table.
+    pub fn table(&self) -> &Arc<Table> {
+        &self.table
+    }
+
+    /// The functions this runtime knows.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The address of Redis.
+    pub fn url(&self) -> &RedisUrl {
+        &self.url
+    }
+
+    /// The connection, (re)connecting if the last one failed.
+    pub fn connection(&mut self) -> Result<&mut Connection> {
+        if self.conn.is_none() {
+            let c = Connection::connect(&self.url, self.timeout).map_err(|source| {
+                Error::Connection {
+                    url: self.url.to_string(),
+                    source,
+                }
+            })?;
+            self.conn = Some(c);
+        }
+        Ok(self.conn.as_mut().expect("just connected"))
+    }
+
+    fn conn_error(&mut self, source: autoloc_dataplane::Error) -> Error {
+        // The connection may be mid-reply: drop it, and reconnect on the next call.
+        self.conn = None;
+        Error::Connection {
+            url: self.url.to_string(),
+            source,
+        }
+    }
+
+    /// Sends one raw command and returns its reply.
+    pub fn command<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Frame> {
+        let r = self.connection()?.call(args);
+        r.map_err(|e| self.conn_error(e))
+    }
+
+    /// Runs `function` with `args` where `placement` says, and records it in the table.
+    pub fn invoke<A: AsRef<[u8]>>(
+        &mut self,
+        function: &str,
+        args: &[A],
+        placement: Placement,
+    ) -> Result<Invocation> {
+        let (index, f) = self.registry.resolve(function.as_bytes())?;
+        let f = f.clone();
+        let args: Vec<Vec<u8>> = args.iter().map(|a| a.as_ref().to_vec()).collect();
+        f.check(&args)?;
+        match placement {
+            Placement::Compute => self.run_compute(index, &*f, &args, false),
+            Placement::Storage => match self.run_storage(index, &*f, &args) {
+                Err(Error::Function(e)) if e.is_pushback() => {
+                    self.run_compute(index, &*f, &args, true)
+                }
+                other => other,
+            },
+        }
+    }
+
+    fn run_storage(
+        &mut self,
+        index: usize,
+        f: &dyn Function,
+        args: &[Vec<u8>],
+    ) -> Result<Invocation> {
+        let started = Instant::now();
+        let cpu = thread_cpu_ns();
+        let conn = self.connection()?;
+        let (in0, out0) = conn.bytes();
+        let mut cmd: Vec<&[u8]> = Vec::with_capacity(args.len() + 2);
+        cmd.extend([b"AUTOLOC.CALL".as_slice(), f.name().as_bytes()]);
+        cmd.extend(args.iter().map(Vec::as_slice));
+        let reply = conn.call(&cmd);
+        let (in1, out1) = conn.bytes();
+        let reply = reply.map_err(|e| self.conn_error(e))?;
+        let mut record = Record {
+            wall_ns: started.elapsed().as_nanos() as u64,
+            cpu_ns: thread_cpu_ns().saturating_sub(cpu),
+            round_trips: 1,
+            bytes: (in1 - in0) + (out1 - out0),
+            ..Record::default()
+        };
+        let result = match reply {
+            Frame::Error(e) => Err(FnError::from_wire(&e)),
+            frame => Output::from_reply(f.output_kind(), to_reply(frame)),
+        };
+        record.error = result.is_err();
+        record.pushback = result.as_ref().is_err_and(FnError::is_pushback);
+        self.table.record(index, Side::Storage, &record);
+        let output = result?;
+        Ok(Invocation {
+            output,
+            side: Side::Storage,
+            pushed_back: false,
+            wall: Duration::from_nanos(record.wall_ns),
+            cpu: Duration::from_nanos(record.cpu_ns),
+            round_trips: 1,
+            bytes: record.bytes,
+        })
+    }
+
+    fn run_compute(
+        &mut self,
+        index: usize,
+        f: &dyn Function,
+        args: &[Vec<u8>],
+        pushed_back: bool,
+    ) -> Result<Invocation> {
+        let started = Instant::now();
+        let cpu = thread_cpu_ns();
+        let mode = self.read_mode;
+        let conn = self.connection()?;
+        let (in0, out0) = conn.bytes();
+        let store = RespStore::new(conn, mode);
+        let mut result = block_on(f.call(&store, args));
+        let (round_trips, _) = store.counts();
+        drop(store);
+        if let Err(FnError::Store(_)) = &result {
+            // A failed read may leave replies unread on the connection: start afresh next time.
+            self.conn = None;
+        }
+        if let Err(FnError::NoKey(key)) = &result {
+            // MGET reads a key of another type as nil; tell the two apart, as the storage side does.
+            if let Ok(Frame::Simple(t)) = self.command(&[b"TYPE".as_slice(), key.as_bytes()]) {
+                if t != "none" {
+                    result = Err(FnError::WrongType(key.clone()));
+                }
+            }
+        }
+        let (in1, out1) = self.conn.as_ref().map_or((in0, out0), Connection::bytes);
+        let record = Record {
+            error: result.is_err(),
+            pushback: false,
+            wall_ns: started.elapsed().as_nanos() as u64,
+            cpu_ns: thread_cpu_ns().saturating_sub(cpu),
+            round_trips,
+            bytes: in1.saturating_sub(in0) + out1.saturating_sub(out0),
+        };
+        self.table.record(index, Side::Compute, &record);
+        Ok(Invocation {
+            output: result?,
+            side: Side::Compute,
+            pushed_back,
+            wall: Duration::from_nanos(record.wall_ns),
+            cpu: Duration::from_nanos(record.cpu_ns),
+            round_trips,
+            bytes: record.bytes,
+        })
+    }
+}

@@ -1,0 +1,213 @@
+//! A private redis-server with the AutoLoc module loaded: for tests and the embedded default.
+//!
+//! It listens on a free loopback port, keeps its files in its own temporary directory, must
+//! answer PING within a startup deadline, and is killed when the guard drops.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use autoloc_dataplane::{Connection, Frame, RedisUrl};
+
+use crate::{Error, Result};
+
+/// How long a server may take to start answering.
+pub const STARTUP_DEADLINE: Duration = Duration::from_secs(15);
+
+/// File name of the module library.
+pub const MODULE_FILE: &str = "libautoloc_redismodule.so";
+
+/// A running private redis-server; killed on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+/// Where to find the module: `$AUTOLOC_MODULE`, else next to the running executable (or its
+/// parent, for test executables under `target/*/deps`).
+pub fn find_module() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("AUTOLOC_MODULE") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(Error::Server(format!(
+                "AUTOLOC_MODULE={} is not a file",
+                p.display()
+            )))
+        };
+    }
+    let exe =
+        std::env::current_exe().map_err(|e| Error::Server(format!("current executable: {e}")))?;
+    let mut tried = Vec::new();
+    for dir in exe.ancestors().skip(1).take(2) {
+        let p = dir.join(MODULE_FILE);
+        if p.is_file() {
+            return Ok(p);
+        }
+        tried.push(p.display().to_string());
+    }
+    Err(Error::Server(format!(
+        "the AutoLoc module was not found (looked at {}); build it with `cargo build --release -p autoloc-redismodule` or set AUTOLOC_MODULE",
+        tried.join(", ")
+    )))
+}
+
+/// Checks that `redis-server` can be run, with one line saying how to install it if not.
+pub fn check_redis_server() -> Result<()> {
+    match Command::new("redis-server").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status() {
+        Ok(s) if s.success() => Ok(()),
+        _ => Err(Error::Server(
+            "redis-server is not installed: install it with `apt-get install redis-server` (or run ci/setup)".into(),
+        )),
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| Error::Server(format!("find a free port: {e}")))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| Error::Server(format!("find a free port: {e}")))
+}
+
+impl RedisServer {
+    /// Starts redis-server with the module (found by [`find_module`]) and `module_args`.
+    pub fn start(module_args: &[&str]) -> Result<RedisServer> {
+        RedisServer::start_with(&find_module()?, module_args, &[])
+    }
+
+    /// Starts redis-server loading `module` with `module_args`, plus `config` as extra
+    /// `--name value` pairs.
+    pub fn start_with(
+        module: &Path,
+        module_args: &[&str],
+        config: &[(&str, &str)],
+    ) -> Result<RedisServer> {
+        check_redis_server()?;
+        let mut last_error = String::new();
+        // A free port can be taken between finding it and binding it: try a few.
+        for _ in 0..5 {
+            match RedisServer::try_start(module, module_args, config) {
+                Ok(s) => return Ok(s),
+                Err(e) if e.contains("Address already in use") => last_error = e,
+                Err(e) => return Err(Error::Server(e)),
+            }
+        }
+        Err(Error::Server(last_error))
+    }
+
+    fn try_start(
+        module: &Path,
+        module_args: &[&str],
+        config: &[(&str, &str)],
+    ) -> std::result::Result<RedisServer, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("autoloc-redis-")
+            .tempdir()
+            .map_err(|e| format!("temp dir: {e}"))?;
+        let port = free_port().map_err(|e| e.to_string())?;
+        let log = dir.path().join("redis.log");
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--port")
+            .arg(port.to_string())
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .arg("--logfile")
+            .arg(&log)
+            .arg("--loadmodule")
+            .arg(module)
+            .args(module_args);
+        for (k, v) in config {
+            cmd.arg(format!("--{k}")).arg(v);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("start redis-server: {e}"))?;
+        let mut server = RedisServer { child, port, dir };
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        let url: RedisUrl = server.url().parse().map_err(|e| format!("{e}"))?;
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                let mut stderr = String::new();
+                if let Some(mut e) = server.child.stderr.take() {
+                    let _ = e.read_to_string(&mut stderr);
+                }
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(8).collect();
+                return Err(format!(
+                    "redis-server exited ({status}) during startup: {}{}",
+                    stderr.trim(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                ));
+            }
+            if let Ok(mut c) = Connection::connect(&url, Duration::from_secs(2)) {
+                if let Ok(Frame::Simple(pong)) = c.call(&["PING"]) {
+                    if pong == "PONG" {
+                        return Ok(server);
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "redis-server did not answer PING within {STARTUP_DEADLINE:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its directory (log file `redis.log`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Kills the server now.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
