@@ -11,15 +11,23 @@
 //!   memory, with burst push/pop and Acquire/Release publication.
 //! - [`shm`]: the shared-memory transport: a /dev/shm (or memfd) segment with a request and a
 //!   response ring, server and client endpoints, peer liveness.
+//! - [`link`]: the transport-neutral endpoint traits, [`link::ServerLink`] and
+//!   [`link::ClientLink`] (bursts in, bursts out), and their shm implementations.
+//! - [`tcp`]: length-prefixed wire frames over TCP, driven by io_uring (hosts without RDMA).
+//! - `rdma` (feature `rdma`): the same frames over RC queue pairs with `rdma-sys`.
 //! - [`backoff`]: idle backoff for polling threads (spin, yield, park on a futex doorbell).
 //!
 //! This crate and `redismodule` are the only ones with `unsafe`; each block says why it is sound.
 
 pub mod backoff;
 pub mod clock;
+pub mod link;
+#[cfg(feature = "rdma")]
+pub mod rdma;
 pub mod resp;
 pub mod ring;
 pub mod shm;
+pub mod tcp;
 pub mod wire;
 
 pub use resp::{Connection, Frame, RedisUrl};

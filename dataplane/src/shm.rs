@@ -373,6 +373,11 @@ macro_rules! duplex_methods {
             (&mut self.rx, &mut self.tx)
         }
 
+        /// Whether a message is waiting to be received.
+        pub fn has_pending(&self) -> bool {
+            self.rx.has_pending()
+        }
+
         /// Largest frame that can be sent.
         pub fn max_frame(&self) -> usize {
             self.tx.max_message()

@@ -1,0 +1,1 @@
+//! RDMA transport (being written).

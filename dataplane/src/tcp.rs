@@ -1,0 +1,1 @@
+//! TCP transport over io_uring (being written).
