@@ -117,7 +117,7 @@ pub fn run(rt: &Runtime, cfg: &BatchConfig) -> Result<BatchReport> {
     let threads = cfg.threads.max(1);
     let mut runtimes = Vec::with_capacity(threads);
     for _ in 0..threads {
-        runtimes.push(rt.try_clone()?);
+        runtimes.push(rt.try_clone()?.with_read_mode(cfg.read_mode));
     }
     let total = cfg.rounds * cfg.count;
     let next = AtomicU64::new(0);

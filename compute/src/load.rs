@@ -282,7 +282,7 @@ pub fn write_graph(
 /// AutoLoc's `md5` blob: 65,536 random characters from `[a-z0-9]`.
 pub fn blob(seed: u64) -> Vec<u8> {
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = SmallRng::seed_from_u64(seed ^ 0x6d64_35);
+    let mut rng = SmallRng::seed_from_u64(seed ^ 0x006d_6435);
     (0..BLOB_LEN)
         .map(|_| CHARS[rng.gen_range(0..CHARS.len())])
         .collect()

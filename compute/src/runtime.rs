@@ -280,7 +280,6 @@ impl Runtime {
         let store = RespStore::new(conn, mode);
         let mut result = block_on(f.call(&store, args));
         let (round_trips, _) = store.counts();
-        drop(store);
         if let Err(FnError::Store(_)) = &result {
             // A failed read may leave replies unread on the connection: start afresh next time.
             self.conn = None;

@@ -35,7 +35,7 @@ enum Command {
         /// Function name.
         function: String,
         /// Its arguments.
-        #[arg(allow_hyphen_values = true)]
+        #[arg(allow_negative_numbers = true)]
         args: Vec<String>,
         /// Where it runs: storage or compute.
         #[arg(long, default_value = "storage")]

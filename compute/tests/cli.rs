@@ -1,0 +1,240 @@
+//! The binaries, run as a user would. Needs the module built (`cargo build --workspace`, which
+//! ci/test does first); it is found next to the binaries.
+
+use std::process::{Command, Output};
+
+use autoloc::server::RedisServer;
+
+fn run(bin: &str, args: &[&str]) -> Output {
+    Command::new(bin).args(args).output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_str(ok(out).trim()).unwrap()
+}
+
+const BATCH: &str = env!("CARGO_BIN_EXE_batch");
+const REDISCLIENT: &str = env!("CARGO_BIN_EXE_redisclient");
+const AUTOLOC: &str = env!("CARGO_BIN_EXE_autoloc");
+
+fn server() -> RedisServer {
+    RedisServer::start(&["budget-ms", "500"])
+        .expect("module built next to the binaries (cargo build --workspace)")
+}
+
+#[test]
+fn load_call_batch_and_stats_against_a_server() {
+    let s = server();
+    let url = s.url();
+    ok(&run(
+        AUTOLOC,
+        &[
+            "--redis",
+            &url,
+            "load",
+            "rmat",
+            "--scale",
+            "9",
+            "--edge-factor",
+            "4",
+            "--seed",
+            "2",
+        ],
+    ));
+    // --redis after the subcommand too.
+    let call = json(&run(
+        AUTOLOC,
+        &["call", "khop", "3", "2", "--json", "--redis", &url],
+    ));
+    assert_eq!(call["function"], "khop");
+    assert_eq!(call["placement"], "storage");
+    assert!(call["result"].is_array());
+    let compute = json(&run(
+        AUTOLOC,
+        &[
+            "--redis",
+            &url,
+            "call",
+            "khop",
+            "3",
+            "2",
+            "--placement",
+            "compute",
+            "--json",
+        ],
+    ));
+    assert_eq!(compute["placement"], "compute");
+    assert_eq!(compute["result"], call["result"]);
+
+    let storage = json(&run(
+        BATCH,
+        &["khop", "1", "300", "--redis", &url, "--json"],
+    ));
+    let compute = json(&run(
+        BATCH,
+        &[
+            "khop",
+            "1",
+            "300",
+            "--redis",
+            &url,
+            "--placement",
+            "compute",
+            "--threads",
+            "2",
+            "--json",
+        ],
+    ));
+    let baseline = json(&run(
+        REDISCLIENT,
+        &["khop", "1", "300", "--redis", &url, "--json"],
+    ));
+    for (r, placement) in [
+        (&storage, "storage"),
+        (&compute, "compute"),
+        (&baseline, "redisclient"),
+    ] {
+        assert_eq!(r["placement"], placement);
+        assert_eq!(r["function"], "khop");
+        assert_eq!(r["invocations"], 300);
+        assert_eq!(r["errors"], 0);
+        for field in ["seconds", "throughput_per_s"] {
+            assert!(r[field].as_f64().unwrap() > 0.0);
+        }
+        for p in ["p50", "p99", "p999"] {
+            assert!(r["latency_us"][p].as_f64().unwrap() > 0.0);
+        }
+    }
+    assert_eq!(storage["results_checksum"], compute["results_checksum"]);
+    assert_eq!(storage["results_checksum"], baseline["results_checksum"]);
+
+    let other = json(&run(
+        BATCH,
+        &[
+            "digest", "1", "5", "--first", "md5", "--arg", "3", "--redis", &url, "--json",
+        ],
+    ));
+    assert_eq!(other["errors"], 0);
+
+    let stats = json(&run(AUTOLOC, &["stats", "--json", "--redis", &url]));
+    assert!(stats["functions"]["khop"]["calls"].as_u64().unwrap() >= 301);
+    assert!(ok(&run(AUTOLOC, &["--redis", &url, "stats"])).contains("khop"));
+    assert!(ok(&run(AUTOLOC, &["--redis", &url, "functions"])).contains("khop <start> <k>"));
+}
+
+#[test]
+fn embedded_default_runs_without_a_server() {
+    let r = json(&run(BATCH, &["khop", "1", "50", "--json"]));
+    assert_eq!(r["invocations"], 50);
+    assert_eq!(r["errors"], 0);
+    let out = run(AUTOLOC, &["call", "khop", "1", "1"]);
+    assert!(ok(&out).starts_with('['));
+}
+
+#[test]
+fn clear_errors_for_bad_input() {
+    let s = server();
+    let url = s.url();
+    let fail = |bin: &str, args: &[&str], want: &str| {
+        let out = run(bin, args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(want),
+            "{args:?}: stderr '{err}' lacks '{want}'"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    };
+    fail(
+        BATCH,
+        &["nope", "1", "1", "--redis", &url],
+        "unknown function 'nope'",
+    );
+    fail(BATCH, &["khop", "0", "1", "--redis", &url], "at least 1");
+    fail(
+        BATCH,
+        &["khop", "1", "1", "--threads", "0", "--redis", &url],
+        "threads",
+    );
+    fail(
+        BATCH,
+        &["khop", "1", "1", "--k", "50", "--redis", &url],
+        "k must be",
+    );
+    fail(BATCH, &["khop", "x", "1"], "invalid value");
+    fail(
+        BATCH,
+        &["khop", "1", "1", "--placement", "moon", "--redis", &url],
+        "unknown placement",
+    );
+    fail(
+        BATCH,
+        &["khop", "1", "1", "--redis", "redis://127.0.0.1:1"],
+        "connect",
+    );
+    fail(
+        AUTOLOC,
+        &["--redis", &url, "call", "khop", "-1", "2"],
+        "must not be negative",
+    );
+    fail(
+        AUTOLOC,
+        &["--redis", &url, "load", "snap", "/nonexistent/file"],
+        "/nonexistent/file",
+    );
+    fail(
+        AUTOLOC,
+        &["--redis", &url, "load", "rmat", "--scale", "40"],
+        "scale 40",
+    );
+    // Without redis-server on PATH, the embedded default says how to install it, in one line.
+    let out = Command::new(BATCH)
+        .args(["khop", "1", "1"])
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("redis-server is not installed")
+            && err.contains("apt-get install redis-server"),
+        "{err}"
+    );
+    assert!(ok(&run(BATCH, &["--help"])).contains("--placement"));
+    assert!(ok(&run(REDISCLIENT, &["--help"])).contains("round"));
+}
+
+#[test]
+fn loads_snap_edge_lists() {
+    let s = server();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("edges.txt");
+    std::fs::write(&file, "# a SNAP file\n1 2\n2 3\n3 1\n3 4\n").unwrap();
+    let url = s.url();
+    ok(&run(
+        AUTOLOC,
+        &[
+            "--redis",
+            &url,
+            "load",
+            "snap",
+            file.to_str().unwrap(),
+            "--undirected",
+        ],
+    ));
+    let r = json(&run(
+        AUTOLOC,
+        &["--redis", &url, "call", "khop", "4", "2", "--json"],
+    ));
+    assert_eq!(r["result"], serde_json::json!([1, 2, 3]));
+}

@@ -1,0 +1,82 @@
+//! Helpers shared by the module's integration tests.
+#![allow(dead_code)]
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::path::PathBuf;
+
+use autoloc::load::{write_graph, Graph};
+use autoloc::server::RedisServer;
+use autoloc::Runtime;
+use autoloc_dataplane::{Connection, Frame};
+
+/// A private server with the module (built by this test run) and `module_args`.
+pub fn server(module_args: &[&str]) -> RedisServer {
+    RedisServer::start(module_args).expect("start redis-server with the AutoLoc module")
+}
+
+/// A raw RESP connection to `s`.
+pub fn raw(s: &RedisServer) -> Connection {
+    Connection::connect(
+        &s.url().parse().unwrap(),
+        std::time::Duration::from_secs(30),
+    )
+    .unwrap()
+}
+
+/// A runtime connected to `s`.
+pub fn runtime(s: &RedisServer) -> Runtime {
+    Runtime::connect(&s.url()).unwrap()
+}
+
+/// Loads an R-MAT graph into `s` and returns it.
+pub fn load_rmat(s: &RedisServer, scale: u32, edge_factor: u32, seed: u64) -> Graph {
+    let g = Graph::rmat(scale, edge_factor, seed).unwrap();
+    write_graph(&mut raw(s), &g, seed, false).unwrap();
+    g
+}
+
+/// An independent breadth-first search: vertices at distance 1..=k from `start`, sorted.
+pub fn bfs(adj: &HashMap<u32, Vec<u32>>, start: u32, k: u32) -> Vec<u32> {
+    let mut seen = BTreeSet::from([start]);
+    let mut queue = VecDeque::from([(start, 0)]);
+    while let Some((v, d)) = queue.pop_front() {
+        if d == k {
+            continue;
+        }
+        for &n in adj.get(&v).map(Vec::as_slice).unwrap_or(&[]) {
+            if seen.insert(n) {
+                queue.push_back((n, d + 1));
+            }
+        }
+    }
+    seen.remove(&start);
+    seen.into_iter().collect()
+}
+
+/// The adjacency of a generated graph as a map.
+pub fn adjacency(g: &Graph) -> HashMap<u32, Vec<u32>> {
+    g.adjacency
+        .iter()
+        .enumerate()
+        .map(|(v, a)| (v as u32, a.clone()))
+        .collect()
+}
+
+/// AutoLoc's data directory beside the checkout, if it is there.
+pub fn autoloc_data() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/autoloc");
+    dir.join("social.json").is_file().then_some(dir)
+}
+
+/// Sends one command with raw byte arguments.
+pub fn cmd(c: &mut Connection, args: &[&[u8]]) -> Frame {
+    c.call(args).unwrap()
+}
+
+/// The error text of a reply, or panics.
+pub fn err(f: Frame) -> String {
+    match f {
+        Frame::Error(e) => e,
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+}

@@ -1,0 +1,247 @@
+//! The budget stops long calls without freezing Redis; bad input gets clear errors and leaves
+//! Redis serving.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use autoloc::{Placement, Side};
+use autoloc_dataplane::Frame;
+use autoloc_functions::{Error as FnError, ErrorCode};
+use common::*;
+
+#[test]
+fn budget_pushes_back_long_calls_and_redis_keeps_answering() {
+    let s = server(&["budget-ms", "5"]);
+    load_rmat(&s, 8, 4, 1);
+    let url = s.url();
+    // 200,000 rounds over the 64 KiB blob is ~13 GB of MD5: minutes if nothing stopped it.
+    let long = std::thread::spawn(move || {
+        let mut c =
+            autoloc_dataplane::Connection::connect(&url.parse().unwrap(), Duration::from_secs(30))
+                .unwrap();
+        let mut replies = Vec::new();
+        for _ in 0..20 {
+            let began = Instant::now();
+            replies.push((
+                c.call(&["AUTOLOC.CALL", "digest", "md5", "200000"])
+                    .unwrap(),
+                began.elapsed(),
+            ));
+        }
+        replies
+    });
+    let mut ping = raw(&s);
+    let mut worst = Duration::ZERO;
+    for _ in 0..50 {
+        let began = Instant::now();
+        assert_eq!(ping.call(&["PING"]).unwrap(), Frame::Simple("PONG".into()));
+        worst = worst.max(began.elapsed());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for (reply, took) in long.join().unwrap() {
+        let e = err(reply);
+        assert!(e.starts_with("PUSHBACK "), "{e}");
+        assert!(
+            took < Duration::from_secs(2),
+            "a pushed-back call returns quickly, took {took:?}"
+        );
+    }
+    assert!(
+        worst < Duration::from_secs(1),
+        "PING waited {worst:?} behind long calls"
+    );
+
+    // Through the runtime, a pushed-back invocation finishes compute-side with the same result.
+    let mut rt = runtime(&s);
+    let inv = rt
+        .invoke("digest", &["md5", "2000"], Placement::Storage)
+        .unwrap();
+    assert!(inv.pushed_back);
+    assert_eq!(inv.side, Side::Compute);
+    assert_eq!(
+        inv.output,
+        rt.invoke("digest", &["md5", "2000"], Placement::Compute)
+            .unwrap()
+            .output
+    );
+    let Frame::Bulk(Some(info)) = rt.command(&["INFO", "autoloc"]).unwrap() else {
+        panic!()
+    };
+    let info = String::from_utf8(info).unwrap();
+    let pushbacks: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("autoloc_digest_pushbacks:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(pushbacks >= 21, "{info}");
+}
+
+#[test]
+fn bad_input_gets_clear_errors_and_redis_keeps_serving() {
+    let s = server(&[]);
+    load_rmat(&s, 8, 4, 1);
+    let mut c = raw(&s);
+    let cases: &[(&[&[u8]], &str)] = &[
+        (&[b"AUTOLOC.CALL"], "wrong number of arguments"),
+        (
+            &[b"AUTOLOC.CALL", b"nope", b"1"],
+            "ERR unknown function 'nope'",
+        ),
+        (
+            &[b"AUTOLOC.CALL", b"khop", b"1"],
+            "ERR wrong number of arguments for 'khop'",
+        ),
+        (
+            &[b"AUTOLOC.CALL", b"khop", b"1", b"2", b"3"],
+            "ERR wrong number of arguments for 'khop'",
+        ),
+        (
+            &[b"AUTOLOC.CALL", b"khop", b"abc", b"2"],
+            "ERR bad argument <start>",
+        ),
+        (
+            &[b"AUTOLOC.CALL", b"khop", b"-1", b"2"],
+            "must not be negative",
+        ),
+        (
+            &[b"AUTOLOC.CALL", b"khop", b"1", b"-2"],
+            "must not be negative",
+        ),
+        (&[b"AUTOLOC.CALL", b"khop", b"1", b"99"], "outside 1..=16"),
+        (&[b"AUTOLOC.CALL", b"khop", b"1", b"0"], "outside 1..=16"),
+        (
+            &[b"AUTOLOC.CALL", b"khop", b"99999999999", b"2"],
+            "outside 0..=4294967295",
+        ),
+        (
+            &[b"AUTOLOC.CALL", b"digest", b"md5", b"99999999"],
+            "outside 1..=1000000",
+        ),
+        (
+            &[b"AUTOLOC.CALL", b"pagerank", b"1", b"1.5"],
+            "ERR bad argument <iterations>",
+        ),
+        (
+            &[b"AUTOLOC.CALL", b"aggregate", b"0", b"0"],
+            "ERR bad argument <count>",
+        ),
+        (
+            &[b"AUTOLOC.CALL", b"khop", b"100000", b"2"],
+            "NOKEY no such key '100000'",
+        ),
+        (&[b"AUTOLOC.CALL", b"digest", b"nokey", b"1"], "NOKEY"),
+        (
+            &[b"AUTOLOC.CALL", b"\x00\xff\r\njunk", b"1"],
+            "ERR unknown function",
+        ),
+        (
+            &[b"AUTOLOC.CALL", b"khop", b"\x00\xff\r\n", b"\x80"],
+            "ERR bad argument <start>",
+        ),
+        (
+            &[b"AUTOLOC.FUNCTIONS", b"extra"],
+            "wrong number of arguments",
+        ),
+    ];
+    for (args, want) in cases {
+        let e = err(cmd(&mut c, args));
+        assert!(e.contains(want), "{args:?}: got '{e}', want '{want}'");
+    }
+    // Keys of the wrong type, and values that are not vertices.
+    cmd(&mut c, &[b"RPUSH", b"777", b"x"]);
+    cmd(&mut c, &[b"SET", b"888", b"not a vertex"]);
+    assert!(err(cmd(&mut c, &[b"AUTOLOC.CALL", b"khop", b"777", b"1"])).starts_with("WRONGTYPE"));
+    assert!(err(cmd(&mut c, &[b"AUTOLOC.CALL", b"digest", b"777", b"1"])).starts_with("WRONGTYPE"));
+    assert!(err(cmd(&mut c, &[b"AUTOLOC.CALL", b"khop", b"888", b"1"])).starts_with("MALFORMED"));
+    // Random junk arguments never take the server down.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..300 {
+        let mut args: Vec<Vec<u8>> = vec![b"AUTOLOC.CALL".to_vec()];
+        args.push(
+            ["khop", "digest", "pagerank", "aggregate", "get"][i % 5]
+                .as_bytes()
+                .to_vec(),
+        );
+        for _ in 0..(i % 4) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            args.push(x.to_le_bytes()[..(x % 9) as usize].to_vec());
+        }
+        let _ = c.call(&args).unwrap();
+    }
+    assert_eq!(c.call(&["PING"]).unwrap(), Frame::Simple("PONG".into()));
+    assert!(s.log().lines().all(|l| !l.contains("panicked")));
+
+    // The same mistakes through the runtime, compute-side, give the same kinds of error.
+    let mut rt = runtime(&s);
+    let e = |r: Result<autoloc::Invocation, autoloc::Error>| match r {
+        Err(autoloc::Error::Function(e)) => e,
+        other => panic!("expected a function error, got {other:?}"),
+    };
+    assert!(matches!(
+        e(rt.invoke("khop", &["777", "1"], Placement::Compute)),
+        FnError::WrongType(_)
+    ));
+    assert!(matches!(
+        e(rt.invoke("khop", &["888", "1"], Placement::Compute)),
+        FnError::Malformed { .. }
+    ));
+    assert!(matches!(
+        e(rt.invoke("khop", &["100000", "1"], Placement::Compute)),
+        FnError::NoKey(_)
+    ));
+    assert!(matches!(
+        e(rt.invoke("nope", &["1"], Placement::Compute)),
+        FnError::UnknownFunction(_)
+    ));
+    assert_eq!(
+        e(rt.invoke("khop", &["100000", "1"], Placement::Storage)).code(),
+        ErrorCode::NoKey
+    );
+    assert_eq!(
+        e(rt.invoke("khop", &["777", "1"], Placement::Storage)).code(),
+        ErrorCode::WrongType
+    );
+}
+
+#[test]
+fn info_counts_calls_errors_and_reads() {
+    let s = server(&[]);
+    load_rmat(&s, 8, 4, 1);
+    let mut rt = runtime(&s);
+    for v in 0..10 {
+        rt.invoke("khop", &[v.to_string(), "1".into()], Placement::Storage)
+            .unwrap();
+    }
+    let _ = rt.invoke("khop", &["100000", "1"], Placement::Storage);
+    let Frame::Bulk(Some(info)) = rt.command(&["INFO", "autoloc"]).unwrap() else {
+        panic!()
+    };
+    let info = String::from_utf8(info).unwrap();
+    let get = |name: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("autoloc_{name}:")))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(get("khop_calls"), 11);
+    assert_eq!(get("khop_errors"), 1);
+    assert_eq!(get("khop_keys_read"), 11);
+    assert!(get("khop_bytes_read") >= 80);
+    assert_eq!(get("budget_us"), 5000);
+    assert_eq!(get("digest_calls"), 0);
+}
+
+#[test]
+fn bad_module_arguments_refuse_to_load() {
+    let module = autoloc::server::find_module().unwrap();
+    let e =
+        autoloc::server::RedisServer::start_with(&module, &["budget-ms", "zero"], &[]).unwrap_err();
+    assert!(e.to_string().contains("exited"), "{e}");
+}
