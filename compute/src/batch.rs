@@ -30,6 +30,10 @@ pub struct BatchConfig {
     pub read_mode: ReadMode,
     /// Threads, each with its own connection.
     pub threads: usize,
+    /// Invocations each thread keeps in flight on its link (1: one at a time).
+    pub in_flight: usize,
+    /// Cores to pin the threads to, round-robin (empty: not pinned).
+    pub cores: Vec<usize>,
     /// A fixed first argument instead of the invocation number.
     pub first: Option<String>,
     /// The arguments after the first.
@@ -70,9 +74,11 @@ pub struct BatchReport {
     /// `storage`, `compute`, or `redisclient` (compute-side, one GET per key).
     pub placement: String,
     /// How requests reached Redis.
-    pub transport: &'static str,
+    pub transport: crate::Transport,
     /// Threads.
     pub threads: usize,
+    /// Invocations in flight per thread.
+    pub in_flight: usize,
     /// Invocations run.
     pub invocations: u64,
     /// Of those, failed.
@@ -127,42 +133,62 @@ pub fn run(rt: &Runtime, cfg: &BatchConfig) -> Result<BatchReport> {
     ));
     let started = Instant::now();
     std::thread::scope(|s| {
-        for mut rt in runtimes {
+        for (t, mut rt) in runtimes.into_iter().enumerate() {
             let (next, merged) = (&next, &merged);
+            let core = (!cfg.cores.is_empty()).then(|| cfg.cores[t % cfg.cores.len()]);
             s.spawn(move || {
+                if let Some(core) = core {
+                    core_affinity::set_for_current(core_affinity::CoreId { id: core });
+                }
                 let mut hist = Histogram::<u64>::new(3).expect("valid");
                 let mut t = Totals::default();
-                let mut args: Vec<String> = Vec::with_capacity(cfg.args.len() + 1);
+                let width = cfg.in_flight.max(1) as u64;
                 loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= total {
+                    let first = next.fetch_add(width, Ordering::Relaxed);
+                    if first >= total {
                         break;
                     }
-                    let i = n % cfg.count.max(1) + 1;
-                    args.clear();
-                    args.push(cfg.first.clone().unwrap_or_else(|| i.to_string()));
-                    args.extend(cfg.args.iter().cloned());
-                    let began = Instant::now();
-                    match rt.invoke(&cfg.function, &args, cfg.placement) {
-                        Ok(inv) => {
-                            let _ = hist.record(began.elapsed().as_nanos() as u64);
-                            match inv.side {
-                                Side::Storage => t.storage += 1,
-                                Side::Compute => t.compute += 1,
+                    let ns: Vec<u64> = (first..(first + width).min(total)).collect();
+                    let calls: Vec<(&str, Vec<String>)> = ns
+                        .iter()
+                        .map(|&n| {
+                            let i = n % cfg.count.max(1) + 1;
+                            let mut args = Vec::with_capacity(cfg.args.len() + 1);
+                            args.push(cfg.first.clone().unwrap_or_else(|| i.to_string()));
+                            args.extend(cfg.args.iter().cloned());
+                            (cfg.function.as_str(), args)
+                        })
+                        .collect();
+                    let results = if calls.len() == 1 {
+                        vec![rt.invoke(calls[0].0, &calls[0].1, cfg.placement)]
+                    } else {
+                        rt.invoke_many(&calls, cfg.placement)
+                    };
+                    for ((&n, (_, args)), result) in ns.iter().zip(&calls).zip(results) {
+                        let i = n % cfg.count.max(1) + 1;
+                        match result {
+                            Ok(inv) => {
+                                let _ = hist.record(inv.wall.as_nanos() as u64);
+                                match inv.side {
+                                    Side::Storage => t.storage += 1,
+                                    Side::Compute => t.compute += 1,
+                                }
+                                t.pushed_back += u64::from(inv.pushed_back);
+                                t.round_trips += inv.round_trips;
+                                t.bytes += inv.bytes;
+                                let mut h = Fnv::new();
+                                h.write(&i.to_le_bytes());
+                                h.write(&inv.output.canonical_hash().to_le_bytes());
+                                t.checksum = t.checksum.wrapping_add(h.finish());
                             }
-                            t.pushed_back += u64::from(inv.pushed_back);
-                            t.round_trips += inv.round_trips;
-                            t.bytes += inv.bytes;
-                            let mut h = Fnv::new();
-                            h.write(&i.to_le_bytes());
-                            h.write(&inv.output.canonical_hash().to_le_bytes());
-                            t.checksum = t.checksum.wrapping_add(h.finish());
-                        }
-                        Err(e) => {
-                            t.errors += 1;
-                            if t.first_error.as_ref().is_none_or(|(at, _)| n < *at) {
-                                t.first_error =
-                                    Some((n, format!("{} {}: {e}", cfg.function, args.join(" "))));
+                            Err(e) => {
+                                t.errors += 1;
+                                if t.first_error.as_ref().is_none_or(|(at, _)| n < *at) {
+                                    t.first_error = Some((
+                                        n,
+                                        format!("{} {}: {e}", cfg.function, args.join(" ")),
+                                    ));
+                                }
                             }
                         }
                     }
@@ -195,8 +221,9 @@ pub fn run(rt: &Runtime, cfg: &BatchConfig) -> Result<BatchReport> {
     Ok(BatchReport {
         function: cfg.function.clone(),
         placement,
-        transport: "resp",
+        transport: rt.transport(),
         threads,
+        in_flight: cfg.in_flight.max(1),
         invocations: total,
         errors: t.errors,
         first_error: t.first_error.map(|(_, e)| e),
@@ -226,13 +253,13 @@ impl BatchReport {
     /// A few lines for people.
     pub fn human(&self) -> String {
         let mut s = format!(
-            "{} x{}: {} invocations, {} placement over {}, {} thread(s)\n",
+            "{}: {} invocations, {} placement over {}, {} thread(s), {} in flight each\n",
             self.function,
-            self.invocations,
             self.invocations,
             self.placement,
             self.transport,
-            self.threads
+            self.threads,
+            self.in_flight
         );
         s += &format!(
             "  throughput {:.0}/s in {:.3} s   latency p50 {:.1} us  p99 {:.1} us  p99.9 {:.1} us\n",

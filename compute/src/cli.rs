@@ -80,6 +80,16 @@ pub struct BatchArgs {
     /// Threads, each with its own connection.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Invocations each thread keeps in flight on its data-plane link.
+    #[arg(long, default_value_t = 1)]
+    pub in_flight: usize,
+    /// Data plane: shm, tcp, rdma or resp (default: shm when Redis is on this host, else tcp;
+    /// resp for redisclient).
+    #[arg(long)]
+    pub transport: Option<crate::Transport>,
+    /// Cores to pin the threads to, e.g. 0 or 0,1 (round-robin).
+    #[arg(long, value_delimiter = ',')]
+    pub cores: Vec<usize>,
     /// khop's k.
     #[arg(long, default_value_t = 2)]
     pub k: u32,
@@ -118,8 +128,19 @@ pub fn run_batch(
             a.k
         )));
     }
+    if !(1..=4096).contains(&a.in_flight) {
+        return Err(Error::Usage(format!(
+            "in-flight must be in 1..=4096, got {}",
+            a.in_flight
+        )));
+    }
     let target = Target::open(a.redis.as_deref(), a.json)?;
     let rt = crate::Runtime::connect(&target.url)?.with_read_mode(read_mode);
+    let transport = a.transport.unwrap_or(match read_mode {
+        crate::ReadMode::PerKey => crate::Transport::Resp,
+        crate::ReadMode::Batched => crate::Transport::default_for(rt.url()),
+    });
+    let rt = rt.with_transport(transport)?;
     let function = rt
         .registry()
         .resolve(a.function.as_bytes())?
@@ -138,6 +159,8 @@ pub fn run_batch(
         placement,
         read_mode,
         threads: a.threads,
+        in_flight: a.in_flight,
+        cores: a.cores,
         first: a.first,
     };
     let report = run(&rt, &cfg)?;

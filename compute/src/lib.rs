@@ -20,6 +20,11 @@
 //! - [`resp_store`]: the compute-side `Store` over RESP (one MGET per step, or one GET per key
 //!   like AutoLoc's `redisclient`).
 //! - [`table`]: the per-function table of atomic counters every invocation records into.
+//! - [`placement`]: shares per function from those counters: policies, controller, forecast.
+//! - [`transport`]: [`Transport`] (shm, tcp, rdma, resp) and link setup via `AUTOLOC.CONNECT`.
+//! - [`session`]: request ids and replies over a data-plane link, the [`session::LinkStore`]
+//!   compute-side functions read through, and [`session::run_all`], which keeps many
+//!   invocations in flight on one link.
 //! - [`server`]: starts a private redis-server with the module loaded (tests, the embedded default).
 //! - [`load`]: loaders for R-MAT graphs, SNAP edge lists and AutoLoc's `social.json`.
 //! - [`cli`]: what the binaries share: `--redis` or the embedded default.
@@ -30,13 +35,17 @@
 pub mod batch;
 pub mod cli;
 pub mod load;
+pub mod placement;
 pub mod resp_store;
 pub mod runtime;
 pub mod server;
+pub mod session;
 pub mod table;
+pub mod transport;
 
 pub use autoloc_functions::{Output, Registry};
 pub use runtime::{Invocation, Placement, ReadMode, Runtime, Side};
+pub use transport::Transport;
 
 /// Errors of the compute library.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +66,9 @@ pub enum Error {
     /// Loading data failed.
     #[error("load: {0}")]
     Load(String),
+    /// A data-plane link could not be set up or broke.
+    #[error("{transport} transport: {message}")]
+    Transport { transport: String, message: String },
     /// A command-line value out of range.
     #[error("{0}")]
     Usage(String),

@@ -9,11 +9,16 @@ use autoloc_dataplane::clock::thread_cpu_ns;
 use autoloc_dataplane::resp::DEFAULT_TIMEOUT;
 use autoloc_dataplane::{Connection, Frame, RedisUrl};
 use autoloc_functions::exec::block_on;
+use std::cell::{Cell, RefCell};
+
+use autoloc_dataplane::wire::{List, Message};
 use autoloc_functions::{Error as FnError, Function, Output, Registry, Reply};
 
 pub use crate::resp_store::ReadMode;
 use crate::resp_store::RespStore;
+use crate::session::{self, run_all, LinkStore, Session, Task};
 use crate::table::{Record, Table};
+use crate::transport::{connect_link, Transport};
 use crate::{Error, Result};
 
 /// Where to run an invocation.
@@ -95,6 +100,8 @@ pub struct Runtime {
     table: Arc<Table>,
     registry: Arc<Registry>,
     read_mode: ReadMode,
+    transport: Transport,
+    session: Option<RefCell<Session>>,
 }
 
 fn to_reply(frame: Frame) -> Reply {
@@ -129,6 +136,8 @@ impl Runtime {
             table,
             registry,
             read_mode: ReadMode::Batched,
+            transport: Transport::Resp,
+            session: None,
         };
         rt.connection()?;
         Ok(rt)
@@ -140,7 +149,40 @@ impl Runtime {
             Runtime::connect_url(self.url.clone(), self.table.clone(), self.registry.clone())?;
         rt.read_mode = self.read_mode;
         rt.timeout = self.timeout;
-        Ok(rt)
+        rt.with_transport(self.transport)
+    }
+
+    /// Sends requests over `transport` from now on (default [`Transport::Resp`]); sets the link
+    /// up now through `AUTOLOC.CONNECT`.
+    pub fn with_transport(mut self, transport: Transport) -> Result<Runtime> {
+        self.transport = transport;
+        self.session = None;
+        if transport != Transport::Resp {
+            self.session()?;
+        }
+        Ok(self)
+    }
+
+    /// The transport in use.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// The data-plane session, (re)connected if there is none or the last one failed.
+    pub fn session(&mut self) -> Result<&RefCell<Session>> {
+        if self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.borrow().failed().is_some())
+        {
+            self.session = None;
+        }
+        if self.session.is_none() {
+            let (url, transport, timeout) = (self.url.clone(), self.transport, self.timeout);
+            let link = connect_link(self.connection()?, &url, transport, timeout)?;
+            self.session = Some(RefCell::new(Session::new(link, timeout)));
+        }
+        Ok(self.session.as_ref().expect("just connected"))
     }
 
     /// Reads keys compute-side in `mode` (default [`ReadMode::Batched`]).
@@ -212,6 +254,12 @@ impl Runtime {
         let f = f.clone();
         let args: Vec<Vec<u8>> = args.iter().map(|a| a.as_ref().to_vec()).collect();
         f.check(&args)?;
+        if self.transport != Transport::Resp {
+            return self
+                .invoke_many_resolved(&[(index, f, args)], placement)
+                .pop()
+                .expect("one result");
+        }
         match placement {
             Placement::Compute => self.run_compute(index, &*f, &args, false),
             Placement::Storage => match self.run_storage(index, &*f, &args) {
@@ -221,6 +269,124 @@ impl Runtime {
                 other => other,
             },
         }
+    }
+
+    /// Runs many invocations at once: over a data-plane link they are all in flight together
+    /// (every step's requests leave in one burst); over RESP they run one after another.
+    pub fn invoke_many<A: AsRef<[u8]>>(
+        &mut self,
+        calls: &[(&str, Vec<A>)],
+        placement: Placement,
+    ) -> Vec<Result<Invocation>> {
+        let mut resolved = Vec::with_capacity(calls.len());
+        let mut results: Vec<Option<Result<Invocation>>> = Vec::with_capacity(calls.len());
+        for (name, args) in calls {
+            let args: Vec<Vec<u8>> = args.iter().map(|a| a.as_ref().to_vec()).collect();
+            match self
+                .registry
+                .resolve(name.as_bytes())
+                .and_then(|(i, f)| f.check(&args).map(|()| (i, f.clone())))
+            {
+                Ok((i, f)) => {
+                    resolved.push((i, f, args));
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e.into()))),
+            }
+        }
+        let mut done = if self.transport == Transport::Resp {
+            resolved
+                .into_iter()
+                .map(|(i, f, args)| match placement {
+                    Placement::Compute => self.run_compute(i, &*f, &args, false),
+                    Placement::Storage => match self.run_storage(i, &*f, &args) {
+                        Err(Error::Function(e)) if e.is_pushback() => {
+                            self.run_compute(i, &*f, &args, true)
+                        }
+                        other => other,
+                    },
+                })
+                .collect::<Vec<_>>()
+        } else {
+            self.invoke_many_resolved(&resolved, placement)
+        }
+        .into_iter();
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| done.next().expect("one result per call")))
+            .collect()
+    }
+
+    fn invoke_many_resolved(
+        &mut self,
+        calls: &[ResolvedCall],
+        placement: Placement,
+    ) -> Vec<Result<Invocation>> {
+        let transport = self.transport;
+        let per_key = self.read_mode == ReadMode::PerKey;
+        let session = match self.session() {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = e.to_string();
+                return calls
+                    .iter()
+                    .map(|_| {
+                        Err(Error::Transport {
+                            transport: transport.to_string(),
+                            message: msg.clone(),
+                        })
+                    })
+                    .collect();
+            }
+        };
+        let cpu = thread_cpu_ns();
+        let tasks: Vec<Task<'_, LinkRun>> = calls
+            .iter()
+            .map(|(_, f, args)| {
+                Box::pin(invoke_on_link(session, &**f, args, placement, per_key))
+                    as Task<'_, LinkRun>
+            })
+            .collect();
+        let runs = run_all(session, tasks);
+        let cpu_each = thread_cpu_ns().saturating_sub(cpu) / calls.len().max(1) as u64;
+        calls
+            .iter()
+            .zip(runs)
+            .map(|((index, f, args), run)| {
+                if run.side == Side::Storage
+                    && run.result.as_ref().is_err_and(session::is_too_large)
+                {
+                    // The result does not fit the link's frames: fetch it through AUTOLOC.CALL.
+                    return match self.run_storage(*index, &**f, args) {
+                        Err(Error::Function(e)) if e.is_pushback() => {
+                            self.run_compute(*index, &**f, args, true)
+                        }
+                        other => other,
+                    };
+                }
+                let record = Record {
+                    error: run.result.is_err(),
+                    pushback: run.pushed_back,
+                    wall_ns: run.wall.as_nanos() as u64,
+                    cpu_ns: cpu_each,
+                    round_trips: run.requests,
+                    bytes: 0,
+                    storage_cpu_ns: run.storage_cpu_ns,
+                    queue_ns: run.queue_ns,
+                    ..Record::default()
+                };
+                self.table.record(*index, run.side, &record);
+                Ok(Invocation {
+                    output: run.result?,
+                    side: run.side,
+                    pushed_back: run.pushed_back,
+                    wall: run.wall,
+                    cpu: Duration::from_nanos(cpu_each),
+                    round_trips: run.requests,
+                    bytes: 0,
+                })
+            })
+            .collect()
     }
 
     fn run_storage(
@@ -300,6 +466,7 @@ impl Runtime {
             cpu_ns: thread_cpu_ns().saturating_sub(cpu),
             round_trips,
             bytes: in1.saturating_sub(in0) + out1.saturating_sub(out0),
+            ..Record::default()
         };
         self.table.record(index, Side::Compute, &record);
         Ok(Invocation {
@@ -311,5 +478,140 @@ impl Runtime {
             round_trips,
             bytes: record.bytes,
         })
+    }
+}
+
+/// An invocation whose function is resolved and whose arguments are checked:
+/// `(registry index, function, arguments)`.
+type ResolvedCall = (usize, Arc<dyn Function>, Vec<Vec<u8>>);
+
+/// What one invocation over a data-plane link did.
+struct LinkRun {
+    result: Result<Output, FnError>,
+    side: Side,
+    pushed_back: bool,
+    storage_cpu_ns: u64,
+    queue_ns: u64,
+    wall: Duration,
+    requests: u64,
+}
+
+/// Runs one invocation over `session`: storage-side as one `Invoke` request (falling back to
+/// compute-side on a pushback), or compute-side through a [`LinkStore`].
+async fn invoke_on_link(
+    session: &RefCell<Session>,
+    f: &dyn Function,
+    args: &[Vec<u8>],
+    placement: Placement,
+    per_key: bool,
+) -> LinkRun {
+    let started = Instant::now();
+    let (mut storage_cpu_ns, mut queue_ns, mut requests) = (0, 0, 0);
+    let mut pushed_back = false;
+    if placement == Placement::Storage {
+        let argv: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        requests += 1;
+        let reply = session::request(
+            session,
+            &Message::Invoke {
+                function: f.name(),
+                args: List::new(&argv),
+            },
+        )
+        .await;
+        let result = match reply {
+            Ok(session::Reply::Invoked {
+                result,
+                storage_cpu_ns: cpu,
+                queue_ns: q,
+            }) => {
+                (storage_cpu_ns, queue_ns) = (cpu, q);
+                decode_result(f, &result)
+            }
+            Ok(session::Reply::Pushback {
+                storage_cpu_ns: cpu,
+                queue_ns: q,
+                ..
+            }) => {
+                (storage_cpu_ns, queue_ns) = (cpu, q);
+                pushed_back = true;
+                Err(FnError::Pushback {
+                    budget_us: 0,
+                    spent_us: cpu / 1000,
+                })
+            }
+            Ok(session::Reply::Error(e)) if e.starts_with(session::TOO_LARGE) => {
+                Err(FnError::Store(e))
+            }
+            Ok(other) => Err(session::reply_error(other)),
+            Err(e) => Err(e),
+        };
+        if !pushed_back {
+            return LinkRun {
+                result,
+                side: Side::Storage,
+                pushed_back,
+                storage_cpu_ns,
+                queue_ns,
+                wall: started.elapsed(),
+                requests,
+            };
+        }
+    }
+    let store = CountingStore {
+        inner: LinkStore::new(session).per_key(per_key),
+        requests: Cell::new(0),
+    };
+    let result = f.call(&store, args).await;
+    requests += store.requests.get();
+    LinkRun {
+        result,
+        side: Side::Compute,
+        pushed_back,
+        storage_cpu_ns,
+        queue_ns,
+        wall: started.elapsed(),
+        requests,
+    }
+}
+
+/// Decodes the RESP-encoded result of an `InvokeReply`.
+fn decode_result(f: &dyn Function, resp: &[u8]) -> Result<Output, FnError> {
+    match autoloc_dataplane::resp::parse(resp) {
+        Ok(Some((frame, used))) if used == resp.len() => {
+            Output::from_reply(f.output_kind(), to_reply(frame))
+        }
+        _ => Err(FnError::Store(
+            "the storage side sent a result that does not parse".into(),
+        )),
+    }
+}
+
+/// Counts the requests one invocation sends through a shared session.
+struct CountingStore<'s> {
+    inner: LinkStore<'s>,
+    requests: Cell<u64>,
+}
+
+impl autoloc_functions::Store for CountingStore<'_> {
+    fn read<'a>(
+        &'a self,
+        keys: &'a [Vec<u8>],
+        visit: autoloc_functions::Visit<'a>,
+    ) -> autoloc_functions::StoreFuture<'a, ()> {
+        self.requests
+            .set(self.requests.get() + u64::from(!keys.is_empty()));
+        self.inner.read(keys, visit)
+    }
+    fn write<'a>(
+        &'a self,
+        key: &'a [u8],
+        value: &'a [u8],
+    ) -> autoloc_functions::StoreFuture<'a, ()> {
+        self.requests.set(self.requests.get() + 1);
+        self.inner.write(key, value)
+    }
+    fn checkpoint(&self) -> autoloc_functions::StoreFuture<'_, ()> {
+        self.inner.checkpoint()
     }
 }

@@ -69,6 +69,17 @@ pub enum Error {
         path: std::path::PathBuf,
         reason: String,
     },
+    /// An RDMA verb failed (feature `rdma`); `errno` is the verb's error code.
+    #[error("{op}: {message} (errno {errno})")]
+    Rdma {
+        op: &'static str,
+        errno: i32,
+        message: String,
+    },
+    /// This host has no usable RDMA device (feature `rdma`). `message` is one line saying why and
+    /// what to do; `errno` is what `ibv_get_device_list` failed with, `None` for an empty list.
+    #[error("{message}")]
+    NoRdmaDevice { errno: Option<i32>, message: String },
 }
 
 /// Result of a data-plane operation.

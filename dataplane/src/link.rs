@@ -34,11 +34,18 @@ pub trait ServerLink: Send {
     fn peer_gone(&self) -> bool;
     /// A short name for logs, e.g. `shm /dev/shm/autoloc-12-3`.
     fn describe(&self) -> String;
+    /// Sleeps until a request may be waiting, or at most `timeout`: the idle step of a thread
+    /// that serves only this link. The default just sleeps.
+    fn park(&mut self, timeout: Duration) {
+        std::thread::sleep(timeout);
+    }
 }
 
 /// The client end of one data-plane connection.
 pub trait ClientLink: Send {
-    /// Queues a request; it is sent by [`flush`](ClientLink::flush) at the latest.
+    /// Queues a request; it is sent by [`flush`](ClientLink::flush) at the latest. A transport
+    /// with bounded room fails with `Error::Ring(RingError::Full)` instead of waiting: the caller
+    /// flushes, drains replies with [`poll`](ClientLink::poll), and tries again.
     fn queue(&mut self, request_id: u64, message: &Message<'_>) -> Result<()>;
     /// Sends everything queued.
     fn flush(&mut self) -> Result<()>;
@@ -81,14 +88,25 @@ impl Replier for ShmReplier<'_> {
     }
 }
 
+/// How long a server waits for room in a client's response ring before giving the link up.
+/// It may hold Redis's lock meanwhile, so this is short: a live client drains its replies
+/// continuously (it keeps at most as many requests in flight as the ring has slots).
+pub const REPLY_ROOM_DEADLINE: Duration = Duration::from_millis(20);
+
 impl ShmReplier<'_> {
     fn stage(&mut self, request_id: u64, message: &Message<'_>) -> Result<()> {
+        let mut deadline = None;
         let mut slot = loop {
             match self.0.try_reserve() {
                 Ok(s) => break s,
                 // The client is slow to drain: publish what is staged and let it catch up.
                 Err(RingError::Full) => {
                     self.0.flush();
+                    let d = *deadline
+                        .get_or_insert_with(|| std::time::Instant::now() + REPLY_ROOM_DEADLINE);
+                    if std::time::Instant::now() > d {
+                        return Err(ring_error(RingError::Full));
+                    }
                     std::thread::yield_now();
                 }
                 Err(e) => return Err(ring_error(e)),
@@ -151,6 +169,13 @@ impl ServerLink for ShmServer {
     fn describe(&self) -> String {
         format!("shm {}", self.path().display())
     }
+
+    fn park(&mut self, timeout: Duration) {
+        // The client rings the request ring's doorbell after publishing if we announced sleep.
+        let (rx, _) = self.split();
+        let rx = &*rx;
+        rx.doorbell().wait(|| !rx.has_pending(), timeout);
+    }
 }
 
 /// The request id of a frame that may not decode: from its header if it has one, else 0.
@@ -178,19 +203,9 @@ impl ShmClientLink {
 
 impl ClientLink for ShmClientLink {
     fn queue(&mut self, request_id: u64, message: &Message<'_>) -> Result<()> {
-        loop {
-            match self.client.queue(request_id, message) {
-                Err(RingError::Full) => {
-                    // The server has not drained our requests yet: publish and give it room.
-                    self.client.flush();
-                    if self.peer_gone() {
-                        return Err(Error::Closed);
-                    }
-                    std::thread::yield_now();
-                }
-                other => return other.map_err(ring_error),
-            }
-        }
+        // A full ring is reported, not waited on: the caller must keep draining replies while
+        // it waits for room, or client and server could each wait for the other.
+        self.client.queue(request_id, message).map_err(ring_error)
     }
 
     fn flush(&mut self) -> Result<()> {

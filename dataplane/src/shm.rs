@@ -123,13 +123,17 @@ pub struct ShmConfig {
 
 impl Default for ShmConfig {
     fn default() -> Self {
-        let ring = RingConfig {
-            slot_count: 256,
-            slot_size: 4096,
-        };
+        // Requests are small (keys, arguments); replies carry values and results. Slots are
+        // touched only when used, so the mapping costs memory only as the rings fill.
         Self {
-            requests: ring,
-            responses: ring,
+            requests: RingConfig {
+                slot_count: 64,
+                slot_size: 64 * 1024,
+            },
+            responses: RingConfig {
+                slot_count: 64,
+                slot_size: 256 * 1024,
+            },
             backing: Backing::Auto,
         }
     }

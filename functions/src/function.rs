@@ -160,6 +160,34 @@ pub enum Reply {
     Array(Vec<Reply>),
 }
 
+impl Reply {
+    /// Appends the RESP2 encoding of this reply to `out` (how a storage-side result travels
+    /// inside a data-plane `InvokeReply`).
+    pub fn encode_resp(&self, out: &mut Vec<u8>) {
+        match self {
+            Reply::Nil => out.extend_from_slice(b"$-1\r\n"),
+            Reply::Int(n) => {
+                out.push(b':');
+                out.extend_from_slice(n.to_string().as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Bulk(b) => {
+                out.push(b'$');
+                out.extend_from_slice(b.len().to_string().as_bytes());
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(b);
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Array(items) => {
+                out.push(b'*');
+                out.extend_from_slice(items.len().to_string().as_bytes());
+                out.extend_from_slice(b"\r\n");
+                items.iter().for_each(|i| i.encode_resp(out));
+            }
+        }
+    }
+}
+
 impl Output {
     /// The kind of this output.
     pub fn kind(&self) -> OutputKind {

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use autoloc_dataplane::clock::thread_cpu_ns;
 use autoloc_functions::exec::block_on;
-use autoloc_functions::{Error, Registry, Reply};
+use autoloc_functions::{Error, Output, Registry, Reply};
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
 use crate::counters::{self, Sample};
@@ -38,6 +38,32 @@ fn to_redis(reply: Reply) -> RedisValue {
         Reply::Bulk(b) => RedisValue::StringBuffer(b),
         Reply::Array(items) => RedisValue::Array(items.into_iter().map(to_redis).collect()),
     }
+}
+
+/// Runs the function called `name` storage-side with `args` against the keyspace of `ctx`,
+/// under the budget in force, and records it in the counters. Returns the result and the CPU
+/// time it took. Shared by `AUTOLOC.CALL` and the data-plane threads.
+pub fn invoke(ctx: &Context, name: &[u8], args: &[Vec<u8>]) -> (Result<Output, Error>, u64) {
+    let (index, function) = match registry().resolve(name) {
+        Ok(f) => f,
+        Err(e) => return (Err(e), 0),
+    };
+    let store = KeyspaceStore::new(ctx, crate::config::budget());
+    let cpu = thread_cpu_ns();
+    let result = block_on(function.call(&store, args));
+    let cpu_ns = thread_cpu_ns().saturating_sub(cpu);
+    let (keys_read, bytes_read) = store.reads();
+    counters::record(
+        index,
+        Sample {
+            error: result.is_err(),
+            pushback: result.as_ref().is_err_and(Error::is_pushback),
+            cpu_ns,
+            keys_read,
+            bytes_read,
+        },
+    );
+    (result, cpu_ns)
 }
 
 fn to_error(e: &Error) -> RedisError {
@@ -94,4 +120,48 @@ pub fn functions(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                 .collect(),
         ))
     })
+}
+
+/// `AUTOLOC.CONNECT <transport> [options]`: sets up a fast data-plane link for the calling
+/// client and replies with what it needs to attach:
+/// - `shm`: the path of a new shared-memory segment (mode 0600) to map;
+/// - `tcp`: the port of the io_uring TCP data path;
+/// - `rdma <client QpInfo>`: the server's `QpInfo` (queue pair, ring address and rkey).
+///
+/// It runs on an ordinary Redis connection, so AUTH and ACLs apply: a client that may not run
+/// this command gets no link.
+pub fn connect(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard("AUTOLOC.CONNECT", || {
+        if args.len() < 2 {
+            return Err(RedisError::WrongArity);
+        }
+        let transport = String::from_utf8_lossy(args[1].as_slice()).to_ascii_lowercase();
+        let fail = |e: String| RedisError::String(format!("ERR AUTOLOC.CONNECT {transport}: {e}"));
+        match (transport.as_str(), args.len()) {
+            ("shm", 2) => crate::dataplane::connect_shm()
+                .map(RedisValue::BulkString)
+                .map_err(fail),
+            ("tcp", 2) => crate::dataplane::connect_tcp()
+                .map(|p| RedisValue::Integer(p.into()))
+                .map_err(fail),
+            ("rdma", 3) => connect_rdma(args[2].as_slice())
+                .map(RedisValue::BulkString)
+                .map_err(fail),
+            ("shm" | "tcp" | "rdma", _) => Err(RedisError::WrongArity),
+            _ => Err(RedisError::String(format!(
+                "ERR unknown transport '{}' (shm, tcp, rdma)",
+                transport.escape_debug()
+            ))),
+        }
+    })
+}
+
+#[cfg(feature = "rdma")]
+fn connect_rdma(client: &[u8]) -> Result<String, String> {
+    crate::dataplane::connect_rdma(client)
+}
+
+#[cfg(not(feature = "rdma"))]
+fn connect_rdma(_client: &[u8]) -> Result<String, String> {
+    Err("this build of the module has no RDMA support (build it with --features rdma)".into())
 }

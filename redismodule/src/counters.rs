@@ -88,5 +88,21 @@ fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
             section = section.field(&format!("{name}_{counter}"), value.to_string())?;
         }
     }
+    let dp = crate::dataplane::stats();
+    for (name, value) in [
+        ("dataplane_links_opened", dp.links_opened.load(Relaxed)),
+        ("dataplane_links_closed", dp.links_closed.load(Relaxed)),
+        ("dataplane_requests", dp.requests.load(Relaxed)),
+        (
+            "dataplane_lock_acquisitions",
+            dp.lock_acquisitions.load(Relaxed),
+        ),
+        (
+            "dataplane_lock_bound_hits",
+            dp.lock_bound_hits.load(Relaxed),
+        ),
+    ] {
+        section = section.field(name, value.to_string())?;
+    }
     section.build_section()?.build_info().map(|_| ())
 }

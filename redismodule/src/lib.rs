@@ -7,12 +7,15 @@
 //! - [`store`]: [`store::KeyspaceStore`], the `Store` over Redis's own keyspace: values are read
 //!   in place (string DMA, no copy), and every access checks the invocation's budget.
 //! - [`counters`]: per-function atomic counters and the `INFO autoloc` section.
-//! - [`commands`]: `AUTOLOC.CALL`, `AUTOLOC.FUNCTIONS`; every entry point catches panics and
-//!   replies with an error, since a panic inside redis-server would abort it.
+//! - [`commands`]: `AUTOLOC.CALL`, `AUTOLOC.FUNCTIONS`, `AUTOLOC.CONNECT`; every entry point
+//!   catches panics and replies with an error, since a panic inside redis-server would abort it.
+//! - [`dataplane`]: the data-plane threads: poll shm rings, the io_uring TCP server and RDMA
+//!   queue pairs, and serve bursts of requests under one acquisition of Redis's lock.
 
 pub mod commands;
 pub mod config;
 pub mod counters;
+pub mod dataplane;
 pub mod store;
 
 use redis_module::{redis_module, Context, RedisString, Status};
@@ -32,14 +35,26 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     }
 }
 
+/// Inside redis-server, memory comes from Redis's allocator (so `INFO memory` counts it); unit
+/// tests run outside Redis, where that allocator does not exist.
+#[cfg(not(test))]
+type Alloc = redis_module::alloc::RedisAlloc;
+#[cfg(not(test))]
+const ALLOC: Alloc = redis_module::alloc::RedisAlloc;
+#[cfg(test)]
+type Alloc = std::alloc::System;
+#[cfg(test)]
+const ALLOC: Alloc = std::alloc::System;
+
 redis_module! {
     name: "autoloc",
     version: 1,
-    allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
+    allocator: (Alloc, ALLOC),
     data_types: [],
     init: init,
     commands: [
         ["autoloc.call", commands::call, "write deny-oom", 0, 0, 0, ""],
         ["autoloc.functions", commands::functions, "readonly fast", 0, 0, 0, ""],
+        ["autoloc.connect", commands::connect, "readonly", 0, 0, 0, ""],
     ],
 }

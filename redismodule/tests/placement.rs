@@ -88,6 +88,8 @@ fn batch_checksums_agree_and_count_errors() {
         placement: Placement::Storage,
         read_mode: ReadMode::Batched,
         threads: 2,
+        in_flight: 1,
+        cores: Vec::new(),
         first: None,
         args: vec!["2".into()],
     };
@@ -172,6 +174,8 @@ fn khop_on_autoloc_social_json_in_both_layouts() {
             placement: Placement::Storage,
             read_mode: ReadMode::Batched,
             threads: 1,
+            in_flight: 1,
+            cores: Vec::new(),
             first: None,
             args: vec!["2".into()],
         };

@@ -1,0 +1,31 @@
+//! Placement: where each function's next invocation runs, decided from measurements.
+//!
+//! The Runtime asks [`crate::table::Table::choose`] for every invocation's side and records
+//! what it cost into the table; a [`Controller`] thread turns windows of those counters into
+//! each function's storage share, by a [`Policy`].
+//!
+//! # Layout
+//! - [`model`]: [`Costs`] (measured RTT and bandwidth) and the per-side cost [`Estimate`].
+//! - [`window`]: a [`Window`] of counters over one epoch, and a policy's [`Decision`].
+//! - [`policy`]: the policies (`adaptive`, `storage`, `compute`, `autoloc2021`, `kayak`,
+//!   `oracle(...)`), each a pure [`Policy::step`].
+//! - [`controller`]: the epoch thread ([`Controller::spawn`]) and its history.
+//! - [`forecast`]: Holt, EWMA and naive forecasts of storage load, evaluated out of sample, and
+//!   the storage CPU allowance.
+//! - [`reason`]: why a share is what it is, packed into one atomic word.
+//! - [`sim`]: a closed-loop throughput model to test policies without Redis.
+
+pub mod controller;
+pub mod forecast;
+pub mod model;
+pub mod policy;
+pub mod reason;
+pub mod sim;
+pub mod window;
+
+pub use controller::{Controller, ControllerConfig, ControllerCore, ControllerHandle, EpochRecord};
+pub use forecast::{evaluate, storage_cpu_allowance, Evaluation, Forecaster, Model};
+pub use model::{Costs, Estimate};
+pub use policy::{Adaptive, AdaptiveConfig, AutoLoc2021, Kayak, Oracle, ParsePolicyError, Policy};
+pub use reason::{Reason, ReasonKind};
+pub use window::{Decision, FnWindow, Window};

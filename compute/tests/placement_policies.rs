@@ -1,0 +1,381 @@
+//! Each policy's rule on synthetic windows: no Redis, no threads, no clock.
+
+use autoloc::placement::{
+    Adaptive, AdaptiveConfig, Costs, Decision, FnWindow, Kayak, Policy, ReasonKind, Window,
+};
+use autoloc::table::{Record, SideSnapshot};
+
+/// `n` storage-side calls of a function with `cpu_ns` of storage CPU that reads `reads` times
+/// (keys and bytes as given).
+fn storage(n: u64, cpu_ns: u64, reads: u64, keys: u64, bytes_read: u64) -> SideSnapshot {
+    let mut s = SideSnapshot::default();
+    s.add(
+        n,
+        &Record {
+            wall_ns: 50_000 + cpu_ns,
+            round_trips: 1,
+            bytes: 200,
+            storage_cpu_ns: cpu_ns,
+            keys_read: keys,
+            bytes_read,
+            reads,
+            ..Record::default()
+        },
+    );
+    s
+}
+
+/// `n` compute-side runs with `cpu_ns` of compute CPU, `rt` round trips and `bytes` moved.
+fn compute(n: u64, cpu_ns: u64, rt: u64, bytes: u64) -> SideSnapshot {
+    let mut s = SideSnapshot::default();
+    s.add(
+        n,
+        &Record {
+            wall_ns: rt * 50_000 + cpu_ns,
+            cpu_ns,
+            round_trips: rt,
+            bytes,
+            storage_cpu_ns: rt * 2_000,
+            reads: rt,
+            ..Record::default()
+        },
+    );
+    s
+}
+
+fn f(name: &str, share: f64, storage: SideSnapshot, compute: SideSnapshot) -> FnWindow {
+    FnWindow {
+        name: name.into(),
+        share,
+        storage,
+        compute,
+    }
+}
+
+fn window(cores: f64, functions: Vec<FnWindow>) -> Window {
+    Window {
+        epoch: 1,
+        seconds: 1.0,
+        storage_cores: cores,
+        allowance: 0.85,
+        functions,
+    }
+}
+
+fn step(p: &mut Policy, w: &Window) -> Vec<Decision> {
+    let mut out: Vec<Decision> = w
+        .functions
+        .iter()
+        .map(|f| Decision {
+            share: f.share,
+            ..Decision::default()
+        })
+        .collect();
+    p.step(w, &Costs::default(), &mut out);
+    out
+}
+
+/// khop-like: 12 round trips, 2 KB, 20 us CPU. digest-like: 1 round trip, 64 KB, 5 ms CPU.
+fn khop_s(n: u64) -> SideSnapshot {
+    storage(n, 20_000, 12, 60, 2_048)
+}
+fn digest_s(n: u64) -> SideSnapshot {
+    storage(n, 5_000_000, 1, 1, 65_536)
+}
+
+#[test]
+fn cost_model_puts_khop_inside_and_digest_outside() {
+    // First decision, from storage-side runs only (every function starts there).
+    let w = window(
+        4.0,
+        vec![
+            f("khop", 1.0, khop_s(100), SideSnapshot::default()),
+            f("digest", 1.0, digest_s(10), SideSnapshot::default()),
+        ],
+    );
+    assert!(w.storage_util() < 0.1);
+    let d = step(&mut Policy::default(), &w);
+    assert_eq!(d[0].share, 1.0, "{}", d[0].reason);
+    assert_eq!(d[1].share, 0.0, "{}", d[1].reason);
+    assert_eq!(d[0].reason.kind, ReasonKind::CostStorage);
+    assert!(d[0]
+        .reason
+        .to_string()
+        .starts_with("cost model: 11 round trips saved"));
+    assert_eq!(d[1].reason.kind, ReasonKind::CostCompute);
+
+    // The same from compute-side runs only.
+    let w = window(
+        4.0,
+        vec![
+            f(
+                "khop",
+                0.0,
+                SideSnapshot::default(),
+                compute(100, 20_000, 12, 4_000),
+            ),
+            f(
+                "digest",
+                0.0,
+                SideSnapshot::default(),
+                compute(10, 5_000_000, 1, 65_600),
+            ),
+        ],
+    );
+    let d = step(&mut Policy::default(), &w);
+    assert_eq!((d[0].share, d[1].share), (1.0, 0.0), "{d:?}");
+}
+
+#[test]
+fn a_function_without_samples_keeps_its_share() {
+    let w = window(
+        1.0,
+        vec![
+            f("khop", 1.0, khop_s(10), SideSnapshot::default()),
+            f(
+                "idle",
+                0.7,
+                SideSnapshot::default(),
+                SideSnapshot::default(),
+            ),
+        ],
+    );
+    let d = step(&mut Policy::default(), &w);
+    assert_eq!(d[1].share, 0.7);
+}
+
+#[test]
+fn saturation_moves_digest_out_before_khop() {
+    // With storage CPU at cost price, the cost model alone keeps digest inside (it saves a
+    // 64 KB transfer): only the load rule moves it.
+    let cheap = AdaptiveConfig {
+        storage_cpu_price: 1.0,
+        ..AdaptiveConfig::default()
+    };
+    let khop = |n| storage(n, 50_000, 12, 60, 2_048);
+    let calm = window(
+        1.0,
+        vec![
+            f("khop", 1.0, khop(500), SideSnapshot::default()),
+            f("digest", 1.0, digest_s(20), SideSnapshot::default()),
+        ],
+    );
+    let d = step(&mut Policy::Adaptive(Adaptive::new(cheap)), &calm);
+    assert_eq!((d[0].share, d[1].share), (1.0, 1.0), "{d:?}");
+
+    // 5000 khop (0.25 s of CPU) and 200 digest (1 s): saturated. Digest gives way, khop stays.
+    let hot = window(
+        1.0,
+        vec![
+            f("khop", 1.0, khop(5_000), SideSnapshot::default()),
+            f("digest", 1.0, digest_s(200), SideSnapshot::default()),
+        ],
+    );
+    assert!(hot.storage_util() > 1.0);
+    let d = step(&mut Policy::Adaptive(Adaptive::new(cheap)), &hot);
+    assert_eq!(d[0].share, 1.0, "{d:?}");
+    assert!(d[1].share < 0.7, "{d:?}");
+    assert_eq!(d[1].reason.kind, ReasonKind::Split, "{}", d[1].reason);
+    assert!(d[1]
+        .reason
+        .to_string()
+        .starts_with("storage saturated (1.25)"));
+
+    // Even khop alone saturates: digest goes all the way out before khop moves at all.
+    let hotter = window(
+        1.0,
+        vec![
+            f("khop", 1.0, khop(30_000), SideSnapshot::default()),
+            f("digest", 1.0, digest_s(200), SideSnapshot::default()),
+        ],
+    );
+    let d = step(&mut Policy::Adaptive(Adaptive::new(cheap)), &hotter);
+    assert_eq!(d[1].share, 0.0, "{d:?}");
+    assert_eq!(d[1].reason.kind, ReasonKind::MovedOut);
+    assert!(d[0].share < 1.0, "{d:?}");
+}
+
+#[test]
+fn load_drop_brings_digest_back() {
+    let cheap = AdaptiveConfig {
+        storage_cpu_price: 1.0,
+        ..AdaptiveConfig::default()
+    };
+    let mut p = Policy::Adaptive(Adaptive::new(cheap));
+    let khop = |n| storage(n, 50_000, 12, 60, 2_048);
+    let hot = window(
+        1.0,
+        vec![
+            f("khop", 1.0, khop(5_000), SideSnapshot::default()),
+            f("digest", 1.0, digest_s(200), SideSnapshot::default()),
+        ],
+    );
+    let d = step(&mut p, &hot);
+    let split = d[1].share;
+    assert!(split < 1.0);
+    // The load drops tenfold, same mix: digest comes back within a few epochs.
+    let n_s = (20.0 * split).round() as u64;
+    let calm = window(
+        1.0,
+        vec![
+            f("khop", 1.0, khop(500), SideSnapshot::default()),
+            f(
+                "digest",
+                split,
+                digest_s(n_s),
+                compute(20 - n_s, 5_000_000, 1, 65_600),
+            ),
+        ],
+    );
+    let mut share = split;
+    for _ in 0..5 {
+        share = step(&mut p, &calm)[1].share;
+    }
+    assert_eq!(share, 1.0);
+}
+
+#[test]
+fn pushbacks_count_as_overload() {
+    let mut s = storage(1_000, 300_000, 4, 100, 8_192);
+    s.pushbacks = 300;
+    s.errors = 300;
+    let w = window(
+        4.0,
+        vec![
+            f("khop", 1.0, khop_s(1_000), SideSnapshot::default()),
+            f("pagerank", 1.0, s, SideSnapshot::default()),
+        ],
+    );
+    // Utilisation is low (0.08), but 15% of calls were pushed back.
+    assert!(w.storage_util() < 0.1 && w.pushback_rate() > 0.1);
+    let d = step(&mut Policy::default(), &w);
+    assert_eq!(d[0].share, 1.0, "{d:?}");
+    assert!(d[1].share < 1.0, "{d:?}");
+}
+
+#[test]
+fn autoloc2021_pushes_digest_out_and_keeps_khop_for_good() {
+    let mut p: Policy = "autoloc2021".parse().unwrap();
+    // Too few samples yet: storage-side.
+    let w = window(
+        1.0,
+        vec![
+            f("khop", 1.0, khop_s(3), SideSnapshot::default()),
+            f("digest", 1.0, digest_s(3), SideSnapshot::default()),
+        ],
+    );
+    let d = step(&mut p, &w);
+    assert_eq!((d[0].share, d[1].share), (1.0, 1.0));
+    assert_eq!(d[1].reason.kind, ReasonKind::AutoLocStart);
+    let w = window(
+        1.0,
+        vec![
+            f("khop", 1.0, khop_s(100), SideSnapshot::default()),
+            f("digest", 1.0, digest_s(100), SideSnapshot::default()),
+        ],
+    );
+    let d = step(&mut p, &w);
+    assert_eq!((d[0].share, d[1].share), (1.0, 0.0), "{d:?}");
+    assert_eq!(d[1].reason.kind, ReasonKind::AutoLocCompute);
+    // Static: a heavily saturated storage changes nothing (no load awareness).
+    let w = window(
+        0.1,
+        vec![
+            f("khop", 1.0, khop_s(100_000), SideSnapshot::default()),
+            f(
+                "digest",
+                0.0,
+                SideSnapshot::default(),
+                compute(100, 5_000_000, 1, 65_600),
+            ),
+        ],
+    );
+    let d = step(&mut p, &w);
+    assert_eq!((d[0].share, d[1].share), (1.0, 0.0), "{d:?}");
+}
+
+/// A window whose throughput is `tp` per second.
+fn throughput_window(tp: f64) -> Window {
+    let mut s = SideSnapshot::default();
+    s.add(tp.round() as u64, &Record::default());
+    window(1.0, vec![f("f", 0.0, s, SideSnapshot::default())])
+}
+
+/// Runs Kayak on throughput curve `curve` for `epochs`; returns x after each.
+fn kayak_on(curve: impl Fn(f64) -> f64, epochs: usize) -> (Vec<f64>, Kayak) {
+    let mut p = Policy::Kayak(Kayak::default());
+    let mut x = 0.5;
+    let mut xs = Vec::new();
+    for _ in 0..epochs {
+        let d = step(&mut p, &throughput_window(curve(x)));
+        assert!(d.iter().all(|d| d.share == d.share.clamp(0.0, 1.0)));
+        x = d[0].share;
+        xs.push(x);
+    }
+    let Policy::Kayak(k) = p else { unreachable!() };
+    (xs, k)
+}
+
+#[test]
+fn kayak_converges_on_a_concave_curve_without_oscillating() {
+    let peak = 0.83;
+    let (xs, k) = kayak_on(|x| 1e9 * (1.0 - (x - peak) * (x - peak)), 60);
+    assert_eq!(k.step, k.min_step);
+    let tail = &xs[30..];
+    let (lo, hi) = tail
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    assert!(hi - lo <= 2.0 * k.min_step + 1e-9, "{xs:?}");
+    assert!(
+        tail.windows(2)
+            .all(|w| (w[1] - w[0]).abs() <= k.min_step + 1e-9),
+        "{xs:?}"
+    );
+    assert!((lo - peak).abs() <= 2.0 * k.min_step && (hi - peak).abs() <= 2.0 * k.min_step);
+}
+
+#[test]
+fn kayak_goes_to_the_better_side() {
+    let (xs, _) = kayak_on(|x| 1e6 * (1.0 + x), 30);
+    assert_eq!(*xs.last().unwrap(), 1.0, "{xs:?}");
+    let (xs, _) = kayak_on(|x| 1e6 * (2.0 - x), 30);
+    assert_eq!(*xs.last().unwrap(), 0.0, "{xs:?}");
+}
+
+#[test]
+fn kayak_uses_one_fraction_for_all() {
+    let mut p = Policy::Kayak(Kayak::default());
+    let w = window(
+        1.0,
+        vec![
+            f("khop", 1.0, khop_s(100), SideSnapshot::default()),
+            f("digest", 1.0, digest_s(10), SideSnapshot::default()),
+        ],
+    );
+    let d = step(&mut p, &w);
+    assert_eq!(d[0].share, d[1].share);
+}
+
+#[test]
+fn fixed_and_oracle_policies() {
+    let w = window(
+        1.0,
+        vec![
+            f("khop", 0.3, khop_s(10), SideSnapshot::default()),
+            f("digest", 0.3, digest_s(10), SideSnapshot::default()),
+            f("get", 0.3, SideSnapshot::default(), SideSnapshot::default()),
+        ],
+    );
+    let shares = |p: &str| -> Vec<f64> {
+        step(&mut p.parse().unwrap(), &w)
+            .iter()
+            .map(|d| d.share)
+            .collect()
+    };
+    assert_eq!(shares("storage"), [1.0; 3]);
+    assert_eq!(shares("compute"), [0.0; 3]);
+    assert_eq!(shares("oracle(digest=0.25,khop=1)"), [1.0, 0.25, 1.0]);
+    assert_eq!(shares("oracle(digest=0.25,*=0)"), [0.0, 0.25, 0.0]);
+    let mut p: Policy = "oracle(digest=0.25)".parse().unwrap();
+    assert_eq!(step(&mut p, &w)[1].reason.to_string(), "oracle: share 0.25");
+}

@@ -1,1 +1,0 @@
-//! TCP transport over io_uring (being written).

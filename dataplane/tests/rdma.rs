@@ -1,0 +1,276 @@
+//! The RDMA transport end to end.
+//!
+//! Without a device only `no_device_is_one_clear_line` runs. The rest need a device, are ignored
+//! by default, and use the one named by `AUTOLOC_RDMA_DEVICE` (port `AUTOLOC_RDMA_PORT`, GID
+//! index `AUTOLOC_RDMA_GID_INDEX`); `ci/rxe-testbed` sets up Soft-RoCE and runs them:
+//!
+//! ```text
+//! AUTOLOC_RDMA_DEVICE=rxe0 cargo test -p autoloc-dataplane --features rdma -- --ignored
+//! ```
+#![cfg(feature = "rdma")]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use autoloc_dataplane::link::{ClientLink, Replier, ServerLink};
+use autoloc_dataplane::rdma::{
+    devices, DeviceConfig, LinkConfig, QpInfo, RdmaClientLink, RdmaDevice, RdmaServerConn,
+    ServerLimits, DEVICE_ENV,
+};
+use autoloc_dataplane::ring::RingConfig;
+use autoloc_dataplane::wire::{Frame, Message};
+use autoloc_dataplane::Error;
+
+/// Every wait in these tests ends by then.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+#[test]
+fn no_device_is_one_clear_line() {
+    let err = match devices() {
+        // A host with RDMA: nothing to check here (the ignored tests cover it).
+        Ok(list) => {
+            assert!(!list.is_empty(), "devices() returned an empty list");
+            return;
+        }
+        Err(e) => e,
+    };
+    let msg = err.to_string();
+    assert!(!msg.contains('\n'), "not one line: {msg:?}");
+    match &err {
+        Error::NoRdmaDevice {
+            errno: Some(38), ..
+        } => assert_eq!(
+            msg,
+            "no RDMA support in this kernel (ibv_get_device_list: errno 38, ENOSYS); load \
+             rdma_rxe / set up Soft-RoCE with ci/rxe-testbed"
+        ),
+        Error::NoRdmaDevice { errno: None, .. } => {
+            assert!(msg.starts_with("no RDMA device found"), "{msg}")
+        }
+        other => panic!("expected errno 38 or no device, got {other:?}"),
+    }
+    // Opening a device says the same thing.
+    let open = RdmaDevice::open(&DeviceConfig::default()).unwrap_err();
+    assert_eq!(open.to_string(), msg);
+    eprintln!("as expected on this host: {msg}");
+}
+
+fn device() -> RdmaDevice {
+    let cfg = DeviceConfig::from_env();
+    if cfg.name.is_none() {
+        eprintln!("{DEVICE_ENV} is not set: using the first RDMA device");
+    }
+    match RdmaDevice::open(&cfg) {
+        Ok(dev) => dev,
+        Err(e) => panic!("cannot open the RDMA device: {e}"),
+    }
+}
+
+/// Client and server on one device, connected the way the module does it: the client's info as
+/// text, the server's answer as text.
+fn connect(dev: &RdmaDevice, cfg: &LinkConfig) -> (RdmaClientLink, RdmaServerConn) {
+    let pending = RdmaClientLink::prepare(dev, cfg).unwrap();
+    let request = pending.info().to_text();
+    let client_info = QpInfo::from_text(&request).unwrap();
+    let (server, server_info) =
+        RdmaServerConn::accept(dev, &client_info, &ServerLimits::default()).unwrap();
+    let reply = server_info.to_text();
+    let client = pending
+        .connect(&QpInfo::from_text(&reply).unwrap())
+        .unwrap();
+    (client, server)
+}
+
+/// A server thread answering GETs and SETs from `store` until `stop`.
+fn serve(
+    mut server: RdmaServerConn,
+    store: HashMap<Vec<u8>, Vec<u8>>,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<RdmaServerConn> {
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + DEADLINE;
+        while !stop.load(Ordering::Relaxed) {
+            assert!(Instant::now() < deadline, "server timed out");
+            let mut handle = |frame: Frame<'_>, r: &mut dyn Replier| {
+                let reply = match frame.message {
+                    Message::Get { key } => Message::Value {
+                        value: store.get(key).map(Vec::as_slice),
+                    },
+                    _ => Message::Error {
+                        code: "ERR",
+                        message: "unsupported",
+                    },
+                };
+                r.reply(frame.request_id, &reply).unwrap();
+            };
+            let n = server.serve(32, &mut handle).unwrap();
+            if n == 0 {
+                std::thread::yield_now();
+            }
+        }
+        server
+    })
+}
+
+/// Sends `requests` in bursts of `burst` and collects the replies, in order of arrival.
+fn round_trips(
+    client: &mut RdmaClientLink,
+    requests: &[(u64, Message<'_>)],
+    burst: usize,
+    mut check: impl FnMut(Frame<'_>),
+) {
+    let deadline = Instant::now() + DEADLINE;
+    for chunk in requests.chunks(burst) {
+        for (id, m) in chunk {
+            client.queue(*id, m).unwrap();
+        }
+        client.flush().unwrap();
+        let mut got = 0;
+        while got < chunk.len() {
+            assert!(Instant::now() < deadline, "client timed out");
+            got += client.poll(&mut |f| check(f)).unwrap();
+            if got < chunk.len() {
+                client.wait(Duration::from_millis(10)).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "requires an RDMA device"]
+fn device_is_listed() {
+    let list = devices().unwrap();
+    let dev = device();
+    assert!(list.iter().any(|d| d.name == dev.name()), "{list:?}");
+}
+
+#[test]
+#[ignore = "requires an RDMA device"]
+fn loopback_10k_gets() {
+    const N: u64 = 10_000;
+    let dev = device();
+    let cfg = LinkConfig {
+        requests: RingConfig {
+            slot_count: 64,
+            slot_size: 256,
+        },
+        responses: RingConfig {
+            slot_count: 64,
+            slot_size: 256,
+        },
+        ..LinkConfig::default()
+    };
+    let (mut client, server) = connect(&dev, &cfg);
+    let store: HashMap<Vec<u8>, Vec<u8>> = (0..100u32)
+        .map(|i| {
+            (
+                format!("key{i}").into_bytes(),
+                format!("value{i}").into_bytes(),
+            )
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = serve(server, store, stop.clone());
+
+    let keys: Vec<Vec<u8>> = (0..N)
+        .map(|i| format!("key{}", i % 150).into_bytes())
+        .collect();
+    let requests: Vec<(u64, Message<'_>)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (i as u64, Message::Get { key: k }))
+        .collect();
+    let mut answered = 0u64;
+    // Bursts of 48 through rings of 64 slots: indices wrap ~150 times.
+    round_trips(&mut client, &requests, 48, |f| {
+        let i = f.request_id;
+        assert_eq!(i, answered, "replies arrive in order");
+        let want = (i % 150 < 100).then(|| format!("value{}", i % 150).into_bytes());
+        assert_eq!(
+            f.message,
+            Message::Value {
+                value: want.as_deref()
+            }
+        );
+        answered += 1;
+    });
+    assert_eq!(answered, N);
+    stop.store(true, Ordering::Relaxed);
+    let server = server.join().unwrap();
+    assert!(!server.peer_gone());
+    drop(client);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.peer_gone() {
+        assert!(
+            Instant::now() < deadline,
+            "server never saw the client leave"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+#[ignore = "requires an RDMA device"]
+fn oversized_reply_becomes_an_error_reply() {
+    let dev = device();
+    let cfg = LinkConfig {
+        requests: RingConfig {
+            slot_count: 8,
+            slot_size: 128,
+        },
+        responses: RingConfig {
+            slot_count: 8,
+            slot_size: 128,
+        },
+        ..LinkConfig::default()
+    };
+    let (mut client, server) = connect(&dev, &cfg);
+    let store = HashMap::from([(b"big".to_vec(), vec![7u8; 1000])]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = serve(server, store, stop.clone());
+    let mut seen = 0;
+    round_trips(&mut client, &[(1, Message::Get { key: b"big" })], 1, |f| {
+        assert!(
+            matches!(
+                f.message,
+                Message::Error {
+                    code: "TOOLARGE",
+                    ..
+                }
+            ),
+            "{f:?}"
+        );
+        seen += 1;
+    });
+    assert_eq!(seen, 1);
+    // A request that does not fit a slot fails on the client, before anything is sent.
+    let big = [0u8; 200];
+    let err = client
+        .queue(
+            2,
+            &Message::Set {
+                key: b"k",
+                value: &big,
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::Ring(_)), "{err:?}");
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+}
+
+#[test]
+#[ignore = "requires an RDMA device"]
+fn server_refuses_rings_over_its_limit() {
+    let dev = device();
+    let pending = RdmaClientLink::prepare(&dev, &LinkConfig::default()).unwrap();
+    let limits = ServerLimits {
+        max_region_len: 4096,
+        ..ServerLimits::default()
+    };
+    let err = RdmaServerConn::accept(&dev, &pending.info(), &limits).unwrap_err();
+    assert!(matches!(err, Error::Protocol(_)), "{err:?}");
+}

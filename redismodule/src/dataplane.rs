@@ -1,0 +1,431 @@
+//! The module's data-plane threads: they poll the fast links (shm rings, the io_uring TCP
+//! server, RDMA queue pairs), serve each burst of requests under one acquisition of Redis's
+//! lock, and back off when idle.
+//!
+//! Threads start at the first `AUTOLOC.CONNECT`, one per core of the `cores` module argument
+//! (pinned), or one unpinned thread. A new link goes to the thread with the fewest links.
+//!
+//! The loop of one thread:
+//! 1. take new links from its inbox;
+//! 2. if any link has a request waiting: note the time, take Redis's lock, serve bursts of up
+//!    to [`BURST`] requests link by link until none is waiting or the lock has been held for
+//!    `lock-us`, release it (and yield if the bound was hit, so Redis's main thread gets it);
+//! 3. else back off: spin, then yield, then park (on the link's own doorbell when it serves one
+//!    link, else a short sleep), so an idle server burns almost no CPU;
+//! 4. every 100 ms, drop links whose peer is gone (their segment is unmapped and removed) or
+//!    that were never attached.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use autoloc_dataplane::link::{Replier, ServerLink};
+use autoloc_dataplane::shm::{PeerState, ShmConfig, ShmServer};
+use autoloc_dataplane::tcp::TcpServer;
+use autoloc_dataplane::wire::{Frame, List, Message};
+use autoloc_functions::Error;
+use redis_module::key::RedisKey;
+use redis_module::{Context, DetachedFromClient, KeyType, ThreadSafeContext};
+
+/// Requests taken from one link per serve call.
+pub const BURST: usize = 32;
+/// Empty polls spent spinning before yielding.
+const SPINS: u32 = 20_000;
+/// Empty polls spent yielding before parking.
+const YIELDS: u32 = 200;
+/// Longest park.
+const PARK: Duration = Duration::from_millis(2);
+/// Sleep when parking a thread that serves several links.
+const NAP: Duration = Duration::from_micros(500);
+/// How long a new shm segment may wait for its client to attach.
+const ATTACH_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Counters of the data plane, for `INFO autoloc`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Links handed to threads.
+    pub links_opened: AtomicU64,
+    /// Links dropped (peer gone or never attached).
+    pub links_closed: AtomicU64,
+    /// Requests served.
+    pub requests: AtomicU64,
+    /// Acquisitions of Redis's lock.
+    pub lock_acquisitions: AtomicU64,
+    /// Bursts cut short by the lock bound.
+    pub lock_bound_hits: AtomicU64,
+}
+
+struct Worker {
+    inbox: Arc<Mutex<Vec<Entry>>>,
+    links: Arc<AtomicU64>,
+    thread: std::thread::Thread,
+}
+
+/// One link of a thread. Shared-memory links stay concrete so their segment can be unlinked
+/// once the client has mapped it, and reclaimed if no client ever does.
+enum Entry {
+    Shm {
+        server: ShmServer,
+        opened: Instant,
+        unlinked: bool,
+    },
+    Other(Box<dyn ServerLink>),
+}
+
+impl Entry {
+    fn link(&mut self) -> &mut dyn ServerLink {
+        match self {
+            Entry::Shm { server, .. } => server,
+            Entry::Other(l) => l.as_mut(),
+        }
+    }
+
+    fn has_pending(&self) -> bool {
+        match self {
+            Entry::Shm { server, .. } => server.has_pending(),
+            Entry::Other(l) => l.has_pending(),
+        }
+    }
+}
+
+struct DataPlane {
+    workers: Vec<Worker>,
+    tcp_port: Mutex<Option<u16>>,
+}
+
+static DATAPLANE: OnceLock<DataPlane> = OnceLock::new();
+static STATS: Stats = Stats {
+    links_opened: AtomicU64::new(0),
+    links_closed: AtomicU64::new(0),
+    requests: AtomicU64::new(0),
+    lock_acquisitions: AtomicU64::new(0),
+    lock_bound_hits: AtomicU64::new(0),
+};
+
+/// The data plane's counters.
+pub fn stats() -> &'static Stats {
+    &STATS
+}
+
+/// Whether the data-plane threads have been started.
+pub fn started() -> bool {
+    DATAPLANE.get().is_some()
+}
+
+fn dataplane() -> &'static DataPlane {
+    DATAPLANE.get_or_init(|| {
+        let cfg = crate::config::get();
+        let pins: Vec<Option<usize>> = if cfg.cores.is_empty() {
+            vec![None]
+        } else {
+            cfg.cores.iter().map(|&c| Some(c)).collect()
+        };
+        let workers = pins
+            .into_iter()
+            .enumerate()
+            .map(|(i, core)| {
+                let inbox = Arc::new(Mutex::new(Vec::new()));
+                let links = Arc::new(AtomicU64::new(0));
+                let (inbox2, links2) = (inbox.clone(), links.clone());
+                let handle = std::thread::Builder::new()
+                    .name(format!("autoloc-dp{i}"))
+                    .spawn(move || {
+                        if let Some(core) = core {
+                            core_affinity::set_for_current(core_affinity::CoreId { id: core });
+                        }
+                        run(&inbox2, &links2);
+                    })
+                    .expect("spawn a data-plane thread");
+                Worker {
+                    inbox,
+                    links,
+                    thread: handle.thread().clone(),
+                }
+            })
+            .collect();
+        DataPlane {
+            workers,
+            tcp_port: Mutex::new(None),
+        }
+    })
+}
+
+fn hand_over(entry: Entry) {
+    let dp = dataplane();
+    let w = dp
+        .workers
+        .iter()
+        .min_by_key(|w| w.links.load(Relaxed))
+        .expect("at least one worker");
+    w.links.fetch_add(1, Relaxed);
+    STATS.links_opened.fetch_add(1, Relaxed);
+    w.inbox
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(entry);
+    w.thread.unpark();
+}
+
+/// `AUTOLOC.CONNECT shm`: a new segment for one client; returns the path it maps.
+pub fn connect_shm() -> Result<String, String> {
+    let server = ShmServer::create(&ShmConfig::default())
+        .map_err(|e| format!("create shared segment: {e}"))?;
+    let path = server.path().display().to_string();
+    hand_over(Entry::Shm {
+        server,
+        opened: Instant::now(),
+        unlinked: false,
+    });
+    Ok(path)
+}
+
+/// `AUTOLOC.CONNECT tcp`: the port of the io_uring TCP data path (started on first use).
+pub fn connect_tcp() -> Result<u16, String> {
+    let dp = dataplane();
+    let mut port = dp.tcp_port.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(p) = *port {
+        return Ok(p);
+    }
+    let cfg = crate::config::get();
+    let server = TcpServer::bind((cfg.tcp_bind.as_str(), cfg.tcp_port))
+        .map_err(|e| format!("start the TCP data path: {e}"))?;
+    let p = server.local_addr().port();
+    hand_over(Entry::Other(Box::new(server)));
+    *port = Some(p);
+    Ok(p)
+}
+
+/// `AUTOLOC.CONNECT rdma <client QpInfo>`: a queue pair for one client; returns the server's.
+#[cfg(feature = "rdma")]
+pub fn connect_rdma(client: &[u8]) -> Result<String, String> {
+    use autoloc_dataplane::rdma::{DeviceConfig, QpInfo, RdmaDevice, RdmaServerConn, ServerLimits};
+    static DEVICE: OnceLock<Result<RdmaDevice, String>> = OnceLock::new();
+    let text =
+        std::str::from_utf8(client).map_err(|_| "the client QpInfo is not text".to_string())?;
+    let info = QpInfo::from_text(text).map_err(|e| format!("bad client QpInfo: {e}"))?;
+    let dev = DEVICE
+        .get_or_init(|| RdmaDevice::open(&DeviceConfig::from_env()).map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(Clone::clone)?;
+    let (conn, server) =
+        RdmaServerConn::accept(dev, &info, &ServerLimits::default()).map_err(|e| e.to_string())?;
+    hand_over(Entry::Other(Box::new(conn)));
+    Ok(server.to_text())
+}
+
+fn run(inbox: &Mutex<Vec<Entry>>, count: &AtomicU64) {
+    let tsc: ThreadSafeContext<DetachedFromClient> = ThreadSafeContext::new();
+    let mut links: Vec<Entry> = Vec::new();
+    let mut idle: u32 = 0;
+    let mut last_reap = Instant::now();
+    loop {
+        if let Ok(mut new) = inbox.try_lock() {
+            links.append(&mut new);
+        }
+        if links.iter().any(Entry::has_pending) {
+            idle = 0;
+            let seen = Instant::now();
+            let guard = tsc.lock();
+            STATS.lock_acquisitions.fetch_add(1, Relaxed);
+            let bound = crate::config::get().lock_bound;
+            let mut hit_bound = false;
+            let mut broken = Vec::new();
+            'burst: loop {
+                let mut served = 0;
+                for (i, e) in links.iter_mut().enumerate() {
+                    if broken.contains(&i) {
+                        continue;
+                    }
+                    let ctx: &Context = &guard;
+                    match e
+                        .link()
+                        .serve(BURST, &mut |frame, out| handle(ctx, frame, out, seen))
+                    {
+                        Ok(n) => served += n,
+                        // E.g. a client that stopped draining its replies: give the link up
+                        // rather than wait for it while holding the lock.
+                        Err(_) => broken.push(i),
+                    }
+                    if seen.elapsed() > bound {
+                        hit_bound = true;
+                        break 'burst;
+                    }
+                }
+                STATS.requests.fetch_add(served as u64, Relaxed);
+                if served == 0 {
+                    break;
+                }
+            }
+            drop(guard);
+            for i in broken.into_iter().rev() {
+                drop(links.swap_remove(i));
+                count.fetch_sub(1, Relaxed);
+                STATS.links_closed.fetch_add(1, Relaxed);
+            }
+            if hit_bound {
+                STATS.lock_bound_hits.fetch_add(1, Relaxed);
+                std::thread::yield_now();
+            }
+        } else {
+            idle = idle.saturating_add(1);
+            if idle < SPINS {
+                std::hint::spin_loop();
+            } else if idle < SPINS + YIELDS {
+                std::thread::yield_now();
+            } else if links.len() == 1 {
+                links[0].link().park(PARK);
+            } else if links.is_empty() {
+                std::thread::park_timeout(Duration::from_millis(100));
+            } else {
+                std::thread::sleep(NAP);
+            }
+        }
+        if last_reap.elapsed() > Duration::from_millis(100) {
+            last_reap = Instant::now();
+            let before = links.len();
+            links.retain_mut(keep);
+            let closed = (before - links.len()) as u64;
+            count.fetch_sub(closed, Relaxed);
+            STATS.links_closed.fetch_add(closed, Relaxed);
+        }
+    }
+}
+
+/// Whether a link stays: not if its peer is gone, nor an shm segment no client attached to in
+/// time. A segment's file is removed as soon as its client has mapped it, so nothing is left in
+/// /dev/shm whoever crashes later.
+fn keep(e: &mut Entry) -> bool {
+    match e {
+        Entry::Other(l) => !l.peer_gone(),
+        Entry::Shm {
+            server,
+            opened,
+            unlinked,
+        } => match server.client() {
+            PeerState::NotAttached => opened.elapsed() < ATTACH_DEADLINE,
+            PeerState::Alive { .. } => {
+                if !*unlinked {
+                    *unlinked = server.unlink().is_ok();
+                }
+                true
+            }
+            PeerState::Detached | PeerState::Dead { .. } => false,
+        },
+    }
+}
+
+fn error_reply(out: &mut dyn Replier, id: u64, e: &Error) {
+    let code = e.code().as_str();
+    let _ = out.reply(
+        id,
+        &Message::Error {
+            code,
+            message: &e.to_string(),
+        },
+    );
+}
+
+fn read_key<'k>(key: &'k RedisKey, name: &[u8]) -> Result<Option<&'k [u8]>, Error> {
+    match key.key_type() {
+        KeyType::Empty => Ok(None),
+        KeyType::String => key
+            .read()
+            .map(|v| Some(v.unwrap_or(&[])))
+            .map_err(|e| Error::Store(format!("read {}: {e}", String::from_utf8_lossy(name)))),
+        _ => Err(Error::WrongType(String::from_utf8_lossy(name).into_owned())),
+    }
+}
+
+/// Serves one request under Redis's lock; never panics out (a panic becomes an error reply).
+fn handle(ctx: &Context, frame: Frame<'_>, out: &mut dyn Replier, seen: Instant) {
+    let id = frame.request_id;
+    let served = catch_unwind(AssertUnwindSafe(|| serve_one(ctx, frame, out, seen)));
+    if served.is_err() {
+        let _ = out.reply(
+            id,
+            &Message::Error {
+                code: "ERR",
+                message: "internal error (panic) serving the request",
+            },
+        );
+    }
+}
+
+fn serve_one(ctx: &Context, frame: Frame<'_>, out: &mut dyn Replier, seen: Instant) {
+    let id = frame.request_id;
+    match frame.message {
+        Message::Get { key } => {
+            let name = ctx.create_string(key);
+            let k = ctx.open_key(&name);
+            match read_key(&k, key) {
+                Ok(value) => {
+                    let _ = out.reply(id, &Message::Value { value });
+                }
+                Err(e) => error_reply(out, id, &e),
+            }
+        }
+        Message::MultiGet { keys } => {
+            let opened: Vec<RedisKey> = keys
+                .iter()
+                .map(|k| ctx.open_key(&ctx.create_string(k)))
+                .collect();
+            let mut values: Vec<Option<&[u8]>> = Vec::with_capacity(opened.len());
+            for (k, name) in opened.iter().zip(keys.iter()) {
+                // As MGET does: a key of another type reads as missing.
+                values.push(read_key(k, name).unwrap_or(None));
+            }
+            let _ = out.reply(
+                id,
+                &Message::Values {
+                    values: List::new(&values),
+                },
+            );
+        }
+        Message::Set { key, value } => match ctx.call("SET", &[key, value][..]) {
+            Ok(_) => {
+                let _ = out.reply(id, &Message::Ok);
+            }
+            Err(e) => error_reply(out, id, &Error::Store(e.to_string())),
+        },
+        Message::Invoke { function, args } => {
+            let queue_ns = seen.elapsed().as_nanos() as u64;
+            let args: Vec<Vec<u8>> = args.iter().map(<[u8]>::to_vec).collect();
+            let (result, storage_cpu_ns) = crate::commands::invoke(ctx, function.as_bytes(), &args);
+            match result {
+                Ok(output) => {
+                    let mut resp = Vec::new();
+                    output.to_reply().encode_resp(&mut resp);
+                    let _ = out.reply(
+                        id,
+                        &Message::InvokeReply {
+                            result: &resp,
+                            storage_cpu_ns,
+                            queue_ns,
+                        },
+                    );
+                }
+                Err(e) if e.is_pushback() => {
+                    let _ = out.reply(
+                        id,
+                        &Message::Pushback {
+                            read_set: List::new(&[]),
+                            storage_cpu_ns,
+                            queue_ns,
+                        },
+                    );
+                }
+                Err(e) => error_reply(out, id, &e),
+            }
+        }
+        other => {
+            let _ = out.reply(
+                id,
+                &Message::Error {
+                    code: "ERR",
+                    message: &format!("{:?} is not a request", other.kind()),
+                },
+            );
+        }
+    }
+}
