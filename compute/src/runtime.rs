@@ -179,7 +179,15 @@ impl Runtime {
         }
         if self.session.is_none() {
             let (url, transport, timeout) = (self.url.clone(), self.transport, self.timeout);
-            let link = connect_link(self.connection()?, &url, transport, timeout)?;
+            let link = match connect_link(self.connection()?, &url, transport, timeout) {
+                Ok(link) => link,
+                Err(Error::Connection { .. }) => {
+                    // The control connection is dead (the server restarted?): reconnect once.
+                    self.conn = None;
+                    connect_link(self.connection()?, &url, transport, timeout)?
+                }
+                Err(e) => return Err(e),
+            };
             self.session = Some(RefCell::new(Session::new(link, timeout)));
         }
         Ok(self.session.as_ref().expect("just connected"))
@@ -353,15 +361,16 @@ impl Runtime {
             .iter()
             .zip(runs)
             .map(|((index, f, args), run)| {
-                if run.side == Side::Storage
-                    && run.result.as_ref().is_err_and(session::is_too_large)
-                {
-                    // The result does not fit the link's frames: fetch it through AUTOLOC.CALL.
-                    return match self.run_storage(*index, &**f, args) {
-                        Err(Error::Function(e)) if e.is_pushback() => {
-                            self.run_compute(*index, &**f, args, true)
-                        }
-                        other => other,
+                if run.result.as_ref().is_err_and(session::is_too_large) {
+                    // A value or result does not fit the link's frames: run it over RESP instead.
+                    return match run.side {
+                        Side::Storage => match self.run_storage(*index, &**f, args) {
+                            Err(Error::Function(e)) if e.is_pushback() => {
+                                self.run_compute(*index, &**f, args, true)
+                            }
+                            other => other,
+                        },
+                        Side::Compute => self.run_compute(*index, &**f, args, run.pushed_back),
                     };
                 }
                 let record = Record {

@@ -25,6 +25,9 @@ pub struct RedisServer {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
+    module: PathBuf,
+    module_args: Vec<String>,
+    config: Vec<(String, String)>,
 }
 
 /// Where to find the module: `$AUTOLOC_MODULE`, else next to the running executable (or its
@@ -92,7 +95,8 @@ impl RedisServer {
         let mut last_error = String::new();
         // A free port can be taken between finding it and binding it: try a few.
         for _ in 0..5 {
-            match RedisServer::try_start(module, module_args, config) {
+            let port = free_port()?;
+            match RedisServer::try_start(module, module_args, config, port) {
                 Ok(s) => return Ok(s),
                 Err(e) if e.contains("Address already in use") => last_error = e,
                 Err(e) => return Err(Error::Server(e)),
@@ -105,12 +109,12 @@ impl RedisServer {
         module: &Path,
         module_args: &[&str],
         config: &[(&str, &str)],
+        port: u16,
     ) -> std::result::Result<RedisServer, String> {
         let dir = tempfile::Builder::new()
             .prefix("autoloc-redis-")
             .tempdir()
             .map_err(|e| format!("temp dir: {e}"))?;
-        let port = free_port().map_err(|e| e.to_string())?;
         let log = dir.path().join("redis.log");
         let mut cmd = Command::new("redis-server");
         cmd.arg("--port")
@@ -141,7 +145,17 @@ impl RedisServer {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("start redis-server: {e}"))?;
-        let mut server = RedisServer { child, port, dir };
+        let mut server = RedisServer {
+            child,
+            port,
+            dir,
+            module: module.to_path_buf(),
+            module_args: module_args.iter().map(|a| a.to_string()).collect(),
+            config: config
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
         let deadline = Instant::now() + STARTUP_DEADLINE;
         let url: RedisUrl = server.url().parse().map_err(|e| format!("{e}"))?;
         loop {
@@ -159,10 +173,11 @@ impl RedisServer {
                 ));
             }
             if let Ok(mut c) = Connection::connect(&url, Duration::from_secs(2)) {
-                if let Ok(Frame::Simple(pong)) = c.call(&["PING"]) {
-                    if pong == "PONG" {
-                        return Ok(server);
-                    }
+                match c.call(&["PING"]) {
+                    Ok(Frame::Simple(pong)) if pong == "PONG" => return Ok(server),
+                    // Serving, and asking for a password (requirepass): ready too.
+                    Ok(Frame::Error(e)) if e.starts_with("NOAUTH") => return Ok(server),
+                    _ => {}
                 }
             }
             if Instant::now() > deadline {
@@ -192,6 +207,37 @@ impl RedisServer {
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the server and starts a fresh one (empty keyspace) on the same port with the same
+    /// arguments, as after a crash and restart.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        let args: Vec<&str> = self.module_args.iter().map(String::as_str).collect();
+        let config: Vec<(&str, &str)> = self
+            .config
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        loop {
+            // The old socket may linger for a moment: retry until the port is free again.
+            match RedisServer::try_start(&self.module, &args, &config, self.port) {
+                Ok(fresh) => {
+                    *self = fresh;
+                    return Ok(());
+                }
+                Err(e) if e.contains("Address already in use") && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(Error::Server(e)),
+            }
+        }
     }
 
     /// Whether the process is still running.

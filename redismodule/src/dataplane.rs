@@ -10,8 +10,9 @@
 //! 2. if any link has a request waiting: note the time, take Redis's lock, serve bursts of up
 //!    to [`BURST`] requests link by link until none is waiting or the lock has been held for
 //!    `lock-us`, release it (and yield if the bound was hit, so Redis's main thread gets it);
-//! 3. else back off: spin, then yield, then park (on the link's own doorbell when it serves one
-//!    link, else a short sleep), so an idle server burns almost no CPU;
+//! 3. else back off: spin, then yield, then park (on the link's own doorbell or io_uring when it
+//!    serves one link, else naps growing from 250 us to 4 ms), so an idle server burns almost
+//!    no CPU; the price is up to one nap of latency for the first request after a long idle;
 //! 4. every 100 ms, drop links whose peer is gone (their segment is unmapped and removed) or
 //!    that were never attached.
 
@@ -36,8 +37,10 @@ const SPINS: u32 = 20_000;
 const YIELDS: u32 = 200;
 /// Longest park.
 const PARK: Duration = Duration::from_millis(2);
-/// Sleep when parking a thread that serves several links.
-const NAP: Duration = Duration::from_micros(500);
+/// First and longest sleep of an idle thread that serves several links: it cannot wait on all
+/// their doorbells at once, so it naps, longer the longer it stays idle.
+const NAP_MIN: Duration = Duration::from_micros(250);
+const NAP_MAX: Duration = Duration::from_millis(4);
 /// How long a new shm segment may wait for its client to attach.
 const ATTACH_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -278,7 +281,8 @@ fn run(inbox: &Mutex<Vec<Entry>>, count: &AtomicU64) {
             } else if links.is_empty() {
                 std::thread::park_timeout(Duration::from_millis(100));
             } else {
-                std::thread::sleep(NAP);
+                let naps = idle - SPINS - YIELDS;
+                std::thread::sleep((NAP_MIN * (1 << naps.min(4))).min(NAP_MAX));
             }
         }
         if last_reap.elapsed() > Duration::from_millis(100) {

@@ -1,0 +1,330 @@
+//! The fast data plane end to end: every transport gives the same results as RESP, many
+//! invocations stay in flight on one link, and faults (dead client, dead server, malformed and
+//! oversized frames, missing permissions) are survived.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use autoloc::{Output, Placement, Runtime, Transport};
+use autoloc_dataplane::shm::ShmClient;
+use autoloc_dataplane::wire::{self, Limits, Message};
+use autoloc_dataplane::Frame;
+use common::*;
+
+const FAST: [Transport; 2] = [Transport::Shm, Transport::Tcp];
+
+fn info_field(rt: &mut Runtime, name: &str) -> u64 {
+    let Frame::Bulk(Some(info)) = rt.command(&["INFO", "autoloc"]).unwrap() else {
+        panic!("no INFO")
+    };
+    String::from_utf8(info)
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("autoloc_{name}:"))
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no {name} in INFO autoloc"))
+}
+
+#[test]
+fn every_transport_gives_the_results_of_resp() {
+    let s = server(&["budget-ms", "500"]);
+    load_rmat(&s, 10, 8, 9);
+    // A value larger than one ring slot, to exercise the fallback for oversized replies.
+    let big = vec![b'x'; 600 * 1024];
+    raw(&s).call(&[&b"SET"[..], b"big", &big]).unwrap();
+    let calls: Vec<Vec<&str>> = vec![
+        vec!["khop", "5", "1"],
+        vec!["khop", "17", "2"],
+        vec!["khop", "300", "3"],
+        vec!["khop", "99999", "2"],
+        vec!["pagerank", "8", "30"],
+        vec!["digest", "md5", "2"],
+        vec!["aggregate", "0", "1024"],
+        vec!["get", "n:3"],
+        vec!["get", "absent"],
+        vec!["get", "big"],
+    ];
+    let mut resp = runtime(&s);
+    let expected: Vec<Result<Output, String>> = calls
+        .iter()
+        .map(|c| {
+            resp.invoke(c[0], &c[1..], Placement::Storage)
+                .map(|i| i.output)
+                .map_err(|e| e.to_string())
+        })
+        .collect();
+    assert!(expected[3].is_err() && expected[9].is_ok());
+    for t in FAST {
+        let mut rt = runtime(&s).with_transport(t).unwrap();
+        for placement in [Placement::Storage, Placement::Compute] {
+            for (c, want) in calls.iter().zip(&expected) {
+                let got = rt.invoke(c[0], &c[1..], placement).map(|i| i.output);
+                match (got, want) {
+                    (Ok(g), Ok(w)) => assert_eq!(&g, w, "{t} {placement} {c:?}"),
+                    (Err(g), Err(_)) => assert!(
+                        g.to_string().contains("99999"),
+                        "{t} {placement} {c:?}: {g}"
+                    ),
+                    (g, w) => panic!("{t} {placement} {c:?}: got {g:?}, want {w:?}"),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn many_invocations_in_flight_on_one_link() {
+    let s = server(&["budget-ms", "500"]);
+    let g = load_rmat(&s, 10, 8, 4);
+    let adj = adjacency(&g);
+    for t in FAST {
+        let mut rt = runtime(&s).with_transport(t).unwrap();
+        let calls: Vec<(&str, Vec<String>)> = (0..64u32)
+            .map(|v| ("khop", vec![(v * 13).to_string(), "2".into()]))
+            .collect();
+        for placement in [Placement::Storage, Placement::Compute] {
+            let results = rt.invoke_many(&calls, placement);
+            assert_eq!(results.len(), 64);
+            for (v, r) in (0..64u32).zip(results) {
+                assert_eq!(
+                    r.unwrap().output,
+                    Output::Ids(bfs(&adj, v * 13, 2)),
+                    "{t} {placement} {v}"
+                );
+            }
+        }
+        // A bad call among good ones fails alone.
+        let mixed = vec![
+            ("khop", vec!["1".to_string(), "2".into()]),
+            ("khop", vec!["x".into(), "2".into()]),
+            ("nope", vec![]),
+        ];
+        let r = rt.invoke_many(&mixed, Placement::Storage);
+        assert!(r[0].is_ok() && r[1].is_err() && r[2].is_err());
+    }
+}
+
+#[test]
+fn acl_and_auth_guard_the_control_path() {
+    let s = autoloc::server::RedisServer::start_with(
+        &autoloc::server::find_module().unwrap(),
+        &[],
+        &[("requirepass", "sesame")],
+    )
+    .unwrap();
+    let open = format!("redis://:sesame@127.0.0.1:{}", s.port());
+    let mut admin = Runtime::connect(&open).unwrap();
+    let Frame::Simple(_) = admin
+        .command(&[
+            "ACL",
+            "SETUSER",
+            "reader",
+            "on",
+            ">pw",
+            "~*",
+            "+@all",
+            "-autoloc.connect",
+        ])
+        .unwrap()
+    else {
+        panic!()
+    };
+    // No password: no ring.
+    let anon = Runtime::connect(&s.url())
+        .unwrap()
+        .with_transport(Transport::Shm);
+    assert!(anon.unwrap_err().to_string().contains("NOAUTH"));
+    // A user who may not run AUTOLOC.CONNECT: no ring either.
+    let reader = Runtime::connect(&format!("redis://reader:pw@127.0.0.1:{}", s.port())).unwrap();
+    let e = reader
+        .with_transport(Transport::Tcp)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("NOPERM"), "{e}");
+    // The authenticated default user gets one.
+    let mut ok = admin.with_transport(Transport::Shm).unwrap();
+    assert_eq!(
+        ok.invoke("get", &["nothing"], Placement::Storage)
+            .unwrap()
+            .output,
+        Output::Value(None)
+    );
+}
+
+#[test]
+fn a_dead_client_is_detected_and_its_ring_reclaimed() {
+    if std::env::var_os("AUTOLOC_TEST_CHILD_URL").is_some() {
+        return; // this process is the child of the test below; it only runs `child_attaches_then_dies`
+    }
+    let s = server(&[]);
+    let mut rt = runtime(&s);
+    let me = std::env::current_exe().unwrap();
+    let status = std::process::Command::new(me)
+        .args(["--exact", "child_attaches_then_dies", "--nocapture"])
+        .env("AUTOLOC_TEST_CHILD_URL", s.url())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child aborts on purpose");
+    assert_eq!(info_field(&mut rt, "dataplane_links_opened"), 1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while info_field(&mut rt, "dataplane_links_closed") < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the dead client's link was not reclaimed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let leftovers: Vec<_> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("autoloc-{}-", s.pid()))
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "segments left behind: {leftovers:?}");
+    // The server goes on serving new clients.
+    let mut again = runtime(&s).with_transport(Transport::Shm).unwrap();
+    assert!(again.invoke("get", &["x"], Placement::Storage).is_ok());
+}
+
+/// Run only as the child of `a_dead_client_is_detected_and_its_ring_reclaimed`.
+#[test]
+fn child_attaches_then_dies() {
+    let Some(url) = std::env::var_os("AUTOLOC_TEST_CHILD_URL") else {
+        return;
+    };
+    let mut rt = Runtime::connect(url.to_str().unwrap())
+        .unwrap()
+        .with_transport(Transport::Shm)
+        .unwrap();
+    rt.invoke("get", &["x"], Placement::Storage).unwrap();
+    std::process::abort();
+}
+
+#[test]
+fn a_dead_server_fails_calls_in_bounded_time_and_the_client_reconnects() {
+    let mut s = server(&[]);
+    for t in FAST {
+        let mut rt = runtime(&s)
+            .with_transport(t)
+            .unwrap()
+            .with_timeout(Duration::from_secs(3))
+            .unwrap();
+        rt.invoke("get", &["x"], Placement::Storage).unwrap();
+        s.kill();
+        let began = Instant::now();
+        assert!(rt.invoke("get", &["x"], Placement::Storage).is_err());
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "{t}: took {:?}",
+            began.elapsed()
+        );
+        s.restart().unwrap();
+        raw(&s).call(&["SET", "x", "back"]).unwrap();
+        let inv = rt.invoke("get", &["x"], Placement::Storage).unwrap();
+        assert_eq!(inv.output, Output::Value(Some(b"back".to_vec())), "{t}");
+    }
+}
+
+#[test]
+fn malformed_and_oversized_frames_leave_the_server_serving() {
+    let s = server(&[]);
+    let mut rt = runtime(&s);
+    // shm: junk in a ring slot gets an error reply; a good request after it is served.
+    let Frame::Bulk(Some(path)) = rt.command(&["AUTOLOC.CONNECT", "shm"]).unwrap() else {
+        panic!()
+    };
+    let mut client =
+        ShmClient::attach(std::path::Path::new(std::str::from_utf8(&path).unwrap())).unwrap();
+    client
+        .try_send(b"\xa1\x01\xee\x00junk-not-a-frame")
+        .unwrap();
+    client.send(7, &Message::Get { key: b"k" }).unwrap();
+    let mut replies = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while replies.len() < 2 {
+        assert!(Instant::now() < deadline, "no replies from the shm server");
+        if let Some(slot) = client.try_recv().unwrap() {
+            let (f, _) = wire::decode(&slot, &Limits::default()).unwrap();
+            replies.push((f.request_id, format!("{:?}", f.message)));
+        }
+    }
+    assert!(replies[0].1.contains("MALFORMED"), "{replies:?}");
+    assert_eq!(replies[1], (7, "Value { value: None }".to_string()));
+
+    // tcp: junk, then a header announcing 1 GiB: error reply or closed connection, never a crash.
+    let Frame::Int(port) = rt.command(&["AUTOLOC.CONNECT", "tcp"]).unwrap() else {
+        panic!()
+    };
+    for bad in [b"GET / HTTP/1.1\r\n\r\n".to_vec(), {
+        let mut h = vec![wire::MAGIC, wire::VERSION, 0x01, 0];
+        h.extend_from_slice(&(1u32 << 30).to_le_bytes());
+        h.extend_from_slice(&5u64.to_le_bytes());
+        h
+    }] {
+        let mut sock = std::net::TcpStream::connect(("127.0.0.1", port as u16)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        sock.write_all(&bad).unwrap();
+        let mut back = Vec::new();
+        let _ = sock.read_to_end(&mut back); // an error frame, then EOF
+        if !back.is_empty() {
+            let (f, _) = wire::decode(&back, &Limits::default()).unwrap();
+            assert!(
+                matches!(f.message, Message::Error { .. }),
+                "{:?}",
+                f.message
+            );
+        }
+    }
+    // Everyone else is still served, on every path.
+    assert_eq!(rt.command(&["PING"]).unwrap(), Frame::Simple("PONG".into()));
+    let mut tcp = runtime(&s).with_transport(Transport::Tcp).unwrap();
+    assert!(tcp.invoke("get", &["k"], Placement::Storage).is_ok());
+    let mut shm = runtime(&s).with_transport(Transport::Shm).unwrap();
+    assert!(shm.invoke("get", &["k"], Placement::Storage).is_ok());
+}
+
+fn process_cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap() // utime + stime
+}
+
+#[test]
+fn an_idle_server_with_connected_clients_burns_little_cpu() {
+    let s = server(&[]);
+    let mut shm = runtime(&s).with_transport(Transport::Shm).unwrap();
+    let mut tcp = runtime(&s).with_transport(Transport::Tcp).unwrap();
+    shm.invoke("get", &["x"], Placement::Storage).unwrap();
+    tcp.invoke("get", &["x"], Placement::Storage).unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // past the spin and yield phases
+    let ticks_per_s = 100; // USER_HZ
+    let before = process_cpu_ticks(s.pid());
+    let locks = info_field(&mut shm, "dataplane_lock_acquisitions");
+    std::thread::sleep(Duration::from_secs(3));
+    let locks = info_field(&mut shm, "dataplane_lock_acquisitions") - locks;
+    let used = (process_cpu_ticks(s.pid()) - before) as f64 / ticks_per_s as f64;
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", s.pid()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+        .map(|st| {
+            let name = &st[st.find('(').unwrap() + 1..st.rfind(')').unwrap()];
+            let f: Vec<&str> = st[st.rfind(')').unwrap() + 2..].split(' ').collect();
+            format!(
+                "{name}={}",
+                f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+            )
+        })
+        .collect();
+    // Under 5% of one core over 3 s (ticks are 10 ms; the idle loop naps up to 4 ms).
+    assert!(used < 0.15, "idle redis-server with two data-plane clients used {used:.2} s of CPU in 3 s (ticks by thread since start: {threads:?}; lock acquisitions while idle: {locks})");
+    // And it still answers at once.
+    assert!(shm.invoke("get", &["x"], Placement::Storage).is_ok());
+}
