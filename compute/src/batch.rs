@@ -104,6 +104,8 @@ pub struct BatchReport {
     /// Order-independent checksum of every (invocation, result): equal for equal results
     /// whatever the placement.
     pub results_checksum: String,
+    /// Each function's storage share in the placement table at the end of the run.
+    pub storage_share_final: std::collections::BTreeMap<String, f64>,
 }
 
 #[derive(Default)]
@@ -246,6 +248,12 @@ pub fn run(rt: &Runtime, cfg: &BatchConfig) -> Result<BatchReport> {
         round_trips: t.round_trips,
         bytes: t.bytes,
         results_checksum: format!("{:016x}", t.checksum),
+        storage_share_final: rt
+            .registry()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name().to_string(), rt.table().share(i)))
+            .collect(),
     })
 }
 

@@ -105,12 +105,40 @@ pub struct BatchArgs {
     pub json: bool,
 }
 
+/// Where `batch` runs invocations: a fixed side, or a placement policy that moves them.
+#[derive(Debug, Clone)]
+pub enum PlacementChoice {
+    /// Always this side (`storage`, `compute`).
+    Fixed(crate::Placement),
+    /// Each function's share set by a controller running this policy (`adaptive`,
+    /// `autoloc2021`, `kayak`, `oracle(...)`).
+    Policy(crate::placement::Policy),
+}
+
+impl std::str::FromStr for PlacementChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "storage" => Ok(PlacementChoice::Fixed(crate::Placement::Storage)),
+            "compute" => Ok(PlacementChoice::Fixed(crate::Placement::Compute)),
+            _ => s.parse().map(PlacementChoice::Policy).map_err(|e| {
+                format!("unknown placement '{s}': storage, compute, adaptive, autoloc2021, kayak or oracle(f=share,...) ({e})")
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for PlacementChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlacementChoice::Fixed(p) => write!(f, "{p}"),
+            PlacementChoice::Policy(p) => write!(f, "{p}"),
+        }
+    }
+}
+
 /// Runs a batch as `batch`/`redisclient` do and prints its report.
-pub fn run_batch(
-    a: BatchArgs,
-    placement: crate::Placement,
-    read_mode: crate::ReadMode,
-) -> Result<()> {
+pub fn run_batch(a: BatchArgs, choice: PlacementChoice, read_mode: crate::ReadMode) -> Result<()> {
     use crate::batch::{default_args, run, BatchConfig};
     if a.rounds == 0 || a.count == 0 {
         return Err(Error::Usage("rounds and count must be at least 1".into()));
@@ -156,14 +184,34 @@ pub fn run_batch(
         function,
         rounds: a.rounds,
         count: a.count,
-        placement,
+        placement: match &choice {
+            PlacementChoice::Fixed(p) => *p,
+            PlacementChoice::Policy(_) => crate::Placement::Auto,
+        },
         read_mode,
         threads: a.threads,
         in_flight: a.in_flight,
         cores: a.cores,
         first: a.first,
     };
-    let report = run(&rt, &cfg)?;
+    let controller = match &choice {
+        PlacementChoice::Fixed(_) => None,
+        PlacementChoice::Policy(policy) => {
+            let names = rt.registry().iter().map(|f| f.name().to_string()).collect();
+            let config = crate::placement::ControllerConfig::default();
+            Some(crate::placement::Controller::spawn(
+                rt.table().clone(),
+                names,
+                policy.clone(),
+                config,
+            ))
+        }
+    };
+    let mut report = run(&rt, &cfg)?;
+    drop(controller);
+    if let PlacementChoice::Policy(p) = &choice {
+        report.placement = p.to_string();
+    }
     if a.json {
         println!(
             "{}",

@@ -16,7 +16,7 @@ use autoloc_functions::{Error as FnError, Function, Output, Registry, Reply};
 
 pub use crate::resp_store::ReadMode;
 use crate::resp_store::RespStore;
-use crate::session::{self, run_all, LinkStore, Session, Task};
+use crate::session::{self, run_all, LinkStore, ReadSetStore, Session, Task};
 use crate::table::{Record, Table};
 use crate::transport::{connect_link, Transport};
 use crate::{Error, Result};
@@ -28,6 +28,8 @@ pub enum Placement {
     Storage,
     /// On this node, reading keys over the data plane.
     Compute,
+    /// Where the placement table's share for the function says (set by the controller).
+    Auto,
 }
 
 /// The side an invocation finally ran on.
@@ -46,7 +48,10 @@ impl FromStr for Placement {
         match s.to_ascii_lowercase().as_str() {
             "storage" => Ok(Placement::Storage),
             "compute" => Ok(Placement::Compute),
-            _ => Err(format!("unknown placement '{s}' (storage or compute)")),
+            "auto" => Ok(Placement::Auto),
+            _ => Err(format!(
+                "unknown placement '{s}' (storage, compute or auto)"
+            )),
         }
     }
 }
@@ -56,6 +61,7 @@ impl fmt::Display for Placement {
         f.write_str(match self {
             Placement::Storage => "storage",
             Placement::Compute => "compute",
+            Placement::Auto => "auto",
         })
     }
 }
@@ -258,25 +264,14 @@ impl Runtime {
         args: &[A],
         placement: Placement,
     ) -> Result<Invocation> {
-        let (index, f) = self.registry.resolve(function.as_bytes())?;
-        let f = f.clone();
-        let args: Vec<Vec<u8>> = args.iter().map(|a| a.as_ref().to_vec()).collect();
-        f.check(&args)?;
-        if self.transport != Transport::Resp {
-            return self
-                .invoke_many_resolved(&[(index, f, args)], placement)
-                .pop()
-                .expect("one result");
-        }
-        match placement {
-            Placement::Compute => self.run_compute(index, &*f, &args, false),
-            Placement::Storage => match self.run_storage(index, &*f, &args) {
-                Err(Error::Function(e)) if e.is_pushback() => {
-                    self.run_compute(index, &*f, &args, true)
-                }
-                other => other,
-            },
-        }
+        let call = self.resolve_call(
+            function,
+            args.iter().map(|a| a.as_ref().to_vec()).collect(),
+            placement,
+        )?;
+        self.run_calls(std::slice::from_ref(&call))
+            .pop()
+            .expect("one result")
     }
 
     /// Runs many invocations at once: over a data-plane link they are all in flight together
@@ -289,47 +284,75 @@ impl Runtime {
         let mut resolved = Vec::with_capacity(calls.len());
         let mut results: Vec<Option<Result<Invocation>>> = Vec::with_capacity(calls.len());
         for (name, args) in calls {
-            let args: Vec<Vec<u8>> = args.iter().map(|a| a.as_ref().to_vec()).collect();
-            match self
-                .registry
-                .resolve(name.as_bytes())
-                .and_then(|(i, f)| f.check(&args).map(|()| (i, f.clone())))
-            {
-                Ok((i, f)) => {
-                    resolved.push((i, f, args));
+            match self.resolve_call(
+                name,
+                args.iter().map(|a| a.as_ref().to_vec()).collect(),
+                placement,
+            ) {
+                Ok(c) => {
+                    resolved.push(c);
                     results.push(None);
                 }
-                Err(e) => results.push(Some(Err(e.into()))),
+                Err(e) => results.push(Some(Err(e))),
             }
         }
-        let mut done = if self.transport == Transport::Resp {
-            resolved
-                .into_iter()
-                .map(|(i, f, args)| match placement {
-                    Placement::Compute => self.run_compute(i, &*f, &args, false),
-                    Placement::Storage => match self.run_storage(i, &*f, &args) {
-                        Err(Error::Function(e)) if e.is_pushback() => {
-                            self.run_compute(i, &*f, &args, true)
-                        }
-                        other => other,
-                    },
-                })
-                .collect::<Vec<_>>()
-        } else {
-            self.invoke_many_resolved(&resolved, placement)
-        }
-        .into_iter();
+        let mut done = self.run_calls(&resolved).into_iter();
         results
             .into_iter()
             .map(|r| r.unwrap_or_else(|| done.next().expect("one result per call")))
             .collect()
     }
 
-    fn invoke_many_resolved(
-        &mut self,
-        calls: &[ResolvedCall],
+    /// Resolves the function, checks the arguments, and decides the side: for
+    /// [`Placement::Auto`], the placement table's share for the function picks it.
+    fn resolve_call(
+        &self,
+        name: &str,
+        args: Vec<Vec<u8>>,
         placement: Placement,
-    ) -> Vec<Result<Invocation>> {
+    ) -> Result<ResolvedCall> {
+        let (index, f) = self.registry.resolve(name.as_bytes())?;
+        f.check(&args)?;
+        let placement = match placement {
+            Placement::Auto => match self.table.choose(index) {
+                Side::Storage => Placement::Storage,
+                Side::Compute => Placement::Compute,
+            },
+            p => p,
+        };
+        Ok(ResolvedCall {
+            index,
+            f: f.clone(),
+            args,
+            placement,
+        })
+    }
+
+    fn run_calls(&mut self, calls: &[ResolvedCall]) -> Vec<Result<Invocation>> {
+        if calls.is_empty() {
+            Vec::new()
+        } else if self.transport == Transport::Resp {
+            calls.iter().map(|c| self.run_resp(c)).collect()
+        } else {
+            self.run_on_link(calls)
+        }
+    }
+
+    /// One invocation over RESP: `AUTOLOC.CALL`, or compute-side with RESP reads; a pushback
+    /// is finished compute-side.
+    fn run_resp(&mut self, c: &ResolvedCall) -> Result<Invocation> {
+        match c.placement {
+            Placement::Compute => self.run_compute(c.index, &*c.f, &c.args, false),
+            _ => match self.run_storage(c.index, &*c.f, &c.args) {
+                Err(Error::Function(e)) if e.is_pushback() => {
+                    self.run_compute(c.index, &*c.f, &c.args, true)
+                }
+                other => other,
+            },
+        }
+    }
+
+    fn run_on_link(&mut self, calls: &[ResolvedCall]) -> Vec<Result<Invocation>> {
         let transport = self.transport;
         let per_key = self.read_mode == ReadMode::PerKey;
         let session = match self.session() {
@@ -350,9 +373,14 @@ impl Runtime {
         let cpu = thread_cpu_ns();
         let tasks: Vec<Task<'_, LinkRun>> = calls
             .iter()
-            .map(|(_, f, args)| {
-                Box::pin(invoke_on_link(session, &**f, args, placement, per_key))
-                    as Task<'_, LinkRun>
+            .map(|c| {
+                Box::pin(invoke_on_link(
+                    session,
+                    &*c.f,
+                    &c.args,
+                    c.placement,
+                    per_key,
+                )) as Task<'_, LinkRun>
             })
             .collect();
         let runs = run_all(session, tasks);
@@ -360,31 +388,50 @@ impl Runtime {
         calls
             .iter()
             .zip(runs)
-            .map(|((index, f, args), run)| {
+            .map(|(c, run)| {
                 if run.result.as_ref().is_err_and(session::is_too_large) {
                     // A value or result does not fit the link's frames: run it over RESP instead.
-                    return match run.side {
-                        Side::Storage => match self.run_storage(*index, &**f, args) {
-                            Err(Error::Function(e)) if e.is_pushback() => {
-                                self.run_compute(*index, &**f, args, true)
-                            }
-                            other => other,
-                        },
-                        Side::Compute => self.run_compute(*index, &**f, args, run.pushed_back),
+                    return self.run_resp(c);
+                }
+                if run.side == Side::Storage && run.result.is_ok() {
+                    // One RTT sample for the cost model: what the caller waited minus what the
+                    // storage side spent (CPU and queueing).
+                    let rtt =
+                        run.wall.as_nanos() as f64 - (run.storage_cpu_ns + run.queue_ns) as f64;
+                    let mut costs = self.table.costs();
+                    costs.observe_rtt(rtt, 0.02);
+                    self.table.set_costs(&costs);
+                }
+                if run.pushed_back {
+                    // The storage side's share of the work, before it handed the invocation back.
+                    let pushed = Record {
+                        error: true,
+                        pushback: true,
+                        round_trips: 1,
+                        storage_cpu_ns: run.storage_cpu_ns,
+                        queue_ns: run.queue_ns,
+                        ..Record::default()
                     };
+                    self.table.record(c.index, Side::Storage, &pushed);
                 }
                 let record = Record {
                     error: run.result.is_err(),
-                    pushback: run.pushed_back,
+                    pushback: false,
                     wall_ns: run.wall.as_nanos() as u64,
                     cpu_ns: cpu_each,
                     round_trips: run.requests,
                     bytes: 0,
-                    storage_cpu_ns: run.storage_cpu_ns,
-                    queue_ns: run.queue_ns,
-                    ..Record::default()
+                    storage_cpu_ns: if run.pushed_back {
+                        0
+                    } else {
+                        run.storage_cpu_ns
+                    },
+                    queue_ns: if run.pushed_back { 0 } else { run.queue_ns },
+                    keys_read: run.keys_read,
+                    bytes_read: run.bytes_read,
+                    reads: run.reads,
                 };
-                self.table.record(*index, run.side, &record);
+                self.table.record(c.index, run.side, &record);
                 Ok(Invocation {
                     output: run.result?,
                     side: run.side,
@@ -490,9 +537,14 @@ impl Runtime {
     }
 }
 
-/// An invocation whose function is resolved and whose arguments are checked:
-/// `(registry index, function, arguments)`.
-type ResolvedCall = (usize, Arc<dyn Function>, Vec<Vec<u8>>);
+/// An invocation whose function is resolved, whose arguments are checked, and whose side is
+/// decided (`placement` is `Storage` or `Compute`, never `Auto`).
+struct ResolvedCall {
+    index: usize,
+    f: Arc<dyn Function>,
+    args: Vec<Vec<u8>>,
+    placement: Placement,
+}
 
 /// What one invocation over a data-plane link did.
 struct LinkRun {
@@ -501,6 +553,10 @@ struct LinkRun {
     pushed_back: bool,
     storage_cpu_ns: u64,
     queue_ns: u64,
+    keys_read: u64,
+    bytes_read: u64,
+    /// Store accesses a compute-side run made.
+    reads: u64,
     wall: Duration,
     requests: u64,
 }
@@ -515,11 +571,22 @@ async fn invoke_on_link(
     per_key: bool,
 ) -> LinkRun {
     let started = Instant::now();
-    let (mut storage_cpu_ns, mut queue_ns, mut requests) = (0, 0, 0);
-    let mut pushed_back = false;
+    let mut run = LinkRun {
+        result: Err(FnError::Store("not run".into())),
+        side: Side::Storage,
+        pushed_back: false,
+        storage_cpu_ns: 0,
+        queue_ns: 0,
+        keys_read: 0,
+        bytes_read: 0,
+        reads: 0,
+        wall: Duration::ZERO,
+        requests: 0,
+    };
+    let mut read_set = Vec::new();
     if placement == Placement::Storage {
         let argv: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-        requests += 1;
+        run.requests += 1;
         let reply = session::request(
             session,
             &Message::Invoke {
@@ -528,25 +595,33 @@ async fn invoke_on_link(
             },
         )
         .await;
-        let result = match reply {
+        run.result = match reply {
             Ok(session::Reply::Invoked {
                 result,
-                storage_cpu_ns: cpu,
-                queue_ns: q,
+                storage_cpu_ns,
+                queue_ns,
+                keys_read,
+                bytes_read,
             }) => {
-                (storage_cpu_ns, queue_ns) = (cpu, q);
+                (
+                    run.storage_cpu_ns,
+                    run.queue_ns,
+                    run.keys_read,
+                    run.bytes_read,
+                ) = (storage_cpu_ns, queue_ns, keys_read, bytes_read);
                 decode_result(f, &result)
             }
             Ok(session::Reply::Pushback {
-                storage_cpu_ns: cpu,
-                queue_ns: q,
-                ..
+                read_set: rs,
+                storage_cpu_ns,
+                queue_ns,
             }) => {
-                (storage_cpu_ns, queue_ns) = (cpu, q);
-                pushed_back = true;
+                (run.storage_cpu_ns, run.queue_ns) = (storage_cpu_ns, queue_ns);
+                run.pushed_back = true;
+                read_set = rs;
                 Err(FnError::Pushback {
                     budget_us: 0,
-                    spent_us: cpu / 1000,
+                    spent_us: storage_cpu_ns / 1000,
                 })
             }
             Ok(session::Reply::Error(e)) if e.starts_with(session::TOO_LARGE) => {
@@ -555,45 +630,31 @@ async fn invoke_on_link(
             Ok(other) => Err(session::reply_error(other)),
             Err(e) => Err(e),
         };
-        if !pushed_back {
-            return LinkRun {
-                result,
-                side: Side::Storage,
-                pushed_back,
-                storage_cpu_ns,
-                queue_ns,
-                wall: started.elapsed(),
-                requests,
-            };
+        if !run.pushed_back {
+            run.wall = started.elapsed();
+            return run;
         }
     }
-    let store = CountingStore {
-        inner: LinkStore::new(session).per_key(per_key),
-        requests: Cell::new(0),
-    };
-    let result = f.call(&store, args).await;
-    requests += store.requests.get();
-    LinkRun {
-        result,
-        side: Side::Compute,
-        pushed_back,
-        storage_cpu_ns,
-        queue_ns,
-        wall: started.elapsed(),
-        requests,
-    }
+    // Compute-side, from the start or after a pushback (then the values the storage side had
+    // already read come from its read set, and only the rest is fetched: ASFP).
+    let store = ReadSetStore::new(
+        read_set,
+        CountingStore {
+            inner: LinkStore::new(session).per_key(per_key),
+            requests: Cell::new(0),
+        },
+    );
+    run.result = f.call(&store, args).await;
+    run.side = Side::Compute;
+    run.reads = store.inner().requests.get();
+    run.requests += run.reads;
+    run.wall = started.elapsed();
+    run
 }
 
-/// Decodes the RESP-encoded result of an `InvokeReply`.
-fn decode_result(f: &dyn Function, resp: &[u8]) -> Result<Output, FnError> {
-    match autoloc_dataplane::resp::parse(resp) {
-        Ok(Some((frame, used))) if used == resp.len() => {
-            Output::from_reply(f.output_kind(), to_reply(frame))
-        }
-        _ => Err(FnError::Store(
-            "the storage side sent a result that does not parse".into(),
-        )),
-    }
+/// Decodes the result of an `InvokeReply` (the compact binary encoding of [`Output::encode`]).
+fn decode_result(f: &dyn Function, bytes: &[u8]) -> Result<Output, FnError> {
+    Output::decode(f.output_kind(), bytes)
 }
 
 /// Counts the requests one invocation sends through a shared session.

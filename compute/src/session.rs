@@ -43,6 +43,8 @@ pub enum Reply {
         result: Vec<u8>,
         storage_cpu_ns: u64,
         queue_ns: u64,
+        keys_read: u64,
+        bytes_read: u64,
     },
     /// To `Invoke`: declined by the storage side, with what it had read.
     Pushback {
@@ -65,10 +67,14 @@ impl Reply {
                 result,
                 storage_cpu_ns,
                 queue_ns,
+                keys_read,
+                bytes_read,
             } => Reply::Invoked {
                 result: result.to_vec(),
                 storage_cpu_ns,
                 queue_ns,
+                keys_read,
+                bytes_read,
             },
             Message::Pushback {
                 read_set,
@@ -385,4 +391,78 @@ pub fn run_all<'a, T>(session: &RefCell<Session>, tasks: Vec<Task<'a, T>>) -> Ve
         .into_iter()
         .map(|r| r.expect("every task finished"))
         .collect()
+}
+
+/// A store that answers from a read set handed back by a pushback (ASFP) and asks `inner` only
+/// for the keys not in it, so a pushed-back invocation fetches nothing twice.
+pub struct ReadSetStore<S> {
+    cache: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    inner: S,
+    /// Keys served from the read set.
+    pub hits: std::cell::Cell<u64>,
+}
+
+impl<S> std::fmt::Debug for ReadSetStore<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadSetStore")
+            .field("cached", &self.cache.len())
+            .field("hits", &self.hits.get())
+            .finish()
+    }
+}
+
+impl<S: Store> ReadSetStore<S> {
+    /// A store over `inner` that knows `read_set` already.
+    pub fn new(read_set: Vec<(Vec<u8>, Option<Vec<u8>>)>, inner: S) -> Self {
+        ReadSetStore {
+            cache: read_set.into_iter().collect(),
+            inner,
+            hits: std::cell::Cell::new(0),
+        }
+    }
+
+    /// The store it asks for the rest.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: Store> Store for ReadSetStore<S> {
+    fn read<'a>(&'a self, keys: &'a [Vec<u8>], visit: Visit<'a>) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let missing: Vec<Vec<u8>> = keys
+                .iter()
+                .filter(|k| !self.cache.contains_key(*k))
+                .cloned()
+                .collect();
+            let mut fetched: Vec<Option<Vec<u8>>> = Vec::with_capacity(missing.len());
+            if !missing.is_empty() {
+                self.inner
+                    .read(&missing, &mut |_, v| {
+                        fetched.push(v.map(<[u8]>::to_vec));
+                        Ok(())
+                    })
+                    .await?;
+            }
+            let mut fetched = fetched.into_iter();
+            for (i, k) in keys.iter().enumerate() {
+                match self.cache.get(k) {
+                    Some(v) => {
+                        self.hits.set(self.hits.get() + 1);
+                        visit(i, v.as_deref())?
+                    }
+                    None => visit(i, fetched.next().flatten().as_deref())?,
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn write<'a>(&'a self, key: &'a [u8], value: &'a [u8]) -> StoreFuture<'a, ()> {
+        self.inner.write(key, value)
+    }
+
+    fn checkpoint(&self) -> StoreFuture<'_, ()> {
+        self.inner.checkpoint()
+    }
 }

@@ -78,7 +78,7 @@ fn load_call_batch_and_stats_against_a_server() {
 
     let storage = json(&run(
         BATCH,
-        &["khop", "1", "300", "--redis", &url, "--json"],
+        &["khop", "1", "300", "--redis", &url, "--placement", "storage", "--json"],
     ));
     let compute = json(&run(
         BATCH,
@@ -117,6 +117,19 @@ fn load_call_batch_and_stats_against_a_server() {
     }
     assert_eq!(storage["results_checksum"], compute["results_checksum"]);
     assert_eq!(storage["results_checksum"], baseline["results_checksum"]);
+
+    // Every placement policy runs through the CLI, on every fast transport, with equal results.
+    for policy in ["adaptive", "autoloc2021", "kayak", "oracle(khop=0.5)"] {
+        for transport in ["shm", "tcp", "resp"] {
+            let r = json(&run(
+                BATCH,
+                &["khop", "1", "300", "--redis", &url, "--placement", policy, "--transport", transport, "--json", "--in-flight", "4"],
+            ));
+            assert_eq!(r["errors"], 0, "{policy} {transport}: {r}");
+            assert_eq!(r["results_checksum"], storage["results_checksum"], "{policy} {transport}");
+            assert!(r["storage_share_final"]["khop"].as_f64().is_some());
+        }
+    }
 
     let other = json(&run(
         BATCH,

@@ -17,7 +17,7 @@
 //! | `Value`         | `0x81` | value: opt                                           |
 //! | `Values`        | `0x82` | values: list\<opt\>                                  |
 //! | `Ok`            | `0x83` | (empty)                                              |
-//! | `InvokeReply`   | `0x84` | storage_cpu_ns: u64, queue_ns: u64, result: blob     |
+//! | `InvokeReply`   | `0x84` | storage_cpu_ns: u64, queue_ns: u64, keys_read: u64, bytes_read: u64, result: blob |
 //! | `Error`         | `0x85` | code: str, message: str                              |
 //! | `Pushback`      | `0x86` | storage_cpu_ns: u64, queue_ns: u64, read_set: list\<(key: blob, value: opt)\> |
 //!
@@ -198,12 +198,15 @@ pub enum Message<'a> {
     Values { values: Values<'a> },
     /// Reply to `Set`.
     Ok,
-    /// Reply to `Invoke` run to completion: the function's result (an opaque RESP-encoded reply
-    /// produced by the caller), and the storage CPU and queueing time it cost.
+    /// Reply to `Invoke` run to completion: the function's result (opaque bytes, encoded by the
+    /// caller: AutoLoc uses `Output::encode`), the storage CPU and queueing time it cost, and the keys and
+    /// value bytes it read (what the placement model prices a compute-side run by).
     InvokeReply {
         result: &'a [u8],
         storage_cpu_ns: u64,
         queue_ns: u64,
+        keys_read: u64,
+        bytes_read: u64,
     },
     /// A request failed; `code` is a short machine-readable word (e.g. `ERR`, `WRONGTYPE`).
     Error { code: &'a str, message: &'a str },
@@ -260,7 +263,7 @@ impl Message<'_> {
             Message::Value { value } => value.encoded_len()?,
             Message::Values { values } => values.encoded_len()?,
             Message::Ok => 0,
-            Message::InvokeReply { result, .. } => 16 + blob_len(result)?,
+            Message::InvokeReply { result, .. } => 32 + blob_len(result)?,
             Message::Error { code, message } => {
                 blob_len(code.as_bytes())? + blob_len(message.as_bytes())?
             }
@@ -299,9 +302,13 @@ impl Message<'_> {
                 result,
                 storage_cpu_ns,
                 queue_ns,
+                keys_read,
+                bytes_read,
             } => {
                 w.put(&storage_cpu_ns.to_le_bytes());
                 w.put(&queue_ns.to_le_bytes());
+                w.put(&keys_read.to_le_bytes());
+                w.put(&bytes_read.to_le_bytes());
                 result.write(w);
             }
             Message::Error { code, message } => {
@@ -462,10 +469,14 @@ fn read_payload(kind: Kind, payload: &[u8]) -> Result<Message<'_>> {
         Kind::InvokeReply => {
             let storage_cpu_ns = r.u64()?;
             let queue_ns = r.u64()?;
+            let keys_read = r.u64()?;
+            let bytes_read = r.u64()?;
             Message::InvokeReply {
                 result: r.blob()?,
                 storage_cpu_ns,
                 queue_ns,
+                keys_read,
+                bytes_read,
             }
         }
         Kind::Error => Message::Error {
@@ -835,6 +846,8 @@ mod tests {
                     result: b"$2\r\nok\r\n",
                     storage_cpu_ns: 1234,
                     queue_ns: 56,
+                    keys_read: 7,
+                    bytes_read: 890,
                 },
             ),
             (
@@ -1051,6 +1064,8 @@ mod tests {
             result: b"+OK\r\n",
             storage_cpu_ns: 1,
             queue_ns: 2,
+            keys_read: 3,
+            bytes_read: 4,
         };
         let len = m.frame_len().unwrap();
         let mut slot = vec![0u8; len - 1];

@@ -57,6 +57,8 @@ fn handle(store: &mut HashMap<Vec<u8>, Vec<u8>>, frame: Frame<'_>, r: &mut dyn R
                     result: &result,
                     storage_cpu_ns: 1,
                     queue_ns: 2,
+                    keys_read: 0,
+                    bytes_read: 0,
                 },
             )
         }

@@ -40,15 +40,48 @@ fn to_redis(reply: Reply) -> RedisValue {
     }
 }
 
-/// Runs the function called `name` storage-side with `args` against the keyspace of `ctx`,
-/// under the budget in force, and records it in the counters. Returns the result and the CPU
-/// time it took. Shared by `AUTOLOC.CALL` and the data-plane threads.
-pub fn invoke(ctx: &Context, name: &[u8], args: &[Vec<u8>]) -> (Result<Output, Error>, u64) {
+/// What one storage-side invocation did.
+#[derive(Debug)]
+pub struct StorageRun {
+    /// Its result.
+    pub result: Result<Output, Error>,
+    /// CPU time it took, ns.
+    pub cpu_ns: u64,
+    /// Keys it read.
+    pub keys_read: u64,
+    /// Value bytes it read.
+    pub bytes_read: u64,
+    /// The keys it read, if asked for.
+    pub read_keys: Vec<Vec<u8>>,
+}
+
+/// Runs the function called `name` storage-side with `args` against the keyspace of `ctx`
+/// under `budget`, and records it in the counters. With `remember_reads`, the run also keeps
+/// the names of the keys it read (for a pushback's read set). Shared by `AUTOLOC.CALL` and the
+/// data-plane threads.
+pub fn invoke(
+    ctx: &Context,
+    name: &[u8],
+    args: &[Vec<u8>],
+    budget: std::time::Duration,
+    remember_reads: bool,
+) -> StorageRun {
     let (index, function) = match registry().resolve(name) {
         Ok(f) => f,
-        Err(e) => return (Err(e), 0),
+        Err(e) => {
+            return StorageRun {
+                result: Err(e),
+                cpu_ns: 0,
+                keys_read: 0,
+                bytes_read: 0,
+                read_keys: Vec::new(),
+            }
+        }
     };
-    let store = KeyspaceStore::new(ctx, crate::config::budget());
+    let mut store = KeyspaceStore::new(ctx, budget);
+    if remember_reads {
+        store = store.remembering_reads();
+    }
     let cpu = thread_cpu_ns();
     let result = block_on(function.call(&store, args));
     let cpu_ns = thread_cpu_ns().saturating_sub(cpu);
@@ -63,7 +96,13 @@ pub fn invoke(ctx: &Context, name: &[u8], args: &[Vec<u8>]) -> (Result<Output, E
             bytes_read,
         },
     );
-    (result, cpu_ns)
+    StorageRun {
+        result,
+        cpu_ns,
+        keys_read,
+        bytes_read,
+        read_keys: store.read_keys(),
+    }
 }
 
 fn to_error(e: &Error) -> RedisError {

@@ -7,6 +7,7 @@
 //! | `lock-us N` | the longest a data-plane thread holds Redis's lock for one burst | 500 us |
 //! | `tcp-bind ADDR` | address the io_uring TCP data path listens on | `127.0.0.1` |
 //! | `tcp-port N` | its port (0: any free port) | 0 |
+//! | `overload-budget-us N` | the budget of data-plane invocations while a data-plane thread is saturated (ASFP pushback) | 300 us |
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -34,6 +35,9 @@ pub struct Config {
     pub tcp_bind: String,
     /// Its port (0: any).
     pub tcp_port: u16,
+    /// The budget of data-plane invocations while the storage side is overloaded: costlier
+    /// ones are pushed back to their callers with what they have read (ASFP).
+    pub overload_budget: Duration,
 }
 
 impl Default for Config {
@@ -44,6 +48,7 @@ impl Default for Config {
             lock_bound: DEFAULT_LOCK_BOUND,
             tcp_bind: "127.0.0.1".into(),
             tcp_port: 0,
+            overload_budget: Duration::from_micros(300),
         }
     }
 }
@@ -82,6 +87,7 @@ impl Config {
                 "budget-us" => c.budget = Duration::from_micros(number(&name, value)?),
                 "budget-ms" => c.budget = Duration::from_millis(number(&name, value)?),
                 "lock-us" => c.lock_bound = Duration::from_micros(number(&name, value)?),
+                "overload-budget-us" => c.overload_budget = Duration::from_micros(number(&name, value)?),
                 "cores" => {
                     c.cores = value
                         .split(',')
@@ -103,7 +109,7 @@ impl Config {
                 }
                 _ => {
                     return Err(format!(
-                        "unknown argument '{name}' (known: budget-us, budget-ms, cores, lock-us, tcp-bind, tcp-port)"
+                        "unknown argument '{name}' (known: budget-us, budget-ms, cores, lock-us, overload-budget-us, tcp-bind, tcp-port)"
                     ))
                 }
             }

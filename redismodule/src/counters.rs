@@ -101,6 +101,8 @@ fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
             "dataplane_lock_bound_hits",
             dp.lock_bound_hits.load(Relaxed),
         ),
+        ("dataplane_pushbacks", dp.pushbacks.load(Relaxed)),
+        ("dataplane_busy_permille", dp.busy_permille.load(Relaxed)),
     ] {
         section = section.field(name, value.to_string())?;
     }

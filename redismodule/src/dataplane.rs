@@ -57,6 +57,52 @@ pub struct Stats {
     pub lock_acquisitions: AtomicU64,
     /// Bursts cut short by the lock bound.
     pub lock_bound_hits: AtomicU64,
+    /// Invocations pushed back to their callers (budget or overload).
+    pub pushbacks: AtomicU64,
+    /// Busy fraction of the last data-plane thread to finish a window, in parts per 1000.
+    pub busy_permille: AtomicU64,
+}
+
+/// How busy a data-plane thread is: the share of the last window it held Redis's lock. Above
+/// [`OVERLOAD`], invocations run with the short overload budget, so costly ones are pushed back
+/// to their callers with their read sets (ASFP) while cheap ones keep running inside.
+#[derive(Debug)]
+struct Load {
+    window_start: Instant,
+    busy: Duration,
+    overloaded: bool,
+}
+
+/// Busy fraction above which a data-plane thread counts as overloaded.
+const OVERLOAD: f64 = 0.9;
+/// Length of the window the busy fraction is measured over.
+const LOAD_WINDOW: Duration = Duration::from_millis(100);
+
+impl Default for Load {
+    fn default() -> Self {
+        Load {
+            window_start: Instant::now(),
+            busy: Duration::ZERO,
+            overloaded: false,
+        }
+    }
+}
+
+impl Load {
+    fn busy(&mut self, d: Duration) {
+        self.busy += d;
+    }
+
+    fn tick(&mut self) {
+        let elapsed = self.window_start.elapsed();
+        if elapsed >= LOAD_WINDOW {
+            let frac = self.busy.as_secs_f64() / elapsed.as_secs_f64();
+            self.overloaded = frac > OVERLOAD;
+            STATS.busy_permille.store((frac * 1000.0) as u64, Relaxed);
+            self.window_start = Instant::now();
+            self.busy = Duration::ZERO;
+        }
+    }
 }
 
 struct Worker {
@@ -104,6 +150,8 @@ static STATS: Stats = Stats {
     requests: AtomicU64::new(0),
     lock_acquisitions: AtomicU64::new(0),
     lock_bound_hits: AtomicU64::new(0),
+    pushbacks: AtomicU64::new(0),
+    busy_permille: AtomicU64::new(0),
 };
 
 /// The data plane's counters.
@@ -222,7 +270,9 @@ fn run(inbox: &Mutex<Vec<Entry>>, count: &AtomicU64) {
     let mut links: Vec<Entry> = Vec::new();
     let mut idle: u32 = 0;
     let mut last_reap = Instant::now();
+    let mut load = Load::default();
     loop {
+        load.tick();
         if let Ok(mut new) = inbox.try_lock() {
             links.append(&mut new);
         }
@@ -241,10 +291,9 @@ fn run(inbox: &Mutex<Vec<Entry>>, count: &AtomicU64) {
                         continue;
                     }
                     let ctx: &Context = &guard;
-                    match e
-                        .link()
-                        .serve(BURST, &mut |frame, out| handle(ctx, frame, out, seen))
-                    {
+                    match e.link().serve(BURST, &mut |frame, out| {
+                        handle(ctx, frame, out, seen, load.overloaded)
+                    }) {
                         Ok(n) => served += n,
                         // E.g. a client that stopped draining its replies: give the link up
                         // rather than wait for it while holding the lock.
@@ -261,6 +310,7 @@ fn run(inbox: &Mutex<Vec<Entry>>, count: &AtomicU64) {
                 }
             }
             drop(guard);
+            load.busy(seen.elapsed());
             for i in broken.into_iter().rev() {
                 drop(links.swap_remove(i));
                 count.fetch_sub(1, Relaxed);
@@ -342,9 +392,11 @@ fn read_key<'k>(key: &'k RedisKey, name: &[u8]) -> Result<Option<&'k [u8]>, Erro
 }
 
 /// Serves one request under Redis's lock; never panics out (a panic becomes an error reply).
-fn handle(ctx: &Context, frame: Frame<'_>, out: &mut dyn Replier, seen: Instant) {
+fn handle(ctx: &Context, frame: Frame<'_>, out: &mut dyn Replier, seen: Instant, overloaded: bool) {
     let id = frame.request_id;
-    let served = catch_unwind(AssertUnwindSafe(|| serve_one(ctx, frame, out, seen)));
+    let served = catch_unwind(AssertUnwindSafe(|| {
+        serve_one(ctx, frame, out, seen, overloaded)
+    }));
     if served.is_err() {
         let _ = out.reply(
             id,
@@ -356,7 +408,13 @@ fn handle(ctx: &Context, frame: Frame<'_>, out: &mut dyn Replier, seen: Instant)
     }
 }
 
-fn serve_one(ctx: &Context, frame: Frame<'_>, out: &mut dyn Replier, seen: Instant) {
+fn serve_one(
+    ctx: &Context,
+    frame: Frame<'_>,
+    out: &mut dyn Replier,
+    seen: Instant,
+    overloaded: bool,
+) {
     let id = frame.request_id;
     match frame.message {
         Message::Get { key } => {
@@ -395,29 +453,59 @@ fn serve_one(ctx: &Context, frame: Frame<'_>, out: &mut dyn Replier, seen: Insta
         Message::Invoke { function, args } => {
             let queue_ns = seen.elapsed().as_nanos() as u64;
             let args: Vec<Vec<u8>> = args.iter().map(<[u8]>::to_vec).collect();
-            let (result, storage_cpu_ns) = crate::commands::invoke(ctx, function.as_bytes(), &args);
-            match result {
+            let cfg = crate::config::get();
+            let budget = if overloaded {
+                cfg.overload_budget.min(cfg.budget)
+            } else {
+                cfg.budget
+            };
+            let run = crate::commands::invoke(ctx, function.as_bytes(), &args, budget, true);
+            let storage_cpu_ns = run.cpu_ns;
+            match run.result {
                 Ok(output) => {
                     let mut resp = Vec::new();
-                    output.to_reply().encode_resp(&mut resp);
-                    let _ = out.reply(
-                        id,
-                        &Message::InvokeReply {
-                            result: &resp,
-                            storage_cpu_ns,
-                            queue_ns,
-                        },
-                    );
+                    output.encode(&mut resp);
+                    let reply = Message::InvokeReply {
+                        result: &resp,
+                        storage_cpu_ns,
+                        queue_ns,
+                        keys_read: run.keys_read,
+                        bytes_read: run.bytes_read,
+                    };
+                    let _ = out.reply(id, &reply);
                 }
                 Err(e) if e.is_pushback() => {
-                    let _ = out.reply(
-                        id,
-                        &Message::Pushback {
-                            read_set: List::new(&[]),
-                            storage_cpu_ns,
-                            queue_ns,
-                        },
-                    );
+                    STATS.pushbacks.fetch_add(1, Relaxed);
+                    // ASFP: hand back what was read, so the caller need not fetch it again.
+                    // The values are read anew here, still under the lock: the run kept names only.
+                    let mut keys = run.read_keys;
+                    keys.sort_unstable();
+                    keys.dedup();
+                    let opened: Vec<RedisKey> = keys
+                        .iter()
+                        .map(|k| ctx.open_key(&ctx.create_string(k.as_slice())))
+                        .collect();
+                    let pairs: Vec<(&[u8], Option<&[u8]>)> = keys
+                        .iter()
+                        .zip(&opened)
+                        .map(|(k, key)| (k.as_slice(), read_key(key, k).unwrap_or(None)))
+                        .collect();
+                    let pushback = Message::Pushback {
+                        read_set: List::new(&pairs),
+                        storage_cpu_ns,
+                        queue_ns,
+                    };
+                    if out.reply(id, &pushback).is_err() {
+                        // A read set too large for one frame: push back without it.
+                        let _ = out.reply(
+                            id,
+                            &Message::Pushback {
+                                read_set: List::new(&[]),
+                                storage_cpu_ns,
+                                queue_ns,
+                            },
+                        );
+                    }
                 }
                 Err(e) => error_reply(out, id, &e),
             }

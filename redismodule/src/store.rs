@@ -18,6 +18,8 @@ pub struct KeyspaceStore<'c> {
     budget: Duration,
     keys_read: Cell<u64>,
     bytes_read: Cell<u64>,
+    /// The keys read, kept only when asked for (to hand the read set back on a pushback).
+    read_keys: Option<std::cell::RefCell<Vec<Vec<u8>>>>,
 }
 
 impl std::fmt::Debug for KeyspaceStore<'_> {
@@ -38,7 +40,22 @@ impl<'c> KeyspaceStore<'c> {
             budget,
             keys_read: Cell::new(0),
             bytes_read: Cell::new(0),
+            read_keys: None,
         }
+    }
+
+    /// Also remembers the names of the keys read ([`KeyspaceStore::read_keys`]).
+    pub fn remembering_reads(mut self) -> Self {
+        self.read_keys = Some(std::cell::RefCell::new(Vec::new()));
+        self
+    }
+
+    /// The keys read so far, if remembered.
+    pub fn read_keys(&self) -> Vec<Vec<u8>> {
+        self.read_keys
+            .as_ref()
+            .map(|r| r.borrow().clone())
+            .unwrap_or_default()
     }
 
     /// Keys and value bytes read so far.
@@ -66,6 +83,9 @@ impl<'c> KeyspaceStore<'c> {
             let name = self.ctx.create_string(k.as_slice());
             let key = self.ctx.open_key(&name);
             self.keys_read.set(self.keys_read.get() + 1);
+            if let Some(r) = &self.read_keys {
+                r.borrow_mut().push(k.clone());
+            }
             match key.key_type() {
                 KeyType::Empty => visit(i, None)?,
                 KeyType::String => {

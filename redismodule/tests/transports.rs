@@ -328,3 +328,23 @@ fn an_idle_server_with_connected_clients_burns_little_cpu() {
     // And it still answers at once.
     assert!(shm.invoke("get", &["x"], Placement::Storage).is_ok());
 }
+
+#[test]
+fn a_pushback_hands_back_its_read_set_and_nothing_is_fetched_twice() {
+    // A 200 us budget: digest over the 64 KiB blob with 200 rounds runs far longer.
+    let s = server(&["budget-us", "200"]);
+    load_rmat(&s, 8, 4, 1);
+    let mut resp = runtime(&s);
+    let want = resp.invoke("digest", &["md5", "200"], Placement::Compute).unwrap().output;
+    for t in FAST {
+        let mut rt = runtime(&s).with_transport(t).unwrap();
+        let inv = rt.invoke("digest", &["md5", "200"], Placement::Storage).unwrap();
+        assert!(inv.pushed_back, "{t}");
+        assert_eq!(inv.output, want, "{t}");
+        // One request (the Invoke); the blob came back in the read set, not fetched again.
+        assert_eq!(inv.round_trips, 1, "{t}");
+        // khop is cheap enough to finish inside.
+        assert!(!rt.invoke("khop", &["1", "1"], Placement::Storage).unwrap().pushed_back);
+    }
+    assert!(info_field(&mut resp, "dataplane_pushbacks") >= 2);
+}

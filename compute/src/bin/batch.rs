@@ -1,7 +1,7 @@
 //! `batch <function> <rounds> <count>`: AutoLoc's compute-node CLI.
 
-use autoloc::cli::{run_batch, BatchArgs};
-use autoloc::{Placement, ReadMode};
+use autoloc::cli::{run_batch, BatchArgs, PlacementChoice};
+use autoloc::ReadMode;
 use clap::Parser;
 
 /// Runs ROUNDS rounds of COUNT invocations of FUNCTION; invocation i takes i as its first
@@ -16,9 +16,11 @@ use clap::Parser;
 struct Cli {
     #[command(flatten)]
     batch: BatchArgs,
-    /// Where invocations run: storage (inside Redis) or compute (here, one MGET per step).
-    #[arg(long, default_value = "storage")]
-    placement: Placement,
+    /// Where invocations run: storage (always inside Redis), compute (always here), or a policy
+    /// that moves each function's share as it measures: adaptive, autoloc2021, kayak,
+    /// oracle(khop=1,digest=0,*=0.5).
+    #[arg(long, default_value = "adaptive")]
+    placement: PlacementChoice,
 }
 
 fn main() -> anyhow::Result<()> {

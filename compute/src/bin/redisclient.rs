@@ -1,6 +1,6 @@
 //! `redisclient <function> <rounds> <count>`: the baseline AutoLoc measured against.
 
-use autoloc::cli::{run_batch, BatchArgs};
+use autoloc::cli::{run_batch, BatchArgs, PlacementChoice};
 use autoloc::{Placement, ReadMode};
 use clap::Parser;
 
@@ -15,6 +15,10 @@ struct Cli {
 }
 
 fn main() -> anyhow::Result<()> {
-    run_batch(Cli::parse().batch, Placement::Compute, ReadMode::PerKey)?;
+    run_batch(
+        Cli::parse().batch,
+        PlacementChoice::Fixed(Placement::Compute),
+        ReadMode::PerKey,
+    )?;
     Ok(())
 }
