@@ -305,13 +305,13 @@ impl Output {
         let u64_at =
             |c: &[u8]| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
         Ok(match kind {
-            OutputKind::Ids if b.len() % 4 == 0 => {
+            OutputKind::Ids if b.len().is_multiple_of(4) => {
                 Output::Ids(b.chunks_exact(4).map(u32_at).collect())
             }
             OutputKind::Text => {
                 Output::Text(String::from_utf8(b.to_vec()).map_err(|_| bad("not UTF-8"))?)
             }
-            OutputKind::Scores if b.len() % 12 == 0 => Output::Scores(
+            OutputKind::Scores if b.len().is_multiple_of(12) => Output::Scores(
                 b.chunks_exact(12)
                     .map(|c| (u32_at(c), f64::from_bits(u64_at(&c[4..]))))
                     .collect(),
