@@ -112,7 +112,7 @@ pub enum PlacementChoice {
     Fixed(crate::Placement),
     /// Each function's share set by a controller running this policy (`adaptive`,
     /// `autoloc2021`, `kayak`, `oracle(...)`).
-    Policy(crate::placement::Policy),
+    Policy(Box<crate::placement::Policy>),
 }
 
 impl std::str::FromStr for PlacementChoice {
@@ -121,7 +121,7 @@ impl std::str::FromStr for PlacementChoice {
         match s.to_ascii_lowercase().as_str() {
             "storage" => Ok(PlacementChoice::Fixed(crate::Placement::Storage)),
             "compute" => Ok(PlacementChoice::Fixed(crate::Placement::Compute)),
-            _ => s.parse().map(PlacementChoice::Policy).map_err(|e| {
+            _ => s.parse().map(|p| PlacementChoice::Policy(Box::new(p))).map_err(|e| {
                 format!("unknown placement '{s}': storage, compute, adaptive, autoloc2021, kayak or oracle(f=share,...) ({e})")
             }),
         }
