@@ -202,7 +202,7 @@ pub fn run_batch(a: BatchArgs, choice: PlacementChoice, read_mode: crate::ReadMo
             Some(crate::placement::Controller::spawn(
                 rt.table().clone(),
                 names,
-                policy.clone(),
+                (**policy).clone(),
                 config,
             ))
         }

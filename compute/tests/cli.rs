@@ -78,7 +78,16 @@ fn load_call_batch_and_stats_against_a_server() {
 
     let storage = json(&run(
         BATCH,
-        &["khop", "1", "300", "--redis", &url, "--placement", "storage", "--json"],
+        &[
+            "khop",
+            "1",
+            "300",
+            "--redis",
+            &url,
+            "--placement",
+            "storage",
+            "--json",
+        ],
     ));
     let compute = json(&run(
         BATCH,
@@ -123,10 +132,26 @@ fn load_call_batch_and_stats_against_a_server() {
         for transport in ["shm", "tcp", "resp"] {
             let r = json(&run(
                 BATCH,
-                &["khop", "1", "300", "--redis", &url, "--placement", policy, "--transport", transport, "--json", "--in-flight", "4"],
+                &[
+                    "khop",
+                    "1",
+                    "300",
+                    "--redis",
+                    &url,
+                    "--placement",
+                    policy,
+                    "--transport",
+                    transport,
+                    "--json",
+                    "--in-flight",
+                    "4",
+                ],
             ));
             assert_eq!(r["errors"], 0, "{policy} {transport}: {r}");
-            assert_eq!(r["results_checksum"], storage["results_checksum"], "{policy} {transport}");
+            assert_eq!(
+                r["results_checksum"], storage["results_checksum"],
+                "{policy} {transport}"
+            );
             assert!(r["storage_share_final"]["khop"].as_f64().is_some());
         }
     }
