@@ -207,8 +207,10 @@ pub fn run_batch(a: BatchArgs, choice: PlacementChoice, read_mode: crate::ReadMo
             ))
         }
     };
+    let publisher = controller.as_ref().map(|_| Publisher::start(&rt));
     let mut report = run(&rt, &cfg)?;
     drop(controller);
+    drop(publisher);
     if let PlacementChoice::Policy(p) = &choice {
         report.placement = p.to_string();
     }
@@ -221,4 +223,58 @@ pub fn run_batch(a: BatchArgs, choice: PlacementChoice, read_mode: crate::ReadMo
         println!("{}", report.human());
     }
     Ok(())
+}
+
+/// Sends this node's placement table to the module every half second (`AUTOLOC.REPORT`), for
+/// `autoloc placement` and `INFO autoloc`; one last report when dropped.
+#[derive(Debug)]
+pub struct Publisher {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Publisher {
+    /// Starts publishing `rt`'s table over a connection of its own.
+    pub fn start(rt: &crate::Runtime) -> Publisher {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let node = format!("{}-{}", hostname(), std::process::id());
+        let names: Vec<String> = rt.registry().iter().map(|f| f.name().to_string()).collect();
+        let table = rt.table().clone();
+        let conn = crate::Runtime::connect(&rt.url().to_string());
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("autoloc-publish".into())
+            .spawn(move || {
+                let Ok(mut conn) = conn else { return };
+                loop {
+                    let last = stop2.load(Ordering::Relaxed);
+                    if let Ok(json) = serde_json::to_string(&table.snapshot_all(&names)) {
+                        let _ = conn.command(&["AUTOLOC.REPORT", node.as_str(), json.as_str()]);
+                    }
+                    if last {
+                        return;
+                    }
+                    std::thread::park_timeout(std::time::Duration::from_millis(500));
+                }
+            })
+            .ok();
+        Publisher { stop, thread }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "node".into())
 }

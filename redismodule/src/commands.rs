@@ -204,3 +204,39 @@ fn connect_rdma(client: &[u8]) -> Result<String, String> {
 fn connect_rdma(_client: &[u8]) -> Result<String, String> {
     Err("this build of the module has no RDMA support (build it with --features rdma)".into())
 }
+
+/// `AUTOLOC.REPORT <node> <json>`: a compute node's placement table (see [`crate::placement`]).
+pub fn report(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard("AUTOLOC.REPORT", || {
+        if args.len() != 3 {
+            return Err(RedisError::WrongArity);
+        }
+        let node = String::from_utf8_lossy(args[1].as_slice());
+        let json = std::str::from_utf8(args[2].as_slice())
+            .map_err(|_| RedisError::Str("ERR report is not UTF-8"))?;
+        crate::placement::report(&node, json)
+            .map_err(|e| RedisError::String(format!("ERR {e}")))?;
+        Ok(RedisValue::SimpleStringStatic("OK"))
+    })
+}
+
+/// `AUTOLOC.PLACEMENT`: `[node, age_ms, json]` for every node that reported in the last 10 s.
+pub fn placement(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard("AUTOLOC.PLACEMENT", || {
+        if args.len() != 1 {
+            return Err(RedisError::WrongArity);
+        }
+        Ok(RedisValue::Array(
+            crate::placement::reports()
+                .into_iter()
+                .map(|(node, age, json)| {
+                    RedisValue::Array(vec![
+                        RedisValue::BulkString(node),
+                        RedisValue::Integer(age.as_millis() as i64),
+                        RedisValue::BulkString(json),
+                    ])
+                })
+                .collect(),
+        ))
+    })
+}

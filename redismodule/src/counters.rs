@@ -106,5 +106,8 @@ fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
     ] {
         section = section.field(name, value.to_string())?;
     }
+    for (name, share) in crate::placement::latest_shares() {
+        section = section.field(&format!("{name}_storage_share"), format!("{share:.3}"))?;
+    }
     section.build_section()?.build_info().map(|_| ())
 }

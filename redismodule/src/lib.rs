@@ -9,6 +9,8 @@
 //! - [`counters`]: per-function atomic counters and the `INFO autoloc` section.
 //! - [`commands`]: `AUTOLOC.CALL`, `AUTOLOC.FUNCTIONS`, `AUTOLOC.CONNECT`; every entry point
 //!   catches panics and replies with an error, since a panic inside redis-server would abort it.
+//! - [`placement`]: placement tables reported by compute nodes (`AUTOLOC.REPORT`,
+//!   `AUTOLOC.PLACEMENT`, the shares in `INFO autoloc`).
 //! - [`dataplane`]: the data-plane threads: poll shm rings, the io_uring TCP server and RDMA
 //!   queue pairs, and serve bursts of requests under one acquisition of Redis's lock.
 
@@ -16,6 +18,7 @@ pub mod commands;
 pub mod config;
 pub mod counters;
 pub mod dataplane;
+pub mod placement;
 pub mod store;
 
 use redis_module::{redis_module, Context, RedisString, Status};
@@ -56,5 +59,7 @@ redis_module! {
         ["autoloc.call", commands::call, "write deny-oom", 0, 0, 0, ""],
         ["autoloc.functions", commands::functions, "readonly fast", 0, 0, 0, ""],
         ["autoloc.connect", commands::connect, "readonly", 0, 0, 0, ""],
+        ["autoloc.report", commands::report, "readonly fast", 0, 0, 0, ""],
+        ["autoloc.placement", commands::placement, "readonly fast", 0, 0, 0, ""],
     ],
 }

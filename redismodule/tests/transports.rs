@@ -335,16 +335,25 @@ fn a_pushback_hands_back_its_read_set_and_nothing_is_fetched_twice() {
     let s = server(&["budget-us", "200"]);
     load_rmat(&s, 8, 4, 1);
     let mut resp = runtime(&s);
-    let want = resp.invoke("digest", &["md5", "200"], Placement::Compute).unwrap().output;
+    let want = resp
+        .invoke("digest", &["md5", "200"], Placement::Compute)
+        .unwrap()
+        .output;
     for t in FAST {
         let mut rt = runtime(&s).with_transport(t).unwrap();
-        let inv = rt.invoke("digest", &["md5", "200"], Placement::Storage).unwrap();
+        let inv = rt
+            .invoke("digest", &["md5", "200"], Placement::Storage)
+            .unwrap();
         assert!(inv.pushed_back, "{t}");
         assert_eq!(inv.output, want, "{t}");
         // One request (the Invoke); the blob came back in the read set, not fetched again.
         assert_eq!(inv.round_trips, 1, "{t}");
         // khop is cheap enough to finish inside.
-        assert!(!rt.invoke("khop", &["1", "1"], Placement::Storage).unwrap().pushed_back);
+        assert!(
+            !rt.invoke("khop", &["1", "1"], Placement::Storage)
+                .unwrap()
+                .pushed_back
+        );
     }
     assert!(info_field(&mut resp, "dataplane_pushbacks") >= 2);
 }

@@ -50,6 +50,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the live placement tables of the compute nodes running a placement policy (share,
+    /// invocations/s per side, round trips, CPU per side, the controller's last reason),
+    /// refreshing like top.
+    Placement {
+        /// Print the tables once as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Refresh interval.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// Stop after this many refreshes (default: until interrupted).
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// List the functions the module runs.
     Functions,
 }
@@ -222,6 +236,11 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Placement {
+            json,
+            interval_ms,
+            count,
+        } => placement(&mut rt, json, interval_ms, count)?,
         Command::Functions => {
             for f in rt.registry().iter() {
                 println!("{:<10} {}", f.name(), f.usage());
@@ -230,4 +249,115 @@ fn main() -> anyhow::Result<()> {
     }
     drop(target);
     Ok(())
+}
+
+/// One node's report: `(node, age in ms, function snapshots)`.
+type Report = (String, i64, Vec<serde_json::Value>);
+
+fn fetch_reports(rt: &mut Runtime) -> anyhow::Result<Vec<Report>> {
+    let Frame::Array(Some(items)) = rt.command(&["AUTOLOC.PLACEMENT"])? else {
+        bail!("AUTOLOC.PLACEMENT gave no list: is the AutoLoc module loaded?");
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let Frame::Array(Some(f)) = item else {
+            continue;
+        };
+        let (Some(Frame::Bulk(Some(node))), Some(Frame::Int(age)), Some(Frame::Bulk(Some(json)))) =
+            (f.first(), f.get(1), f.get(2))
+        else {
+            continue;
+        };
+        let fns: Vec<serde_json::Value> = serde_json::from_slice(json).unwrap_or_default();
+        out.push((String::from_utf8_lossy(node).into_owned(), *age, fns));
+    }
+    Ok(out)
+}
+
+fn placement(
+    rt: &mut Runtime,
+    json: bool,
+    interval_ms: u64,
+    count: Option<u64>,
+) -> anyhow::Result<()> {
+    if json {
+        let reports = fetch_reports(rt)?;
+        let v: Vec<_> = reports
+            .into_iter()
+            .map(|(node, age, fns)| serde_json::json!({ "node": node, "age_ms": age, "functions": fns }))
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+        return Ok(());
+    }
+    let interval = std::time::Duration::from_millis(interval_ms.max(100));
+    let mut previous: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    let mut shown = 0;
+    loop {
+        let reports = fetch_reports(rt)?;
+        let mut screen = String::from("\x1b[2J\x1b[H");
+        screen += &format!(
+            "AutoLoc placement at {} (refresh {} ms)\n",
+            rt.url(),
+            interval.as_millis()
+        );
+        if reports.is_empty() {
+            screen += "no compute node is reporting (run batch with a placement policy, e.g. --placement adaptive)\n";
+        }
+        for (node, age, fns) in &reports {
+            screen += &format!("\nnode {node} (reported {age} ms ago)\n");
+            screen += &format!(
+                "{:<10} {:>6} {:>10} {:>10} {:>8} {:>13} {:>13}  {}\n",
+                "function",
+                "share",
+                "stor/s",
+                "comp/s",
+                "rt/inv",
+                "stor cpu/inv",
+                "comp cpu/inv",
+                "reason"
+            );
+            for f in fns {
+                let name = f["name"].as_str().unwrap_or("?").to_string();
+                let n = |side: &str, k: &str| f[side][k].as_u64().unwrap_or(0);
+                let (si, ci) = (n("storage", "invocations"), n("compute", "invocations"));
+                if si + ci == 0 {
+                    continue;
+                }
+                let (ps, pc) = previous
+                    .insert((node.clone(), name.clone()), (si, ci))
+                    .unwrap_or((si, ci));
+                let per_s = |now: u64, before: u64| {
+                    (now.saturating_sub(before)) as f64 / interval.as_secs_f64()
+                };
+                let rt_per = (n("storage", "round_trips") + n("compute", "round_trips")) as f64
+                    / (si + ci) as f64;
+                let cpu = |side: &str, inv: u64, key: &str| {
+                    if inv == 0 {
+                        0.0
+                    } else {
+                        n(side, key) as f64 / inv as f64 / 1000.0
+                    }
+                };
+                screen += &format!(
+                    "{:<10} {:>6.3} {:>10.0} {:>10.0} {:>8.1} {:>10.1} us {:>10.1} us  {}\n",
+                    name,
+                    f["share"].as_f64().unwrap_or(0.0),
+                    per_s(si, ps),
+                    per_s(ci, pc),
+                    rt_per,
+                    cpu("storage", si, "storage_cpu_ns"),
+                    cpu("compute", ci, "cpu_ns"),
+                    f["reason"].as_str().unwrap_or("")
+                );
+            }
+        }
+        print!("{screen}");
+        use std::io::Write as _;
+        std::io::stdout().flush()?;
+        shown += 1;
+        if count.is_some_and(|c| shown >= c) {
+            return Ok(());
+        }
+        std::thread::sleep(interval);
+    }
 }
