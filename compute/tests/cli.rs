@@ -156,6 +156,22 @@ fn load_call_batch_and_stats_against_a_server() {
         }
     }
 
+    // The last policy run reported its table: `autoloc placement` shows it.
+    let p = json(&run(AUTOLOC, &["--redis", &url, "placement", "--json"]));
+    let node = &p.as_array().unwrap()[0];
+    let khop = node["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "khop")
+        .unwrap();
+    assert!(khop["share"].as_f64().unwrap() >= 0.0);
+    assert!(
+        khop["storage"]["invocations"].as_u64().unwrap()
+            + khop["compute"]["invocations"].as_u64().unwrap()
+            >= 300
+    );
+
     let other = json(&run(
         BATCH,
         &[
