@@ -278,3 +278,14 @@ fn hostname() -> String {
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "node".into())
 }
+
+/// Ends a binary: on error, one line `error: ...` (with its causes) on stderr and exit code 1.
+pub fn exit_with<E: std::fmt::Display>(r: std::result::Result<(), E>) -> std::process::ExitCode {
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

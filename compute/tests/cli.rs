@@ -264,6 +264,17 @@ fn clear_errors_for_bad_input() {
             && err.contains("apt-get install redis-server"),
         "{err}"
     );
+    // No RDMA device on this kernel (or no rdma feature): one clear line, no panic.
+    let out = run(
+        BATCH,
+        &["khop", "1", "1", "--redis", &url, "--transport", "rdma"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rdma transport:") && !err.contains("panicked"),
+        "{err}"
+    );
     assert!(ok(&run(BATCH, &["--help"])).contains("--placement"));
     assert!(ok(&run(REDISCLIENT, &["--help"])).contains("round"));
 }

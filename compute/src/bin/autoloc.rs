@@ -107,8 +107,11 @@ fn print_load(r: &LoadReport) {
     );
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    autoloc::cli::exit_with(run(Cli::parse()))
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     let quiet = matches!(
         cli.command,
         Command::Call { json: true, .. } | Command::Stats { json: true }

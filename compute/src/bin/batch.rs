@@ -23,8 +23,7 @@ struct Cli {
     placement: PlacementChoice,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    run_batch(cli.batch, cli.placement, ReadMode::Batched)?;
-    Ok(())
+    autoloc::cli::exit_with(run_batch(cli.batch, cli.placement, ReadMode::Batched))
 }

@@ -14,11 +14,11 @@ struct Cli {
     batch: BatchArgs,
 }
 
-fn main() -> anyhow::Result<()> {
-    run_batch(
-        Cli::parse().batch,
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    autoloc::cli::exit_with(run_batch(
+        cli.batch,
         PlacementChoice::Fixed(Placement::Compute),
         ReadMode::PerKey,
-    )?;
-    Ok(())
+    ))
 }
