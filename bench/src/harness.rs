@@ -416,15 +416,19 @@ pub fn plot_latency(path: &Path, title: &str, footnote: &str, rows: &[Row]) -> a
     for t in &transports {
         let c = color(t);
         chart
-            .draw_series(bars.iter().filter(|(_, r)| r.transport == *t).map(|(s, r)| {
-                Rectangle::new(
-                    [
-                        (SegmentValue::Exact(*s), y_lo),
-                        (SegmentValue::Exact(*s + 1), r.p50_ns.max(1) as f64),
-                    ],
-                    c.filled(),
-                )
-            }))?
+            .draw_series(
+                bars.iter()
+                    .filter(|(_, r)| r.transport == *t)
+                    .map(|(s, r)| {
+                        Rectangle::new(
+                            [
+                                (SegmentValue::Exact(*s), y_lo),
+                                (SegmentValue::Exact(*s + 1), r.p50_ns.max(1) as f64),
+                            ],
+                            c.filled(),
+                        )
+                    }),
+            )?
             .label(format!("{t} p50"))
             .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], c.filled()));
     }
@@ -519,7 +523,7 @@ mod tests {
         assert_eq!(r.ops_per_s, 2000.0);
         assert_eq!((r.transport.as_str(), r.op.as_str()), ("shm", "get"));
         assert_eq!((r.value_bytes, r.in_flight), (64, 16));
-        assert_eq!(find(&[r.clone()], cell), Some(&r));
+        assert_eq!(find(std::slice::from_ref(&r), cell), Some(&r));
     }
 
     #[test]
@@ -620,7 +624,12 @@ mod tests {
         let labels: Vec<&str> = g.iter().map(|g| g.label.as_str()).collect();
         assert_eq!(
             labels,
-            ["pingpong 64 B x1", "get 64 B x1", "get 4 KiB x1", "khop x16"]
+            [
+                "pingpong 64 B x1",
+                "get 64 B x1",
+                "get 4 KiB x1",
+                "khop x16"
+            ]
         );
         assert_eq!(g[1].rows.len(), 2);
         assert_eq!(g[1].rows[1].transport, "tcp");

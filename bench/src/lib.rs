@@ -1,8 +1,18 @@
 //! AutoLoc's benchmarks and their harness.
 //!
 //! # Layout
+//! - [`harness`]: what the benchmark binaries share: the warm-up-then-measure loop, latency
+//!   histograms in ns, result rows and their table, the machine, checks against targets, the
+//!   JSON report and the SVG latency plot.
+//! - `src/bin/bench-dataplane.rs`: latency and throughput of each data plane (shm, tcp, rdma,
+//!   resp) for GET and storage-side khop, against the raw shared-memory ring ping-pong.
+//! - [`placement_bench`]: the pure parts of `bench-placement` (workloads, assignments,
+//!   convergence, report rows); `src/bin/bench-placement.rs` measures every placement policy.
 //! - `src/bin/demo-table.rs`: the comparison table `ci/demo` prints from `batch --json` reports.
 //!
 //! Every benchmark states the machine and its parameters with its numbers, and compares against
 //! its baseline in the same run.
 #![forbid(unsafe_code)]
+
+pub mod harness;
+pub mod placement_bench;

@@ -1,0 +1,1240 @@
+//! `bench-placement`: throughput of every placement policy on the same workloads, in one run.
+//!
+//! A private redis-server is started with the module argument `cores <server-core>` (its
+//! data-plane thread, which runs storage-side functions, pinned to one core) and an R-MAT graph
+//! (Graph500 parameters) is loaded, with the `md5` blob and the `n:` keys.
+//!
+//! Workloads: `khop2`, `khop3`, `digest` (the 64 KiB `md5` blob, `--digest-rounds` rounds),
+//! `pagerank` (20 iterations), `aggregate` (64 keys), `mix` (40% khop k=2, 20% each of the
+//! others, interleaved) and `shift` (khop-heavy, then digest-heavy, then khop-heavy again,
+//! switched abruptly, like Kayak's bimodal workload).
+//!
+//! Each (workload, policy) cell gets a fresh `Runtime` (so a fresh placement table) and a
+//! `Controller` running the policy; `--threads` compute threads, each on its own
+//! `try_clone()`d runtime, keep `--in-flight` invocations in flight with `invoke_many`
+//! (`Placement::Auto`: each invocation's side follows the table's share). A cell warms up (not
+//! counted), then measures for a fixed time: a shared counter of completed invocations is
+//! sampled every 100 ms by the main thread, latency goes into a histogram, and the final share of
+//! each function is read from the table.
+//!
+//! The oracle is the best fixed per-function assignment (each function at 0 or 1) measured on
+//! the same workload in the same run: for a single-function workload the two assignments are the
+//! `storage` and `compute` cells; for `mix` the 14 other assignments are screened in short cells
+//! and the best two are measured again at full length; for `shift` (khop and digest) the two
+//! mixed assignments are measured at full length.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use autoloc::load::{write_graph, Graph};
+use autoloc::placement::{Controller, ControllerConfig, Policy};
+use autoloc::server::RedisServer;
+use autoloc::{Placement, Runtime, Side, Transport};
+use autoloc_bench::harness::{self, Bound, Check, Machine};
+use autoloc_bench::placement_bench::{
+    assignments, convergence_ms, moving_average, oracle_string, PlacementRow, SeriesPoint,
+    ShiftSeries,
+};
+use autoloc_dataplane::resp::DEFAULT_TIMEOUT;
+use autoloc_dataplane::{Connection, RedisUrl};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Throughput bucket, ms.
+const BUCKET_MS: u64 = 100;
+/// Seed of the R-MAT graph and the blob.
+const SEED: u64 = 1;
+/// Every workload, in report order.
+const WORKLOADS: [&str; 7] = [
+    "khop2",
+    "khop3",
+    "digest",
+    "pagerank",
+    "aggregate",
+    "mix",
+    "shift",
+];
+/// The policies run on every workload (the oracle comes from fixed assignments).
+const POLICIES: [&str; 5] = ["storage", "compute", "autoloc2021", "kayak", "adaptive"];
+
+#[derive(Debug, Parser)]
+#[command(
+    about = "Throughput of each placement policy (storage, compute, autoloc2021, kayak, \
+             adaptive, oracle) on khop, digest, pagerank, aggregate, a mix and a shifting mix, \
+             with PASS/FAIL against the targets"
+)]
+struct Args {
+    /// Workloads to run, comma-separated (khop2, khop3, digest, pagerank, aggregate, mix, shift).
+    #[arg(long, value_delimiter = ',')]
+    workloads: Vec<String>,
+    /// Data plane: shm, tcp, rdma or resp.
+    #[arg(long, default_value = "shm")]
+    transport: Transport,
+    /// Measured time per cell, ms (a multiple of 100).
+    #[arg(long, default_value_t = 2000)]
+    duration_ms: u64,
+    /// Warm-up per cell, ms (not counted).
+    #[arg(long, default_value_t = 1000)]
+    warmup_ms: u64,
+    /// Length of each of the three phases of `shift`, ms (a multiple of 100).
+    #[arg(long, default_value_t = 2000)]
+    phase_ms: u64,
+    /// Measured time of a screening cell of the oracle search on `mix`, ms.
+    #[arg(long, default_value_t = 700)]
+    search_ms: u64,
+    /// A smoke run of about 40 s: short cells, short phases.
+    #[arg(long)]
+    quick: bool,
+    /// Compute threads per cell.
+    #[arg(long, default_value_t = 3)]
+    threads: usize,
+    /// Invocations each compute thread keeps in flight.
+    #[arg(long, default_value_t = 8)]
+    in_flight: usize,
+    /// Cores the compute threads are pinned to, round-robin (default: not pinned, both cores).
+    #[arg(long, value_delimiter = ',')]
+    client_cores: Vec<usize>,
+    /// Core of the module's data-plane thread (module argument `cores`).
+    #[arg(long, default_value_t = 1)]
+    server_core: usize,
+    /// R-MAT scale (2^scale vertices).
+    #[arg(long, default_value_t = 12)]
+    scale: u32,
+    /// R-MAT edge factor.
+    #[arg(long, default_value_t = 8)]
+    edge_factor: u32,
+    /// Rounds of `digest` over the 64 KiB blob.
+    #[arg(long, default_value_t = 20)]
+    digest_rounds: u32,
+    /// Write the rows, checks and the shift's time series as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Draw throughput and storage share over time across the shift as an SVG to this file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+/// One kind of invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Khop(u32),
+    Digest,
+    PageRank,
+    Aggregate,
+}
+
+impl Call {
+    fn function(self) -> &'static str {
+        match self {
+            Call::Khop(_) => "khop",
+            Call::Digest => "digest",
+            Call::PageRank => "pagerank",
+            Call::Aggregate => "aggregate",
+        }
+    }
+
+    fn args(self, vertex: &str, digest_rounds: &str) -> Vec<String> {
+        match self {
+            Call::Khop(k) => vec![vertex.to_string(), k.to_string()],
+            Call::Digest => vec!["md5".into(), digest_rounds.to_string()],
+            Call::PageRank => vec![vertex.to_string(), "20".into()],
+            Call::Aggregate => vec![vertex.to_string(), "64".into()],
+        }
+    }
+}
+
+/// A workload: the call pattern of each phase (cycled), and its functions.
+#[derive(Debug, Clone)]
+struct Workload {
+    name: &'static str,
+    /// Phases; all but `shift` have one. The warm-up runs phase 0.
+    phases: Vec<Vec<Call>>,
+    /// Distinct functions, in first-seen order.
+    functions: Vec<&'static str>,
+}
+
+fn pattern(items: &[(Call, u32)]) -> Vec<Call> {
+    let weights: Vec<u32> = items.iter().map(|(_, w)| *w).collect();
+    autoloc_bench::placement_bench::interleave(&weights)
+        .into_iter()
+        .map(|i| items[i].0)
+        .collect()
+}
+
+fn workload(name: &str) -> anyhow::Result<Workload> {
+    let single = |c: Call| vec![vec![c]];
+    let mix = [
+        (Call::Khop(2), 2),
+        (Call::Digest, 1),
+        (Call::PageRank, 1),
+        (Call::Aggregate, 1),
+    ];
+    let khop_heavy = [(Call::Khop(2), 9), (Call::Digest, 1)];
+    let digest_heavy = [(Call::Khop(2), 1), (Call::Digest, 9)];
+    let (name, phases) = match name {
+        "khop2" => ("khop2", single(Call::Khop(2))),
+        "khop3" => ("khop3", single(Call::Khop(3))),
+        "digest" => ("digest", single(Call::Digest)),
+        "pagerank" => ("pagerank", single(Call::PageRank)),
+        "aggregate" => ("aggregate", single(Call::Aggregate)),
+        "mix" => ("mix", vec![pattern(&mix)]),
+        "shift" => (
+            "shift",
+            vec![
+                pattern(&khop_heavy),
+                pattern(&digest_heavy),
+                pattern(&khop_heavy),
+            ],
+        ),
+        other => bail!(
+            "unknown workload '{other}' (khop2, khop3, digest, pagerank, aggregate, mix, shift)"
+        ),
+    };
+    let mut functions = Vec::new();
+    for c in phases.iter().flatten() {
+        if !functions.contains(&c.function()) {
+            functions.push(c.function());
+        }
+    }
+    Ok(Workload {
+        name,
+        phases,
+        functions,
+    })
+}
+
+/// How one cell runs.
+#[derive(Debug, Clone)]
+struct CellConfig {
+    threads: usize,
+    in_flight: usize,
+    warmup: Duration,
+    /// Measured time; for `shift` the three phases together.
+    duration: Duration,
+    /// Pause between a thread's batches (light load), if any.
+    think: Option<Duration>,
+}
+
+/// What a policy is in a cell: its name in the report, and its policy string.
+#[derive(Debug, Clone)]
+struct PolicySpec {
+    /// `storage`, `adaptive`, ..., or `oracle`.
+    label: String,
+    /// The policy to parse (`oracle(khop=1,...)` for fixed assignments).
+    policy: String,
+    /// Shares to write into the table before the cell starts (fixed assignments).
+    preset: Vec<(String, f64)>,
+}
+
+impl PolicySpec {
+    fn named(name: &str, functions: &[&str]) -> PolicySpec {
+        let preset = match name {
+            "compute" => functions.iter().map(|f| (f.to_string(), 0.0)).collect(),
+            _ => Vec::new(),
+        };
+        PolicySpec {
+            label: name.to_string(),
+            policy: name.to_string(),
+            preset,
+        }
+    }
+
+    fn fixed(functions: &[&str], shares: &[f64]) -> PolicySpec {
+        PolicySpec {
+            label: "oracle".into(),
+            policy: oracle_string(functions, shares),
+            preset: functions
+                .iter()
+                .zip(shares)
+                .map(|(f, s)| (f.to_string(), *s))
+                .collect(),
+        }
+    }
+}
+
+/// What one cell measured.
+#[derive(Debug, Clone)]
+struct Measured {
+    row: PlacementRow,
+    /// Throughput per bucket over the measured time, per second.
+    buckets: Vec<f64>,
+    /// Shares of the workload's functions sampled at the end of each bucket.
+    shares: Vec<Vec<f64>>,
+}
+
+/// Everything the threads of a cell share.
+struct Shared {
+    stop: AtomicBool,
+    measuring: AtomicBool,
+    phase: AtomicUsize,
+    completed: AtomicU64,
+    latency: Mutex<Histogram<u64>>,
+    totals: Mutex<Totals>,
+}
+
+#[derive(Debug, Default)]
+struct Totals {
+    errors: u64,
+    first_error: Option<String>,
+    pushed_back: u64,
+    storage: u64,
+    compute: u64,
+}
+
+/// The environment every cell runs in.
+struct Bench {
+    url: String,
+    transport: Transport,
+    vertices: Vec<String>,
+    digest_rounds: String,
+    client_cores: Vec<usize>,
+    storage_cores: f64,
+}
+
+impl Bench {
+    /// Runs `workload` under `spec` with `cfg`.
+    fn cell(
+        &self,
+        workload: &Workload,
+        spec: &PolicySpec,
+        cfg: &CellConfig,
+    ) -> anyhow::Result<Measured> {
+        let policy: Policy = spec
+            .policy
+            .parse()
+            .map_err(|e| anyhow::anyhow!("policy {}: {e}", spec.policy))?;
+        let base = Runtime::connect(&self.url)
+            .and_then(|rt| rt.with_transport(self.transport))
+            .with_context(|| format!("connect to {} over {}", self.url, self.transport))?;
+        let names: Vec<String> = base
+            .registry()
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect();
+        let index = |f: &str| names.iter().position(|n| n == f);
+        let fn_index: Vec<usize> = workload
+            .functions
+            .iter()
+            .map(|f| index(f).with_context(|| format!("function {f} is not registered")))
+            .collect::<anyhow::Result<_>>()?;
+        for (f, share) in &spec.preset {
+            if let Some(i) = index(f) {
+                base.table().set_share(i, *share);
+            }
+        }
+        let mut runtimes = Vec::with_capacity(cfg.threads);
+        for _ in 0..cfg.threads {
+            runtimes.push(base.try_clone().context("clone the runtime")?);
+        }
+        let table = base.table().clone();
+        // As `batch` does: feed the storage side's measured busy time to the controller.
+        let _publisher = autoloc::cli::Publisher::start(&base);
+        let controller = Controller::spawn(
+            table.clone(),
+            names.clone(),
+            policy,
+            ControllerConfig {
+                storage_cores: self.storage_cores,
+                ..Default::default()
+            },
+        );
+        let shared = Shared {
+            stop: AtomicBool::new(false),
+            measuring: AtomicBool::new(false),
+            phase: AtomicUsize::new(0),
+            completed: AtomicU64::new(0),
+            latency: Mutex::new(harness::histogram()),
+            totals: Mutex::new(Totals::default()),
+        };
+        let buckets_total = (cfg.duration.as_millis() as u64 / BUCKET_MS).max(1) as usize;
+        let phases = workload.phases.len();
+        let per_phase = buckets_total / phases;
+        let mut buckets = Vec::with_capacity(buckets_total);
+        let mut shares = Vec::with_capacity(buckets_total);
+        let mut measured_secs = 0.0;
+        let mut measured_ops = 0u64;
+        let mut measure_start_ms = 0u64;
+        let cell_start = Instant::now();
+        std::thread::scope(|s| -> anyhow::Result<()> {
+            for (t, rt) in runtimes.into_iter().enumerate() {
+                let shared = &shared;
+                let core = (!self.client_cores.is_empty())
+                    .then(|| self.client_cores[t % self.client_cores.len()]);
+                s.spawn(move || self.worker(rt, t, core, workload, cfg, shared));
+            }
+            std::thread::sleep(cfg.warmup);
+            // Measure from here: counter samples every bucket, on deadlines.
+            shared.measuring.store(true, Ordering::Relaxed);
+            let start = Instant::now();
+            measure_start_ms = (start - cell_start).as_millis() as u64;
+            let first = shared.completed.load(Ordering::Relaxed);
+            let mut last = first;
+            let mut last_t = start;
+            for b in 0..buckets_total {
+                let deadline = start + Duration::from_millis((b as u64 + 1) * BUCKET_MS);
+                if let Some(wait) = deadline.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                let now_n = shared.completed.load(Ordering::Relaxed);
+                let now_t = Instant::now();
+                let secs = (now_t - last_t).as_secs_f64().max(1e-6);
+                buckets.push((now_n - last) as f64 / secs);
+                shares.push(fn_index.iter().map(|&i| table.share(i)).collect());
+                (last, last_t) = (now_n, now_t);
+                // Shift to the next phase at a bucket boundary.
+                if phases > 1 && per_phase > 0 && (b + 1) % per_phase == 0 {
+                    let next = ((b + 1) / per_phase).min(phases - 1);
+                    shared.phase.store(next, Ordering::Relaxed);
+                }
+            }
+            shared.measuring.store(false, Ordering::Relaxed);
+            measured_secs = (last_t - start).as_secs_f64();
+            measured_ops = last - first;
+            shared.stop.store(true, Ordering::Relaxed);
+            Ok(())
+        })?;
+        let history = controller.history();
+        drop(controller);
+        let util: Vec<f64> = history
+            .iter()
+            .filter(|r| r.t_ms > measure_start_ms)
+            .map(|r| r.storage_util)
+            .collect();
+        let storage_util = if util.is_empty() {
+            0.0
+        } else {
+            util.iter().sum::<f64>() / util.len() as f64
+        };
+        let hist = shared
+            .latency
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        let totals = shared
+            .totals
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        let us = |q: f64| {
+            if hist.is_empty() {
+                0.0
+            } else {
+                hist.value_at_quantile(q) as f64 / 1000.0
+            }
+        };
+        let convergence = |series: &[f64]| -> Vec<Option<u64>> {
+            (1..phases)
+                .map(|p| {
+                    let phase = &series[p * per_phase..((p + 1) * per_phase).min(series.len())];
+                    convergence_ms(phase, BUCKET_MS)
+                })
+                .collect()
+        };
+        // The smoothed series restarts its window at each shift, so no bucket of the previous
+        // phase leaks into the next.
+        let smoothed: Vec<f64> = buckets
+            .chunks(per_phase.max(1))
+            .flat_map(|phase| moving_average(phase, 3))
+            .collect();
+        let row = PlacementRow {
+            workload: workload.name.to_string(),
+            policy: spec.label.clone(),
+            assignment: (spec.label == "oracle").then(|| spec.policy.clone()),
+            threads: cfg.threads,
+            in_flight: cfg.in_flight,
+            throughput_per_s: if measured_secs > 0.0 {
+                measured_ops as f64 / measured_secs
+            } else {
+                0.0
+            },
+            p50_us: us(0.5),
+            p99_us: us(0.99),
+            storage_share_final: workload
+                .functions
+                .iter()
+                .zip(&fn_index)
+                .map(|(f, &i)| (f.to_string(), table.share(i)))
+                .collect(),
+            storage_util,
+            errors: totals.errors,
+            first_error: totals.first_error,
+            pushed_back: totals.pushed_back,
+            storage_side: totals.storage,
+            compute_side: totals.compute,
+            convergence_ms: (phases > 1).then(|| convergence(&buckets)),
+            convergence_ms_smoothed: (phases > 1).then(|| convergence(&smoothed)),
+        };
+        Ok(Measured {
+            row,
+            buckets,
+            shares,
+        })
+    }
+
+    /// One compute thread: batches of `in_flight` invocations until told to stop.
+    fn worker(
+        &self,
+        mut rt: Runtime,
+        t: usize,
+        core: Option<usize>,
+        workload: &Workload,
+        cfg: &CellConfig,
+        shared: &Shared,
+    ) {
+        if let Some(core) = core {
+            core_affinity::set_for_current(core_affinity::CoreId { id: core });
+        }
+        let mut hist = harness::histogram();
+        let mut totals = Totals::default();
+        // Threads start at different points of the pattern and of the vertices.
+        let mut seq = t * 7;
+        let mut vertex = t * 1009;
+        while !shared.stop.load(Ordering::Relaxed) {
+            let phase = &workload.phases[shared.phase.load(Ordering::Relaxed)];
+            let calls: Vec<(&str, Vec<String>)> = (0..cfg.in_flight)
+                .map(|_| {
+                    let c = phase[seq % phase.len()];
+                    seq += 1;
+                    vertex = (vertex + 7919) % self.vertices.len();
+                    (
+                        c.function(),
+                        c.args(&self.vertices[vertex], &self.digest_rounds),
+                    )
+                })
+                .collect();
+            let measuring = shared.measuring.load(Ordering::Relaxed);
+            let results = rt.invoke_many(&calls, Placement::Auto);
+            let mut ok = 0;
+            for ((name, args), r) in calls.iter().zip(results) {
+                match r {
+                    Ok(inv) => {
+                        ok += 1;
+                        if measuring {
+                            harness::record(&mut hist, inv.wall);
+                            totals.pushed_back += u64::from(inv.pushed_back);
+                            match inv.side {
+                                Side::Storage => totals.storage += 1,
+                                Side::Compute => totals.compute += 1,
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        totals.errors += 1;
+                        if totals.first_error.is_none() {
+                            totals.first_error = Some(format!("{name} {}: {e}", args.join(" ")));
+                        }
+                    }
+                }
+            }
+            shared.completed.fetch_add(ok, Ordering::Relaxed);
+            if let Some(think) = cfg.think {
+                std::thread::sleep(think);
+            }
+        }
+        let _ = shared
+            .latency
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .add(&hist);
+        let mut m = shared.totals.lock().unwrap_or_else(PoisonError::into_inner);
+        m.errors += totals.errors;
+        if m.first_error.is_none() {
+            m.first_error = totals.first_error;
+        }
+        m.pushed_back += totals.pushed_back;
+        m.storage += totals.storage;
+        m.compute += totals.compute;
+    }
+}
+
+/// The `--json` report.
+#[derive(Debug, Serialize)]
+struct JsonReport<'a> {
+    machine: &'a Machine,
+    parameters: &'a BTreeMap<String, String>,
+    rows: &'a [PlacementRow],
+    /// The oracle search's screening cells (mix) and candidates (shift).
+    oracle_candidates: &'a [PlacementRow],
+    light_load: Option<&'a PlacementRow>,
+    checks: Vec<JsonCheck>,
+    shift_series: &'a [ShiftSeries],
+}
+
+#[derive(Debug, Serialize)]
+struct JsonCheck {
+    name: String,
+    value: Option<f64>,
+    target: String,
+    verdict: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if args.quick {
+        args.duration_ms = args.duration_ms.min(500);
+        args.warmup_ms = args.warmup_ms.min(200);
+        args.phase_ms = args.phase_ms.min(600);
+        args.search_ms = args.search_ms.min(200);
+    }
+    args.duration_ms = round_to_bucket(args.duration_ms);
+    args.phase_ms = round_to_bucket(args.phase_ms);
+    args.search_ms = round_to_bucket(args.search_ms);
+    anyhow::ensure!(
+        (1..=256).contains(&args.threads),
+        "--threads must be in 1..=256"
+    );
+    anyhow::ensure!(
+        (1..=4096).contains(&args.in_flight),
+        "--in-flight must be in 1..=4096"
+    );
+    let names: Vec<String> = if args.workloads.is_empty() {
+        WORKLOADS.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.workloads.clone()
+    };
+    let workloads: Vec<Workload> = names
+        .iter()
+        .map(|n| workload(n.trim()))
+        .collect::<anyhow::Result<_>>()?;
+    let machine = Machine::detect();
+    let started = Instant::now();
+    let load_start = load_average();
+
+    let core = args.server_core.to_string();
+    let server = RedisServer::start(&["cores", &core])
+        .context("start a private redis-server with the AutoLoc module")?;
+    let url = server.url();
+    let parsed: RedisUrl = url.parse().with_context(|| format!("redis URL {url}"))?;
+    let mut control = Connection::connect(&parsed, DEFAULT_TIMEOUT)
+        .with_context(|| format!("connect to {url}"))?;
+    eprintln!(
+        "loading R-MAT scale {} edge factor {}...",
+        args.scale, args.edge_factor
+    );
+    let graph = Graph::rmat(args.scale, args.edge_factor, SEED)?;
+    let load = write_graph(&mut control, &graph, SEED, false)?;
+    // Start vertices: every vertex with at least one neighbour.
+    let vertices: Vec<String> = graph
+        .adjacency
+        .iter()
+        .enumerate()
+        .filter(|(v, adj)| graph.present[*v] && !adj.is_empty())
+        .map(|(v, _)| v.to_string())
+        .collect();
+    anyhow::ensure!(!vertices.is_empty(), "the graph has no edges");
+
+    let bench = Bench {
+        url: url.clone(),
+        transport: args.transport,
+        vertices,
+        digest_rounds: args.digest_rounds.to_string(),
+        client_cores: args.client_cores.clone(),
+        storage_cores: 1.0,
+    };
+    let full = CellConfig {
+        threads: args.threads,
+        in_flight: args.in_flight,
+        warmup: Duration::from_millis(args.warmup_ms),
+        duration: Duration::from_millis(args.duration_ms),
+        think: None,
+    };
+    let shift_cfg = CellConfig {
+        duration: Duration::from_millis(3 * args.phase_ms),
+        ..full.clone()
+    };
+    let search_cfg = CellConfig {
+        warmup: Duration::from_millis((args.warmup_ms / 3).max(100)),
+        duration: Duration::from_millis(args.search_ms),
+        ..full.clone()
+    };
+
+    let mut params = BTreeMap::new();
+    params.insert(
+        "server".into(),
+        format!(
+            "private redis-server ({}), module argument `cores {core}` (storage-side functions \
+             on core {core}; the controller plans with 1 storage core)",
+            redis_version(&mut control)
+        ),
+    );
+    params.insert("transport".into(), args.transport.to_string());
+    params.insert(
+        "graph".into(),
+        format!(
+            "R-MAT scale {} edge factor {} seed {SEED}: {} vertices, {} arcs; md5 blob 64 KiB",
+            args.scale, args.edge_factor, load.vertices, load.arcs
+        ),
+    );
+    params.insert(
+        "load".into(),
+        format!(
+            "{} compute threads x {} invocations in flight (invoke_many, Placement::Auto), \
+             threads {}",
+            args.threads,
+            args.in_flight,
+            if args.client_cores.is_empty() {
+                "not pinned".to_string()
+            } else {
+                format!("pinned to cores {:?}", args.client_cores)
+            }
+        ),
+    );
+    params.insert(
+        "cell".into(),
+        format!(
+            "{} ms warm-up (not counted) + {} ms measured, throughput per {BUCKET_MS} ms bucket",
+            args.warmup_ms, args.duration_ms
+        ),
+    );
+    params.insert(
+        "shift".into(),
+        format!(
+            "{} ms warm-up + 3 phases of {} ms: 90% khop k=2 / 10% digest, then 10% / 90%, \
+             then 90% / 10%",
+            args.warmup_ms, args.phase_ms
+        ),
+    );
+    params.insert(
+        "workloads".into(),
+        format!(
+            "khop k=2 and k=3; digest md5 x {} rounds; pagerank 20 iterations; aggregate 64 \
+             keys; mix 40% khop2 / 20% digest / 20% pagerank / 20% aggregate",
+            args.digest_rounds
+        ),
+    );
+    params.insert(
+        "oracle".into(),
+        format!(
+            "best fixed assignment (each function 0 or 1) on the same workload: single \
+             functions = best of storage/compute; mix = 14 assignments screened in {} ms cells, \
+             best 2 re-measured at full length, against all-storage and all-compute; shift = 4 \
+             assignments of khop/digest at full length",
+            args.search_ms
+        ),
+    );
+    params.insert("controller".into(), "ControllerConfig { storage_cores: 1.0, ..Default } (50 ms epochs), a fresh Runtime and table per cell".into());
+
+    let mut rows: Vec<PlacementRow> = Vec::new();
+    let mut candidates: Vec<PlacementRow> = Vec::new();
+    let mut series: Vec<ShiftSeries> = Vec::new();
+    for w in &workloads {
+        let is_shift = w.phases.len() > 1;
+        let cfg = if is_shift { &shift_cfg } else { &full };
+        let mut cells: Vec<Measured> = Vec::new();
+        for p in POLICIES {
+            eprintln!("{}: {p}...", w.name);
+            cells.push(bench.cell(w, &PolicySpec::named(p, &w.functions), cfg)?);
+        }
+        // The oracle: the best fixed assignment.
+        let n = w.functions.len();
+        let mut oracle: Option<Measured> = None;
+        let consider = |best: &mut Option<Measured>, m: Measured| {
+            if best
+                .as_ref()
+                .is_none_or(|b| m.row.throughput_per_s > b.row.throughput_per_s)
+            {
+                *best = Some(m);
+            }
+        };
+        // All-storage and all-compute are the storage and compute cells.
+        for (label, shares) in [("storage", vec![1.0; n]), ("compute", vec![0.0; n])] {
+            let c = cells
+                .iter()
+                .find(|c| c.row.policy == label)
+                .expect("measured above");
+            let mut m = c.clone();
+            m.row.policy = "oracle".into();
+            m.row.assignment = Some(oracle_string(&w.functions, &shares));
+            consider(&mut oracle, m);
+        }
+        let mixed: Vec<Vec<f64>> = assignments(n)
+            .into_iter()
+            .filter(|a| a.iter().any(|&s| s > 0.0) && a.iter().any(|&s| s < 1.0))
+            .collect();
+        if !mixed.is_empty() {
+            let finalists: Vec<Vec<f64>> = if is_shift || mixed.len() <= 2 {
+                mixed
+            } else {
+                let mut screened = Vec::new();
+                for a in &mixed {
+                    let spec = PolicySpec::fixed(&w.functions, a);
+                    eprintln!("{}: screening {}...", w.name, spec.policy);
+                    let m = bench.cell(w, &spec, &search_cfg)?;
+                    candidates.push(m.row.clone());
+                    screened.push((m.row.throughput_per_s, a.clone()));
+                }
+                screened.sort_by(|a, b| b.0.total_cmp(&a.0));
+                screened.into_iter().take(2).map(|(_, a)| a).collect()
+            };
+            for a in &finalists {
+                let spec = PolicySpec::fixed(&w.functions, a);
+                eprintln!("{}: {}...", w.name, spec.policy);
+                let m = bench.cell(w, &spec, cfg)?;
+                candidates.push(m.row.clone());
+                consider(&mut oracle, m);
+            }
+        }
+        cells.push(oracle.expect("at least two assignments"));
+        if is_shift {
+            let per_phase = (args.phase_ms / BUCKET_MS) as usize;
+            for c in &cells {
+                series.push(ShiftSeries {
+                    policy: c.row.policy.clone(),
+                    assignment: c.row.assignment.clone(),
+                    functions: w.functions.iter().map(|f| f.to_string()).collect(),
+                    shifts_ms: vec![args.phase_ms, 2 * args.phase_ms],
+                    bucket_ms: BUCKET_MS,
+                    points: c
+                        .buckets
+                        .iter()
+                        .zip(&c.shares)
+                        .enumerate()
+                        .map(|(i, (tp, s))| SeriesPoint {
+                            t_ms: (i as u64 + 1) * BUCKET_MS,
+                            throughput_per_s: *tp,
+                            shares: s.clone(),
+                        })
+                        .collect(),
+                });
+                debug_assert!(c.buckets.len() >= 3 * per_phase);
+            }
+        }
+        rows.extend(cells.into_iter().map(|c| c.row));
+    }
+
+    // Light load: one thread, one invocation at a time with a pause, on the mix: khop should
+    // end inside storage and digest outside.
+    eprintln!("light load: mix, adaptive, 1 thread, 1 in flight...");
+    let mix = workload("mix")?;
+    let light_cfg = CellConfig {
+        threads: 1,
+        in_flight: 1,
+        think: Some(Duration::from_millis(1)),
+        ..full.clone()
+    };
+    let light = bench
+        .cell(
+            &mix,
+            &PolicySpec::named("adaptive", &mix.functions),
+            &light_cfg,
+        )?
+        .row;
+    let elapsed = started.elapsed();
+    drop(server);
+    params.insert(
+        "load_average".into(),
+        format!(
+            "{} at the start, {} at the end (/proc/loadavg: other processes share these cores)",
+            load_start,
+            load_average()
+        ),
+    );
+
+    let checks = checks(&rows, &light);
+
+    println!(
+        "machine: {} cores, {}, kernel {}",
+        machine.cores, machine.cpu, machine.kernel
+    );
+    println!("parameters:");
+    for (k, v) in &params {
+        println!("  {k}: {v}");
+    }
+    println!();
+    print!("{}", table(&rows));
+    println!();
+    if !candidates.is_empty() {
+        println!("oracle candidates (fixed assignments; screening cells are shorter):");
+        print!("{}", table(&candidates));
+        println!();
+    }
+    println!(
+        "light load (1 thread, 1 in flight, 1 ms pause between invocations, storage not saturated):"
+    );
+    print!("{}", table(std::slice::from_ref(&light)));
+    println!();
+    println!("targets:");
+    for c in &checks {
+        println!("{}", c.line());
+    }
+    println!();
+    println!("run took {:.1} s", elapsed.as_secs_f64());
+
+    if let Some(path) = &args.json {
+        let report = JsonReport {
+            machine: &machine,
+            parameters: &params,
+            rows: &rows,
+            oracle_candidates: &candidates,
+            light_load: Some(&light),
+            checks: checks
+                .iter()
+                .map(|c| JsonCheck {
+                    name: c.name.clone(),
+                    value: c.value,
+                    target: match c.bound {
+                        Bound::AtLeast(t) => format!(">= {t}"),
+                        Bound::AtMost(t) => format!("<= {t}"),
+                    },
+                    verdict: format!("{:?}", c.verdict()).to_uppercase(),
+                })
+                .collect(),
+            shift_series: &series,
+        };
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        if series.is_empty() {
+            eprintln!("--plot: the shift workload was not run; nothing to plot");
+        } else {
+            let footnote = format!(
+                "{} cores, {}, kernel {}; transport {}; {} threads x {} in flight; module on core {}; phases of {} ms",
+                machine.cores,
+                machine.cpu,
+                machine.kernel,
+                args.transport,
+                args.threads,
+                args.in_flight,
+                args.server_core,
+                args.phase_ms
+            );
+            plot_shift(path, &series, &footnote)?;
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// The 1, 5 and 15 minute load averages.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn ms_or_inf(v: u64) -> f64 {
+    if v == u64::MAX {
+        f64::INFINITY
+    } else {
+        v as f64
+    }
+}
+
+fn round_to_bucket(ms: u64) -> u64 {
+    (ms.div_ceil(BUCKET_MS) * BUCKET_MS).max(BUCKET_MS)
+}
+
+fn redis_version(control: &mut Connection) -> String {
+    match control.call(&["INFO", "server"]) {
+        Ok(autoloc_dataplane::Frame::Bulk(Some(b))) => String::from_utf8_lossy(&b)
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .map_or_else(|| "redis".into(), |v| format!("redis {}", v.trim())),
+        _ => "redis".into(),
+    }
+}
+
+/// The rows as an aligned table.
+fn table(rows: &[PlacementRow]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<10} {:<12} {:>16} {:>9} {:>10} {:>8} {:>8} {:>7}  {:<44} convergence_ms",
+        "workload",
+        "policy",
+        "throughput_per_s",
+        "p50_us",
+        "p99_us",
+        "st_util",
+        "pushback",
+        "errors",
+        "storage_share_final"
+    );
+    for r in rows {
+        let shares: Vec<String> = r
+            .storage_share_final
+            .iter()
+            .map(|(f, s)| format!("{f}={s:.2}"))
+            .collect();
+        let list = |c: &Vec<Option<u64>>| {
+            c.iter()
+                .map(|v| v.map_or_else(|| "never".to_string(), |v| v.to_string()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let conv = match (&r.convergence_ms, &r.convergence_ms_smoothed) {
+            (Some(c), Some(s)) => format!("{} (smoothed {})", list(c), list(s)),
+            (Some(c), None) => list(c),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<10} {:<12} {:>16.0} {:>9.1} {:>10.1} {:>8.2} {:>8} {:>7}  {:<44} {}",
+            r.workload,
+            r.policy,
+            r.throughput_per_s,
+            r.p50_us,
+            r.p99_us,
+            r.storage_util,
+            r.pushed_back,
+            r.errors,
+            shares.join(" "),
+            conv
+        );
+        if let Some(a) = &r.assignment {
+            let _ = writeln!(out, "{:<10}   = {a}", "");
+        }
+        if let Some(e) = &r.first_error {
+            let _ = writeln!(out, "{:<10}   first error: {e}", "");
+        }
+    }
+    out
+}
+
+/// The worst convergence of a list; infinite if a phase never settled.
+fn worst(c: &[Option<u64>]) -> Option<u64> {
+    if c.is_empty() {
+        None
+    } else {
+        Some(c.iter().map(|v| v.unwrap_or(u64::MAX)).max().unwrap_or(0))
+    }
+}
+
+/// The targets, checked against the rows.
+fn checks(rows: &[PlacementRow], light: &PlacementRow) -> Vec<Check> {
+    let tp = |w: &str, p: &str| {
+        rows.iter()
+            .find(|r| r.workload == w && r.policy == p)
+            .map(|r| r.throughput_per_s)
+    };
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let best_static = |w: &str| match (tp(w, "storage"), tp(w, "compute")) {
+        (Some(s), Some(c)) => Some(s.max(c)),
+        (s, c) => s.or(c),
+    };
+    let mut out = Vec::new();
+    let mut workloads: Vec<&str> = Vec::new();
+    for r in rows {
+        if !workloads.contains(&r.workload.as_str()) {
+            workloads.push(&r.workload);
+        }
+    }
+    for &w in &workloads {
+        let adaptive = tp(w, "adaptive");
+        match w {
+            "mix" => {
+                out.push(Check {
+                    name: "mix: adaptive / best global static (storage, compute)".into(),
+                    value: ratio(adaptive, best_static(w)),
+                    bound: Bound::AtLeast(1.15),
+                    unit: "x",
+                });
+                out.push(Check {
+                    name: "mix: adaptive / oracle (best fixed assignment)".into(),
+                    value: ratio(adaptive, tp(w, "oracle")),
+                    bound: Bound::AtLeast(0.95),
+                    unit: "x",
+                });
+            }
+            "shift" => {
+                // "Above": strictly, so the bound is a hair over 1.
+                out.push(Check {
+                    name: "shift: adaptive / oracle (above 1)".into(),
+                    value: ratio(adaptive, tp(w, "oracle")),
+                    bound: Bound::AtLeast(1.0 + 1e-9),
+                    unit: "x",
+                });
+                let conv = rows
+                    .iter()
+                    .find(|r| r.workload == w && r.policy == "adaptive")
+                    .and_then(|r| r.convergence_ms.as_ref())
+                    .and_then(|c| worst(c));
+                out.push(Check {
+                    name: "shift: adaptive convergence after each shift (worst)".into(),
+                    value: conv.map(ms_or_inf),
+                    bound: Bound::AtMost(1000.0),
+                    unit: "ms",
+                });
+                let smoothed = rows
+                    .iter()
+                    .find(|r| r.workload == w && r.policy == "adaptive")
+                    .and_then(|r| r.convergence_ms_smoothed.as_ref())
+                    .and_then(|c| worst(c));
+                out.push(Check {
+                    name: "shift: the same on a 300 ms moving average (informative)".into(),
+                    value: smoothed.map(ms_or_inf),
+                    bound: Bound::AtMost(1000.0),
+                    unit: "ms",
+                });
+            }
+            _ => out.push(Check {
+                name: format!("{w}: adaptive / best global static (storage, compute)"),
+                value: ratio(adaptive, best_static(w)),
+                bound: Bound::AtLeast(0.95),
+                unit: "x",
+            }),
+        }
+        for other in ["autoloc2021", "kayak"] {
+            out.push(Check {
+                name: format!("{w}: adaptive / {other}"),
+                value: ratio(adaptive, tp(w, other)),
+                bound: Bound::AtLeast(1.0),
+                unit: "x",
+            });
+        }
+    }
+    out.push(Check {
+        name: "light load: khop storage share, % (above 90)".into(),
+        value: light.storage_share_final.get("khop").map(|s| s * 100.0),
+        bound: Bound::AtLeast(90.0 + 1e-9),
+        unit: "%",
+    });
+    out.push(Check {
+        name: "light load: digest storage share, % (below 10)".into(),
+        value: light.storage_share_final.get("digest").map(|s| s * 100.0),
+        bound: Bound::AtMost(10.0 - 1e-9),
+        unit: "%",
+    });
+    out
+}
+
+/// Two panels across the shift: throughput per bucket, and storage share (khop solid, digest
+/// thin), one colour per policy; the shifts as vertical lines.
+fn plot_shift(path: &Path, series: &[ShiftSeries], footnote: &str) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    const PALETTE: [RGBColor; 6] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(40, 40, 40),
+    ];
+    let t_max = series
+        .iter()
+        .flat_map(|s| s.points.last())
+        .map(|p| p.t_ms)
+        .max()
+        .unwrap_or(BUCKET_MS) as f64;
+    let tp_max = series
+        .iter()
+        .flat_map(|s| &s.points)
+        .map(|p| p.throughput_per_s)
+        .fold(1.0, f64::max)
+        * 1.1;
+    let shifts = series[0].shifts_ms.clone();
+    let functions = series[0].functions.clone();
+    let root = SVGBackend::new(path, (1100, 880)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (body, foot) = root.split_vertically(850);
+    foot.draw(&Text::new(
+        footnote.to_string(),
+        (10, 10),
+        ("sans-serif", 13).into_font().color(&BLACK.mix(0.8)),
+    ))?;
+    let (top, bottom) = body.split_vertically(440);
+    let label = |s: &ShiftSeries| match &s.assignment {
+        Some(a) => format!("oracle {a}"),
+        None => s.policy.clone(),
+    };
+
+    let mut chart = ChartBuilder::on(&top)
+        .caption(
+            "shift: throughput per 100 ms (khop-heavy | digest-heavy | khop-heavy)",
+            ("sans-serif", 18),
+        )
+        .margin(10)
+        .x_label_area_size(36)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..t_max, 0.0..tp_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("ms since measuring started")
+        .y_desc("invocations / s")
+        .draw()?;
+    for &s in &shifts {
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(s as f64, 0.0), (s as f64, tp_max)],
+            BLACK.mix(0.3).stroke_width(1),
+        )))?;
+    }
+    for (i, s) in series.iter().enumerate() {
+        let c = PALETTE[i % PALETTE.len()];
+        let pts: Vec<(f64, f64)> = s
+            .points
+            .iter()
+            .map(|p| (p.t_ms as f64, p.throughput_per_s))
+            .collect();
+        chart
+            .draw_series(std::iter::once(PathElement::new(pts, c.stroke_width(2))))?
+            .label(label(s))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()?;
+
+    let caption = format!(
+        "storage share over time: {} (thick), {} (thin)",
+        functions.first().map_or("", String::as_str),
+        functions.get(1).map_or("", String::as_str)
+    );
+    let mut chart = ChartBuilder::on(&bottom)
+        .caption(caption, ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(36)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..t_max, -0.02..1.05)?;
+    chart
+        .configure_mesh()
+        .x_desc("ms since measuring started")
+        .y_desc("storage share")
+        .draw()?;
+    for &s in &shifts {
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(s as f64, -0.02), (s as f64, 1.05)],
+            BLACK.mix(0.3).stroke_width(1),
+        )))?;
+    }
+    for (i, s) in series.iter().enumerate() {
+        let c = PALETTE[i % PALETTE.len()];
+        for f in 0..s.functions.len() {
+            let pts: Vec<(f64, f64)> = s
+                .points
+                .iter()
+                .map(|p| (p.t_ms as f64, p.shares.get(f).copied().unwrap_or(0.0)))
+                .collect();
+            let style = if f == 0 {
+                c.stroke_width(3)
+            } else {
+                c.mix(0.6).stroke_width(1)
+            };
+            let e = chart.draw_series(std::iter::once(PathElement::new(pts, style)))?;
+            if f == 0 {
+                e.label(label(s)).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(3))
+                });
+            }
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::MiddleRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! The pure parts of `bench-placement`: workload patterns, fixed assignments, convergence after
+//! a shift, and the report rows. Everything here is a function of its arguments (no Redis, no
+//! clock), so it is unit-tested; the binary measures and calls these.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// Relative tolerance of "steady": a bucket within 5% of the phase's steady level.
+pub const STEADY_TOLERANCE: f64 = 0.05;
+/// The steady level of a phase is the mean of this trailing fraction of its buckets.
+pub const STEADY_TAIL: f64 = 0.4;
+
+/// A deterministic interleaving of items by integer weight (smooth weighted round robin, as in
+/// nginx's upstream balancer): each item `i` appears `weights[i]` times in a cycle of
+/// `sum(weights)`, spread as evenly as possible. `[2, 1, 1, 1]` gives `0 1 2 0 3`-like cycles.
+pub fn interleave(weights: &[u32]) -> Vec<usize> {
+    let total: i64 = weights.iter().map(|&w| i64::from(w)).sum();
+    let mut current = vec![0i64; weights.len()];
+    let mut out = Vec::with_capacity(total.max(0) as usize);
+    for _ in 0..total {
+        for (c, &w) in current.iter_mut().zip(weights) {
+            *c += i64::from(w);
+        }
+        // The first of the largest, so the cycle is the same on every run.
+        let best = (0..current.len())
+            .max_by(|&a, &b| current[a].cmp(&current[b]).then(b.cmp(&a)))
+            .expect("weights is not empty when total > 0");
+        current[best] -= total;
+        out.push(best);
+    }
+    out
+}
+
+/// Every assignment of 0 or 1 to `n` functions, as shares, in binary counting order (the first
+/// is all 0, the last all 1).
+pub fn assignments(n: usize) -> Vec<Vec<f64>> {
+    assert!(n < 16, "2^{n} assignments is too many to try");
+    (0..1usize << n)
+        .map(|bits| {
+            (0..n)
+                .map(|i| {
+                    if bits >> (n - 1 - i) & 1 == 1 {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The `oracle(...)` policy string of a fixed assignment: `oracle(khop=1,digest=0)`.
+pub fn oracle_string(functions: &[&str], shares: &[f64]) -> String {
+    let items: Vec<String> = functions
+        .iter()
+        .zip(shares)
+        .map(|(f, s)| format!("{f}={s}"))
+        .collect();
+    format!("oracle({})", items.join(","))
+}
+
+/// How long after a shift throughput settles: `phase` holds the throughput of each bucket of
+/// `bucket_ms` from the shift to the end of the phase. The steady level is the mean of the last
+/// [`STEADY_TAIL`] of the phase; the answer is the time from the shift to the start of the first
+/// bucket from which every bucket to the end is within [`STEADY_TOLERANCE`] of it. `None` if the
+/// phase is empty, its steady level is not positive, or even its last bucket is out of band
+/// (it never settled).
+pub fn convergence_ms(phase: &[f64], bucket_ms: u64) -> Option<u64> {
+    let steady = steady_level(phase)?;
+    let within = |v: f64| (v - steady).abs() <= STEADY_TOLERANCE * steady;
+    // The last bucket that is out of band; converged from the bucket after it.
+    let first_settled = phase.iter().rposition(|&v| !within(v)).map_or(0, |i| i + 1);
+    (first_settled < phase.len()).then_some(first_settled as u64 * bucket_ms)
+}
+
+/// The trailing moving average of `v` over `n` buckets (fewer at the start).
+pub fn moving_average(v: &[f64], n: usize) -> Vec<f64> {
+    let n = n.max(1);
+    (0..v.len())
+        .map(|i| {
+            let w = &v[(i + 1).saturating_sub(n)..=i];
+            w.iter().sum::<f64>() / w.len() as f64
+        })
+        .collect()
+}
+
+/// The mean of the last [`STEADY_TAIL`] of `phase` (at least one bucket); `None` if empty or not
+/// positive.
+pub fn steady_level(phase: &[f64]) -> Option<f64> {
+    if phase.is_empty() {
+        return None;
+    }
+    let tail = ((phase.len() as f64 * STEADY_TAIL).round() as usize).clamp(1, phase.len());
+    let slice = &phase[phase.len() - tail..];
+    let mean = slice.iter().sum::<f64>() / slice.len() as f64;
+    (mean > 0.0).then_some(mean)
+}
+
+/// One (workload, policy) cell of the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlacementRow {
+    /// The workload, e.g. `mix`.
+    pub workload: String,
+    /// The policy, e.g. `adaptive`; `oracle` for the best fixed assignment.
+    pub policy: String,
+    /// For `oracle` (and fixed candidates): the assignment, as an `oracle(...)` string.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assignment: Option<String>,
+    /// Compute threads.
+    pub threads: usize,
+    /// Invocations each thread keeps in flight.
+    pub in_flight: usize,
+    /// Successful invocations per second over the measured time.
+    pub throughput_per_s: f64,
+    /// Median latency of an invocation, us.
+    pub p50_us: f64,
+    /// 99th percentile, us.
+    pub p99_us: f64,
+    /// Each function's storage share at the end of the cell.
+    pub storage_share_final: BTreeMap<String, f64>,
+    /// Mean storage CPU utilisation over the measured epochs (the controller's window), 0..1+.
+    pub storage_util: f64,
+    /// Invocations that failed.
+    pub errors: u64,
+    /// The first failure, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
+    /// Invocations the storage side pushed back (then finished compute-side).
+    pub pushed_back: u64,
+    /// Invocations that ran storage-side / compute-side.
+    pub storage_side: u64,
+    /// See `storage_side`.
+    pub compute_side: u64,
+    /// For `shift`: ms from each shift until throughput stays within 5% of its new steady level
+    /// (`null`: it never stayed within 5% before the phase ended).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub convergence_ms: Option<Vec<Option<u64>>>,
+    /// For `shift`: the same on a trailing 300 ms moving average of the buckets (less
+    /// sensitive to the noise of a 100 ms bucket).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub convergence_ms_smoothed: Option<Vec<Option<u64>>>,
+}
+
+/// One point of a `shift` time series.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeriesPoint {
+    /// Milliseconds since measuring started (end of the bucket).
+    pub t_ms: u64,
+    /// Throughput in the bucket, invocations per second.
+    pub throughput_per_s: f64,
+    /// Each function's storage share sampled at the end of the bucket, in the workload's
+    /// function order.
+    pub shares: Vec<f64>,
+}
+
+/// The time series of one policy across the shift.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShiftSeries {
+    /// The policy (`oracle` with its assignment in `assignment`).
+    pub policy: String,
+    /// For the oracle: its assignment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assignment: Option<String>,
+    /// Names of the functions `shares` refers to.
+    pub functions: Vec<String>,
+    /// Times of the shifts, ms since measuring started.
+    pub shifts_ms: Vec<u64>,
+    /// Bucket length, ms.
+    pub bucket_ms: u64,
+    /// The points.
+    pub points: Vec<SeriesPoint>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interleave_respects_weights_and_spreads() {
+        let p = interleave(&[2, 1, 1, 1]);
+        assert_eq!(p.len(), 5);
+        let count = |i| p.iter().filter(|&&x| x == i).count();
+        assert_eq!((count(0), count(1), count(2), count(3)), (2, 1, 1, 1));
+        // The two zeros are not adjacent within the cycle.
+        let zeros: Vec<usize> = (0..5).filter(|&i| p[i] == 0).collect();
+        assert!(zeros[1] - zeros[0] >= 2, "{p:?}");
+        assert_eq!(interleave(&[1]), vec![0]);
+        assert!(interleave(&[]).is_empty());
+        assert_eq!(interleave(&[0, 3]), vec![1, 1, 1]);
+    }
+
+    #[test]
+    fn assignments_count_in_binary() {
+        let a = assignments(2);
+        assert_eq!(
+            a,
+            vec![
+                vec![0.0, 0.0],
+                vec![0.0, 1.0],
+                vec![1.0, 0.0],
+                vec![1.0, 1.0]
+            ]
+        );
+        assert_eq!(assignments(4).len(), 16);
+        assert_eq!(
+            oracle_string(&["khop", "digest"], &a[2]),
+            "oracle(khop=1,digest=0)"
+        );
+        // The string is one the policy parser accepts.
+        let p: autoloc::placement::Policy =
+            oracle_string(&["khop", "digest"], &a[1]).parse().unwrap();
+        assert_eq!(p.name(), "oracle");
+    }
+
+    #[test]
+    fn convergence_after_a_step() {
+        // Settles at 100 from the fourth bucket on.
+        let phase = [
+            40.0, 70.0, 90.0, 99.0, 101.0, 100.0, 98.0, 102.0, 100.0, 100.0,
+        ];
+        assert_eq!(convergence_ms(&phase, 100), Some(300));
+        // Already steady.
+        assert_eq!(convergence_ms(&[50.0; 10], 100), Some(0));
+        // A later dip counts: converged only after it.
+        let mut late = [100.0; 10];
+        late[4] = 80.0;
+        assert_eq!(convergence_ms(&late, 100), Some(500));
+        assert_eq!(convergence_ms(&[], 100), None);
+        assert_eq!(convergence_ms(&[0.0, 0.0], 100), None);
+        // The last bucket out of band: never settled.
+        assert_eq!(
+            convergence_ms(&[100.0, 100.0, 100.0, 100.0, 60.0], 100),
+            None
+        );
+    }
+
+    #[test]
+    fn moving_average_trails() {
+        assert_eq!(
+            moving_average(&[3.0, 6.0, 9.0, 0.0], 3),
+            vec![3.0, 4.5, 6.0, 5.0]
+        );
+        assert_eq!(moving_average(&[1.0, 2.0], 1), vec![1.0, 2.0]);
+    }
+
+    #[test]
+    fn steady_is_the_trailing_mean() {
+        let phase = [0.0, 0.0, 0.0, 10.0, 20.0];
+        // 40% of 5 buckets: the last 2.
+        assert_eq!(steady_level(&phase), Some(15.0));
+        assert_eq!(steady_level(&[7.0]), Some(7.0));
+    }
+}
