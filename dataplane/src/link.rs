@@ -189,7 +189,13 @@ fn request_id_of(raw: &[u8]) -> u64 {
 pub struct ShmClientLink {
     client: ShmClient,
     backoff: Backoff,
+    /// Waits since the server's liveness was last checked (a `kill(pid, 0)` syscall, ~1 us:
+    /// too dear for every idle step of a sub-microsecond round trip).
+    waits: u32,
 }
+
+/// Idle steps between two checks that the server is still alive.
+const LIVENESS_EVERY: u32 = 256;
 
 impl ShmClientLink {
     /// Wraps an attached client; `backoff` says how it waits for replies.
@@ -197,6 +203,7 @@ impl ShmClientLink {
         ShmClientLink {
             client,
             backoff: Backoff::new(backoff),
+            waits: 0,
         }
     }
 }
@@ -229,8 +236,12 @@ impl ClientLink for ShmClientLink {
 
     fn wait(&mut self, timeout: Duration) -> Result<()> {
         let _ = timeout; // each backoff step is bounded by the park timeout of its config
-        if self.peer_gone() {
-            return Err(Error::Closed);
+        self.waits += 1;
+        if self.waits >= LIVENESS_EVERY || self.backoff.phase() == crate::backoff::Phase::Park {
+            self.waits = 0;
+            if self.peer_gone() {
+                return Err(Error::Closed);
+            }
         }
         self.client.wait(&mut self.backoff);
         Ok(())
