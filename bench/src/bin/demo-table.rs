@@ -21,24 +21,33 @@ fn main() -> anyhow::Result<()> {
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     let l = |v: &Value, k: &str| v["latency_us"][k].as_f64().unwrap_or(f64::NAN);
     println!(
-        "| {:<38} | {:<11} | {:>9} | {:>9} | {:>9} | {:>9} | {:>6} | {:>11} |",
-        "command", "placement", "ops/s", "p50 us", "p99 us", "p99.9 us", "errors", "round trips"
+        "| {:<38} | {:<11} | {:<9} | {:>9} | {:>9} | {:>9} | {:>9} | {:>6} | {:>11} |",
+        "command",
+        "placement",
+        "transport",
+        "ops/s",
+        "p50 us",
+        "p99 us",
+        "p99.9 us",
+        "errors",
+        "round trips"
     );
     println!(
-        "|{:-<40}|{:-<13}|{:->11}|{:->11}|{:->11}|{:->11}|{:->8}|{:->13}|",
-        "", "", "", "", "", "", "", ""
+        "|{:-<40}|{:-<13}|{:-<11}|{:->11}|{:->11}|{:->11}|{:->11}|{:->8}|{:->13}|",
+        "", "", "", "", "", "", "", "", ""
     );
     for (label, v) in &rows {
         println!(
-            "| {:<38} | {:<11} | {:>9.0} | {:>9.1} | {:>9.1} | {:>9.1} | {:>6} | {:>11} |",
+            "| {:<38} | {:<11} | {:<9} | {:>9.0} | {:>9.1} | {:>9.1} | {:>9.1} | {:>6} | {:>11} |",
             label,
             v["placement"].as_str().unwrap_or("?"),
+            v["transport"].as_str().unwrap_or("?"),
             f(v, "throughput_per_s"),
             l(v, "p50"),
             l(v, "p99"),
             l(v, "p999"),
-            v["errors"],
-            v["round_trips"],
+            v["errors"].as_u64().unwrap_or(0),
+            v["round_trips"].as_u64().unwrap_or(0),
         );
     }
     println!();
