@@ -63,9 +63,38 @@ fn ring_error(e: RingError) -> Error {
     Error::Ring(e)
 }
 
-/// An error reply to a request that could not be decoded.
-fn malformed_reply(e: &wire::WireError) -> (String, String) {
-    ("MALFORMED".into(), format!("bad frame: {e}"))
+/// Serves one request frame taken from a ring: decodes it and hands it to `handle`, or, if it
+/// does not decode (or has bytes after the frame), replies `MALFORMED` to the request id in its
+/// header. Every ring-based transport serves its bursts through this.
+pub fn serve_raw(
+    raw: &[u8],
+    limits: &Limits,
+    replier: &mut dyn Replier,
+    handle: &mut dyn FnMut(Frame<'_>, &mut dyn Replier),
+) -> Result<()> {
+    match wire::decode(raw, limits) {
+        Ok((frame, used)) if used == raw.len() => {
+            handle(frame, replier);
+            Ok(())
+        }
+        Ok(_) => replier.reply(
+            wire::request_id_of(raw),
+            &Message::Error {
+                code: "MALFORMED",
+                message: "trailing bytes after frame",
+            },
+        ),
+        Err(e) => {
+            let message = format!("bad frame: {e}");
+            replier.reply(
+                wire::request_id_of(raw),
+                &Message::Error {
+                    code: "MALFORMED",
+                    message: &message,
+                },
+            )
+        }
+    }
 }
 
 /// Replies go straight into the response ring's slots, published at the end of the burst.
@@ -129,29 +158,7 @@ impl ServerLink for ShmServer {
         let n = burst.len();
         let mut replier = ShmReplier(tx);
         for raw in burst.iter() {
-            match wire::decode(raw, &limits) {
-                Ok((frame, used)) if used == raw.len() => handle(frame, &mut replier),
-                Ok(_) => {
-                    let id = request_id_of(raw);
-                    replier.reply(
-                        id,
-                        &Message::Error {
-                            code: "MALFORMED",
-                            message: "trailing bytes after frame",
-                        },
-                    )?;
-                }
-                Err(e) => {
-                    let (code, message) = malformed_reply(&e);
-                    replier.reply(
-                        request_id_of(raw),
-                        &Message::Error {
-                            code: &code,
-                            message: &message,
-                        },
-                    )?;
-                }
-            }
+            serve_raw(raw, &limits, &mut replier, handle)?;
         }
         drop(burst);
         tx.flush();
@@ -176,12 +183,6 @@ impl ServerLink for ShmServer {
         let rx = &*rx;
         rx.doorbell().wait(|| !rx.has_pending(), timeout);
     }
-}
-
-/// The request id of a frame that may not decode: from its header if it has one, else 0.
-fn request_id_of(raw: &[u8]) -> u64 {
-    raw.get(8..16)
-        .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
 }
 
 /// The client side of an shm link, with its idle backoff.

@@ -402,6 +402,14 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<(Frame<'a>, usize)> {
     ))
 }
 
+/// The request id in the header of `raw`, even if the rest does not decode; 0 if there is no
+/// whole header (so a peer can still be told which request was malformed).
+pub fn request_id_of(raw: &[u8]) -> u64 {
+    raw.get(8..16)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
 /// [`check`] then [`parse`]: the frame at the start of `buf` and its length.
 pub fn decode<'a>(buf: &'a [u8], limits: &Limits) -> Result<(Frame<'a>, usize)> {
     check(buf, limits)?;

@@ -34,7 +34,7 @@ use super::device::{
     QpSettings, QueuePair, WorkCompletion,
 };
 use super::layout::{word, Mirror, Op, RegionLayout, PEER_DETACHED, PEER_STATE_OFFSET};
-use crate::link::{ClientLink, Replier, ServerLink};
+use crate::link::{serve_raw, ClientLink, Replier, ServerLink};
 use crate::ring::{Consumer, Producer, RingConfig, RingError};
 use crate::wire::{self, Frame, Limits, Message, WireError};
 use crate::{Error, Result};
@@ -584,13 +584,6 @@ impl RdmaReplier<'_> {
     }
 }
 
-/// The request id of a frame that may not decode: from its header if it has one, else 0.
-fn request_id_of(raw: &[u8]) -> u64 {
-    raw.get(8..16)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u64::from_le_bytes)
-}
-
 impl ServerLink for RdmaServerConn {
     fn serve(
         &mut self,
@@ -604,26 +597,7 @@ impl ServerLink for RdmaServerConn {
         let n = burst.len();
         let mut replier = RdmaReplier { sender };
         for raw in burst.iter() {
-            match wire::decode(raw, &limits) {
-                Ok((frame, used)) if used == raw.len() => handle(frame, &mut replier),
-                Ok(_) => replier.reply(
-                    request_id_of(raw),
-                    &Message::Error {
-                        code: "MALFORMED",
-                        message: "trailing bytes after frame",
-                    },
-                )?,
-                Err(e) => {
-                    let message = format!("bad frame: {e}");
-                    replier.reply(
-                        request_id_of(raw),
-                        &Message::Error {
-                            code: "MALFORMED",
-                            message: &message,
-                        },
-                    )?
-                }
-            }
+            serve_raw(raw, &limits, &mut replier, handle)?;
         }
         drop(burst);
         // One chain: the replies, the response index, and the credit for the requests taken.
