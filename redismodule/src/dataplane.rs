@@ -175,7 +175,7 @@ fn dataplane() -> &'static DataPlane {
         let workers = pins
             .into_iter()
             .enumerate()
-            .map(|(i, core)| {
+            .filter_map(|(i, core)| {
                 let inbox = Arc::new(Mutex::new(Vec::new()));
                 let links = Arc::new(AtomicU64::new(0));
                 let (inbox2, links2) = (inbox.clone(), links.clone());
@@ -187,12 +187,13 @@ fn dataplane() -> &'static DataPlane {
                         }
                         run(&inbox2, &links2);
                     })
-                    .expect("spawn a data-plane thread");
-                Worker {
+                    // A thread that cannot be started is left out; with none, CONNECT says so.
+                    .ok()?;
+                Some(Worker {
                     inbox,
                     links,
                     thread: handle.thread().clone(),
-                }
+                })
             })
             .collect();
         DataPlane {
@@ -202,13 +203,11 @@ fn dataplane() -> &'static DataPlane {
     })
 }
 
-fn hand_over(entry: Entry) {
+fn hand_over(entry: Entry) -> Result<(), String> {
     let dp = dataplane();
-    let w = dp
-        .workers
-        .iter()
-        .min_by_key(|w| w.links.load(Relaxed))
-        .expect("at least one worker");
+    let Some(w) = dp.workers.iter().min_by_key(|w| w.links.load(Relaxed)) else {
+        return Err("no data-plane thread could be started".into());
+    };
     w.links.fetch_add(1, Relaxed);
     STATS.links_opened.fetch_add(1, Relaxed);
     w.inbox
@@ -216,6 +215,7 @@ fn hand_over(entry: Entry) {
         .unwrap_or_else(|p| p.into_inner())
         .push(entry);
     w.thread.unpark();
+    Ok(())
 }
 
 /// `AUTOLOC.CONNECT shm`: a new segment for one client; returns the path it maps.
@@ -227,7 +227,7 @@ pub fn connect_shm() -> Result<String, String> {
         server,
         opened: Instant::now(),
         unlinked: false,
-    });
+    })?;
     Ok(path)
 }
 
@@ -242,7 +242,7 @@ pub fn connect_tcp() -> Result<u16, String> {
     let server = TcpServer::bind((cfg.tcp_bind.as_str(), cfg.tcp_port))
         .map_err(|e| format!("start the TCP data path: {e}"))?;
     let p = server.local_addr().port();
-    hand_over(Entry::Other(Box::new(server)));
+    hand_over(Entry::Other(Box::new(server)))?;
     *port = Some(p);
     Ok(p)
 }
@@ -261,7 +261,7 @@ pub fn connect_rdma(client: &[u8]) -> Result<String, String> {
         .map_err(Clone::clone)?;
     let (conn, server) =
         RdmaServerConn::accept(dev, &info, &ServerLimits::default()).map_err(|e| e.to_string())?;
-    hand_over(Entry::Other(Box::new(conn)));
+    hand_over(Entry::Other(Box::new(conn)))?;
     Ok(server.to_text())
 }
 
