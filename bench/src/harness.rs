@@ -187,6 +187,22 @@ impl Report {
     }
 }
 
+/// Prints the machine and the parameters a benchmark ran with (every number comes with them).
+pub fn print_header<K: std::fmt::Display, V: std::fmt::Display>(
+    machine: &Machine,
+    params: impl IntoIterator<Item = (K, V)>,
+) {
+    println!(
+        "machine: {} cores, {}, kernel {}",
+        machine.cores, machine.cpu, machine.kernel
+    );
+    println!("parameters:");
+    for (k, v) in params {
+        println!("  {k}: {v}");
+    }
+    println!();
+}
+
 /// The rows as an aligned text table.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();

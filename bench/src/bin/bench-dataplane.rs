@@ -196,15 +196,7 @@ fn main() -> anyhow::Result<()> {
         per_call(|| Instant::now().elapsed().as_nanos() as u64) / 2.0
     ));
 
-    println!(
-        "machine: {} cores, {}, kernel {}",
-        machine.cores, machine.cpu, machine.kernel
-    );
-    println!("parameters:");
-    for (k, v) in &params {
-        println!("  {k}: {v}");
-    }
-    println!();
+    harness::print_header(&machine, &params);
     print!("{}", harness::table(&rows));
     println!();
     println!("targets:");

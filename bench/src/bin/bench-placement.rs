@@ -835,15 +835,7 @@ fn main() -> anyhow::Result<()> {
 
     let checks = checks(&rows, &light);
 
-    println!(
-        "machine: {} cores, {}, kernel {}",
-        machine.cores, machine.cpu, machine.kernel
-    );
-    println!("parameters:");
-    for (k, v) in &params {
-        println!("  {k}: {v}");
-    }
-    println!();
+    harness::print_header(&machine, &params);
     print!("{}", table(&rows));
     println!();
     if !candidates.is_empty() {
