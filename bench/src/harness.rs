@@ -187,6 +187,17 @@ impl Report {
     }
 }
 
+/// The generated R-MAT graph a benchmark loads (both benchmarks take these flags).
+#[derive(Debug, Clone, clap::Args)]
+pub struct GraphArgs {
+    /// R-MAT scale of the graph (2^scale vertices).
+    #[arg(long, default_value_t = 12)]
+    pub scale: u32,
+    /// R-MAT edge factor of the graph.
+    #[arg(long, default_value_t = 8)]
+    pub edge_factor: u32,
+}
+
 /// Prints the machine and the parameters a benchmark ran with (every number comes with them).
 pub fn print_header<K: std::fmt::Display, V: std::fmt::Display>(
     machine: &Machine,

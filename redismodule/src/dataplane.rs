@@ -93,13 +93,13 @@ impl Load {
         self.busy += d;
     }
 
-    fn tick(&mut self) {
-        let elapsed = self.window_start.elapsed();
+    fn tick(&mut self, now: Instant) {
+        let elapsed = now.duration_since(self.window_start);
         if elapsed >= LOAD_WINDOW {
             let frac = self.busy.as_secs_f64() / elapsed.as_secs_f64();
             self.overloaded = frac > OVERLOAD;
             STATS.busy_permille.store((frac * 1000.0) as u64, Relaxed);
-            self.window_start = Instant::now();
+            self.window_start = now;
             self.busy = Duration::ZERO;
         }
     }
@@ -272,7 +272,9 @@ fn run(inbox: &Mutex<Vec<Entry>>, count: &AtomicU64) {
     let mut last_reap = Instant::now();
     let mut load = Load::default();
     loop {
-        load.tick();
+        // One clock read per turn of the loop, shared by the load window and the reaper.
+        let now = Instant::now();
+        load.tick(now);
         if let Ok(mut new) = inbox.try_lock() {
             links.append(&mut new);
         }
@@ -335,8 +337,8 @@ fn run(inbox: &Mutex<Vec<Entry>>, count: &AtomicU64) {
                 std::thread::sleep((NAP_MIN * (1 << naps.min(4))).min(NAP_MAX));
             }
         }
-        if last_reap.elapsed() > Duration::from_millis(100) {
-            last_reap = Instant::now();
+        if now.duration_since(last_reap) > Duration::from_millis(100) {
+            last_reap = now;
             let before = links.len();
             links.retain_mut(keep);
             let closed = (before - links.len()) as u64;

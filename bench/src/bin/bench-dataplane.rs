@@ -87,12 +87,8 @@ struct Args {
     /// shm server.
     #[arg(long, default_value_t = 1)]
     server_core: usize,
-    /// R-MAT scale of the khop graph (2^scale vertices).
-    #[arg(long, default_value_t = 12)]
-    scale: u32,
-    /// R-MAT edge factor of the khop graph.
-    #[arg(long, default_value_t = 8)]
-    edge_factor: u32,
+    #[command(flatten)]
+    graph: harness::GraphArgs,
     /// Do not load the graph (it is already in the server given by --redis, same scale).
     #[arg(long)]
     no_load: bool,
@@ -108,7 +104,7 @@ fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     if args.quick {
         args.duration_ms = args.duration_ms.min(100);
-        args.scale = args.scale.min(10);
+        args.graph.scale = args.graph.scale.min(10);
     }
     anyhow::ensure!(args.duration_ms > 0, "--duration-ms must be at least 1");
     let plan = Plan {
@@ -300,13 +296,13 @@ fn setup_data(
     }
     let graph = format!(
         "R-MAT scale {} edge factor {} seed {SEED}",
-        args.scale, args.edge_factor
+        args.graph.scale, args.graph.edge_factor
     );
     if args.no_load {
         params.insert("khop_graph".into(), format!("{graph} (not loaded here)"));
     } else {
         progress(&format!("(loading {graph})"));
-        let g = Graph::rmat(args.scale, args.edge_factor, SEED)?;
+        let g = Graph::rmat(args.graph.scale, args.graph.edge_factor, SEED)?;
         let report = write_graph(control, &g, SEED, false)?;
         params.insert(
             "khop_graph".into(),
@@ -316,7 +312,9 @@ fn setup_data(
             ),
         );
     }
-    Ok((0..1u32 << args.scale).map(|v| v.to_string()).collect())
+    Ok((0..1u32 << args.graph.scale)
+        .map(|v| v.to_string())
+        .collect())
 }
 
 /// The raw floor: a 64-byte message back and forth between this thread and an echo thread on

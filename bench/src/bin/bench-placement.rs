@@ -102,12 +102,8 @@ struct Args {
     /// Core of the module's data-plane thread (module argument `cores`).
     #[arg(long, default_value_t = 1)]
     server_core: usize,
-    /// R-MAT scale (2^scale vertices).
-    #[arg(long, default_value_t = 12)]
-    scale: u32,
-    /// R-MAT edge factor.
-    #[arg(long, default_value_t = 8)]
-    edge_factor: u32,
+    #[command(flatten)]
+    graph: harness::GraphArgs,
     /// Rounds of `digest` over the 64 KiB blob.
     #[arg(long, default_value_t = 20)]
     digest_rounds: u32,
@@ -612,9 +608,9 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("connect to {url}"))?;
     eprintln!(
         "loading R-MAT scale {} edge factor {}...",
-        args.scale, args.edge_factor
+        args.graph.scale, args.graph.edge_factor
     );
-    let graph = Graph::rmat(args.scale, args.edge_factor, SEED)?;
+    let graph = Graph::rmat(args.graph.scale, args.graph.edge_factor, SEED)?;
     let load = write_graph(&mut control, &graph, SEED, false)?;
     // Start vertices: every vertex with at least one neighbour.
     let vertices: Vec<String> = graph
@@ -665,7 +661,7 @@ fn main() -> anyhow::Result<()> {
         "graph".into(),
         format!(
             "R-MAT scale {} edge factor {} seed {SEED}: {} vertices, {} arcs; md5 blob 64 KiB",
-            args.scale, args.edge_factor, load.vertices, load.arcs
+            args.graph.scale, args.graph.edge_factor, load.vertices, load.arcs
         ),
     );
     params.insert(
