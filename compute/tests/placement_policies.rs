@@ -58,6 +58,8 @@ fn window(cores: f64, functions: Vec<FnWindow>) -> Window {
         seconds: 1.0,
         storage_cores: cores,
         allowance: 0.85,
+        compute_cores: 16.0,
+        compute_util: 0.3,
         functions,
     }
 }
@@ -124,6 +126,44 @@ fn cost_model_puts_khop_inside_and_digest_outside() {
     );
     let d = step(&mut Policy::default(), &w);
     assert_eq!((d[0].share, d[1].share), (1.0, 0.0), "{d:?}");
+}
+
+#[test]
+fn spare_storage_cpu_is_lent_only_while_compute_is_busy() {
+    // One storage core, 40 digests a second compute-side (0.2 s of CPU): storage idles.
+    let digest = |util: f64| {
+        let mut w = window(
+            1.0,
+            vec![
+                f("khop", 1.0, khop_s(1_000), SideSnapshot::default()),
+                f(
+                    "digest",
+                    0.0,
+                    SideSnapshot::default(),
+                    compute(40, 5_000_000, 1, 65_600),
+                ),
+            ],
+        );
+        w.compute_cores = 1.0;
+        w.compute_util = util;
+        w
+    };
+    // A quiet compute node keeps the cost model's word.
+    let d = step(&mut Policy::default(), &digest(0.3));
+    assert_eq!((d[0].share, d[1].share), (1.0, 0.0), "{d:?}");
+    assert_eq!(d[1].reason.kind, ReasonKind::CostCompute);
+    // A busy one borrows the idle core: the share that saturates both sides, here about half
+    // (0.83 s of storage CPU left, 0.8 s of compute CPU free, the same CPU per call).
+    let d = step(&mut Policy::default(), &digest(0.95));
+    assert_eq!(d[0].share, 1.0, "{d:?}");
+    assert!((0.4..0.6).contains(&d[1].share), "{d:?}");
+    assert_eq!(d[1].reason.kind, ReasonKind::Lent);
+    assert!(d[1].reason.to_string().contains("storage CPU lent"));
+    // Nothing is lent when the storage-preferring functions use the whole allowance.
+    let mut w = digest(0.95);
+    w.allowance = 0.01;
+    let d = step(&mut Policy::default(), &w);
+    assert_eq!(d[1].share, 0.0, "{d:?}");
 }
 
 #[test]

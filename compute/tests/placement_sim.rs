@@ -167,3 +167,53 @@ fn adaptive_beats_or_matches_every_baseline() {
         }
     }
 }
+
+#[test]
+fn adaptive_lends_an_idle_storage_core_to_a_busy_compute_node() {
+    // One core on each side, as the bench pins them: a CPU-heavy function gains from running
+    // part of its calls on the storage core that would otherwise idle.
+    for functions in [
+        vec![FnProfile::digest(1.0)],
+        vec![FnProfile::khop(0.1), FnProfile::digest(0.9)],
+    ] {
+        let sys = System {
+            storage_cores: 1.0,
+            compute_cores: 1.0,
+            ..system(24.0, functions)
+        };
+        let n = sys.functions.len();
+        let (best, best_x) = sys.best_fixed(20);
+        let statics = [0.0, 1.0].map(|s| sys.outcome(&vec![s; n]).throughput);
+        let mean_of = |name: &str| {
+            let mut p: Policy = name.parse().unwrap();
+            let mut shares = vec![1.0; n];
+            let trace = run(&sys, &mut p, &mut shares, 1, 150);
+            let mean = trace[100..].iter().map(|t| t.0).sum::<f64>() / 50.0;
+            (mean, trace)
+        };
+        let (adaptive, trace) = mean_of("adaptive");
+        let (kayak, _) = mean_of("kayak");
+        assert!(
+            adaptive >= 0.95 * best_x,
+            "{adaptive:.0} vs best {best_x:.0} at {best:?}\n{}",
+            show(&trace)
+        );
+        assert!(
+            adaptive >= 1.3 * statics[0].max(statics[1]),
+            "{adaptive:.0} vs statics {statics:?}\n{}",
+            show(&trace)
+        );
+        assert!(
+            adaptive >= 0.98 * kayak,
+            "{adaptive:.0} vs kayak {kayak:.0}"
+        );
+        let last = &trace.last().unwrap();
+        assert!(
+            last.2
+                .iter()
+                .any(|r| r.contains("lent") || r.contains("gradient")),
+            "{:?}",
+            last.2
+        );
+    }
+}

@@ -4,7 +4,7 @@
 //! - [`resp`]: the RESP protocol: frames (check, then parse), command encoding, and a blocking,
 //!   pipelining [`resp::Connection`] with `redis://` URLs and AUTH. The universal baseline, and
 //!   the control path every other transport is set up through (`AUTOLOC.CONNECT`).
-//! - [`clock`]: per-thread CPU time, for the per-function counters on both sides.
+//! - [`clock`]: per-thread and per-process CPU time, for the counters on both sides.
 //! - [`wire`]: the binary frame format of the fast transports: a `repr(C)` header, one message
 //!   enum, check-then-parse decoding that borrows from the buffer.
 //! - [`ring`]: a single-producer single-consumer ring of fixed-size slots over raw (shared)

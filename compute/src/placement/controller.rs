@@ -9,6 +9,8 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use autoloc_dataplane::clock::process_cpu_ns;
+
 use crate::table::{SideSnapshot, Table};
 use crate::Side;
 
@@ -23,6 +25,8 @@ pub struct ControllerConfig {
     pub epoch: Duration,
     /// Storage cores that run functions.
     pub storage_cores: f64,
+    /// Cores of this compute node: the process's CPU time over them is its utilisation.
+    pub compute_cores: f64,
     /// Storage utilisation to aim at; the saturation threshold before the forecast of other
     /// load is taken off.
     pub target_util: f64,
@@ -38,6 +42,7 @@ impl Default for ControllerConfig {
         ControllerConfig {
             epoch: Duration::from_millis(50),
             storage_cores: 1.0,
+            compute_cores: std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
             target_util: 0.85,
             history: 1200,
             forecast: true,
@@ -56,6 +61,8 @@ pub struct EpochRecord {
     pub throughput: f64,
     /// Storage CPU utilisation in the epoch.
     pub storage_util: f64,
+    /// Compute node CPU utilisation in the epoch.
+    pub compute_util: f64,
     /// Fraction of storage CPU functions were allowed for the next epoch.
     pub allowance: f64,
     /// Each function's share for the next epoch.
@@ -72,6 +79,10 @@ pub struct ControllerCore {
     previous: Vec<(SideSnapshot, SideSnapshot)>,
     forecaster: Forecaster,
     epoch: u64,
+    /// Process CPU ns at the start of the epoch.
+    process_cpu: u64,
+    /// Print each epoch's window and decisions to stderr (`AUTOLOC_TRACE_PLACEMENT=1`).
+    trace: bool,
 }
 
 impl ControllerCore {
@@ -93,6 +104,8 @@ impl ControllerCore {
             previous,
             forecaster: Forecaster::default(),
             epoch: 0,
+            process_cpu: process_cpu_ns(),
+            trace: std::env::var_os("AUTOLOC_TRACE_PLACEMENT").is_some_and(|v| v != "0"),
         }
     }
 
@@ -140,11 +153,19 @@ impl ControllerCore {
         } else {
             storage_cpu_allowance(background, cores, self.config.target_util)
         };
+        let cpu = process_cpu_ns();
+        let seconds = seconds.max(1e-6);
+        let compute_cores = self.config.compute_cores.max(1e-3);
+        let compute_util =
+            cpu.saturating_sub(self.process_cpu) as f64 / (seconds * 1e9 * compute_cores);
+        self.process_cpu = cpu;
         let window = Window {
             epoch: self.epoch,
-            seconds: seconds.max(1e-6),
+            seconds,
             storage_cores: cores,
             allowance,
+            compute_cores,
+            compute_util,
             functions,
         };
         let mut decisions: Vec<Decision> = (0..self.names.len())
@@ -159,11 +180,38 @@ impl ControllerCore {
             self.table.set_share(i, d.share);
             self.table.set_reason(i, d.reason);
         }
+        if self.trace {
+            let mut line = format!(
+                "placement epoch {} t={t_ms}ms tp={:.0}/s storage={:.2} allowance={:.2} \
+                 compute={:.2}",
+                self.epoch,
+                window.throughput(),
+                window.storage_util(),
+                allowance,
+                compute_util
+            );
+            for (f, d) in window.functions.iter().zip(&decisions) {
+                if f.arrivals() > 0 || (d.share - f.share).abs() > 1e-9 {
+                    line.push_str(&format!(
+                        " | {} {:.2}->{:.2} n={}/{} pb={} ({})",
+                        f.name,
+                        f.share,
+                        d.share,
+                        f.storage.invocations,
+                        f.compute.invocations,
+                        f.storage.pushbacks,
+                        d.reason
+                    ));
+                }
+            }
+            eprintln!("{line}");
+        }
         EpochRecord {
             epoch: self.epoch,
             t_ms,
             throughput: window.throughput(),
             storage_util: window.storage_util(),
+            compute_util,
             allowance,
             shares: (0..self.names.len()).map(|i| self.table.share(i)).collect(),
         }

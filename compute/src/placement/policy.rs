@@ -5,7 +5,7 @@
 //!
 //! | name | rule |
 //! |---|---|
-//! | `adaptive` (default) | cost model, storage-load awareness, gradient on the marginal function, pushback |
+//! | `adaptive` (default) | cost model, storage-load awareness, gradient on the marginal function, pushback, spare storage CPU lent while compute is busy |
 //! | `storage`, `compute` | share 1 / 0 for every function |
 //! | `autoloc2021` | start storage-side; share 0 once storage CPU per call exceeds the modelled data cost; static |
 //! | `kayak` | one global fraction, gradient ascent on measured throughput (Kayak NSDI'21 X-loop) |
@@ -335,6 +335,9 @@ pub struct AdaptiveConfig {
     pub hard_limit: f64,
     /// Pushbacks per storage-side call above which storage counts as overloaded.
     pub pushback_overload: f64,
+    /// Compute node utilisation above which storage CPU the storage-preferring functions leave
+    /// unused is lent to a function the cost model keeps compute-side.
+    pub compute_busy: f64,
 }
 
 impl Default for AdaptiveConfig {
@@ -352,6 +355,7 @@ impl Default for AdaptiveConfig {
             reanchor_mix: 0.2,
             hard_limit: 0.98,
             pushback_overload: 0.05,
+            compute_busy: 0.75,
         }
     }
 }
@@ -373,7 +377,15 @@ impl Default for AdaptiveConfig {
 ///    otherwise it is undone and the direction flips with half the step, until the step is below
 ///    `min_step` (converged); a converged share is probed again every `reprobe_epochs`. A change
 ///    of marginal function, of the functions kept inside, of the mix, or of the load rule's
-///    target re-plans from step 2.
+///    target re-plans from step 2;
+/// 4. **lending**: while the compute node is busy (its CPU above `compute_busy`) and storage
+///    CPU is left over once every storage-preferring function is wholly inside, the leftover is
+///    lent to the compute-preferring function that spends the most compute CPU (a digest-like
+///    one). Its first share is the split that would saturate both sides at once (share x with
+///    x R s = left-over storage CPU and (1 - x) R c = free compute CPU, for storage and compute
+///    CPU s and c per call), and the gradient of step 3 tunes it from there: an idle storage
+///    core is capacity, which is Kayak's point, but only the function that gains the most from
+///    it is moved, and only when the compute side is what limits throughput.
 #[derive(Debug, Clone, Default)]
 pub struct Adaptive {
     /// Tunables.
@@ -590,7 +602,12 @@ impl Adaptive {
         } else {
             0.85
         };
-        let pushback = w.pushback_rate();
+        // Pushbacks per storage-side call over the decayed epochs: one epoch holds few calls of
+        // a heavy function, and a rate read from it alone swings the budget from epoch to epoch.
+        let (pushed, inside) = self.stats.iter().fold((0.0, 0.0), |(p, n), (s, _)| {
+            (p + s.pushbacks, n + s.invocations)
+        });
+        let pushback = if inside > 0.0 { pushed / inside } else { 0.0 };
         let overloaded = pushback > cfg.pushback_overload;
         let fraction = if overloaded {
             allowance.min(util) * (1.0 - pushback)
@@ -608,7 +625,22 @@ impl Adaptive {
                 .then(pa.est.storage_cpu_ns.total_cmp(&pb.est.storage_cpu_ns))
                 .then(a.cmp(&b))
         });
-        let (targets_now, marginal_now) = knapsack(&plans, &order, budget, 1.0);
+        // Lending needs a busy compute node (a little less busy to keep lending to the function
+        // already borrowing, so that noise around the threshold does not flip the plan).
+        let lending_to = self.marginal.as_ref().map(|g| g.index).filter(|&m| {
+            plans
+                .get(m)
+                .copied()
+                .flatten()
+                .is_some_and(|p| !p.prefers_storage)
+        });
+        let busy =
+            w.compute_util >= cfg.compute_busy - if lending_to.is_some() { LEND_HOLD } else { 0.0 };
+        let lend = busy.then_some(Lend {
+            capacity_ns: w.compute_cores.max(0.0) * 1e9,
+        });
+        let fill = |scale: f64| plan(&plans, &order, budget, scale, lend);
+        let (targets_now, marginal_now) = fill(1.0);
 
         // 3. The marginal function: keep tuning it, or re-plan from the load rule.
         //
@@ -628,7 +660,7 @@ impl Adaptive {
         if let Some(g) = self.marginal.as_mut() {
             let m = g.index;
             let scale = g.anchor_rate / total_rate.max(1e-9);
-            let (t_norm, m_norm) = knapsack(&plans, &order, budget, scale);
+            let (t_norm, m_norm) = fill(scale);
             let mix_moved: f64 = mix
                 .iter()
                 .zip(&g.anchor_mix)
@@ -680,32 +712,32 @@ impl Adaptive {
             });
         }
 
-        // 4. Decisions and reasons.
+        // 5. Decisions and reasons.
         for (i, d) in out.iter_mut().enumerate().take(n) {
             let Some(p) = plans[i] else { continue };
             let current = w.functions[i].share;
             let key_ms = p.key / 1e6;
-            *d = if !p.prefers_storage {
-                Decision {
-                    share: 0.0,
-                    reason: p.cost_reason,
-                }
-            } else if let Some((m, (share, reason))) = tuned {
-                if m == i {
+            *d = match tuned {
+                Some((m, (share, reason))) if m == i => {
                     // Fully inside and not probing: the cost model's word says more.
                     let idle = matches!(reason.kind, ReasonKind::Converged)
                         || (reason.kind == ReasonKind::Gradient && reason.a == 0.0);
-                    let reason = if idle && share >= 1.0 {
+                    let reason = if idle && share >= 1.0 && p.prefers_storage {
                         p.cost_reason
                     } else {
                         reason
                     };
                     Decision { share, reason }
-                } else {
-                    load_decision(targets[i], current, util, key_ms, overloaded, pushback, p)
                 }
-            } else {
-                load_decision(targets[i], current, util, key_ms, overloaded, pushback, p)
+                _ if !p.prefers_storage && targets[i] > 0.0 => Decision {
+                    share: targets[i],
+                    reason: Reason::new(ReasonKind::Lent, util, w.compute_util),
+                },
+                _ if !p.prefers_storage => Decision {
+                    share: 0.0,
+                    reason: p.cost_reason,
+                },
+                _ => load_decision(targets[i], current, util, key_ms, overloaded, pushback, p),
             };
         }
     }
@@ -740,19 +772,72 @@ fn load_decision(
     }
 }
 
+/// How much less busy than `compute_busy` the compute node may be and keep lending.
+const LEND_HOLD: f64 = 0.15;
+
+/// Lending is on: the compute node is busy, with this capacity.
+#[derive(Debug, Clone, Copy)]
+struct Lend {
+    /// Compute CPU ns per second (cores x 1e9).
+    capacity_ns: f64,
+}
+
+/// The load rule: [`knapsack`] over the storage-preferring functions in `order`, then, with
+/// `lend` and storage CPU left over with no storage-preferring function split, the leftover lent
+/// to the compute-preferring function that spends the most compute CPU (the marginal function
+/// then). Targets per function and the marginal function.
+fn plan(
+    plans: &[Option<Plan>],
+    order: &[usize],
+    budget: f64,
+    rate_scale: f64,
+    lend: Option<Lend>,
+) -> (Vec<f64>, Option<usize>) {
+    let (mut targets, marginal, left, split) = knapsack(plans, order, budget, rate_scale);
+    let Some(lend) = lend.filter(|_| !split && left > 0.0) else {
+        return (targets, marginal);
+    };
+    let compute_ns = |p: &Plan| p.rate * rate_scale * p.est.compute_cpu_ns;
+    let borrower = plans
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            p.filter(|p| !p.prefers_storage && p.rate > 0.0)
+                .map(|p| (i, p))
+        })
+        .max_by(|(_, a), (_, b)| compute_ns(a).total_cmp(&compute_ns(b)));
+    let Some((m, p)) = borrower else {
+        return (targets, marginal);
+    };
+    // Compute CPU free for the borrower: capacity less what the others spend compute-side.
+    let others: f64 = plans
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != m)
+        .filter_map(|(i, q)| q.map(|q| compute_ns(&q) * (1.0 - targets[i])))
+        .sum();
+    let free = (lend.capacity_ns - others).max(0.05 * lend.capacity_ns);
+    let (s, c) = (p.est.storage_cpu_ns.max(1.0), p.est.compute_cpu_ns.max(1.0));
+    // Invocations per second each side could take: the share that saturates both.
+    let (inside, outside) = (left / s, free / c);
+    targets[m] = (inside / (inside + outside)).clamp(0.0, 1.0);
+    (targets, Some(m))
+}
+
 /// Fills `budget` ns/s of storage CPU with the functions in `order` (rates scaled by
 /// `rate_scale`). Every function first pays its smallest storage footprint (compute-side reads,
 /// or running inside where that is cheaper); a function that costs storage nothing extra inside
 /// gets share 1; the others get share 1 while they fit, the first that does not fit gets the
 /// fraction that does (the marginal function), the rest 0. With room for all, the marginal
 /// function is the last one that costs extra (the next to go out). Functions not in `order`
-/// get 0.
+/// get 0. Returns the targets, the marginal function, the budget left and whether a function
+/// was split (or moved out) for want of budget.
 fn knapsack(
     plans: &[Option<Plan>],
     order: &[usize],
     budget: f64,
     rate_scale: f64,
-) -> (Vec<f64>, Option<usize>) {
+) -> (Vec<f64>, Option<usize>, f64, bool) {
     let mut targets = vec![0.0; plans.len()];
     let base: f64 = plans
         .iter()
@@ -785,7 +870,7 @@ fn knapsack(
             marginal = Some(i);
         }
     }
-    (targets, marginal.or(last_inside))
+    (targets, marginal.or(last_inside), left, marginal.is_some())
 }
 
 #[cfg(test)]

@@ -38,10 +38,13 @@ pub enum ReasonKind {
     AutoLocStorage,
     /// Kayak's global fraction: `a` = x, `b` = step.
     Kayak,
+    /// Storage CPU left over lent while compute is busy: `a` = storage, `b` = compute
+    /// utilisation.
+    Lent,
 }
 
 impl ReasonKind {
-    const ALL: [ReasonKind; 15] = [
+    const ALL: [ReasonKind; 16] = [
         ReasonKind::NoSamples,
         ReasonKind::Fixed,
         ReasonKind::Oracle,
@@ -57,6 +60,7 @@ impl ReasonKind {
         ReasonKind::AutoLocCompute,
         ReasonKind::AutoLocStorage,
         ReasonKind::Kayak,
+        ReasonKind::Lent,
     ];
 }
 
@@ -159,6 +163,10 @@ impl fmt::Display for Reason {
                 write!(f, "autoloc2021: {a:.3} ms CPU <= {b:.3} ms data cost")
             }
             ReasonKind::Kayak => write!(f, "kayak: global fraction {a:.2} (step {b:.3})"),
+            ReasonKind::Lent => write!(
+                f,
+                "storage has room ({a:.2}), compute busy ({b:.2}): storage CPU lent"
+            ),
         }
     }
 }

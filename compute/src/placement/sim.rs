@@ -271,6 +271,8 @@ impl System {
             seconds,
             storage_cores: self.storage_cores,
             allowance: 0.85,
+            compute_cores: self.compute_cores,
+            compute_util: o.compute_util,
             functions,
         }
     }

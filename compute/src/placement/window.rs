@@ -48,6 +48,11 @@ pub struct Window {
     /// Fraction of the storage CPU function execution may take (the saturation threshold),
     /// from the forecast of other load or the configured target.
     pub allowance: f64,
+    /// Cores of the compute node (a config value).
+    pub compute_cores: f64,
+    /// Compute node CPU utilisation in the epoch: the process's CPU time / (epoch length x
+    /// compute cores); 0 where not measured.
+    pub compute_util: f64,
     /// One entry per function, indexed like the registry.
     pub functions: Vec<FnWindow>,
 }
