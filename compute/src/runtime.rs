@@ -602,13 +602,15 @@ async fn invoke_on_link(
                 queue_ns,
                 keys_read,
                 bytes_read,
+                reads,
             }) => {
                 (
                     run.storage_cpu_ns,
                     run.queue_ns,
                     run.keys_read,
                     run.bytes_read,
-                ) = (storage_cpu_ns, queue_ns, keys_read, bytes_read);
+                    run.reads,
+                ) = (storage_cpu_ns, queue_ns, keys_read, bytes_read, reads);
                 decode_result(f, &result)
             }
             Ok(session::Reply::Pushback {
@@ -642,11 +644,14 @@ async fn invoke_on_link(
         CountingStore {
             inner: LinkStore::new(session).per_key(per_key),
             requests: Cell::new(0),
+            keys: Cell::new(0),
         },
     );
     run.result = f.call(&store, args).await;
     run.side = Side::Compute;
     run.reads = store.inner().requests.get();
+    // Keys fetched here (a pushed-back run's read set came with the pushback, not counted).
+    run.keys_read = store.inner().keys.get();
     run.requests += run.reads;
     run.wall = started.elapsed();
     run
@@ -657,10 +662,11 @@ fn decode_result(f: &dyn Function, bytes: &[u8]) -> Result<Output, FnError> {
     Output::decode(f.output_kind(), bytes)
 }
 
-/// Counts the requests one invocation sends through a shared session.
+/// Counts the requests one invocation sends through a shared session, and the keys it reads.
 struct CountingStore<'s> {
     inner: LinkStore<'s>,
     requests: Cell<u64>,
+    keys: Cell<u64>,
 }
 
 impl autoloc_functions::Store for CountingStore<'_> {
@@ -671,6 +677,7 @@ impl autoloc_functions::Store for CountingStore<'_> {
     ) -> autoloc_functions::StoreFuture<'a, ()> {
         self.requests
             .set(self.requests.get() + u64::from(!keys.is_empty()));
+        self.keys.set(self.keys.get() + keys.len() as u64);
         self.inner.read(keys, visit)
     }
     fn write<'a>(

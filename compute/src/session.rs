@@ -45,6 +45,7 @@ pub enum Reply {
         queue_ns: u64,
         keys_read: u64,
         bytes_read: u64,
+        reads: u64,
     },
     /// To `Invoke`: declined by the storage side, with what it had read.
     Pushback {
@@ -69,12 +70,14 @@ impl Reply {
                 queue_ns,
                 keys_read,
                 bytes_read,
+                reads,
             } => Reply::Invoked {
                 result: result.to_vec(),
                 storage_cpu_ns,
                 queue_ns,
                 keys_read,
                 bytes_read,
+                reads,
             },
             Message::Pushback {
                 read_set,

@@ -176,6 +176,22 @@ impl SideSnapshot {
         }
     }
 
+    /// Adds the counts of `other` (two windows of the same side, back to back).
+    pub fn merge(&mut self, other: &SideSnapshot) {
+        self.invocations += other.invocations;
+        self.errors += other.errors;
+        self.pushbacks += other.pushbacks;
+        self.wall_ns += other.wall_ns;
+        self.cpu_ns += other.cpu_ns;
+        self.storage_cpu_ns += other.storage_cpu_ns;
+        self.queue_ns += other.queue_ns;
+        self.round_trips += other.round_trips;
+        self.bytes += other.bytes;
+        self.keys_read += other.keys_read;
+        self.bytes_read += other.bytes_read;
+        self.reads += other.reads;
+    }
+
     /// Adds `n` invocations that each cost `r` (the simulator and tests build windows so).
     pub fn add(&mut self, n: u64, r: &Record) {
         self.invocations += n;

@@ -200,7 +200,7 @@ fn saturation_moves_digest_out_before_khop() {
             f("digest", 1.0, digest_s(20), SideSnapshot::default()),
         ],
     );
-    let d = step(&mut Policy::Adaptive(Adaptive::new(cheap)), &calm);
+    let d = step(&mut Policy::Adaptive(Box::new(Adaptive::new(cheap))), &calm);
     assert_eq!((d[0].share, d[1].share), (1.0, 1.0), "{d:?}");
 
     // 5000 khop (0.25 s of CPU) and 200 digest (1 s): saturated. Digest gives way, khop stays.
@@ -212,7 +212,7 @@ fn saturation_moves_digest_out_before_khop() {
         ],
     );
     assert!(hot.storage_util() > 1.0);
-    let d = step(&mut Policy::Adaptive(Adaptive::new(cheap)), &hot);
+    let d = step(&mut Policy::Adaptive(Box::new(Adaptive::new(cheap))), &hot);
     assert_eq!(d[0].share, 1.0, "{d:?}");
     assert!(d[1].share < 0.7, "{d:?}");
     assert_eq!(d[1].reason.kind, ReasonKind::Split, "{}", d[1].reason);
@@ -229,7 +229,10 @@ fn saturation_moves_digest_out_before_khop() {
             f("digest", 1.0, digest_s(200), SideSnapshot::default()),
         ],
     );
-    let d = step(&mut Policy::Adaptive(Adaptive::new(cheap)), &hotter);
+    let d = step(
+        &mut Policy::Adaptive(Box::new(Adaptive::new(cheap))),
+        &hotter,
+    );
     assert_eq!(d[1].share, 0.0, "{d:?}");
     assert_eq!(d[1].reason.kind, ReasonKind::MovedOut);
     assert!(d[0].share < 1.0, "{d:?}");
@@ -241,7 +244,7 @@ fn load_drop_brings_digest_back() {
         storage_cpu_price: 1.0,
         ..AdaptiveConfig::default()
     };
-    let mut p = Policy::Adaptive(Adaptive::new(cheap));
+    let mut p = Policy::Adaptive(Box::new(Adaptive::new(cheap)));
     let khop = |n| storage(n, 50_000, 12, 60, 2_048);
     let hot = window(
         1.0,

@@ -17,7 +17,7 @@
 //! | `Value`         | `0x81` | value: opt                                           |
 //! | `Values`        | `0x82` | values: list\<opt\>                                  |
 //! | `Ok`            | `0x83` | (empty)                                              |
-//! | `InvokeReply`   | `0x84` | storage_cpu_ns: u64, queue_ns: u64, keys_read: u64, bytes_read: u64, result: blob |
+//! | `InvokeReply`   | `0x84` | storage_cpu_ns: u64, queue_ns: u64, keys_read: u64, bytes_read: u64, reads: u64, result: blob |
 //! | `Error`         | `0x85` | code: str, message: str                              |
 //! | `Pushback`      | `0x86` | storage_cpu_ns: u64, queue_ns: u64, read_set: list\<(key: blob, value: opt)\> |
 //!
@@ -199,14 +199,16 @@ pub enum Message<'a> {
     /// Reply to `Set`.
     Ok,
     /// Reply to `Invoke` run to completion: the function's result (opaque bytes, encoded by the
-    /// caller: AutoLoc uses `Output::encode`), the storage CPU and queueing time it cost, and the keys and
-    /// value bytes it read (what the placement model prices a compute-side run by).
+    /// caller: AutoLoc uses `Output::encode`), the storage CPU and queueing time it cost, and the
+    /// keys, value bytes and store accesses it read (what the placement model prices a
+    /// compute-side run by: each access is a round trip there).
     InvokeReply {
         result: &'a [u8],
         storage_cpu_ns: u64,
         queue_ns: u64,
         keys_read: u64,
         bytes_read: u64,
+        reads: u64,
     },
     /// A request failed; `code` is a short machine-readable word (e.g. `ERR`, `WRONGTYPE`).
     Error { code: &'a str, message: &'a str },
@@ -263,7 +265,7 @@ impl Message<'_> {
             Message::Value { value } => value.encoded_len()?,
             Message::Values { values } => values.encoded_len()?,
             Message::Ok => 0,
-            Message::InvokeReply { result, .. } => 32 + blob_len(result)?,
+            Message::InvokeReply { result, .. } => 40 + blob_len(result)?,
             Message::Error { code, message } => {
                 blob_len(code.as_bytes())? + blob_len(message.as_bytes())?
             }
@@ -304,11 +306,13 @@ impl Message<'_> {
                 queue_ns,
                 keys_read,
                 bytes_read,
+                reads,
             } => {
                 w.put(&storage_cpu_ns.to_le_bytes());
                 w.put(&queue_ns.to_le_bytes());
                 w.put(&keys_read.to_le_bytes());
                 w.put(&bytes_read.to_le_bytes());
+                w.put(&reads.to_le_bytes());
                 result.write(w);
             }
             Message::Error { code, message } => {
@@ -479,12 +483,14 @@ fn read_payload(kind: Kind, payload: &[u8]) -> Result<Message<'_>> {
             let queue_ns = r.u64()?;
             let keys_read = r.u64()?;
             let bytes_read = r.u64()?;
+            let reads = r.u64()?;
             Message::InvokeReply {
                 result: r.blob()?,
                 storage_cpu_ns,
                 queue_ns,
                 keys_read,
                 bytes_read,
+                reads,
             }
         }
         Kind::Error => Message::Error {
@@ -856,6 +862,7 @@ mod tests {
                     queue_ns: 56,
                     keys_read: 7,
                     bytes_read: 890,
+                    reads: 3,
                 },
             ),
             (
@@ -1074,6 +1081,7 @@ mod tests {
             queue_ns: 2,
             keys_read: 3,
             bytes_read: 4,
+            reads: 5,
         };
         let len = m.frame_len().unwrap();
         let mut slot = vec![0u8; len - 1];

@@ -59,6 +59,7 @@ fn handle(store: &mut HashMap<Vec<u8>, Vec<u8>>, frame: Frame<'_>, r: &mut dyn R
                     queue_ns: 2,
                     keys_read: 0,
                     bytes_read: 0,
+                    reads: 0,
                 },
             )
         }

@@ -51,6 +51,8 @@ pub struct StorageRun {
     pub keys_read: u64,
     /// Value bytes it read.
     pub bytes_read: u64,
+    /// Store accesses it made (each a round trip had it run compute-side).
+    pub reads: u64,
     /// The keys it read, if asked for.
     pub read_keys: Vec<Vec<u8>>,
 }
@@ -74,6 +76,7 @@ pub fn invoke(
                 cpu_ns: 0,
                 keys_read: 0,
                 bytes_read: 0,
+                reads: 0,
                 read_keys: Vec::new(),
             }
         }
@@ -101,6 +104,7 @@ pub fn invoke(
         cpu_ns,
         keys_read,
         bytes_read,
+        reads: store.accesses(),
         read_keys: store.read_keys(),
     }
 }

@@ -473,6 +473,7 @@ fn serve_one(
                         queue_ns,
                         keys_read: run.keys_read,
                         bytes_read: run.bytes_read,
+                        reads: run.reads,
                     };
                     let _ = out.reply(id, &reply);
                 }

@@ -18,6 +18,8 @@ pub struct KeyspaceStore<'c> {
     budget: Duration,
     keys_read: Cell<u64>,
     bytes_read: Cell<u64>,
+    /// Calls of `read` (store accesses).
+    accesses: Cell<u64>,
     /// The keys read, kept only when asked for (to hand the read set back on a pushback).
     read_keys: Option<std::cell::RefCell<Vec<Vec<u8>>>>,
 }
@@ -40,6 +42,7 @@ impl<'c> KeyspaceStore<'c> {
             budget,
             keys_read: Cell::new(0),
             bytes_read: Cell::new(0),
+            accesses: Cell::new(0),
             read_keys: None,
         }
     }
@@ -63,6 +66,12 @@ impl<'c> KeyspaceStore<'c> {
         (self.keys_read.get(), self.bytes_read.get())
     }
 
+    /// Store accesses (`read` calls) so far: the round trips the run would have taken
+    /// compute-side.
+    pub fn accesses(&self) -> u64 {
+        self.accesses.get()
+    }
+
     fn check_budget(&self) -> Result<(), Error> {
         let spent = self.started.elapsed();
         if spent > self.budget {
@@ -76,6 +85,7 @@ impl<'c> KeyspaceStore<'c> {
 
     fn read_now(&self, keys: &[Vec<u8>], visit: Visit<'_>) -> Result<(), Error> {
         self.check_budget()?;
+        self.accesses.set(self.accesses.get() + 1);
         for (i, k) in keys.iter().enumerate() {
             if i % CHECK_EVERY == CHECK_EVERY - 1 {
                 self.check_budget()?;

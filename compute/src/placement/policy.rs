@@ -15,14 +15,14 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::model::{Acc, Costs, Estimate};
-use super::window::{Decision, Window};
+use super::window::{Decision, FnWindow, Window};
 use super::{Reason, ReasonKind};
 
 /// A placement policy and its state.
 #[derive(Debug, Clone)]
 pub enum Policy {
-    /// Ours: see [`Adaptive`].
-    Adaptive(Adaptive),
+    /// Ours: see [`Adaptive`] (boxed: its state is several times the others').
+    Adaptive(Box<Adaptive>),
     /// Everything storage-side.
     Storage,
     /// Everything compute-side.
@@ -37,7 +37,7 @@ pub enum Policy {
 
 impl Default for Policy {
     fn default() -> Policy {
-        Policy::Adaptive(Adaptive::default())
+        Policy::Adaptive(Box::default())
     }
 }
 
@@ -338,6 +338,12 @@ pub struct AdaptiveConfig {
     /// Compute node utilisation above which storage CPU the storage-preferring functions leave
     /// unused is lent to a function the cost model keeps compute-side.
     pub compute_busy: f64,
+    /// A window the policy judges holds at least this many completed invocations (short
+    /// epochs are merged until it does, or until `max_window_s`): with heavy functions a 50 ms
+    /// epoch holds a few dozen calls that complete in batches, and its throughput is noise.
+    pub min_window_calls: u64,
+    /// Longest merged window, seconds.
+    pub max_window_s: f64,
 }
 
 impl Default for AdaptiveConfig {
@@ -356,6 +362,8 @@ impl Default for AdaptiveConfig {
             hard_limit: 0.98,
             pushback_overload: 0.05,
             compute_busy: 0.75,
+            min_window_calls: 300,
+            max_window_s: 0.4,
         }
     }
 }
@@ -370,8 +378,8 @@ impl Default for AdaptiveConfig {
 ///    window's allowance x cores, less what compute-side reads take), filled in increasing order
 ///    of storage CPU per round trip saved: high-fanout functions stay inside, CPU-heavy ones are
 ///    moved out first when storage saturates and brought back when load drops. The one function
-///    the budget splits is the *marginal* one. Many pushbacks shrink the budget below the
-///    measured load;
+///    the budget splits is the *marginal* one. Many pushbacks (a decayed rate over 5%) shrink
+///    the budget by the pushed-back fraction;
 /// 3. **gradient**: the marginal function's share is then tuned Kayak-style on measured
 ///    throughput: a probe of `step` is kept only if throughput rose by more than the hysteresis,
 ///    otherwise it is undone and the direction flips with half the step, until the step is below
@@ -394,6 +402,8 @@ pub struct Adaptive {
     /// Sum of the decay weights of past epochs (the decayed count of epochs).
     epochs: f64,
     marginal: Option<Marginal>,
+    /// Epochs merged so far into the next judged window (boxed: it is large and usually absent).
+    pending: Option<Box<Window>>,
 }
 
 /// Below this fraction of its allowance, storage counts as quiet: no gradient steps are taken on
@@ -549,8 +559,23 @@ impl Adaptive {
         self.marginal.as_ref().map(|m| m.index)
     }
 
-    fn step(&mut self, w: &Window, costs: &Costs, out: &mut [Decision]) {
+    fn step(&mut self, epoch: &Window, costs: &Costs, out: &mut [Decision]) {
         let cfg = self.config;
+        // 0. Merge short epochs until the window holds enough calls to judge (shares stay).
+        let mut merged = match self.pending.take() {
+            Some(mut p) => {
+                p.merge(epoch);
+                p
+            }
+            None => Box::new(epoch.clone()),
+        };
+        let calls: u64 = merged.functions.iter().map(FnWindow::completed).sum();
+        if calls < cfg.min_window_calls && merged.seconds < cfg.max_window_s {
+            self.pending = Some(merged);
+            return;
+        }
+        merged.seconds = merged.seconds.max(1e-9);
+        let w = &merged;
         let n = w.functions.len().min(out.len());
         self.stats.resize(n, Default::default());
         // 1. Fold the window into the decayed counters, and plan each function by cost.
@@ -609,8 +634,12 @@ impl Adaptive {
         });
         let pushback = if inside > 0.0 { pushed / inside } else { 0.0 };
         let overloaded = pushback > cfg.pushback_overload;
+        // Many pushbacks: storage is past its capacity even within the allowance, so the budget
+        // shrinks by the pushed-back fraction. Not below the measured load: that falls as
+        // functions move out (their reads, which no reply reports, land in the background
+        // load instead), and a budget tied to it would ratchet every function out.
         let fraction = if overloaded {
-            allowance.min(util) * (1.0 - pushback)
+            allowance * (1.0 - pushback)
         } else {
             allowance
         };

@@ -58,6 +58,32 @@ pub struct Window {
 }
 
 impl Window {
+    /// Extends this window by `later`, the epoch right after it: counters add up, the length
+    /// too, compute utilisation and the allowance are time-weighted means, and the rest (shares,
+    /// epoch, cores) is `later`'s.
+    pub fn merge(&mut self, later: &Window) {
+        let total = self.seconds + later.seconds;
+        if total > 0.0 {
+            let mean = |a: f64, b: f64| (a * self.seconds + b * later.seconds) / total;
+            self.compute_util = mean(self.compute_util, later.compute_util);
+            self.allowance = mean(self.allowance, later.allowance);
+        }
+        self.seconds = total;
+        self.epoch = later.epoch;
+        self.storage_cores = later.storage_cores;
+        self.compute_cores = later.compute_cores;
+        if self.functions.len() < later.functions.len() {
+            self.functions
+                .resize_with(later.functions.len(), FnWindow::default);
+        }
+        for (f, l) in self.functions.iter_mut().zip(&later.functions) {
+            f.name.clone_from(&l.name);
+            f.share = l.share;
+            f.storage.merge(&l.storage);
+            f.compute.merge(&l.compute);
+        }
+    }
+
     /// Successful invocations per second.
     pub fn throughput(&self) -> f64 {
         self.functions
