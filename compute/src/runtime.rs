@@ -16,7 +16,7 @@ use autoloc_functions::{Error as FnError, Function, Output, Registry, Reply};
 
 pub use crate::resp_store::ReadMode;
 use crate::resp_store::RespStore;
-use crate::session::{self, run_all, LinkStore, ReadSetStore, Session, Task};
+use crate::session::{self, run_all_timed, LinkStore, ReadSetStore, Session, Task};
 use crate::table::{Record, Table};
 use crate::transport::{connect_link, Transport};
 use crate::{Error, Result};
@@ -86,7 +86,9 @@ pub struct Invocation {
     pub pushed_back: bool,
     /// Wall time seen by the caller.
     pub wall: Duration,
-    /// Compute node CPU time.
+    /// Compute node CPU time: over RESP the thread's CPU clock; over a data-plane link the time
+    /// spent polling this invocation and its share of moving the batch's frames (waiting for
+    /// replies excluded).
     pub cpu: Duration,
     /// Round trips to Redis.
     pub round_trips: u64,
@@ -370,7 +372,6 @@ impl Runtime {
                     .collect();
             }
         };
-        let cpu = thread_cpu_ns();
         let tasks: Vec<Task<'_, LinkRun>> = calls
             .iter()
             .map(|c| {
@@ -383,12 +384,12 @@ impl Runtime {
                 )) as Task<'_, LinkRun>
             })
             .collect();
-        let runs = run_all(session, tasks);
-        let cpu_each = thread_cpu_ns().saturating_sub(cpu) / calls.len().max(1) as u64;
+        let (runs, busy) = run_all_timed(session, tasks);
         calls
             .iter()
             .zip(runs)
-            .map(|(c, run)| {
+            .zip(busy)
+            .map(|((c, run), cpu_each)| {
                 if run.result.as_ref().is_err_and(session::is_too_large) {
                     // A value or result does not fit the link's frames: run it over RESP instead.
                     return self.run_resp(c);

@@ -156,6 +156,8 @@ pub struct Estimate {
     pub storage_bytes: f64,
     /// Storage side: fraction of invocations pushed back.
     pub pushback_rate: f64,
+    /// Storage side: compute CPU ns a call costs its caller (sending it, reading the reply).
+    pub call_cpu_ns: f64,
 }
 
 /// Bytes of framing a compute-side read adds per key (RESP bulk header and key name).
@@ -189,6 +191,7 @@ impl Estimate {
             e.queue_ns = s.per_call(s.queue_ns);
             e.storage_bytes = s.per_call(s.bytes);
             e.pushback_rate = s.per_call(s.pushbacks);
+            e.call_cpu_ns = s.per_call(s.cpu_ns);
         }
         if has_c {
             e.round_trips = c.per_call(c.round_trips).max(1.0);

@@ -846,11 +846,28 @@ fn plan(
         .filter_map(|(i, q)| q.map(|q| compute_ns(&q) * (1.0 - targets[i])))
         .sum();
     let free = (lend.capacity_ns - others).max(0.05 * lend.capacity_ns);
-    let (s, c) = (p.est.storage_cpu_ns.max(1.0), p.est.compute_cpu_ns.max(1.0));
-    // Invocations per second each side could take: the share that saturates both.
-    let (inside, outside) = (left / s, free / c);
-    targets[m] = (inside / (inside + outside)).clamp(0.0, 1.0);
+    // Storage CPU for it: what is left, plus what its reads take already.
+    let storage = left + p.rate * rate_scale * p.est.read_cpu_ns;
+    targets[m] = balanced_share(&p.est, storage, free);
     (targets, Some(m))
+}
+
+/// The storage share of a function that maximises its throughput with `storage` ns/s of storage
+/// CPU and `compute` ns/s of compute CPU for it: at share x a call costs storage
+/// x s + (1 - x) r and compute x c_s + (1 - x) c (s: storage CPU inside, r: serving its reads,
+/// c: compute CPU outside, c_s: a storage-side call's compute CPU), so throughput is
+/// min(storage / storage cost, compute / compute cost), highest where the two meet.
+fn balanced_share(est: &Estimate, storage: f64, compute: f64) -> f64 {
+    let (s, r) = (est.storage_cpu_ns.max(1.0), est.read_cpu_ns.max(0.0));
+    let (c, c_s) = (est.compute_cpu_ns.max(1.0), est.call_cpu_ns.max(0.0));
+    let (storage, compute) = (storage.max(0.0), compute.max(0.0));
+    // storage x (c_s - c) + storage c = compute x (s - r) + compute r, for x.
+    let denominator = storage * (c - c_s) + compute * (s - r);
+    if denominator <= 0.0 {
+        // Inside is no dearer for storage, or outside no dearer for compute: one side wins.
+        return if storage * c >= compute * r { 1.0 } else { 0.0 };
+    }
+    ((storage * c - compute * r) / denominator).clamp(0.0, 1.0)
 }
 
 /// Fills `budget` ns/s of storage CPU with the functions in `order` (rates scaled by
