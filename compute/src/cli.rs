@@ -198,7 +198,11 @@ pub fn run_batch(a: BatchArgs, choice: PlacementChoice, read_mode: crate::ReadMo
         PlacementChoice::Fixed(_) => None,
         PlacementChoice::Policy(policy) => {
             let names = rt.registry().iter().map(|f| f.name().to_string()).collect();
-            let config = crate::placement::ControllerConfig::default();
+            let mut config = crate::placement::ControllerConfig::default();
+            if !cfg.cores.is_empty() {
+                // Threads pinned to these cores: the compute node is that many cores.
+                config.compute_cores = cfg.cores.len() as f64;
+            }
             Some(crate::placement::Controller::spawn(
                 rt.table().clone(),
                 names,

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use autoloc::load::{write_graph, Graph};
-use autoloc::placement::{Controller, ControllerConfig, Policy};
+use autoloc::placement::{evaluate, Controller, ControllerConfig, Evaluation, Policy};
 use autoloc::server::RedisServer;
 use autoloc::{Placement, Runtime, Side, Transport};
 use autoloc_bench::harness::{self, Bound, Check, Machine};
@@ -273,6 +273,21 @@ struct Measured {
     buckets: Vec<f64>,
     /// Shares of the workload's functions sampled at the end of each bucket.
     shares: Vec<Vec<f64>>,
+    /// The storage side's other load (cores) as the controller received it, one value per
+    /// sample of the publisher: the trace its forecaster predicts.
+    background: Vec<f64>,
+}
+
+/// How the forecasts of storage load did on one recorded trace.
+#[derive(Debug, Clone, Serialize)]
+struct ForecastRow {
+    /// The workload the trace was recorded under (adaptive's cell).
+    workload: String,
+    /// One-step-ahead errors of the fitted models and of the naive last-value forecast, on the
+    /// trace's second half, and the model the rule picks.
+    evaluation: Evaluation,
+    /// The trace, cores of other load per publisher sample.
+    trace: Vec<f64>,
 }
 
 /// Everything the threads of a cell share.
@@ -411,6 +426,8 @@ impl Bench {
         })?;
         let history = controller.history();
         drop(controller);
+        let mut background: Vec<f64> = history.iter().map(|r| r.background).collect();
+        background.dedup();
         let util: Vec<f64> = history
             .iter()
             .filter(|r| r.t_ms > measure_start_ms)
@@ -477,6 +494,7 @@ impl Bench {
             row,
             buckets,
             shares,
+            background,
         })
     }
 
@@ -603,6 +621,8 @@ struct JsonReport<'a> {
     light_load: Option<&'a PlacementRow>,
     checks: Vec<JsonCheck>,
     shift_series: &'a [ShiftSeries],
+    /// The forecasts of storage load, scored on the traces recorded in adaptive's cells.
+    forecasts: &'a [ForecastRow],
 }
 
 #[derive(Debug, Serialize)]
@@ -776,6 +796,7 @@ fn main() -> anyhow::Result<()> {
     let mut rows: Vec<PlacementRow> = Vec::new();
     let mut candidates: Vec<PlacementRow> = Vec::new();
     let mut series: Vec<ShiftSeries> = Vec::new();
+    let mut forecasts: Vec<ForecastRow> = Vec::new();
     for w in &workloads {
         let is_shift = w.phases.len() > 1;
         let cfg = if is_shift { &shift_cfg } else { &full };
@@ -859,6 +880,13 @@ fn main() -> anyhow::Result<()> {
                 debug_assert!(c.buckets.len() >= 3 * per_phase);
             }
         }
+        if let Some(c) = cells.iter().find(|c| c.row.policy == "adaptive") {
+            forecasts.push(ForecastRow {
+                workload: w.name.to_string(),
+                evaluation: evaluate(&c.background),
+                trace: c.background.clone(),
+            });
+        }
         rows.extend(cells.into_iter().map(|c| c.row));
     }
 
@@ -905,6 +933,12 @@ fn main() -> anyhow::Result<()> {
     );
     print!("{}", table(std::slice::from_ref(&light)));
     println!();
+    println!(
+        "storage load forecasts (other load per publisher sample during adaptive's cells; fitted \
+         on the first half, one-step-ahead mean absolute error on the second, in cores):"
+    );
+    print!("{}", forecast_table(&forecasts));
+    println!();
     println!("targets:");
     for c in &checks {
         println!("{}", c.line());
@@ -932,6 +966,7 @@ fn main() -> anyhow::Result<()> {
                 })
                 .collect(),
             shift_series: &series,
+            forecasts: &forecasts,
         };
         let text = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))?;
@@ -960,6 +995,30 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// The 1, 5 and 15 minute load averages.
+/// The forecast evaluations, one line per trace, and the verdict.
+fn forecast_table(rows: &[ForecastRow]) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "{:<10} {:>8} {:>10} {:>10} {:>10} {:>8}  chosen\n",
+        "workload", "samples", "mae_holt", "mae_ewma", "mae_naive", "best/nv"
+    );
+    for r in rows {
+        let e = &r.evaluation;
+        let _ = writeln!(
+            out,
+            "{:<10} {:>8} {:>10.4} {:>10.4} {:>10.4} {:>8.2}  {:?}",
+            r.workload,
+            r.trace.len(),
+            e.mae_holt,
+            e.mae_ewma,
+            e.mae_naive,
+            e.mae_holt.min(e.mae_ewma) / e.mae_naive,
+            e.chosen
+        );
+    }
+    out
+}
+
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))

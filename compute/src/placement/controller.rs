@@ -65,6 +65,8 @@ pub struct EpochRecord {
     pub compute_util: f64,
     /// Fraction of storage CPU functions were allowed for the next epoch.
     pub allowance: f64,
+    /// The storage side's other load (cores busy with anything but functions) as last sampled.
+    pub background: f64,
     /// Each function's share for the next epoch.
     pub shares: Vec<f64>,
 }
@@ -83,6 +85,8 @@ pub struct ControllerCore {
     process_cpu: u64,
     /// Print each epoch's window and decisions to stderr (`AUTOLOC_TRACE_PLACEMENT=1`).
     trace: bool,
+    /// The last storage background sample observed.
+    last_background: Option<f64>,
 }
 
 impl ControllerCore {
@@ -106,6 +110,7 @@ impl ControllerCore {
             epoch: 0,
             process_cpu: process_cpu_ns(),
             trace: std::env::var_os("AUTOLOC_TRACE_PLACEMENT").is_some_and(|v| v != "0"),
+            last_background: None,
         }
     }
 
@@ -147,7 +152,12 @@ impl ControllerCore {
         self.previous = now;
         let cores = self.config.storage_cores;
         let background = self.table.storage_background();
-        self.forecaster.observe(background);
+        // The publisher samples the storage side's load less often than epochs end: feed the
+        // forecaster each sample once, or repeats would flatter the last-value forecast.
+        if self.last_background != Some(background) {
+            self.forecaster.observe(background);
+            self.last_background = Some(background);
+        }
         let allowance = if self.config.forecast {
             self.forecaster.allowance(cores, self.config.target_util)
         } else {
@@ -213,6 +223,7 @@ impl ControllerCore {
             storage_util: window.storage_util(),
             compute_util,
             allowance,
+            background,
             shares: (0..self.names.len()).map(|i| self.table.share(i)).collect(),
         }
     }

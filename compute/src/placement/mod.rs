@@ -6,10 +6,12 @@
 //!
 //! # Layout
 //! - [`model`]: [`Costs`] (measured RTT and bandwidth) and the per-side cost [`Estimate`].
-//! - [`window`]: a [`Window`] of counters over one epoch, and a policy's [`Decision`].
+//! - [`window`]: a [`Window`] of counters over one epoch (with the compute node's measured CPU
+//!   utilisation), and a policy's [`Decision`].
 //! - [`policy`]: the policies (`adaptive`, `storage`, `compute`, `autoloc2021`, `kayak`,
 //!   `oracle(...)`), each a pure [`Policy::step`].
-//! - [`controller`]: the epoch thread ([`Controller::spawn`]) and its history.
+//! - [`controller`]: the epoch thread ([`Controller::spawn`]) and its history;
+//!   `AUTOLOC_TRACE_PLACEMENT=1` prints each epoch's window and decisions to stderr.
 //! - [`forecast`]: Holt, EWMA and naive forecasts of storage load, evaluated out of sample, and
 //!   the storage CPU allowance.
 //! - [`reason`]: why a share is what it is, packed into one atomic word.

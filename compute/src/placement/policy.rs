@@ -404,6 +404,8 @@ pub struct Adaptive {
     marginal: Option<Marginal>,
     /// Epochs merged so far into the next judged window (boxed: it is large and usually absent).
     pending: Option<Box<Window>>,
+    /// Each function's side by the cost model at the last judged window.
+    prefers: Vec<Option<bool>>,
 }
 
 /// Below this fraction of its allowance, storage counts as quiet: no gradient steps are taken on
@@ -596,7 +598,13 @@ impl Adaptive {
                     est.storage_cost_ns(costs, cfg.storage_cpu_price),
                     est.compute_cost_ns(costs),
                 );
-                let prefers_storage = cs < cc;
+                // A side keeps its function until the other is cheaper by a margin: a function
+                // whose two costs are close (one round trip either way) would flip on noise.
+                let prefers_storage = match self.prefers.get(i).copied().flatten() {
+                    Some(true) => cs < cc * (1.0 + PREFERENCE_MARGIN),
+                    Some(false) => cs * (1.0 + PREFERENCE_MARGIN) < cc,
+                    None => cs < cc,
+                };
                 let cost_reason = if prefers_storage {
                     Reason::new(
                         ReasonKind::CostStorage,
@@ -619,6 +627,8 @@ impl Adaptive {
                 }
             }));
         }
+
+        self.prefers = plans.iter().map(|p| p.map(|p| p.prefers_storage)).collect();
 
         // 2. The storage budget, shrunk by pushbacks.
         let util = w.storage_util();
@@ -800,6 +810,9 @@ fn load_decision(
         reason,
     }
 }
+
+/// How much cheaper the other side must be for the cost model to change a function's side.
+const PREFERENCE_MARGIN: f64 = 0.1;
 
 /// How much less busy than `compute_busy` the compute node may be and keep lending.
 const LEND_HOLD: f64 = 0.15;
