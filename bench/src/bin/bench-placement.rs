@@ -1251,7 +1251,7 @@ fn plot_shift(path: &Path, series: &[ShiftSeries], footnote: &str) -> anyhow::Re
     ))?;
     let (top, bottom) = body.split_vertically(440);
     let label = |s: &ShiftSeries| match &s.assignment {
-        Some(a) => format!("oracle {a}"),
+        Some(a) => a.clone(),
         None => s.policy.clone(),
     };
 
