@@ -388,12 +388,13 @@ impl Default for AdaptiveConfig {
 ///    target re-plans from step 2;
 /// 4. **lending**: while the compute node is busy (its CPU above `compute_busy`) and storage
 ///    CPU is left over once every storage-preferring function is wholly inside, the leftover is
-///    lent to the compute-preferring function that spends the most compute CPU (a digest-like
-///    one). Its first share is the split that would saturate both sides at once (share x with
-///    x R s = left-over storage CPU and (1 - x) R c = free compute CPU, for storage and compute
-///    CPU s and c per call), and the gradient of step 3 tunes it from there: an idle storage
-///    core is capacity, which is Kayak's point, but only the function that gains the most from
-///    it is moved, and only when the compute side is what limits throughput.
+///    lent to the compute-preferring functions, those that free the most compute CPU per storage
+///    CPU they take first. Each gets the share that balances both sides ([`balanced_share`]:
+///    throughput is capped by storage CPU / storage cost per call and by compute CPU / compute
+///    cost per call, and the share where the two caps meet is the best); the first that cannot
+///    go wholly inside is the marginal function, which the gradient of step 3 tunes from there.
+///    An idle storage core is capacity (Kayak's point), but only the functions that gain most
+///    from it move, and only while the compute side is what limits throughput.
 #[derive(Debug, Clone, Default)]
 pub struct Adaptive {
     /// Tunables.
@@ -826,8 +827,9 @@ struct Lend {
 
 /// The load rule: [`knapsack`] over the storage-preferring functions in `order`, then, with
 /// `lend` and storage CPU left over with no storage-preferring function split, the leftover lent
-/// to the compute-preferring function that spends the most compute CPU (the marginal function
-/// then). Targets per function and the marginal function.
+/// to the compute-preferring functions, those that free the most compute CPU per storage CPU
+/// first: each gets the share that balances both sides' CPU, and the first that cannot go
+/// wholly inside is the marginal function. Targets per function and the marginal function.
 fn plan(
     plans: &[Option<Plan>],
     order: &[usize],
@@ -839,30 +841,52 @@ fn plan(
     let Some(lend) = lend.filter(|_| !split && left > 0.0) else {
         return (targets, marginal);
     };
-    let compute_ns = |p: &Plan| p.rate * rate_scale * p.est.compute_cpu_ns;
-    let borrower = plans
+    // Compute CPU a function takes at share t: calls outside cost c, calls inside c_s.
+    let compute_at = |p: &Plan, t: f64| {
+        p.rate * rate_scale * (t * p.est.call_cpu_ns + (1.0 - t) * p.est.compute_cpu_ns)
+    };
+    // Borrowers: the compute-preferring functions, those that free the most compute CPU per
+    // storage CPU they take first.
+    let gain = |p: &Plan| {
+        (p.est.compute_cpu_ns - p.est.call_cpu_ns).max(0.0)
+            / (p.est.storage_cpu_ns - p.est.read_cpu_ns).max(1.0)
+    };
+    let mut borrowers: Vec<(usize, Plan)> = plans
         .iter()
         .enumerate()
         .filter_map(|(i, p)| {
             p.filter(|p| !p.prefers_storage && p.rate > 0.0)
                 .map(|p| (i, p))
         })
-        .max_by(|(_, a), (_, b)| compute_ns(a).total_cmp(&compute_ns(b)));
-    let Some((m, p)) = borrower else {
-        return (targets, marginal);
-    };
-    // Compute CPU free for the borrower: capacity less what the others spend compute-side.
-    let others: f64 = plans
-        .iter()
-        .enumerate()
-        .filter(|&(i, _)| i != m)
-        .filter_map(|(i, q)| q.map(|q| compute_ns(&q) * (1.0 - targets[i])))
-        .sum();
-    let free = (lend.capacity_ns - others).max(0.05 * lend.capacity_ns);
-    // Storage CPU for it: what is left, plus what its reads take already.
-    let storage = left + p.rate * rate_scale * p.est.read_cpu_ns;
-    targets[m] = balanced_share(&p.est, storage, free);
-    (targets, Some(m))
+        .filter(|(_, p)| gain(p) > 0.0)
+        .collect();
+    borrowers.sort_by(|(a, pa), (b, pb)| gain(pb).total_cmp(&gain(pa)).then(a.cmp(b)));
+    let mut left = left;
+    let mut last = None;
+    for (m, p) in borrowers {
+        // Compute CPU free for it: capacity less what the others spend at their targets.
+        let others: f64 = plans
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != m)
+            .filter_map(|(i, q)| q.map(|q| compute_at(&q, targets[i])))
+            .sum();
+        let free = (lend.capacity_ns - others).max(0.05 * lend.capacity_ns);
+        // Storage CPU for it: what is left, plus what its reads take already.
+        let storage = left + p.rate * rate_scale * p.est.read_cpu_ns;
+        let share = balanced_share(&p.est, storage, free);
+        targets[m] = share;
+        last = Some(m);
+        if share < 1.0 {
+            // Split: the marginal function; the rest stay outside.
+            break;
+        }
+        left -= p.rate * rate_scale * (p.est.storage_cpu_ns - p.est.read_cpu_ns).max(0.0);
+        if left <= 0.0 {
+            break;
+        }
+    }
+    (targets, last.or(marginal))
 }
 
 /// The storage share of a function that maximises its throughput with `storage` ns/s of storage
@@ -870,7 +894,7 @@ fn plan(
 /// x s + (1 - x) r and compute x c_s + (1 - x) c (s: storage CPU inside, r: serving its reads,
 /// c: compute CPU outside, c_s: a storage-side call's compute CPU), so throughput is
 /// min(storage / storage cost, compute / compute cost), highest where the two meet.
-fn balanced_share(est: &Estimate, storage: f64, compute: f64) -> f64 {
+pub fn balanced_share(est: &Estimate, storage: f64, compute: f64) -> f64 {
     let (s, r) = (est.storage_cpu_ns.max(1.0), est.read_cpu_ns.max(0.0));
     let (c, c_s) = (est.compute_cpu_ns.max(1.0), est.call_cpu_ns.max(0.0));
     let (storage, compute) = (storage.max(0.0), compute.max(0.0));
