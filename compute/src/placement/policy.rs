@@ -362,8 +362,8 @@ impl Default for AdaptiveConfig {
             hard_limit: 0.98,
             pushback_overload: 0.05,
             compute_busy: 0.75,
-            min_window_calls: 300,
-            max_window_s: 0.4,
+            min_window_calls: 200,
+            max_window_s: 0.2,
         }
     }
 }
