@@ -11,7 +11,7 @@ use autoloc_dataplane::{Connection, Frame, RedisUrl};
 use autoloc_functions::exec::block_on;
 use std::cell::{Cell, RefCell};
 
-use autoloc_dataplane::wire::{List, Message};
+use autoloc_dataplane::wire::{InvokeCost, List, Message};
 use autoloc_functions::{Error as FnError, Function, Output, Registry, Reply};
 
 pub use crate::resp_store::ReadMode;
@@ -397,8 +397,8 @@ impl Runtime {
                 if run.side == Side::Storage && run.result.is_ok() {
                     // One RTT sample for the cost model: what the caller waited minus what the
                     // storage side spent (CPU and queueing).
-                    let rtt =
-                        run.wall.as_nanos() as f64 - (run.storage_cpu_ns + run.queue_ns) as f64;
+                    let rtt = run.wall.as_nanos() as f64
+                        - (run.cost.storage_cpu_ns + run.cost.queue_ns) as f64;
                     let mut costs = self.table.costs();
                     costs.observe_rtt(rtt, 0.02);
                     self.table.set_costs(&costs);
@@ -409,8 +409,8 @@ impl Runtime {
                         error: true,
                         pushback: true,
                         round_trips: 1,
-                        storage_cpu_ns: run.storage_cpu_ns,
-                        queue_ns: run.queue_ns,
+                        storage_cpu_ns: run.cost.storage_cpu_ns,
+                        queue_ns: run.cost.queue_ns,
                         ..Record::default()
                     };
                     self.table.record(c.index, Side::Storage, &pushed);
@@ -425,12 +425,16 @@ impl Runtime {
                     storage_cpu_ns: if run.pushed_back {
                         0
                     } else {
-                        run.storage_cpu_ns
+                        run.cost.storage_cpu_ns
                     },
-                    queue_ns: if run.pushed_back { 0 } else { run.queue_ns },
-                    keys_read: run.keys_read,
-                    bytes_read: run.bytes_read,
-                    reads: run.reads,
+                    queue_ns: if run.pushed_back {
+                        0
+                    } else {
+                        run.cost.queue_ns
+                    },
+                    keys_read: run.cost.keys_read,
+                    bytes_read: run.cost.bytes_read,
+                    reads: run.cost.reads,
                 };
                 self.table.record(c.index, run.side, &record);
                 Ok(Invocation {
@@ -552,12 +556,8 @@ struct LinkRun {
     result: Result<Output, FnError>,
     side: Side,
     pushed_back: bool,
-    storage_cpu_ns: u64,
-    queue_ns: u64,
-    keys_read: u64,
-    bytes_read: u64,
-    /// Store accesses a compute-side run made.
-    reads: u64,
+    /// What the storage side reported (storage-side), or the reads made (compute-side).
+    cost: InvokeCost,
     wall: Duration,
     requests: u64,
 }
@@ -576,11 +576,7 @@ async fn invoke_on_link(
         result: Err(FnError::Store("not run".into())),
         side: Side::Storage,
         pushed_back: false,
-        storage_cpu_ns: 0,
-        queue_ns: 0,
-        keys_read: 0,
-        bytes_read: 0,
-        reads: 0,
+        cost: InvokeCost::default(),
         wall: Duration::ZERO,
         requests: 0,
     };
@@ -597,21 +593,8 @@ async fn invoke_on_link(
         )
         .await;
         run.result = match reply {
-            Ok(session::Reply::Invoked {
-                result,
-                storage_cpu_ns,
-                queue_ns,
-                keys_read,
-                bytes_read,
-                reads,
-            }) => {
-                (
-                    run.storage_cpu_ns,
-                    run.queue_ns,
-                    run.keys_read,
-                    run.bytes_read,
-                    run.reads,
-                ) = (storage_cpu_ns, queue_ns, keys_read, bytes_read, reads);
+            Ok(session::Reply::Invoked { result, cost }) => {
+                run.cost = cost;
                 decode_result(f, &result)
             }
             Ok(session::Reply::Pushback {
@@ -619,7 +602,7 @@ async fn invoke_on_link(
                 storage_cpu_ns,
                 queue_ns,
             }) => {
-                (run.storage_cpu_ns, run.queue_ns) = (storage_cpu_ns, queue_ns);
+                (run.cost.storage_cpu_ns, run.cost.queue_ns) = (storage_cpu_ns, queue_ns);
                 run.pushed_back = true;
                 read_set = rs;
                 Err(FnError::Pushback {
@@ -650,10 +633,10 @@ async fn invoke_on_link(
     );
     run.result = f.call(&store, args).await;
     run.side = Side::Compute;
-    run.reads = store.inner().requests.get();
+    run.cost.reads = store.inner().requests.get();
     // Keys fetched here (a pushed-back run's read set came with the pushback, not counted).
-    run.keys_read = store.inner().keys.get();
-    run.requests += run.reads;
+    run.cost.keys_read = store.inner().keys.get();
+    run.requests += run.cost.reads;
     run.wall = started.elapsed();
     run
 }

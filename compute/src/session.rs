@@ -17,7 +17,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use autoloc_dataplane::link::ClientLink;
-use autoloc_dataplane::wire::{List, Message};
+use autoloc_dataplane::wire::{InvokeCost, List, Message};
 use autoloc_functions::{Error as FnError, Store, StoreFuture, Visit};
 
 /// The code of a reply (or request) too large for the link: the caller splits the request or
@@ -39,14 +39,7 @@ pub enum Reply {
     /// To `Set`.
     Ok,
     /// To `Invoke`: the RESP-encoded result and what it cost storage-side.
-    Invoked {
-        result: Vec<u8>,
-        storage_cpu_ns: u64,
-        queue_ns: u64,
-        keys_read: u64,
-        bytes_read: u64,
-        reads: u64,
-    },
+    Invoked { result: Vec<u8>, cost: InvokeCost },
     /// To `Invoke`: declined by the storage side, with what it had read.
     Pushback {
         read_set: Vec<(Vec<u8>, Option<Vec<u8>>)>,
@@ -64,20 +57,9 @@ impl Reply {
             Message::Value { value } => Reply::Value(own(value)),
             Message::Values { values } => Reply::Values(values.iter().map(own).collect()),
             Message::Ok => Reply::Ok,
-            Message::InvokeReply {
-                result,
-                storage_cpu_ns,
-                queue_ns,
-                keys_read,
-                bytes_read,
-                reads,
-            } => Reply::Invoked {
+            Message::InvokeReply { result, cost } => Reply::Invoked {
                 result: result.to_vec(),
-                storage_cpu_ns,
-                queue_ns,
-                keys_read,
-                bytes_read,
-                reads,
+                cost,
             },
             Message::Pushback {
                 read_set,

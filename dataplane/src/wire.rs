@@ -45,6 +45,21 @@ pub const DEFAULT_MAX_PAYLOAD: usize = 64 << 20;
 /// Length word that stands for "no value" in an `opt`.
 const NIL: u32 = u32::MAX;
 
+/// What a storage-side invocation cost and read, as its `InvokeReply` reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InvokeCost {
+    /// Storage CPU ns the run took.
+    pub storage_cpu_ns: u64,
+    /// Ns the request waited in the storage side's queue.
+    pub queue_ns: u64,
+    /// Keys it read.
+    pub keys_read: u64,
+    /// Value bytes it read.
+    pub bytes_read: u64,
+    /// Store accesses it made (each would be a round trip compute-side).
+    pub reads: u64,
+}
+
 /// Errors of encoding and decoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -202,14 +217,7 @@ pub enum Message<'a> {
     /// caller: AutoLoc uses `Output::encode`), the storage CPU and queueing time it cost, and the
     /// keys, value bytes and store accesses it read (what the placement model prices a
     /// compute-side run by: each access is a round trip there).
-    InvokeReply {
-        result: &'a [u8],
-        storage_cpu_ns: u64,
-        queue_ns: u64,
-        keys_read: u64,
-        bytes_read: u64,
-        reads: u64,
-    },
+    InvokeReply { result: &'a [u8], cost: InvokeCost },
     /// A request failed; `code` is a short machine-readable word (e.g. `ERR`, `WRONGTYPE`).
     Error { code: &'a str, message: &'a str },
     /// Reply to `Invoke` that storage declined to finish: continue compute-side with the values it
@@ -300,19 +308,16 @@ impl Message<'_> {
             Message::Value { value } => value.write(w),
             Message::Values { values } => values.write(w),
             Message::Ok => {}
-            Message::InvokeReply {
-                result,
-                storage_cpu_ns,
-                queue_ns,
-                keys_read,
-                bytes_read,
-                reads,
-            } => {
-                w.put(&storage_cpu_ns.to_le_bytes());
-                w.put(&queue_ns.to_le_bytes());
-                w.put(&keys_read.to_le_bytes());
-                w.put(&bytes_read.to_le_bytes());
-                w.put(&reads.to_le_bytes());
+            Message::InvokeReply { result, cost } => {
+                for v in [
+                    cost.storage_cpu_ns,
+                    cost.queue_ns,
+                    cost.keys_read,
+                    cost.bytes_read,
+                    cost.reads,
+                ] {
+                    w.put(&v.to_le_bytes());
+                }
                 result.write(w);
             }
             Message::Error { code, message } => {
@@ -479,18 +484,16 @@ fn read_payload(kind: Kind, payload: &[u8]) -> Result<Message<'_>> {
         },
         Kind::Ok => Message::Ok,
         Kind::InvokeReply => {
-            let storage_cpu_ns = r.u64()?;
-            let queue_ns = r.u64()?;
-            let keys_read = r.u64()?;
-            let bytes_read = r.u64()?;
-            let reads = r.u64()?;
+            let cost = InvokeCost {
+                storage_cpu_ns: r.u64()?,
+                queue_ns: r.u64()?,
+                keys_read: r.u64()?,
+                bytes_read: r.u64()?,
+                reads: r.u64()?,
+            };
             Message::InvokeReply {
                 result: r.blob()?,
-                storage_cpu_ns,
-                queue_ns,
-                keys_read,
-                bytes_read,
-                reads,
+                cost,
             }
         }
         Kind::Error => Message::Error {
@@ -858,11 +861,13 @@ mod tests {
                 10,
                 Message::InvokeReply {
                     result: b"$2\r\nok\r\n",
-                    storage_cpu_ns: 1234,
-                    queue_ns: 56,
-                    keys_read: 7,
-                    bytes_read: 890,
-                    reads: 3,
+                    cost: InvokeCost {
+                        storage_cpu_ns: 1234,
+                        queue_ns: 56,
+                        keys_read: 7,
+                        bytes_read: 890,
+                        reads: 3,
+                    },
                 },
             ),
             (
@@ -1077,11 +1082,13 @@ mod tests {
     fn encode_into_a_slot() {
         let m = Message::InvokeReply {
             result: b"+OK\r\n",
-            storage_cpu_ns: 1,
-            queue_ns: 2,
-            keys_read: 3,
-            bytes_read: 4,
-            reads: 5,
+            cost: InvokeCost {
+                storage_cpu_ns: 1,
+                queue_ns: 2,
+                keys_read: 3,
+                bytes_read: 4,
+                reads: 5,
+            },
         };
         let len = m.frame_len().unwrap();
         let mut slot = vec![0u8; len - 1];

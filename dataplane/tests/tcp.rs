@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use autoloc_dataplane::link::{ClientLink, Replier, ServerLink};
 use autoloc_dataplane::tcp::{TcpClientLink, TcpConfig, TcpServer, TcpStats};
-use autoloc_dataplane::wire::{self, Frame, Header, Kind, Limits, List, Message, MAGIC, VERSION};
+use autoloc_dataplane::wire::{
+    self, Frame, Header, InvokeCost, Kind, Limits, List, Message, MAGIC, VERSION,
+};
 use autoloc_dataplane::Error;
 
 /// No test may run longer than this.
@@ -55,11 +57,11 @@ fn handle(store: &mut HashMap<Vec<u8>, Vec<u8>>, frame: Frame<'_>, r: &mut dyn R
                 id,
                 &Message::InvokeReply {
                     result: &result,
-                    storage_cpu_ns: 1,
-                    queue_ns: 2,
-                    keys_read: 0,
-                    bytes_read: 0,
-                    reads: 0,
+                    cost: InvokeCost {
+                        storage_cpu_ns: 1,
+                        queue_ns: 2,
+                        ..InvokeCost::default()
+                    },
                 },
             )
         }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use autoloc_dataplane::link::{Replier, ServerLink};
 use autoloc_dataplane::shm::{PeerState, ShmConfig, ShmServer};
 use autoloc_dataplane::tcp::TcpServer;
-use autoloc_dataplane::wire::{Frame, List, Message};
+use autoloc_dataplane::wire::{Frame, InvokeCost, List, Message};
 use autoloc_functions::Error;
 use redis_module::key::RedisKey;
 use redis_module::{Context, DetachedFromClient, KeyType, ThreadSafeContext};
@@ -469,11 +469,13 @@ fn serve_one(
                     output.encode(&mut resp);
                     let reply = Message::InvokeReply {
                         result: &resp,
-                        storage_cpu_ns,
-                        queue_ns,
-                        keys_read: run.keys_read,
-                        bytes_read: run.bytes_read,
-                        reads: run.reads,
+                        cost: InvokeCost {
+                            storage_cpu_ns,
+                            queue_ns,
+                            keys_read: run.keys_read,
+                            bytes_read: run.bytes_read,
+                            reads: run.reads,
+                        },
                     };
                     let _ = out.reply(id, &reply);
                 }
