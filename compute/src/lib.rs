@@ -17,8 +17,6 @@
 //! # Layout
 //! - [`runtime`]: [`Runtime`], one connection to Redis and the process-wide counter table;
 //!   [`Placement`] says where an invocation runs.
-//! - [`resp_store`]: the compute-side `Store` over RESP (one MGET per step, or one GET per key
-//!   like AutoLoc's `redisclient`).
 //! - [`table`]: the per-function table of atomic counters every invocation records into.
 //! - [`placement`]: shares per function from those counters: policies, controller, forecast.
 //! - [`transport`]: [`Transport`] (shm, tcp, rdma, resp) and link setup via `AUTOLOC.CONNECT`.
@@ -36,7 +34,6 @@ pub mod batch;
 pub mod cli;
 pub mod load;
 pub mod placement;
-pub mod resp_store;
 pub mod runtime;
 pub mod server;
 pub mod session;

@@ -1,25 +1,29 @@
 //! The [`Runtime`]: invokes functions storage-side or compute-side and records every invocation.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use autoloc_dataplane::clock::thread_cpu_ns;
 use autoloc_dataplane::resp::DEFAULT_TIMEOUT;
-use autoloc_dataplane::{Connection, Frame, RedisUrl};
-use autoloc_functions::exec::block_on;
-use std::cell::{Cell, RefCell};
-
 use autoloc_dataplane::wire::{InvokeCost, List, Message};
-use autoloc_functions::{Error as FnError, Function, Output, Registry, Reply};
+use autoloc_dataplane::{Connection, Frame, RedisUrl};
+use autoloc_functions::{Error as FnError, Function, Output, Registry};
 
-pub use crate::resp_store::ReadMode;
-use crate::resp_store::RespStore;
 use crate::session::{self, run_all_timed, LinkStore, ReadSetStore, Session, Task};
 use crate::table::{Record, Table};
 use crate::transport::{connect_link, Transport};
 use crate::{Error, Result};
+
+/// How compute-side functions read keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// All keys of one read in one request: one round trip per step of the function.
+    Batched,
+    /// One request per key, one after another: what AutoLoc's `redisclient` did.
+    PerKey,
+}
 
 /// Where to run an invocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,10 +100,14 @@ pub struct Invocation {
     pub bytes: u64,
 }
 
-/// One connection to Redis, the function registry, and the process-wide counter table.
+/// A control connection to Redis, a data-plane session on some transport, the function
+/// registry, and the process-wide counter table.
 ///
-/// A `Runtime` is used by one thread at a time; [`Runtime::try_clone`] gives another thread its
-/// own connection over the same table.
+/// Every invocation takes one path whatever the transport: over RESP too, requests are wire
+/// messages carried by a [`autoloc_dataplane::resp_link::RespLink`], so the outcome, its
+/// counters and its errors are the same on every transport. A `Runtime` is used by one thread
+/// at a time; [`Runtime::try_clone`] gives another thread its own connections over the same
+/// table.
 #[derive(Debug)]
 pub struct Runtime {
     url: RedisUrl,
@@ -110,16 +118,6 @@ pub struct Runtime {
     read_mode: ReadMode,
     transport: Transport,
     session: Option<RefCell<Session>>,
-}
-
-fn to_reply(frame: Frame) -> Reply {
-    match frame {
-        Frame::Int(n) => Reply::Int(n),
-        Frame::Bulk(Some(b)) => Reply::Bulk(b),
-        Frame::Bulk(None) | Frame::Array(None) => Reply::Nil,
-        Frame::Simple(s) | Frame::Error(s) => Reply::Bulk(s.into_bytes()),
-        Frame::Array(Some(items)) => Reply::Array(items.into_iter().map(to_reply).collect()),
-    }
 }
 
 impl Runtime {
@@ -161,13 +159,11 @@ impl Runtime {
     }
 
     /// Sends requests over `transport` from now on (default [`Transport::Resp`]); sets the link
-    /// up now through `AUTOLOC.CONNECT`.
+    /// up now (through `AUTOLOC.CONNECT` for the fast transports).
     pub fn with_transport(mut self, transport: Transport) -> Result<Runtime> {
         self.transport = transport;
         self.session = None;
-        if transport != Transport::Resp {
-            self.session()?;
-        }
+        self.session()?;
         Ok(self)
     }
 
@@ -330,33 +326,13 @@ impl Runtime {
         })
     }
 
+    /// Runs resolved calls on the session, all in flight together, and records each.
     fn run_calls(&mut self, calls: &[ResolvedCall]) -> Vec<Result<Invocation>> {
         if calls.is_empty() {
-            Vec::new()
-        } else if self.transport == Transport::Resp {
-            calls.iter().map(|c| self.run_resp(c)).collect()
-        } else {
-            self.run_on_link(calls)
+            return Vec::new();
         }
-    }
-
-    /// One invocation over RESP: `AUTOLOC.CALL`, or compute-side with RESP reads; a pushback
-    /// is finished compute-side.
-    fn run_resp(&mut self, c: &ResolvedCall) -> Result<Invocation> {
-        match c.placement {
-            Placement::Compute => self.run_compute(c.index, &*c.f, &c.args, false),
-            _ => match self.run_storage(c.index, &*c.f, &c.args) {
-                Err(Error::Function(e)) if e.is_pushback() => {
-                    self.run_compute(c.index, &*c.f, &c.args, true)
-                }
-                other => other,
-            },
-        }
-    }
-
-    fn run_on_link(&mut self, calls: &[ResolvedCall]) -> Vec<Result<Invocation>> {
-        let transport = self.transport;
         let per_key = self.read_mode == ReadMode::PerKey;
+        let transport = self.transport;
         let session = match self.session() {
             Ok(s) => s,
             Err(e) => {
@@ -372,174 +348,81 @@ impl Runtime {
                     .collect();
             }
         };
-        let tasks: Vec<Task<'_, LinkRun>> = calls
+        let tasks: Vec<Task<'_, Outcome>> = calls
             .iter()
             .map(|c| {
-                Box::pin(invoke_on_link(
-                    session,
-                    &*c.f,
-                    &c.args,
-                    c.placement,
-                    per_key,
-                )) as Task<'_, LinkRun>
+                Box::pin(invoke_on_link(session, &*c.f, &c.args, c.placement, per_key))
+                    as Task<'_, Outcome>
             })
             .collect();
-        let (runs, busy) = run_all_timed(session, tasks);
+        let (outcomes, busy) = run_all_timed(session, tasks);
         calls
             .iter()
-            .zip(runs)
+            .zip(outcomes)
             .zip(busy)
-            .map(|((c, run), cpu_each)| {
-                if run.result.as_ref().is_err_and(session::is_too_large) {
-                    // A value or result does not fit the link's frames: run it over RESP instead.
-                    return self.run_resp(c);
-                }
-                if run.side == Side::Storage && run.result.is_ok() {
-                    // One RTT sample for the cost model: what the caller waited minus what the
-                    // storage side spent (CPU and queueing).
-                    let rtt = run.wall.as_nanos() as f64
-                        - (run.cost.storage_cpu_ns + run.cost.queue_ns) as f64;
-                    let mut costs = self.table.costs();
-                    costs.observe_rtt(rtt, 0.02);
-                    self.table.set_costs(&costs);
-                }
-                if run.pushed_back {
-                    // The storage side's share of the work, before it handed the invocation back.
-                    let pushed = Record {
-                        error: true,
-                        pushback: true,
-                        round_trips: 1,
-                        storage_cpu_ns: run.cost.storage_cpu_ns,
-                        queue_ns: run.cost.queue_ns,
-                        ..Record::default()
-                    };
-                    self.table.record(c.index, Side::Storage, &pushed);
-                }
-                let record = Record {
-                    error: run.result.is_err(),
-                    pushback: false,
-                    wall_ns: run.wall.as_nanos() as u64,
-                    cpu_ns: cpu_each,
-                    round_trips: run.requests,
-                    bytes: 0,
-                    storage_cpu_ns: if run.pushed_back {
-                        0
-                    } else {
-                        run.cost.storage_cpu_ns
-                    },
-                    queue_ns: if run.pushed_back {
-                        0
-                    } else {
-                        run.cost.queue_ns
-                    },
-                    keys_read: run.cost.keys_read,
-                    bytes_read: run.cost.bytes_read,
-                    reads: run.cost.reads,
-                };
-                self.table.record(c.index, run.side, &record);
-                Ok(Invocation {
-                    output: run.result?,
-                    side: run.side,
-                    pushed_back: run.pushed_back,
-                    wall: run.wall,
-                    cpu: Duration::from_nanos(cpu_each),
-                    round_trips: run.requests,
-                    bytes: 0,
-                })
+            .map(|((c, mut outcome), cpu_ns)| {
+                outcome.cpu = Duration::from_nanos(cpu_ns);
+                record(&self.table, c.index, &outcome);
+                outcome.into_invocation()
             })
             .collect()
     }
+}
 
-    fn run_storage(
-        &mut self,
-        index: usize,
-        f: &dyn Function,
-        args: &[Vec<u8>],
-    ) -> Result<Invocation> {
-        let started = Instant::now();
-        let cpu = thread_cpu_ns();
-        let conn = self.connection()?;
-        let (in0, out0) = conn.bytes();
-        let mut cmd: Vec<&[u8]> = Vec::with_capacity(args.len() + 2);
-        cmd.extend([b"AUTOLOC.CALL".as_slice(), f.name().as_bytes()]);
-        cmd.extend(args.iter().map(Vec::as_slice));
-        let reply = conn.call(&cmd);
-        let (in1, out1) = conn.bytes();
-        let reply = reply.map_err(|e| self.conn_error(e))?;
-        let mut record = Record {
-            wall_ns: started.elapsed().as_nanos() as u64,
-            cpu_ns: thread_cpu_ns().saturating_sub(cpu),
+/// Records one invocation in `table`: the one way every transport and placement does it. A
+/// pushed-back invocation is two records: the storage side's part (one round trip, what it
+/// spent, a pushback) and the compute side's (the round trips it made after), so its round trips
+/// are counted once. A storage-side run that succeeded also gives the cost model an RTT sample:
+/// what the caller waited minus what the storage side spent.
+fn record(table: &Table, index: usize, o: &Outcome) {
+    let wall_ns = o.wall.as_nanos() as u64;
+    if o.pushed_back {
+        let pushed = Record {
+            error: true,
+            pushback: true,
             round_trips: 1,
-            bytes: (in1 - in0) + (out1 - out0),
+            bytes: o.storage_bytes,
+            storage_cpu_ns: o.storage.storage_cpu_ns,
+            queue_ns: o.storage.queue_ns,
             ..Record::default()
         };
-        let result = match reply {
-            Frame::Error(e) => Err(FnError::from_wire(&e)),
-            frame => Output::from_reply(f.output_kind(), to_reply(frame)),
-        };
-        record.error = result.is_err();
-        record.pushback = result.as_ref().is_err_and(FnError::is_pushback);
-        self.table.record(index, Side::Storage, &record);
-        let output = result?;
-        Ok(Invocation {
-            output,
-            side: Side::Storage,
-            pushed_back: false,
-            wall: Duration::from_nanos(record.wall_ns),
-            cpu: Duration::from_nanos(record.cpu_ns),
-            round_trips: 1,
-            bytes: record.bytes,
-        })
+        table.record(index, Side::Storage, &pushed);
+    } else if o.side == Side::Storage && o.result.is_ok() {
+        let rtt = wall_ns as f64 - (o.storage.storage_cpu_ns + o.storage.queue_ns) as f64;
+        let mut costs = table.costs();
+        costs.observe_rtt(rtt, 0.02);
+        table.set_costs(&costs);
     }
-
-    fn run_compute(
-        &mut self,
-        index: usize,
-        f: &dyn Function,
-        args: &[Vec<u8>],
-        pushed_back: bool,
-    ) -> Result<Invocation> {
-        let started = Instant::now();
-        let cpu = thread_cpu_ns();
-        let mode = self.read_mode;
-        let conn = self.connection()?;
-        let (in0, out0) = conn.bytes();
-        let store = RespStore::new(conn, mode);
-        let mut result = block_on(f.call(&store, args));
-        let (round_trips, _) = store.counts();
-        if let Err(FnError::Store(_)) = &result {
-            // A failed read may leave replies unread on the connection: start afresh next time.
-            self.conn = None;
-        }
-        if let Err(FnError::NoKey(key)) = &result {
-            // MGET reads a key of another type as nil; tell the two apart, as the storage side does.
-            if let Ok(Frame::Simple(t)) = self.command(&[b"TYPE".as_slice(), key.as_bytes()]) {
-                if t != "none" {
-                    result = Err(FnError::WrongType(key.clone()));
-                }
-            }
-        }
-        let (in1, out1) = self.conn.as_ref().map_or((in0, out0), Connection::bytes);
-        let record = Record {
-            error: result.is_err(),
+    let here = match o.side {
+        Side::Storage => Record {
+            storage_cpu_ns: o.storage.storage_cpu_ns,
+            queue_ns: o.storage.queue_ns,
+            keys_read: o.storage.keys_read,
+            bytes_read: o.storage.bytes_read,
+            reads: o.storage.reads,
+            round_trips: 1,
+            bytes: o.storage_bytes,
+            ..Record::default()
+        },
+        Side::Compute => Record {
+            keys_read: o.compute.keys,
+            reads: o.compute.accesses,
+            round_trips: o.compute.requests,
+            bytes: o.compute.bytes,
+            ..Record::default()
+        },
+    };
+    table.record(
+        index,
+        o.side,
+        &Record {
+            error: o.result.is_err(),
             pushback: false,
-            wall_ns: started.elapsed().as_nanos() as u64,
-            cpu_ns: thread_cpu_ns().saturating_sub(cpu),
-            round_trips,
-            bytes: in1.saturating_sub(in0) + out1.saturating_sub(out0),
-            ..Record::default()
-        };
-        self.table.record(index, Side::Compute, &record);
-        Ok(Invocation {
-            output: result?,
-            side: Side::Compute,
-            pushed_back,
-            wall: Duration::from_nanos(record.wall_ns),
-            cpu: Duration::from_nanos(record.cpu_ns),
-            round_trips,
-            bytes: record.bytes,
-        })
-    }
+            wall_ns,
+            cpu_ns: o.cpu.as_nanos() as u64,
+            ..here
+        },
+    );
 }
 
 /// An invocation whose function is resolved, whose arguments are checked, and whose side is
@@ -551,128 +434,117 @@ struct ResolvedCall {
     placement: Placement,
 }
 
-/// What one invocation over a data-plane link did.
-struct LinkRun {
-    result: Result<Output, FnError>,
-    side: Side,
-    pushed_back: bool,
-    /// What the storage side reported (storage-side), or the reads made (compute-side).
-    cost: InvokeCost,
-    wall: Duration,
+/// What the compute side of an invocation did.
+#[derive(Debug, Clone, Copy, Default)]
+struct ComputeCost {
+    /// Store accesses.
+    accesses: u64,
+    /// Requests sent (round trips).
     requests: u64,
+    /// Keys fetched (a pushed-back run's read set came with the pushback, not counted).
+    keys: u64,
+    /// Bytes of its requests and replies.
+    bytes: u64,
 }
 
-/// Runs one invocation over `session`: storage-side as one `Invoke` request (falling back to
-/// compute-side on a pushback), or compute-side through a [`LinkStore`].
+/// What one invocation did, on whichever side and transport: the one outcome every path
+/// produces and [`record`] records.
+#[derive(Debug)]
+struct Outcome {
+    result: Result<Output, FnError>,
+    /// Where it finally ran.
+    side: Side,
+    /// Whether the storage side pushed it back before it ran here.
+    pushed_back: bool,
+    /// What the storage side reported (a storage-side run, or the part before a pushback).
+    storage: InvokeCost,
+    /// Bytes of the `Invoke` request and its reply.
+    storage_bytes: u64,
+    /// What the compute side did (a compute-side run, or the part after a pushback).
+    compute: ComputeCost,
+    wall: Duration,
+    /// Compute-node time: set from the executor's polls once the batch is done.
+    cpu: Duration,
+}
+
+impl Outcome {
+    fn into_invocation(self) -> Result<Invocation> {
+        let storage_round_trips = u64::from(self.side == Side::Storage || self.pushed_back);
+        Ok(Invocation {
+            side: self.side,
+            pushed_back: self.pushed_back,
+            wall: self.wall,
+            cpu: self.cpu,
+            round_trips: storage_round_trips + self.compute.requests,
+            bytes: self.storage_bytes + self.compute.bytes,
+            output: self.result?,
+        })
+    }
+}
+
+/// Runs one invocation over `session`: storage-side as one `Invoke` request (finished
+/// compute-side on a pushback, from the read set it hands back: ASFP), or compute-side through
+/// a [`LinkStore`].
 async fn invoke_on_link(
     session: &RefCell<Session>,
     f: &dyn Function,
     args: &[Vec<u8>],
     placement: Placement,
     per_key: bool,
-) -> LinkRun {
+) -> Outcome {
     let started = Instant::now();
-    let mut run = LinkRun {
-        result: Err(FnError::Store("not run".into())),
+    let mut o = Outcome {
+        result: Err(FnError::Io("not run".into())),
         side: Side::Storage,
         pushed_back: false,
-        cost: InvokeCost::default(),
+        storage: InvokeCost::default(),
+        storage_bytes: 0,
+        compute: ComputeCost::default(),
         wall: Duration::ZERO,
-        requests: 0,
+        cpu: Duration::ZERO,
     };
     let mut read_set = Vec::new();
     if placement == Placement::Storage {
         let argv: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-        run.requests += 1;
-        let reply = session::request(
-            session,
-            &Message::Invoke {
-                function: f.name(),
-                args: List::new(&argv),
-            },
-        )
-        .await;
-        run.result = match reply {
-            Ok(session::Reply::Invoked { result, cost }) => {
-                run.cost = cost;
-                decode_result(f, &result)
-            }
-            Ok(session::Reply::Pushback {
-                read_set: rs,
-                storage_cpu_ns,
-                queue_ns,
-            }) => {
-                (run.cost.storage_cpu_ns, run.cost.queue_ns) = (storage_cpu_ns, queue_ns);
-                run.pushed_back = true;
-                read_set = rs;
-                Err(FnError::Pushback {
-                    budget_us: 0,
-                    spent_us: storage_cpu_ns / 1000,
-                })
-            }
-            Ok(session::Reply::Error(e)) if e.starts_with(session::TOO_LARGE) => {
-                Err(FnError::Store(e))
-            }
-            Ok(other) => Err(session::reply_error(other)),
-            Err(e) => Err(e),
+        let invoke = Message::Invoke {
+            function: f.name(),
+            args: List::new(&argv),
         };
-        if !run.pushed_back {
-            run.wall = started.elapsed();
-            return run;
+        let done = match session::request(session, &invoke).await {
+            Ok(r) => {
+                o.storage_bytes = r.bytes;
+                match r.reply {
+                    session::Reply::Invoked { result, cost } => {
+                        o.storage = cost;
+                        Some(Output::decode(f.output_kind(), &result))
+                    }
+                    session::Reply::Pushback { read_set: rs, cost } => {
+                        o.storage = cost;
+                        o.pushed_back = true;
+                        read_set = rs;
+                        None
+                    }
+                    other => Some(Err(other.into_error("Invoke"))),
+                }
+            }
+            Err(e) => Some(Err(e)),
+        };
+        if let Some(result) = done {
+            o.result = result;
+            o.wall = started.elapsed();
+            return o;
         }
     }
-    // Compute-side, from the start or after a pushback (then the values the storage side had
-    // already read come from its read set, and only the rest is fetched: ASFP).
-    let store = ReadSetStore::new(
-        read_set,
-        CountingStore {
-            inner: LinkStore::new(session).per_key(per_key),
-            requests: Cell::new(0),
-            keys: Cell::new(0),
-        },
-    );
-    run.result = f.call(&store, args).await;
-    run.side = Side::Compute;
-    run.cost.reads = store.inner().requests.get();
-    // Keys fetched here (a pushed-back run's read set came with the pushback, not counted).
-    run.cost.keys_read = store.inner().keys.get();
-    run.requests += run.cost.reads;
-    run.wall = started.elapsed();
-    run
-}
-
-/// Decodes the result of an `InvokeReply` (the compact binary encoding of [`Output::encode`]).
-fn decode_result(f: &dyn Function, bytes: &[u8]) -> Result<Output, FnError> {
-    Output::decode(f.output_kind(), bytes)
-}
-
-/// Counts the requests one invocation sends through a shared session, and the keys it reads.
-struct CountingStore<'s> {
-    inner: LinkStore<'s>,
-    requests: Cell<u64>,
-    keys: Cell<u64>,
-}
-
-impl autoloc_functions::Store for CountingStore<'_> {
-    fn read<'a>(
-        &'a self,
-        keys: &'a [Vec<u8>],
-        visit: autoloc_functions::Visit<'a>,
-    ) -> autoloc_functions::StoreFuture<'a, ()> {
-        self.requests
-            .set(self.requests.get() + u64::from(!keys.is_empty()));
-        self.keys.set(self.keys.get() + keys.len() as u64);
-        self.inner.read(keys, visit)
-    }
-    fn write<'a>(
-        &'a self,
-        key: &'a [u8],
-        value: &'a [u8],
-    ) -> autoloc_functions::StoreFuture<'a, ()> {
-        self.requests.set(self.requests.get() + 1);
-        self.inner.write(key, value)
-    }
-    fn checkpoint(&self) -> autoloc_functions::StoreFuture<'_, ()> {
-        self.inner.checkpoint()
-    }
+    let store = ReadSetStore::new(read_set, LinkStore::new(session).per_key(per_key));
+    o.result = f.call(&store, args).await;
+    o.side = Side::Compute;
+    let link = store.inner();
+    o.compute = ComputeCost {
+        accesses: link.accesses.get(),
+        requests: link.requests.get(),
+        keys: link.keys.get(),
+        bytes: link.bytes.get(),
+    };
+    o.wall = started.elapsed();
+    o
 }

@@ -9,7 +9,7 @@
 //! returns `Pending` until the reply is there, so [`run_all`] can keep many invocations in
 //! flight on one link from one thread.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -17,17 +17,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use autoloc_dataplane::link::ClientLink;
+use autoloc_dataplane::ring::RingError;
 use autoloc_dataplane::wire::{InvokeCost, List, Message};
-use autoloc_functions::{Error as FnError, Store, StoreFuture, Visit};
-
-/// The code of a reply (or request) too large for the link: the caller splits the request or
-/// falls back to RESP. It never fails the session.
-pub const TOO_LARGE: &str = "TOOLARGE";
-
-/// Whether `e` says a message was too large for the link.
-pub fn is_too_large(e: &FnError) -> bool {
-    matches!(e, FnError::Store(m) if m.starts_with(TOO_LARGE))
-}
+use autoloc_functions::{Error as FnError, ErrorCode, Store, StoreFuture, Visit};
 
 /// A reply, owned.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,16 +30,15 @@ pub enum Reply {
     Values(Vec<Option<Vec<u8>>>),
     /// To `Set`.
     Ok,
-    /// To `Invoke`: the RESP-encoded result and what it cost storage-side.
+    /// To `Invoke`: the encoded result and what it cost storage-side.
     Invoked { result: Vec<u8>, cost: InvokeCost },
-    /// To `Invoke`: declined by the storage side, with what it had read.
+    /// To `Invoke`: declined by the storage side, with what it had read and spent.
     Pushback {
         read_set: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-        storage_cpu_ns: u64,
-        queue_ns: u64,
+        cost: InvokeCost,
     },
-    /// A failure, `CODE message`.
-    Error(String),
+    /// A failure, with its code.
+    Error(FnError),
 }
 
 impl Reply {
@@ -61,30 +52,47 @@ impl Reply {
                 result: result.to_vec(),
                 cost,
             },
-            Message::Pushback {
-                read_set,
-                storage_cpu_ns,
-                queue_ns,
-            } => Reply::Pushback {
+            Message::Pushback { read_set, cost } => Reply::Pushback {
                 read_set: read_set.iter().map(|(k, v)| (k.to_vec(), own(v))).collect(),
-                storage_cpu_ns,
-                queue_ns,
+                cost,
             },
-            Message::Error { code, message } => Reply::Error(format!("{code} {message}")),
-            ref other => Reply::Error(format!("ERR unexpected {:?} from the server", other.kind())),
+            Message::Error { code, message } => Reply::Error(FnError::remote(code, message)),
+            ref other => Reply::Error(FnError::Malformed(format!(
+                "unexpected {:?} from the server",
+                other.kind()
+            ))),
         }
     }
+
+    /// The error this reply stands for: its own, or an unexpected reply to `what`.
+    pub fn into_error(self, what: &str) -> FnError {
+        match self {
+            Reply::Error(e) => e,
+            other => FnError::Malformed(format!("unexpected reply to {what}: {other:?}")),
+        }
+    }
+}
+
+/// A reply and the bytes its request and it took on the link.
+#[derive(Debug)]
+pub struct Response {
+    /// The reply.
+    pub reply: Reply,
+    /// Bytes of the request frame and the reply frame.
+    pub bytes: u64,
 }
 
 /// One data-plane link with request ids and a deadline on every wait.
 pub struct Session {
     link: Box<dyn ClientLink>,
     next_id: u64,
-    replies: HashMap<u64, Reply>,
+    /// Replies that arrived and are not taken yet, with the bytes of their request and theirs.
+    replies: HashMap<u64, Response>,
+    /// Bytes of each request in flight.
+    sent: HashMap<u64, u64>,
     /// Set once the link failed: every wait then fails with it.
     failed: Option<String>,
     timeout: Duration,
-    round_trips: u64,
 }
 
 impl std::fmt::Debug for Session {
@@ -103,9 +111,9 @@ impl Session {
             link,
             next_id: 1,
             replies: HashMap::new(),
+            sent: HashMap::new(),
             failed: None,
             timeout,
-            round_trips: 0,
         }
     }
 
@@ -114,24 +122,21 @@ impl Session {
         self.failed.as_deref()
     }
 
-    /// Requests sent so far (each is one round trip).
-    pub fn round_trips(&self) -> u64 {
-        self.round_trips
+    fn failure(&self) -> Option<FnError> {
+        self.failed.clone().map(FnError::Io)
     }
 
     /// Queues `message`; returns its request id.
     pub fn send(&mut self, message: &Message<'_>) -> Result<u64, FnError> {
-        if let Some(f) = &self.failed {
-            return Err(FnError::Store(f.clone()));
+        if let Some(e) = self.failure() {
+            return Err(e);
         }
         let len = message
             .frame_len()
-            .map_err(|e| FnError::Store(format!("encode: {e}")))?;
+            .map_err(|e| FnError::Malformed(format!("encode: {e}")))?;
         let max = self.link.max_frame();
         if len > max {
-            return Err(FnError::Store(format!(
-                "{TOO_LARGE} request of {len} bytes exceeds the link's {max}"
-            )));
+            return Err(FnError::TooLarge { len, max });
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -139,7 +144,7 @@ impl Session {
         loop {
             match self.link.queue(id, message) {
                 Ok(()) => break,
-                Err(autoloc_dataplane::Error::Ring(autoloc_dataplane::ring::RingError::Full)) => {
+                Err(autoloc_dataplane::Error::Ring(RingError::Full)) => {
                     // No room for the request: send what is queued and drain replies meanwhile.
                     self.pump()?;
                     self.idle(deadline)?;
@@ -147,26 +152,34 @@ impl Session {
                 Err(e) => return Err(self.fail(format!("send: {e}"))),
             }
         }
-        self.round_trips += 1;
+        self.sent.insert(id, len as u64);
         Ok(id)
     }
 
     fn fail(&mut self, why: String) -> FnError {
         self.failed.get_or_insert(why);
-        FnError::Store(self.failed.clone().unwrap_or_default())
+        self.failure().unwrap_or_else(|| FnError::Io(String::new()))
     }
 
     /// Sends what is queued and collects what has arrived; returns how many replies arrived.
     pub fn pump(&mut self) -> Result<usize, FnError> {
-        if let Some(f) = &self.failed {
-            return Err(FnError::Store(f.clone()));
+        if let Some(e) = self.failure() {
+            return Err(e);
         }
         if let Err(e) = self.link.flush() {
             return Err(self.fail(format!("flush: {e}")));
         }
-        let replies = &mut self.replies;
+        let (replies, sent) = (&mut self.replies, &mut self.sent);
         match self.link.poll(&mut |frame| {
-            replies.insert(frame.request_id, Reply::from_message(&frame.message));
+            let reply_len = frame.message.frame_len().unwrap_or(0) as u64;
+            let request_len = sent.remove(&frame.request_id).unwrap_or(0);
+            replies.insert(
+                frame.request_id,
+                Response {
+                    reply: Reply::from_message(&frame.message),
+                    bytes: request_len + reply_len,
+                },
+            );
         }) {
             Ok(n) => Ok(n),
             Err(e) => Err(self.fail(format!("receive: {e}"))),
@@ -185,12 +198,12 @@ impl Session {
     }
 
     /// Takes the reply to `id`, if it has arrived.
-    pub fn take(&mut self, id: u64) -> Option<Reply> {
+    pub fn take(&mut self, id: u64) -> Option<Response> {
         self.replies.remove(&id)
     }
 
     /// Sends `message` and waits for its reply.
-    pub fn call(&mut self, message: &Message<'_>) -> Result<Reply, FnError> {
+    pub fn call(&mut self, message: &Message<'_>) -> Result<Response, FnError> {
         let id = self.send(message)?;
         let deadline = Instant::now() + self.timeout;
         loop {
@@ -215,39 +228,42 @@ struct ReplyFuture<'s> {
 }
 
 impl Future for ReplyFuture<'_> {
-    type Output = Result<Reply, FnError>;
+    type Output = Result<Response, FnError>;
     fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut s = self.session.borrow_mut();
         if let Some(r) = s.take(self.id) {
             return Poll::Ready(Ok(r));
         }
-        match s.failed() {
-            Some(f) => Poll::Ready(Err(FnError::Store(f.to_string()))),
+        match s.failure() {
+            Some(e) => Poll::Ready(Err(e)),
             None => Poll::Pending,
         }
     }
 }
 
 /// Sends `message` on the shared session and waits (as a future) for its reply.
-pub async fn request(session: &RefCell<Session>, message: &Message<'_>) -> Result<Reply, FnError> {
+pub async fn request(
+    session: &RefCell<Session>,
+    message: &Message<'_>,
+) -> Result<Response, FnError> {
     let id = session.borrow_mut().send(message)?;
     ReplyFuture { session, id }.await
 }
 
-/// Turns an error reply into the error it stands for.
-pub fn reply_error(reply: Reply) -> FnError {
-    match reply {
-        Reply::Error(e) => FnError::from_wire(&e),
-        other => FnError::Store(format!("unexpected reply {other:?}")),
-    }
-}
-
 /// The compute-side `Store` over a data-plane session: one request per read (a `Get` for one
-/// key, a `MultiGet` for several), each a suspension point.
+/// key, a `MultiGet` for several), each a suspension point. It counts what its invocation sent.
 #[derive(Debug)]
 pub struct LinkStore<'s> {
     session: &'s RefCell<Session>,
     per_key: bool,
+    /// Store accesses (reads and writes).
+    pub accesses: Cell<u64>,
+    /// Requests sent: round trips (a per-key read is one per key).
+    pub requests: Cell<u64>,
+    /// Keys read.
+    pub keys: Cell<u64>,
+    /// Bytes of the requests and their replies.
+    pub bytes: Cell<u64>,
 }
 
 impl<'s> LinkStore<'s> {
@@ -256,6 +272,10 @@ impl<'s> LinkStore<'s> {
         LinkStore {
             session,
             per_key: false,
+            accesses: Cell::new(0),
+            requests: Cell::new(0),
+            keys: Cell::new(0),
+            bytes: Cell::new(0),
         }
     }
 
@@ -264,69 +284,96 @@ impl<'s> LinkStore<'s> {
         self.per_key = per_key;
         self
     }
+
+    async fn request(&self, message: &Message<'_>) -> Result<Reply, FnError> {
+        self.requests.set(self.requests.get() + 1);
+        let r = request(self.session, message).await?;
+        self.bytes.set(self.bytes.get() + r.bytes);
+        Ok(r.reply)
+    }
+
+    /// One key per `Get`. Every value is fetched before any is visited, so an error of the read
+    /// rule (`WRONGTYPE`) wins over what the function would make of an earlier value, as it
+    /// does when the whole read is one request.
+    async fn read_per_key(&self, keys: &[Vec<u8>], visit: Visit<'_>) -> Result<(), FnError> {
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            match self.request(&Message::Get { key }).await? {
+                Reply::Value(v) => values.push(v),
+                other => return Err(other.into_error("Get")),
+            }
+        }
+        for (i, v) in values.iter().enumerate() {
+            visit(i, v.as_deref())?;
+        }
+        Ok(())
+    }
+
+    /// All keys in one `MultiGet`; a request or reply over the link's limit is read in halves.
+    fn read_many<'a>(
+        &'a self,
+        keys: &'a [Vec<u8>],
+        visit: Visit<'a>,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let slices: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+            let reply = match self
+                .request(&Message::MultiGet {
+                    keys: List::new(&slices),
+                })
+                .await
+            {
+                Err(e) if e.code() == ErrorCode::TooLarge => Reply::Error(e),
+                other => other?,
+            };
+            match reply {
+                Reply::Values(values) if values.len() == keys.len() => {
+                    for (i, v) in values.iter().enumerate() {
+                        visit(i, v.as_deref())?;
+                    }
+                    Ok(())
+                }
+                Reply::Error(e) if e.code() == ErrorCode::TooLarge && keys.len() > 1 => {
+                    let (a, b) = keys.split_at(keys.len() / 2);
+                    self.read_many(a, &mut *visit).await?;
+                    self.read_many(b, &mut |i, v| visit(a.len() + i, v)).await
+                }
+                Reply::Values(values) => Err(FnError::Malformed(format!(
+                    "{} values for {} keys",
+                    values.len(),
+                    keys.len()
+                ))),
+                other => Err(other.into_error("MultiGet")),
+            }
+        })
+    }
 }
 
 impl Store for LinkStore<'_> {
     fn read<'a>(&'a self, keys: &'a [Vec<u8>], visit: Visit<'a>) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            if self.per_key && keys.len() > 1 {
-                for (i, key) in keys.iter().enumerate() {
-                    match request(self.session, &Message::Get { key }).await? {
-                        Reply::Value(v) => visit(i, v.as_deref())?,
-                        other => return Err(reply_error(other)),
-                    }
-                }
+            if keys.is_empty() {
                 return Ok(());
             }
+            self.accesses.set(self.accesses.get() + 1);
+            self.keys.set(self.keys.get() + keys.len() as u64);
             match keys {
-                [] => Ok(()),
-                [key] => match request(self.session, &Message::Get { key }).await? {
+                [key] => match self.request(&Message::Get { key }).await? {
                     Reply::Value(v) => visit(0, v.as_deref()),
-                    other => Err(reply_error(other)),
+                    other => Err(other.into_error("Get")),
                 },
-                _ => {
-                    let slices: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-                    let reply = match request(
-                        self.session,
-                        &Message::MultiGet {
-                            keys: List::new(&slices),
-                        },
-                    )
-                    .await
-                    {
-                        Err(e) if is_too_large(&e) => Reply::Error(e.to_string()),
-                        other => other?,
-                    };
-                    match reply {
-                        Reply::Values(values) if values.len() == keys.len() => {
-                            for (i, v) in values.iter().enumerate() {
-                                visit(i, v.as_deref())?;
-                            }
-                            Ok(())
-                        }
-                        // Too large for one frame: read each half on its own.
-                        Reply::Error(e) if e.starts_with(TOO_LARGE) => {
-                            let (a, b) = keys.split_at(keys.len() / 2);
-                            self.read(a, &mut *visit).await?;
-                            self.read(b, &mut |i, v| visit(a.len() + i, v)).await
-                        }
-                        Reply::Values(values) => Err(FnError::Store(format!(
-                            "{} values for {} keys",
-                            values.len(),
-                            keys.len()
-                        ))),
-                        other => Err(reply_error(other)),
-                    }
-                }
+                _ if self.per_key => self.read_per_key(keys, visit).await,
+                _ => self.read_many(keys, visit).await,
             }
         })
     }
 
     fn write<'a>(&'a self, key: &'a [u8], value: &'a [u8]) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            match request(self.session, &Message::Set { key, value }).await? {
+            self.accesses.set(self.accesses.get() + 1);
+            match self.request(&Message::Set { key, value }).await? {
                 Reply::Ok => Ok(()),
-                other => Err(reply_error(other)),
+                other => Err(other.into_error("Set")),
             }
         })
     }

@@ -2,7 +2,8 @@
 //!
 //! The control path is an ordinary Redis connection (so AUTH and ACLs apply):
 //! `AUTOLOC.CONNECT <transport>` returns what the client needs to attach, then the data path
-//! bypasses RESP.
+//! bypasses RESP. The `resp` transport is a link too: a connection of its own that carries the
+//! same requests as Redis commands.
 
 use std::fmt;
 use std::str::FromStr;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use autoloc_dataplane::backoff::BackoffConfig;
 use autoloc_dataplane::link::{ClientLink, ShmClientLink};
+use autoloc_dataplane::resp_link::RespLink;
 use autoloc_dataplane::shm::ShmClient;
 use autoloc_dataplane::tcp::TcpClientLink;
 use autoloc_dataplane::{Connection, Frame, RedisUrl};
@@ -108,10 +110,14 @@ pub fn connect_link(
         }
     };
     match transport {
-        Transport::Resp => Err(setup_error(
-            transport,
-            "resp has no data-plane link: use the RESP connection",
-        )),
+        Transport::Resp => {
+            // A connection of its own, so the control connection stays free for commands.
+            let conn = Connection::connect(url, timeout).map_err(|source| Error::Connection {
+                url: url.to_string(),
+                source,
+            })?;
+            Ok(Box::new(RespLink::new(conn)))
+        }
         Transport::Shm => {
             let Frame::Bulk(Some(path)) = call(control, &[b"AUTOLOC.CONNECT", b"shm"])? else {
                 return Err(setup_error(

@@ -4,6 +4,8 @@
 //! - [`resp`]: the RESP protocol: frames (check, then parse), command encoding, and a blocking,
 //!   pipelining [`resp::Connection`] with `redis://` URLs and AUTH. The universal baseline, and
 //!   the control path every other transport is set up through (`AUTOLOC.CONNECT`).
+//! - [`resp_link`]: RESP as a [`link::ClientLink`]: wire requests as Redis commands
+//!   (`GET`, `AUTOLOC.MGET`, `SET`, `AUTOLOC.INVOKE`), replies back as wire replies.
 //! - [`clock`]: per-thread and per-process CPU time, for the counters on both sides.
 //! - [`wire`]: the binary frame format of the fast transports: a `repr(C)` header, one message
 //!   enum, check-then-parse decoding that borrows from the buffer.
@@ -25,6 +27,7 @@ pub mod link;
 #[cfg(feature = "rdma")]
 pub mod rdma;
 pub mod resp;
+pub mod resp_link;
 pub mod ring;
 pub mod shm;
 pub mod tcp;

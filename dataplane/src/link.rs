@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::ring::RingError;
 use crate::shm::{PeerState, ShmClient, ShmServer};
-use crate::wire::{self, Frame, Limits, Message};
+use crate::wire::{self, ErrorCode, Frame, Limits, Message};
 use crate::{Error, Result};
 
 /// Sends a reply while a burst of requests is being served.
@@ -80,7 +80,7 @@ pub fn serve_raw(
         Ok(_) => replier.reply(
             wire::request_id_of(raw),
             &Message::Error {
-                code: "MALFORMED",
+                code: ErrorCode::Malformed,
                 message: "trailing bytes after frame",
             },
         ),
@@ -89,7 +89,7 @@ pub fn serve_raw(
             replier.reply(
                 wire::request_id_of(raw),
                 &Message::Error {
-                    code: "MALFORMED",
+                    code: e.code(),
                     message: &message,
                 },
             )
@@ -108,7 +108,7 @@ impl Replier for ShmReplier<'_> {
             // Too large for one slot: say so instead of the value.
             let msg = format!("reply of {len} bytes exceeds the ring slot of {capacity} bytes");
             let err = Message::Error {
-                code: "TOOLARGE",
+                code: ErrorCode::TooLarge,
                 message: &msg,
             };
             return self.stage(request_id, &err);

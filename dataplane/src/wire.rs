@@ -18,8 +18,8 @@
 //! | `Values`        | `0x82` | values: list\<opt\>                                  |
 //! | `Ok`            | `0x83` | (empty)                                              |
 //! | `InvokeReply`   | `0x84` | storage_cpu_ns: u64, queue_ns: u64, keys_read: u64, bytes_read: u64, reads: u64, result: blob |
-//! | `Error`         | `0x85` | code: str, message: str                              |
-//! | `Pushback`      | `0x86` | storage_cpu_ns: u64, queue_ns: u64, read_set: list\<(key: blob, value: opt)\> |
+//! | `Error`         | `0x85` | code: u8 ([`ErrorCode`]), message: str               |
+//! | `Pushback`      | `0x86` | storage_cpu_ns: u64, queue_ns: u64, keys_read: u64, bytes_read: u64, reads: u64, read_set: list\<(key: blob, value: opt)\> |
 //!
 //! A payload must be consumed exactly: trailing bytes are malformed.
 //!
@@ -33,6 +33,8 @@
 //! allocation of its own.
 
 use std::fmt;
+
+pub use autoloc_functions::ErrorCode;
 
 /// First byte of every frame.
 pub const MAGIC: u8 = 0xA1;
@@ -60,6 +62,33 @@ pub struct InvokeCost {
     pub reads: u64,
 }
 
+impl InvokeCost {
+    /// Bytes of a cost on the wire: five u64.
+    const LEN: usize = 40;
+
+    fn write(&self, w: &mut Writer<'_>) {
+        for v in [
+            self.storage_cpu_ns,
+            self.queue_ns,
+            self.keys_read,
+            self.bytes_read,
+            self.reads,
+        ] {
+            w.put(&v.to_le_bytes());
+        }
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<InvokeCost> {
+        Ok(InvokeCost {
+            storage_cpu_ns: r.u64()?,
+            queue_ns: r.u64()?,
+            keys_read: r.u64()?,
+            bytes_read: r.u64()?,
+            reads: r.u64()?,
+        })
+    }
+}
+
 /// Errors of encoding and decoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -75,6 +104,16 @@ pub enum WireError {
     /// The encoded frame does not fit the caller's buffer.
     #[error("frame of {len} bytes does not fit a buffer of {capacity}")]
     NoRoom { len: usize, capacity: usize },
+}
+
+impl WireError {
+    /// The code of the error reply that answers bytes failing this way.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            WireError::Oversized { .. } | WireError::NoRoom { .. } => ErrorCode::TooLarge,
+            WireError::Incomplete { .. } | WireError::Malformed(_) => ErrorCode::Malformed,
+        }
+    }
 }
 
 type Result<T, E = WireError> = std::result::Result<T, E>;
@@ -218,15 +257,11 @@ pub enum Message<'a> {
     /// keys, value bytes and store accesses it read (what the placement model prices a
     /// compute-side run by: each access is a round trip there).
     InvokeReply { result: &'a [u8], cost: InvokeCost },
-    /// A request failed; `code` is a short machine-readable word (e.g. `ERR`, `WRONGTYPE`).
-    Error { code: &'a str, message: &'a str },
+    /// A request failed: why, as a code, and a message for people.
+    Error { code: ErrorCode, message: &'a str },
     /// Reply to `Invoke` that storage declined to finish: continue compute-side with the values it
-    /// already read (`None` for keys that do not exist).
-    Pushback {
-        read_set: ReadSet<'a>,
-        storage_cpu_ns: u64,
-        queue_ns: u64,
-    },
+    /// already read (`None` for keys that do not exist), after what the storage side spent.
+    Pushback { read_set: ReadSet<'a>, cost: InvokeCost },
 }
 
 /// A list of keys (or arguments).
@@ -273,11 +308,9 @@ impl Message<'_> {
             Message::Value { value } => value.encoded_len()?,
             Message::Values { values } => values.encoded_len()?,
             Message::Ok => 0,
-            Message::InvokeReply { result, .. } => 40 + blob_len(result)?,
-            Message::Error { code, message } => {
-                blob_len(code.as_bytes())? + blob_len(message.as_bytes())?
-            }
-            Message::Pushback { read_set, .. } => 16 + read_set.encoded_len()?,
+            Message::InvokeReply { result, .. } => InvokeCost::LEN + blob_len(result)?,
+            Message::Error { message, .. } => 1 + blob_len(message.as_bytes())?,
+            Message::Pushback { read_set, .. } => InvokeCost::LEN + read_set.encoded_len()?,
         };
         if len > u32::MAX as usize {
             return Err(WireError::Oversized {
@@ -309,28 +342,15 @@ impl Message<'_> {
             Message::Values { values } => values.write(w),
             Message::Ok => {}
             Message::InvokeReply { result, cost } => {
-                for v in [
-                    cost.storage_cpu_ns,
-                    cost.queue_ns,
-                    cost.keys_read,
-                    cost.bytes_read,
-                    cost.reads,
-                ] {
-                    w.put(&v.to_le_bytes());
-                }
+                cost.write(w);
                 result.write(w);
             }
             Message::Error { code, message } => {
-                code.as_bytes().write(w);
+                w.put(&[code.to_u8()]);
                 message.as_bytes().write(w);
             }
-            Message::Pushback {
-                read_set,
-                storage_cpu_ns,
-                queue_ns,
-            } => {
-                w.put(&storage_cpu_ns.to_le_bytes());
-                w.put(&queue_ns.to_le_bytes());
+            Message::Pushback { read_set, cost } => {
+                cost.write(w);
                 read_set.write(w);
             }
         }
@@ -484,29 +504,22 @@ fn read_payload(kind: Kind, payload: &[u8]) -> Result<Message<'_>> {
         },
         Kind::Ok => Message::Ok,
         Kind::InvokeReply => {
-            let cost = InvokeCost {
-                storage_cpu_ns: r.u64()?,
-                queue_ns: r.u64()?,
-                keys_read: r.u64()?,
-                bytes_read: r.u64()?,
-                reads: r.u64()?,
-            };
+            let cost = InvokeCost::read(&mut r)?;
             Message::InvokeReply {
                 result: r.blob()?,
                 cost,
             }
         }
         Kind::Error => Message::Error {
-            code: r.str()?,
+            code: ErrorCode::from_u8(r.take(1)?[0])
+                .ok_or(WireError::Malformed("unknown error code"))?,
             message: r.str()?,
         },
         Kind::Pushback => {
-            let storage_cpu_ns = r.u64()?;
-            let queue_ns = r.u64()?;
+            let cost = InvokeCost::read(&mut r)?;
             Message::Pushback {
                 read_set: List::read(&mut r)?,
-                storage_cpu_ns,
-                queue_ns,
+                cost,
             }
         }
     };
@@ -873,7 +886,7 @@ mod tests {
             (
                 11,
                 Message::Error {
-                    code: "ERR",
+                    code: ErrorCode::Err,
                     message: "unknown function 'x'",
                 },
             ),
@@ -881,8 +894,13 @@ mod tests {
                 u64::MAX,
                 Message::Pushback {
                     read_set: List::new(&READ_SET),
-                    storage_cpu_ns: 7,
-                    queue_ns: 8,
+                    cost: InvokeCost {
+                        storage_cpu_ns: 7,
+                        queue_ns: 8,
+                        keys_read: 2,
+                        bytes_read: 2,
+                        reads: 1,
+                    },
                 },
             ),
         ]
@@ -1049,14 +1067,22 @@ mod tests {
         let mut bad = frame(
             1,
             &Message::Error {
-                code: "E",
+                code: ErrorCode::NoKey,
                 message: "m",
             },
         );
-        bad[HEADER_LEN + 4] = 0xff;
+        let good_error = bad.clone();
+        bad[HEADER_LEN + 5] = 0xff;
         assert_eq!(
             check(&bad, &limits),
             Err(WireError::Malformed("string is not UTF-8"))
+        );
+        // An error code no version of the format defines.
+        let mut bad = good_error;
+        bad[HEADER_LEN] = 0;
+        assert_eq!(
+            check(&bad, &limits),
+            Err(WireError::Malformed("unknown error code"))
         );
     }
 

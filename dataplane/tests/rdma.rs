@@ -100,7 +100,7 @@ fn serve(
                         value: store.get(key).map(Vec::as_slice),
                     },
                     _ => Message::Error {
-                        code: "ERR",
+                        code: autoloc_dataplane::wire::ErrorCode::Err,
                         message: "unsupported",
                     },
                 };
@@ -237,7 +237,7 @@ fn oversized_reply_becomes_an_error_reply() {
             matches!(
                 f.message,
                 Message::Error {
-                    code: "TOOLARGE",
+                    code: autoloc_dataplane::wire::ErrorCode::TooLarge,
                     ..
                 }
             ),

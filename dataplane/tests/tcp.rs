@@ -68,7 +68,7 @@ fn handle(store: &mut HashMap<Vec<u8>, Vec<u8>>, frame: Frame<'_>, r: &mut dyn R
         _ => r.reply(
             id,
             &Message::Error {
-                code: "ERR",
+                code: autoloc_dataplane::wire::ErrorCode::Err,
                 message: "not a request",
             },
         ),

@@ -1,11 +1,10 @@
-//! Errors of an invocation, each with a stable wire code so that both sides agree on its kind.
+//! Errors of an invocation. Every variant has an [`ErrorCode`], the one word both sides and every
+//! transport agree on: a byte on the data plane's wire, the first word of a Redis error reply
+//! (`-CODE message`) over RESP. Control flow looks at the code, never at a message.
 
 use std::fmt;
 
 /// Why an invocation failed.
-///
-/// Every variant maps to an [`ErrorCode`], the first word of the Redis error reply, so that a
-/// compute node can tell a pushback (run it yourself) from bad input or a missing key.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
     /// No function of this name is registered.
@@ -24,69 +23,113 @@ pub enum Error {
         name: &'static str,
         reason: String,
     },
+    /// A function cannot be registered (its name is taken, the registry is full).
+    #[error("{0}")]
+    Registry(String),
     /// A key the function needs does not exist (e.g. the start vertex).
     #[error("no such key '{0}'")]
     NoKey(String),
-    /// A key holds a value of a type the function cannot read.
+    /// A key holds something other than a string (a hash, a list, ...).
     #[error("key '{0}' holds the wrong kind of value")]
     WrongType(String),
-    /// A value that should have a known layout does not.
-    #[error("malformed value at key '{key}': {reason}")]
-    Malformed { key: String, reason: String },
+    /// A string value the function cannot use: no vertex, no number.
+    #[error("bad value at key '{key}': {reason}")]
+    BadValue { key: String, reason: String },
+    /// A frame or reply that does not follow the protocol.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// A message over the transport's limit.
+    #[error("message of {len} bytes exceeds the limit of {max}")]
+    TooLarge { len: usize, max: usize },
     /// The storage side stopped the invocation because it exceeded its budget of lock time.
     #[error(
         "storage-side budget of {budget_us} us exceeded after {spent_us} us; run it compute-side"
     )]
     Pushback { budget_us: u64, spent_us: u64 },
-    /// The store itself failed (connection lost, protocol error, server error).
-    #[error("store: {0}")]
-    Store(String),
-    /// An error reply from the storage side, kept with its wire code.
+    /// The caller may not read or write a key, or run a command.
+    #[error("{0}")]
+    NoPerm(String),
+    /// The storage side cannot take the request now.
+    #[error("{0}")]
+    Busy(String),
+    /// Reaching the store failed: connection lost, timeout, a dead peer.
+    #[error("{0}")]
+    Io(String),
+    /// An error reply from the other side, kept with its code.
     #[error("{message}")]
     Remote { code: ErrorCode, message: String },
 }
 
-/// The first word of an error reply on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The kind of an [`Error`], as it travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
 pub enum ErrorCode {
-    /// Bad input: unknown function, arity, bad argument.
-    Err,
+    /// Bad input: unknown function, arity, bad argument (Redis's own `ERR`).
+    Err = 1,
     /// A missing key.
-    NoKey,
-    /// A key of the wrong type.
-    WrongType,
-    /// A malformed value.
-    Malformed,
+    NoKey = 2,
+    /// A key of another type than string.
+    WrongType = 3,
+    /// A string value that is no vertex, no number, ...: the data, not the request, is bad.
+    BadValue = 4,
+    /// A frame or reply that breaks the protocol.
+    Malformed = 5,
+    /// A message over a limit.
+    TooLarge = 6,
     /// The storage side declined to finish the invocation: run it compute-side.
-    Pushback,
-    /// A store failure.
-    Store,
+    Pushback = 7,
+    /// Denied by an ACL.
+    NoPerm = 8,
+    /// The storage side is busy.
+    Busy = 9,
+    /// The store could not be reached.
+    Io = 10,
 }
 
 impl ErrorCode {
-    /// The code as it leads an error reply.
+    /// Every code, in wire order.
+    pub const ALL: [ErrorCode; 10] = [
+        ErrorCode::Err,
+        ErrorCode::NoKey,
+        ErrorCode::WrongType,
+        ErrorCode::BadValue,
+        ErrorCode::Malformed,
+        ErrorCode::TooLarge,
+        ErrorCode::Pushback,
+        ErrorCode::NoPerm,
+        ErrorCode::Busy,
+        ErrorCode::Io,
+    ];
+
+    /// The code as it leads a Redis error reply.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::Err => "ERR",
             ErrorCode::NoKey => "NOKEY",
             ErrorCode::WrongType => "WRONGTYPE",
+            ErrorCode::BadValue => "BADVALUE",
             ErrorCode::Malformed => "MALFORMED",
+            ErrorCode::TooLarge => "TOOLARGE",
             ErrorCode::Pushback => "PUSHBACK",
-            ErrorCode::Store => "STOREERR",
+            ErrorCode::NoPerm => "NOPERM",
+            ErrorCode::Busy => "BUSY",
+            ErrorCode::Io => "IOERR",
         }
     }
 
-    /// Parses the first word of an error reply.
+    /// The code of the first word of a Redis error reply; `None` for a word that is not one.
     pub fn parse(word: &str) -> Option<ErrorCode> {
-        Some(match word {
-            "ERR" => ErrorCode::Err,
-            "NOKEY" => ErrorCode::NoKey,
-            "WRONGTYPE" => ErrorCode::WrongType,
-            "MALFORMED" => ErrorCode::Malformed,
-            "PUSHBACK" => ErrorCode::Pushback,
-            "STOREERR" => ErrorCode::Store,
-            _ => return None,
-        })
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == word)
+    }
+
+    /// The code's byte on the data plane's wire.
+    pub fn to_u8(self) -> u8 {
+        self as u8
+    }
+
+    /// The code with this wire byte.
+    pub fn from_u8(b: u8) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.to_u8() == b)
     }
 }
 
@@ -97,35 +140,51 @@ impl fmt::Display for ErrorCode {
 }
 
 impl Error {
-    /// The wire code of this error.
+    /// The code of this error.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Error::UnknownFunction(_) | Error::Arity { .. } | Error::BadArgument { .. } => {
-                ErrorCode::Err
-            }
+            Error::UnknownFunction(_)
+            | Error::Arity { .. }
+            | Error::BadArgument { .. }
+            | Error::Registry(_) => ErrorCode::Err,
             Error::NoKey(_) => ErrorCode::NoKey,
             Error::WrongType(_) => ErrorCode::WrongType,
-            Error::Malformed { .. } => ErrorCode::Malformed,
+            Error::BadValue { .. } => ErrorCode::BadValue,
+            Error::Malformed(_) => ErrorCode::Malformed,
+            Error::TooLarge { .. } => ErrorCode::TooLarge,
             Error::Pushback { .. } => ErrorCode::Pushback,
-            Error::Store(_) => ErrorCode::Store,
+            Error::NoPerm(_) => ErrorCode::NoPerm,
+            Error::Busy(_) => ErrorCode::Busy,
+            Error::Io(_) => ErrorCode::Io,
             Error::Remote { code, .. } => *code,
         }
     }
 
-    /// Rebuilds an error from an error reply `CODE message`; an unknown code is a store error.
-    pub fn from_wire(reply: &str) -> Error {
-        let (word, message) = reply.split_once(' ').unwrap_or((reply, ""));
-        match ErrorCode::parse(word) {
-            Some(code) => Error::Remote {
-                code,
-                message: message.to_string(),
-            },
-            None => Error::Store(reply.to_string()),
+    /// An error received from the other side: its code and its message.
+    pub fn remote(code: ErrorCode, message: impl Into<String>) -> Error {
+        Error::Remote {
+            code,
+            message: message.into(),
         }
     }
 
-    /// The error as a Redis error reply: `CODE message`.
-    pub fn to_wire(&self) -> String {
+    /// Rebuilds an error from a Redis error reply `CODE message`. A first word that is no
+    /// AutoLoc code (Redis's own `NOAUTH`, `WRONGPASS`, ...) keeps the whole reply as the
+    /// message, under `NOPERM` for Redis's permission errors and `ERR` otherwise.
+    pub fn from_resp(reply: &str) -> Error {
+        let (word, message) = reply.split_once(' ').unwrap_or((reply, ""));
+        match ErrorCode::parse(word) {
+            Some(code) => Error::remote(code, message),
+            None => match word {
+                "NOAUTH" | "WRONGPASS" | "NOPERM" => Error::remote(ErrorCode::NoPerm, reply),
+                "BUSY" | "LOADING" | "MASTERDOWN" => Error::remote(ErrorCode::Busy, reply),
+                _ => Error::remote(ErrorCode::Err, reply),
+            },
+        }
+    }
+
+    /// The error as a Redis error reply: `CODE message`, on one line.
+    pub fn to_resp(&self) -> String {
         let mut s = format!("{} {}", self.code(), self);
         // An error reply is one line: never let a key name or reason break it.
         s.retain(|c| c != '\r' && c != '\n');
@@ -142,9 +201,14 @@ impl Error {
         Error::NoKey(String::from_utf8_lossy(key).into_owned())
     }
 
-    /// A malformed-value error at `key`.
-    pub fn malformed(key: &[u8], reason: impl Into<String>) -> Error {
-        Error::Malformed {
+    /// A wrong-type error naming `key`.
+    pub fn wrong_type(key: &[u8]) -> Error {
+        Error::WrongType(String::from_utf8_lossy(key).into_owned())
+    }
+
+    /// A bad-value error at `key`.
+    pub fn bad_value(key: &[u8], reason: impl Into<String>) -> Error {
+        Error::BadValue {
             key: String::from_utf8_lossy(key).into_owned(),
             reason: reason.into(),
         }
@@ -156,29 +220,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wire_codes_round_trip() {
+    fn codes_round_trip_as_words_and_bytes() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+            assert_eq!(ErrorCode::from_u8(code.to_u8()), Some(code));
+        }
+        assert_eq!(ErrorCode::from_u8(0), None);
+        assert_eq!(ErrorCode::parse("err"), None);
+    }
+
+    #[test]
+    fn resp_form_keeps_the_code() {
         let errors = [
             Error::UnknownFunction("x".into()),
             Error::NoKey("k".into()),
             Error::WrongType("k".into()),
-            Error::malformed(b"k", "bad"),
+            Error::bad_value(b"k", "bad"),
+            Error::Malformed("frame".into()),
+            Error::TooLarge { len: 2, max: 1 },
             Error::Pushback {
                 budget_us: 1,
                 spent_us: 2,
             },
-            Error::Store("down".into()),
+            Error::NoPerm("no".into()),
+            Error::Busy("busy".into()),
+            Error::Io("down".into()),
         ];
         for e in errors {
-            let wire = e.to_wire();
-            let word = wire.split(' ').next().unwrap();
-            assert_eq!(ErrorCode::parse(word), Some(e.code()), "{wire}");
-            assert_eq!(Error::from_wire(&wire).code(), e.code());
+            let resp = e.to_resp();
+            let back = Error::from_resp(&resp);
+            assert_eq!(back.code(), e.code(), "{resp}");
+            assert_eq!(back.to_string(), e.to_string(), "the message is kept once");
         }
     }
 
     #[test]
-    fn wire_form_is_one_line() {
+    fn redis_own_errors_map_to_codes() {
+        assert_eq!(
+            Error::from_resp("NOAUTH Authentication required.").code(),
+            ErrorCode::NoPerm
+        );
+        let e = Error::from_resp("ERR unknown command 'AUTOLOC.CALL'");
+        assert_eq!(e.code(), ErrorCode::Err);
+        assert_eq!(e.to_string(), "unknown command 'AUTOLOC.CALL'");
+        assert_eq!(Error::from_resp("OOM no").to_string(), "OOM no");
+    }
+
+    #[test]
+    fn resp_form_is_one_line() {
         let e = Error::NoKey("a\r\nb".into());
-        assert!(!e.to_wire().contains('\n'));
+        assert!(!e.to_resp().contains('\n'));
     }
 }

@@ -160,34 +160,6 @@ pub enum Reply {
     Array(Vec<Reply>),
 }
 
-impl Reply {
-    /// Appends the RESP2 encoding of this reply to `out` (how a storage-side result travels
-    /// inside a data-plane `InvokeReply`).
-    pub fn encode_resp(&self, out: &mut Vec<u8>) {
-        match self {
-            Reply::Nil => out.extend_from_slice(b"$-1\r\n"),
-            Reply::Int(n) => {
-                out.push(b':');
-                out.extend_from_slice(n.to_string().as_bytes());
-                out.extend_from_slice(b"\r\n");
-            }
-            Reply::Bulk(b) => {
-                out.push(b'$');
-                out.extend_from_slice(b.len().to_string().as_bytes());
-                out.extend_from_slice(b"\r\n");
-                out.extend_from_slice(b);
-                out.extend_from_slice(b"\r\n");
-            }
-            Reply::Array(items) => {
-                out.push(b'*');
-                out.extend_from_slice(items.len().to_string().as_bytes());
-                out.extend_from_slice(b"\r\n");
-                items.iter().for_each(|i| i.encode_resp(out));
-            }
-        }
-    }
-}
-
 impl Output {
     /// The kind of this output.
     pub fn kind(&self) -> OutputKind {
@@ -229,7 +201,7 @@ impl Output {
 
     /// Decodes what [`Output::to_reply`] made.
     pub fn from_reply(kind: OutputKind, reply: Reply) -> Result<Output> {
-        let bad = |what: &str| Error::Store(format!("unexpected reply for {kind:?}: {what}"));
+        let bad = |what: &str| Error::Malformed(format!("reply for {kind:?}: {what}"));
         let id = |r: &Reply| match r {
             Reply::Int(n) => u32::try_from(*n).map_err(|_| bad("id out of range")),
             _ => Err(bad("expected an integer id")),
@@ -300,7 +272,7 @@ impl Output {
 
     /// Decodes what [`Output::encode`] made for a function of `kind`.
     pub fn decode(kind: OutputKind, b: &[u8]) -> Result<Output> {
-        let bad = |what: &str| Error::Store(format!("malformed {kind:?} result: {what}"));
+        let bad = |what: &str| Error::Malformed(format!("{kind:?} result: {what}"));
         let u32_at = |c: &[u8]| u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
         let u64_at =
             |c: &[u8]| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);

@@ -40,10 +40,10 @@ pub fn for_each_neighbour(key: &[u8], value: &[u8], mut f: impl FnMut(u32)) -> R
     if let Some(rest) = value.strip_prefix(MAGIC) {
         let (count, ids) = rest
             .split_first_chunk::<4>()
-            .ok_or_else(|| Error::malformed(key, "binary adjacency shorter than its header"))?;
+            .ok_or_else(|| Error::bad_value(key, "binary adjacency shorter than its header"))?;
         let count = u32::from_le_bytes(*count) as usize;
         if ids.len() != count.saturating_mul(4) {
-            return Err(Error::malformed(
+            return Err(Error::bad_value(
                 key,
                 format!(
                     "binary adjacency says {count} neighbours but holds {} bytes",
@@ -59,7 +59,7 @@ pub fn for_each_neighbour(key: &[u8], value: &[u8], mut f: impl FnMut(u32)) -> R
     if value.first() == Some(&b'{') {
         return for_each_json_neighbour(key, value, f);
     }
-    Err(Error::malformed(
+    Err(Error::bad_value(
         key,
         "not a vertex (neither binary adjacency nor AutoLoc JSON)",
     ))
@@ -67,11 +67,11 @@ pub fn for_each_neighbour(key: &[u8], value: &[u8], mut f: impl FnMut(u32)) -> R
 
 fn for_each_json_neighbour(key: &[u8], value: &[u8], mut f: impl FnMut(u32)) -> Result<()> {
     let parsed: serde_json::Value = serde_json::from_slice(value)
-        .map_err(|e| Error::malformed(key, format!("bad JSON: {e}")))?;
+        .map_err(|e| Error::bad_value(key, format!("bad JSON: {e}")))?;
     let neigh = match parsed.get("neigh") {
         Some(serde_json::Value::Array(items)) => items,
-        Some(_) => return Err(Error::malformed(key, "\"neigh\" is not a list")),
-        None => return Err(Error::malformed(key, "JSON vertex has no \"neigh\" list")),
+        Some(_) => return Err(Error::bad_value(key, "\"neigh\" is not a list")),
+        None => return Err(Error::bad_value(key, "JSON vertex has no \"neigh\" list")),
     };
     for item in neigh {
         let id = match item {
@@ -79,7 +79,7 @@ fn for_each_json_neighbour(key: &[u8], value: &[u8], mut f: impl FnMut(u32)) -> 
             serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
             _ => None,
         };
-        f(id.ok_or_else(|| Error::malformed(key, format!("neighbour id {item} is not a u32")))?);
+        f(id.ok_or_else(|| Error::bad_value(key, format!("neighbour id {item} is not a u32")))?);
     }
     Ok(())
 }
@@ -112,22 +112,22 @@ mod tests {
     fn truncated_and_junk_values_are_malformed() {
         let mut v = encode_adjacency(&[1, 2]);
         v.pop();
-        assert!(matches!(neighbours(b"1", &v), Err(Error::Malformed { .. })));
+        assert!(matches!(neighbours(b"1", &v), Err(Error::BadValue { .. })));
         assert!(matches!(
             neighbours(b"1", b"ALG1"),
-            Err(Error::Malformed { .. })
+            Err(Error::BadValue { .. })
         ));
         assert!(matches!(
             neighbours(b"1", b"hello"),
-            Err(Error::Malformed { .. })
+            Err(Error::BadValue { .. })
         ));
         assert!(matches!(
             neighbours(b"1", br#"{"neigh": ["x"]}"#),
-            Err(Error::Malformed { .. })
+            Err(Error::BadValue { .. })
         ));
         assert!(matches!(
             neighbours(b"1", b"{"),
-            Err(Error::Malformed { .. })
+            Err(Error::BadValue { .. })
         ));
     }
 

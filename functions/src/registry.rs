@@ -43,13 +43,13 @@ impl Registry {
     /// Adds a function; fails if the name is taken or the registry is full.
     pub fn register(&mut self, f: Arc<dyn Function>) -> Result<usize> {
         if self.lookup(f.name()).is_some() {
-            return Err(Error::Store(format!(
+            return Err(Error::Registry(format!(
                 "function '{}' is already registered",
                 f.name()
             )));
         }
         if self.functions.len() >= Self::CAPACITY {
-            return Err(Error::Store(format!(
+            return Err(Error::Registry(format!(
                 "registry is full ({} functions)",
                 Self::CAPACITY
             )));

@@ -1,21 +1,11 @@
 //! The module's commands. Each one runs behind [`guard`], which turns a panic into an error reply.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::OnceLock;
 
-use autoloc_dataplane::clock::thread_cpu_ns;
-use autoloc_functions::exec::block_on;
-use autoloc_functions::{Error, Output, Registry, Reply};
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
-use crate::counters::{self, Sample};
-use crate::store::KeyspaceStore;
-
-/// The functions this module runs.
-pub fn registry() -> &'static Registry {
-    static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(Registry::builtin)
-}
+use crate::invoke::{self, registry, FrameBuf, Request};
+use crate::store::read_keys;
 
 /// Runs `f`, replying with an error instead of unwinding into redis-server if it panics.
 fn guard(command: &str, f: impl FnOnce() -> RedisResult) -> RedisResult {
@@ -31,117 +21,79 @@ fn guard(command: &str, f: impl FnOnce() -> RedisResult) -> RedisResult {
     })
 }
 
-fn to_redis(reply: Reply) -> RedisValue {
-    match reply {
-        Reply::Nil => RedisValue::Null,
-        Reply::Int(n) => RedisValue::Integer(n),
-        Reply::Bulk(b) => RedisValue::StringBuffer(b),
-        Reply::Array(items) => RedisValue::Array(items.into_iter().map(to_redis).collect()),
-    }
-}
-
-/// What one storage-side invocation did.
-#[derive(Debug)]
-pub struct StorageRun {
-    /// Its result.
-    pub result: Result<Output, Error>,
-    /// CPU time it took, ns.
-    pub cpu_ns: u64,
-    /// Keys it read.
-    pub keys_read: u64,
-    /// Value bytes it read.
-    pub bytes_read: u64,
-    /// Store accesses it made (each a round trip had it run compute-side).
-    pub reads: u64,
-    /// The keys it read, if asked for.
-    pub read_keys: Vec<Vec<u8>>,
-}
-
-/// Runs the function called `name` storage-side with `args` against the keyspace of `ctx`
-/// under `budget`, and records it in the counters. With `remember_reads`, the run also keeps
-/// the names of the keys it read (for a pushback's read set). Shared by `AUTOLOC.CALL` and the
-/// data-plane threads.
-pub fn invoke(
-    ctx: &Context,
-    name: &[u8],
-    args: &[Vec<u8>],
-    budget: std::time::Duration,
-    remember_reads: bool,
-) -> StorageRun {
-    let (index, function) = match registry().resolve(name) {
-        Ok(f) => f,
-        Err(e) => {
-            return StorageRun {
-                result: Err(e),
-                cpu_ns: 0,
-                keys_read: 0,
-                bytes_read: 0,
-                reads: 0,
-                read_keys: Vec::new(),
-            }
-        }
-    };
-    let mut store = KeyspaceStore::new(ctx, budget);
-    if remember_reads {
-        store = store.remembering_reads();
-    }
-    let cpu = thread_cpu_ns();
-    let result = block_on(function.call(&store, args));
-    let cpu_ns = thread_cpu_ns().saturating_sub(cpu);
-    let (keys_read, bytes_read) = store.reads();
-    counters::record(
-        index,
-        Sample {
-            error: result.is_err(),
-            pushback: result.as_ref().is_err_and(Error::is_pushback),
-            cpu_ns,
-            keys_read,
-            bytes_read,
-        },
-    );
-    StorageRun {
-        result,
-        cpu_ns,
-        keys_read,
-        bytes_read,
-        reads: store.accesses(),
-        read_keys: store.read_keys(),
-    }
-}
-
-fn to_error(e: &Error) -> RedisError {
-    RedisError::String(e.to_wire())
-}
-
 /// `AUTOLOC.CALL <function> <args...>`: runs the function storage-side and replies with its
-/// result; `PUSHBACK ...` if it ran past the budget (the caller should run it compute-side).
+/// result as RESP; `-PUSHBACK ...` if it ran past the budget (the caller should run it
+/// compute-side), `-CODE message` if it failed.
 pub fn call(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard("AUTOLOC.CALL", || {
-        if args.len() < 2 {
+        let [_, function, fargs @ ..] = args.as_slice() else {
+            return Err(RedisError::WrongArity);
+        };
+        let fargs: Vec<&[u8]> = fargs.iter().map(RedisString::as_slice).collect();
+        let run = invoke::invoke(ctx, function.as_slice(), &fargs, Request::now(false));
+        invoke::to_resp(run)
+    })
+}
+
+/// `AUTOLOC.INVOKE <function> <args...>`: `AUTOLOC.CALL` for compute nodes over RESP. The
+/// reply is one bulk string holding the wire frame the data plane would send (`InvokeReply`
+/// with the run's cost, `Pushback` with its read set, or `Error` with its code), so every
+/// transport hands the runtime the same outcome.
+pub fn invoke_frame(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard("AUTOLOC.INVOKE", || {
+        let [_, function, fargs @ ..] = args.as_slice() else {
+            return Err(RedisError::WrongArity);
+        };
+        let fargs: Vec<&[u8]> = fargs.iter().map(RedisString::as_slice).collect();
+        let run = invoke::invoke(ctx, function.as_slice(), &fargs, Request::now(true));
+        let mut frame = FrameBuf::default();
+        invoke::reply(ctx, 0, run, &mut frame)
+            .map_err(|e| RedisError::String(format!("TOOLARGE reply not sent: {e}")))?;
+        Ok(RedisValue::StringBuffer(frame.0))
+    })
+}
+
+/// `AUTOLOC.MGET <key> [key ...]`: `MGET` under the module's read rule (a key of another type
+/// fails the whole read with `-WRONGTYPE` naming it, where `MGET` reads it as nil): how
+/// compute-side functions read many keys over RESP.
+pub fn mget(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard("AUTOLOC.MGET", || {
+        let [_, keys @ ..] = args.as_slice() else {
+            return Err(RedisError::WrongArity);
+        };
+        if keys.is_empty() {
             return Err(RedisError::WrongArity);
         }
-        let (index, function) = registry()
-            .resolve(args[1].as_slice())
-            .map_err(|e| to_error(&e))?;
-        let fargs: Vec<Vec<u8>> = args[2..].iter().map(|a| a.as_slice().to_vec()).collect();
-        let store = KeyspaceStore::new(ctx, crate::config::budget());
-        let cpu = thread_cpu_ns();
-        let result = block_on(function.call(&store, &fargs));
-        let (keys_read, bytes_read) = store.reads();
-        counters::record(
-            index,
-            Sample {
-                error: result.is_err(),
-                pushback: result.as_ref().is_err_and(Error::is_pushback),
-                cpu_ns: thread_cpu_ns().saturating_sub(cpu),
-                keys_read,
-                bytes_read,
-            },
-        );
-        match result {
-            Ok(out) => Ok(to_redis(out.to_reply())),
-            Err(e) => Err(to_error(&e)),
+        let names: Vec<&[u8]> = keys.iter().map(RedisString::as_slice).collect();
+        let mut opened = Vec::new();
+        let values = read_keys(ctx, &names, &mut opened).map_err(|e| invoke::error(&e))?;
+        Ok(RedisValue::Array(
+            values
+                .into_iter()
+                .map(|v| v.map_or(RedisValue::Null, |v| RedisValue::StringBuffer(v.to_vec())))
+                .collect(),
+        ))
+    })
+}
+
+/// `AUTOLOC.STATS`: the module's counters as `name value` pairs (the fields of `INFO autoloc`,
+/// typed): what a compute node's placement controller reads the storage side's load from.
+pub fn stats(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard("AUTOLOC.STATS", || {
+        if args.len() != 1 {
+            return Err(RedisError::WrongArity);
         }
+        Ok(RedisValue::Array(
+            crate::counters::fields()
+                .into_iter()
+                .flat_map(|(name, value)| {
+                    [
+                        RedisValue::BulkString(name),
+                        RedisValue::Integer(i64::try_from(value).unwrap_or(i64::MAX)),
+                    ]
+                })
+                .collect(),
+        ))
     })
 }
 

@@ -65,15 +65,12 @@ pub fn record(index: usize, s: Sample) {
     c.bytes_read.fetch_add(s.bytes_read, Relaxed);
 }
 
-/// `INFO autoloc`: section `autoloc_functions`, one line per counter and function, named
-/// `<function>_<counter>`, e.g. `khop_calls:1000`.
-#[info_command_handler]
-fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
-    let registry = crate::commands::registry();
-    let mut section = ctx
-        .builder()
-        .add_section("functions")
-        .field("budget_us", crate::config::budget().as_micros().to_string())?;
+/// Every counter of the module as `(name, value)`: per function `<function>_<counter>` (e.g.
+/// `khop_calls`), then the data plane's `dataplane_*`. `INFO autoloc` shows them as text,
+/// `AUTOLOC.STATS` as a typed reply.
+pub fn fields() -> Vec<(String, u64)> {
+    let registry = crate::invoke::registry();
+    let mut out = vec![("budget_us".to_string(), crate::config::budget().as_micros() as u64)];
     for (i, f) in registry.iter().enumerate() {
         let c = of(i);
         let name = f.name();
@@ -85,26 +82,31 @@ fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
             ("keys_read", c.keys_read.load(Relaxed)),
             ("bytes_read", c.bytes_read.load(Relaxed)),
         ] {
-            section = section.field(&format!("{name}_{counter}"), value.to_string())?;
+            out.push((format!("{name}_{counter}"), value));
         }
     }
     let dp = crate::dataplane::stats();
     for (name, value) in [
-        ("dataplane_links_opened", dp.links_opened.load(Relaxed)),
-        ("dataplane_links_closed", dp.links_closed.load(Relaxed)),
-        ("dataplane_requests", dp.requests.load(Relaxed)),
-        (
-            "dataplane_lock_acquisitions",
-            dp.lock_acquisitions.load(Relaxed),
-        ),
-        (
-            "dataplane_lock_bound_hits",
-            dp.lock_bound_hits.load(Relaxed),
-        ),
-        ("dataplane_pushbacks", dp.pushbacks.load(Relaxed)),
-        ("dataplane_busy_permille", dp.busy_permille.load(Relaxed)),
+        ("dataplane_links_opened", &dp.links_opened),
+        ("dataplane_links_closed", &dp.links_closed),
+        ("dataplane_requests", &dp.requests),
+        ("dataplane_lock_acquisitions", &dp.lock_acquisitions),
+        ("dataplane_lock_bound_hits", &dp.lock_bound_hits),
+        ("dataplane_pushbacks", &dp.pushbacks),
+        ("dataplane_busy_permille", &dp.busy_permille),
     ] {
-        section = section.field(name, value.to_string())?;
+        out.push((name.to_string(), value.load(Relaxed)));
+    }
+    out
+}
+
+/// `INFO autoloc`: section `autoloc_functions`, one line per counter of [`fields`], then each
+/// function's latest `storage_share` as reported by compute nodes.
+#[info_command_handler]
+fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
+    let mut section = ctx.builder().add_section("functions");
+    for (name, value) in fields() {
+        section = section.field(&name, value.to_string())?;
     }
     for (name, share) in crate::placement::latest_shares() {
         section = section.field(&format!("{name}_storage_share"), format!("{share:.3}"))?;

@@ -4,11 +4,14 @@
 //!
 //! # Layout
 //! - [`config`]: module arguments (the storage-side budget).
-//! - [`store`]: [`store::KeyspaceStore`], the `Store` over Redis's own keyspace: values are read
-//!   in place (string DMA, no copy), and every access checks the invocation's budget.
 //! - [`counters`]: per-function atomic counters and the `INFO autoloc` section.
-//! - [`commands`]: `AUTOLOC.CALL`, `AUTOLOC.FUNCTIONS`, `AUTOLOC.CONNECT`; every entry point
-//!   catches panics and replies with an error, since a panic inside redis-server would abort it.
+//! - [`store`]: the read rule and the one read path ([`store::read_keys`]) and write path every
+//!   key access goes through, and [`store::KeyspaceStore`], the `Store` storage-side functions
+//!   run against: values are read in place (string DMA, no copy), every access checks the budget.
+//! - [`invoke`]: the one invoke path (resolve, budget, run, count, encode as RESP or a wire frame).
+//! - [`commands`]: `AUTOLOC.CALL`, `AUTOLOC.INVOKE`, `AUTOLOC.MGET`, `AUTOLOC.STATS`,
+//!   `AUTOLOC.FUNCTIONS`, `AUTOLOC.CONNECT`; every entry point catches panics and replies with an
+//!   error, since a panic inside redis-server would abort it.
 //! - [`placement`]: placement tables reported by compute nodes (`AUTOLOC.REPORT`,
 //!   `AUTOLOC.PLACEMENT`, the shares in `INFO autoloc`).
 //! - [`dataplane`]: the data-plane threads: poll shm rings, the io_uring TCP server and RDMA
@@ -18,6 +21,7 @@ pub mod commands;
 pub mod config;
 pub mod counters;
 pub mod dataplane;
+pub mod invoke;
 pub mod placement;
 pub mod store;
 
@@ -57,6 +61,9 @@ redis_module! {
     init: init,
     commands: [
         ["autoloc.call", commands::call, "write deny-oom", 0, 0, 0, ""],
+        ["autoloc.invoke", commands::invoke_frame, "write deny-oom", 0, 0, 0, ""],
+        ["autoloc.mget", commands::mget, "readonly fast", 1, -1, 1, ""],
+        ["autoloc.stats", commands::stats, "readonly fast", 0, 0, 0, ""],
         ["autoloc.functions", commands::functions, "readonly fast", 0, 0, 0, ""],
         ["autoloc.connect", commands::connect, "readonly", 0, 0, 0, ""],
         ["autoloc.report", commands::report, "readonly fast", 0, 0, 0, ""],

@@ -1,10 +1,61 @@
-//! The `Store` over Redis's own keyspace, used while the module holds Redis's lock.
+//! The one way the module reads keys ([`read_keys`], applying [`value_of`]'s rule), and the
+//! `Store` over Redis's own keyspace that storage-side functions run against.
+//!
+//! **The read rule**, the same on every side and transport: a missing key reads as no value
+//! (`None`; what that means is the function's business: `khop` fails with `NOKEY` on a missing
+//! start vertex and counts a missing neighbour as a dangling vertex, `aggregate` skips it, `get`
+//! returns nil); a key holding anything but a string fails the whole read with `WRONGTYPE`
+//! naming the key, before any value of that read is looked at; a string is handed over as it
+//! is, and a value the function cannot use (no vertex, no number) is the function's `BADVALUE`.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use autoloc_functions::{Error, Store, StoreFuture, Visit};
+use redis_module::key::RedisKey;
 use redis_module::{Context, KeyType};
+
+/// The value of the open key `key` (named `name`) under the read rule.
+pub fn value_of<'k>(key: &'k RedisKey, name: &[u8]) -> Result<Option<&'k [u8]>, Error> {
+    match key.key_type() {
+        KeyType::Empty => Ok(None),
+        KeyType::String => key
+            .read()
+            .map(|v| Some(v.unwrap_or(&[])))
+            .map_err(|e| Error::Io(format!("read {}: {e}", String::from_utf8_lossy(name)))),
+        _ => Err(Error::wrong_type(name)),
+    }
+}
+
+/// Opens every key of `names` into `opened` and reads them under the read rule: the values
+/// borrow Redis's own memory (no copy) for as long as `opened` lives, which must be while
+/// Redis's lock is held. Every key the module reads, for a function, a data-plane `Get` or
+/// `MultiGet`, `AUTOLOC.MGET`, or a pushback's read set, is read here.
+pub fn read_keys<'k, N: AsRef<[u8]>>(
+    ctx: &Context,
+    names: &[N],
+    opened: &'k mut Vec<RedisKey>,
+) -> Result<Vec<Option<&'k [u8]>>, Error> {
+    opened.clear();
+    opened.extend(
+        names
+            .iter()
+            .map(|n| ctx.open_key(&ctx.create_string(n.as_ref()))),
+    );
+    opened
+        .iter()
+        .zip(names)
+        .map(|(key, name)| value_of(key, name.as_ref()))
+        .collect()
+}
+
+/// Sets `key` to `value`: the one way the module writes a key (a function's `Store::write`,
+/// a data-plane `Set`), through Redis's `SET` so keyspace listeners are notified.
+pub fn write_key(ctx: &Context, key: &[u8], value: &[u8]) -> Result<(), Error> {
+    ctx.call("SET", &[key, value][..])
+        .map(drop)
+        .map_err(|e| Error::Io(format!("SET {}: {e}", String::from_utf8_lossy(key))))
+}
 
 /// Keys read between two budget checks inside one large read.
 const CHECK_EVERY: usize = 64;
@@ -21,7 +72,7 @@ pub struct KeyspaceStore<'c> {
     /// Calls of `read` (store accesses).
     accesses: Cell<u64>,
     /// The keys read, kept only when asked for (to hand the read set back on a pushback).
-    read_keys: Option<std::cell::RefCell<Vec<Vec<u8>>>>,
+    remembered: Option<std::cell::RefCell<Vec<Vec<u8>>>>,
 }
 
 impl std::fmt::Debug for KeyspaceStore<'_> {
@@ -43,21 +94,21 @@ impl<'c> KeyspaceStore<'c> {
             keys_read: Cell::new(0),
             bytes_read: Cell::new(0),
             accesses: Cell::new(0),
-            read_keys: None,
+            remembered: None,
         }
     }
 
-    /// Also remembers the names of the keys read ([`KeyspaceStore::read_keys`]).
+    /// Also remembers the names of the keys read ([`KeyspaceStore::remembered`]).
     pub fn remembering_reads(mut self) -> Self {
-        self.read_keys = Some(std::cell::RefCell::new(Vec::new()));
+        self.remembered = Some(std::cell::RefCell::new(Vec::new()));
         self
     }
 
-    /// The keys read so far, if remembered.
-    pub fn read_keys(&self) -> Vec<Vec<u8>> {
-        self.read_keys
+    /// Takes the keys read so far, if remembered.
+    pub fn remembered(&self) -> Vec<Vec<u8>> {
+        self.remembered
             .as_ref()
-            .map(|r| r.borrow().clone())
+            .map(|r| r.take())
             .unwrap_or_default()
     }
 
@@ -86,29 +137,19 @@ impl<'c> KeyspaceStore<'c> {
     fn read_now(&self, keys: &[Vec<u8>], visit: Visit<'_>) -> Result<(), Error> {
         self.check_budget()?;
         self.accesses.set(self.accesses.get() + 1);
-        for (i, k) in keys.iter().enumerate() {
+        self.keys_read.set(self.keys_read.get() + keys.len() as u64);
+        if let Some(r) = &self.remembered {
+            r.borrow_mut().extend_from_slice(keys);
+        }
+        let mut opened = Vec::with_capacity(keys.len());
+        let values = read_keys(self.ctx, keys, &mut opened)?;
+        for (i, value) in values.into_iter().enumerate() {
             if i % CHECK_EVERY == CHECK_EVERY - 1 {
                 self.check_budget()?;
             }
-            let name = self.ctx.create_string(k.as_slice());
-            let key = self.ctx.open_key(&name);
-            self.keys_read.set(self.keys_read.get() + 1);
-            if let Some(r) = &self.read_keys {
-                r.borrow_mut().push(k.clone());
-            }
-            match key.key_type() {
-                KeyType::Empty => visit(i, None)?,
-                KeyType::String => {
-                    let value = key.read().map_err(|e| {
-                        Error::Store(format!("read {}: {e}", String::from_utf8_lossy(k)))
-                    })?;
-                    let value = value.unwrap_or(&[]);
-                    self.bytes_read
-                        .set(self.bytes_read.get() + value.len() as u64);
-                    visit(i, Some(value))?;
-                }
-                _ => return Err(Error::WrongType(String::from_utf8_lossy(k).into_owned())),
-            }
+            let len = value.map_or(0, <[u8]>::len) as u64;
+            self.bytes_read.set(self.bytes_read.get() + len);
+            visit(i, value)?;
         }
         Ok(())
     }
@@ -122,11 +163,7 @@ impl Store for KeyspaceStore<'_> {
     fn write<'a>(&'a self, key: &'a [u8], value: &'a [u8]) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             self.check_budget()?;
-            // Through SET, so the write is replicated and notifies keyspace listeners.
-            self.ctx
-                .call("SET", &[key, value][..])
-                .map(drop)
-                .map_err(|e| Error::Store(format!("SET {}: {e}", String::from_utf8_lossy(key))))
+            write_key(self.ctx, key, value)
         })
     }
 

@@ -528,7 +528,7 @@ fn session_gets(
 ) -> anyhow::Result<u64> {
     if n == 1 {
         let t0 = Instant::now();
-        let reply = session.call(&Message::Get { key })?;
+        let reply = session.call(&Message::Get { key })?.reply;
         record(h, t0.elapsed());
         expect_value(reply, size)?;
         return Ok(1);
@@ -549,7 +549,7 @@ fn session_gets(
         for p in pending.iter_mut().take(n).filter(|p| p.0 != 0) {
             if let Some(reply) = session.take(p.0) {
                 record(h, now - p.1);
-                expect_value(reply, size)?;
+                expect_value(reply.reply, size)?;
                 p.0 = 0;
                 left -= 1;
             }
@@ -571,7 +571,7 @@ fn spin_get(
     let reply = loop {
         session.pump()?;
         if let Some(r) = session.take(id) {
-            break r;
+            break r.reply;
         }
         spins = spins.wrapping_add(1);
         if spins & 4095 == 0 && t0.elapsed() > REPLY_DEADLINE {
@@ -651,7 +651,7 @@ fn link_cells(
                     keys: List::new(&keys),
                 })?;
                 record(h, t0.elapsed());
-                match reply {
+                match reply.reply {
                     Reply::Values(v) if v.len() == IN_FLIGHT => Ok(1),
                     _ => bail!("MultiGet: unexpected reply"),
                 }

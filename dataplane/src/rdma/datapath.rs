@@ -36,7 +36,7 @@ use super::device::{
 use super::layout::{word, Mirror, Op, RegionLayout, PEER_DETACHED, PEER_STATE_OFFSET};
 use crate::link::{serve_raw, ClientLink, Replier, ServerLink};
 use crate::ring::{Consumer, Producer, RingConfig, RingError};
-use crate::wire::{self, Frame, Limits, Message, WireError};
+use crate::wire::{self, ErrorCode, Frame, Limits, Message, WireError};
 use crate::{Error, Result};
 
 /// Send-queue depth of every queue pair.
@@ -564,7 +564,7 @@ impl Replier for RdmaReplier<'_> {
             return self.stage(
                 request_id,
                 &Message::Error {
-                    code: "TOOLARGE",
+                    code: ErrorCode::TooLarge,
                     message: &msg,
                 },
             );

@@ -20,7 +20,7 @@ use io_uring::{opcode, types};
 use super::uring::Uring;
 use super::{Op, MIN_RECV_SPACE};
 use crate::link::Replier;
-use crate::wire::{self, Limits, Message, WireError, HEADER_LEN, MAGIC};
+use crate::wire::{self, ErrorCode, Limits, Message, WireError, HEADER_LEN, MAGIC};
 use crate::Result;
 
 /// Received bytes of one connection.
@@ -388,16 +388,9 @@ pub(super) fn scan(buf: &[u8], limits: &Limits) -> Scan {
 
 /// The error reply to bytes at the front of a stream that do not decode: its request id (from
 /// the header if a whole one is there, else 0), code and message.
-pub(super) fn error_reply(buf: &[u8], e: &WireError) -> (u64, &'static str, String) {
-    let id = buf
-        .get(8..16)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u64::from_le_bytes);
-    let code = match e {
-        WireError::Oversized { .. } => "TOOLARGE",
-        _ => "MALFORMED",
-    };
-    (id, code, format!("bad frame: {e}; closing the connection"))
+pub(super) fn error_reply(buf: &[u8], e: &WireError) -> (u64, ErrorCode, String) {
+    let id = wire::request_id_of(buf);
+    (id, e.code(), format!("bad frame: {e}; closing the connection"))
 }
 
 /// Encodes replies at the end of a connection's send buffer.
@@ -416,7 +409,7 @@ impl Replier for TcpReplier<'_> {
                 self.max_payload
             );
             let error = Message::Error {
-                code: "TOOLARGE",
+                code: ErrorCode::TooLarge,
                 message: &text,
             };
             wire::encode(request_id, &error, self.out)?;
@@ -466,7 +459,7 @@ mod tests {
             &big[..HEADER_LEN],
             &wire::check(&big[..HEADER_LEN], &limits).unwrap_err(),
         );
-        assert_eq!((id, code), (5, "TOOLARGE"));
+        assert_eq!((id, code), (5, ErrorCode::TooLarge));
     }
 
     #[test]
@@ -515,7 +508,7 @@ mod tests {
         assert!(matches!(
             second.message,
             Message::Error {
-                code: "TOOLARGE",
+                code: ErrorCode::TooLarge,
                 ..
             }
         ));

@@ -73,7 +73,7 @@ impl Function for Aggregate {
                             .ok()
                             .and_then(|s| s.trim().parse::<f64>().ok())
                             .filter(|x| x.is_finite())
-                            .ok_or_else(|| Error::malformed(&chunk[i], "value is not a number"))?;
+                            .ok_or_else(|| Error::bad_value(&chunk[i], "value is not a number"))?;
                         sum += x;
                         found += 1;
                         Ok(())

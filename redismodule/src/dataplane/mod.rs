@@ -15,19 +15,19 @@
 //!    no CPU; the price is up to one nap of latency for the first request after a long idle;
 //! 4. every 100 ms, drop links whose peer is gone (their segment is unmapped and removed) or
 //!    that were never attached.
+//!
+//! Serving one request (a read, a write, an invocation) is [`serve`]'s business.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use autoloc_dataplane::link::{Replier, ServerLink};
+use autoloc_dataplane::link::ServerLink;
 use autoloc_dataplane::shm::{PeerState, ShmConfig, ShmServer};
 use autoloc_dataplane::tcp::TcpServer;
-use autoloc_dataplane::wire::{Frame, InvokeCost, List, Message};
-use autoloc_functions::Error;
-use redis_module::key::RedisKey;
-use redis_module::{Context, DetachedFromClient, KeyType, ThreadSafeContext};
+use redis_module::{Context, DetachedFromClient, ThreadSafeContext};
+
+mod serve;
 
 /// Requests taken from one link per serve call.
 pub const BURST: usize = 32;
@@ -294,9 +294,12 @@ fn run(inbox: &Mutex<Vec<Entry>>, count: &AtomicU64) {
                     }
                     let ctx: &Context = &guard;
                     match e.link().serve(BURST, &mut |frame, out| {
-                        handle(ctx, frame, out, seen, load.overloaded)
+                        serve::handle(ctx, frame, out, seen, load.overloaded)
                     }) {
-                        Ok(n) => served += n,
+                        Ok(n) => {
+                            served += n;
+                            STATS.requests.fetch_add(n as u64, Relaxed);
+                        }
                         // E.g. a client that stopped draining its replies: give the link up
                         // rather than wait for it while holding the lock.
                         Err(_) => broken.push(i),
@@ -306,7 +309,6 @@ fn run(inbox: &Mutex<Vec<Entry>>, count: &AtomicU64) {
                         break 'burst;
                     }
                 }
-                STATS.requests.fetch_add(served as u64, Relaxed);
                 if served == 0 {
                     break;
                 }
@@ -368,161 +370,5 @@ fn keep(e: &mut Entry) -> bool {
             }
             PeerState::Detached | PeerState::Dead { .. } => false,
         },
-    }
-}
-
-fn error_reply(out: &mut dyn Replier, id: u64, e: &Error) {
-    let code = e.code().as_str();
-    let _ = out.reply(
-        id,
-        &Message::Error {
-            code,
-            message: &e.to_string(),
-        },
-    );
-}
-
-fn read_key<'k>(key: &'k RedisKey, name: &[u8]) -> Result<Option<&'k [u8]>, Error> {
-    match key.key_type() {
-        KeyType::Empty => Ok(None),
-        KeyType::String => key
-            .read()
-            .map(|v| Some(v.unwrap_or(&[])))
-            .map_err(|e| Error::Store(format!("read {}: {e}", String::from_utf8_lossy(name)))),
-        _ => Err(Error::WrongType(String::from_utf8_lossy(name).into_owned())),
-    }
-}
-
-/// Serves one request under Redis's lock; never panics out (a panic becomes an error reply).
-fn handle(ctx: &Context, frame: Frame<'_>, out: &mut dyn Replier, seen: Instant, overloaded: bool) {
-    let id = frame.request_id;
-    let served = catch_unwind(AssertUnwindSafe(|| {
-        serve_one(ctx, frame, out, seen, overloaded)
-    }));
-    if served.is_err() {
-        let _ = out.reply(
-            id,
-            &Message::Error {
-                code: "ERR",
-                message: "internal error (panic) serving the request",
-            },
-        );
-    }
-}
-
-fn serve_one(
-    ctx: &Context,
-    frame: Frame<'_>,
-    out: &mut dyn Replier,
-    seen: Instant,
-    overloaded: bool,
-) {
-    let id = frame.request_id;
-    match frame.message {
-        Message::Get { key } => {
-            let name = ctx.create_string(key);
-            let k = ctx.open_key(&name);
-            match read_key(&k, key) {
-                Ok(value) => {
-                    let _ = out.reply(id, &Message::Value { value });
-                }
-                Err(e) => error_reply(out, id, &e),
-            }
-        }
-        Message::MultiGet { keys } => {
-            let opened: Vec<RedisKey> = keys
-                .iter()
-                .map(|k| ctx.open_key(&ctx.create_string(k)))
-                .collect();
-            let mut values: Vec<Option<&[u8]>> = Vec::with_capacity(opened.len());
-            for (k, name) in opened.iter().zip(keys.iter()) {
-                // As MGET does: a key of another type reads as missing.
-                values.push(read_key(k, name).unwrap_or(None));
-            }
-            let _ = out.reply(
-                id,
-                &Message::Values {
-                    values: List::new(&values),
-                },
-            );
-        }
-        Message::Set { key, value } => match ctx.call("SET", &[key, value][..]) {
-            Ok(_) => {
-                let _ = out.reply(id, &Message::Ok);
-            }
-            Err(e) => error_reply(out, id, &Error::Store(e.to_string())),
-        },
-        Message::Invoke { function, args } => {
-            let queue_ns = seen.elapsed().as_nanos() as u64;
-            let args: Vec<Vec<u8>> = args.iter().map(<[u8]>::to_vec).collect();
-            let cfg = crate::config::get();
-            let budget = if overloaded {
-                cfg.overload_budget.min(cfg.budget)
-            } else {
-                cfg.budget
-            };
-            let run = crate::commands::invoke(ctx, function.as_bytes(), &args, budget, true);
-            let storage_cpu_ns = run.cpu_ns;
-            match run.result {
-                Ok(output) => {
-                    let mut resp = Vec::new();
-                    output.encode(&mut resp);
-                    let reply = Message::InvokeReply {
-                        result: &resp,
-                        cost: InvokeCost {
-                            storage_cpu_ns,
-                            queue_ns,
-                            keys_read: run.keys_read,
-                            bytes_read: run.bytes_read,
-                            reads: run.reads,
-                        },
-                    };
-                    let _ = out.reply(id, &reply);
-                }
-                Err(e) if e.is_pushback() => {
-                    STATS.pushbacks.fetch_add(1, Relaxed);
-                    // ASFP: hand back what was read, so the caller need not fetch it again.
-                    // The values are read anew here, still under the lock: the run kept names only.
-                    let mut keys = run.read_keys;
-                    keys.sort_unstable();
-                    keys.dedup();
-                    let opened: Vec<RedisKey> = keys
-                        .iter()
-                        .map(|k| ctx.open_key(&ctx.create_string(k.as_slice())))
-                        .collect();
-                    let pairs: Vec<(&[u8], Option<&[u8]>)> = keys
-                        .iter()
-                        .zip(&opened)
-                        .map(|(k, key)| (k.as_slice(), read_key(key, k).unwrap_or(None)))
-                        .collect();
-                    let pushback = Message::Pushback {
-                        read_set: List::new(&pairs),
-                        storage_cpu_ns,
-                        queue_ns,
-                    };
-                    if out.reply(id, &pushback).is_err() {
-                        // A read set too large for one frame: push back without it.
-                        let _ = out.reply(
-                            id,
-                            &Message::Pushback {
-                                read_set: List::new(&[]),
-                                storage_cpu_ns,
-                                queue_ns,
-                            },
-                        );
-                    }
-                }
-                Err(e) => error_reply(out, id, &e),
-            }
-        }
-        other => {
-            let _ = out.reply(
-                id,
-                &Message::Error {
-                    code: "ERR",
-                    message: &format!("{:?} is not a request", other.kind()),
-                },
-            );
-        }
     }
 }

@@ -1,0 +1,203 @@
+//! The RESP transport as a [`ClientLink`]: wire requests become Redis commands on a plain
+//! connection, and their replies become wire replies, so the runtime drives every transport
+//! through one path (one session, one outcome, one way to record it).
+//!
+//! | request | command | reply |
+//! |---|---|---|
+//! | `Get` | `GET key` | `Value` |
+//! | `MultiGet` | `AUTOLOC.MGET key...` (`MGET` under the module's read rule) | `Values` |
+//! | `Set` | `SET key value` | `Ok` |
+//! | `Invoke` | `AUTOLOC.INVOKE function args...` (its bulk reply is the wire frame) | `InvokeReply` or `Pushback` |
+//!
+//! An error reply `-CODE message` becomes an `Error` frame with that code (Redis's own
+//! `NOAUTH`/`NOPERM` as `NOPERM`, its other words as `ERR`). Commands are pipelined: everything
+//! queued leaves in one write at `flush`, and replies come back in order.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use autoloc_functions::Error as FnError;
+
+use crate::link::ClientLink;
+use crate::resp::{Connection, Frame as Resp};
+use crate::wire::{self, ErrorCode, Frame, Limits, List, Message};
+use crate::{Error, Result};
+
+/// What the reply to a queued command is translated into.
+#[derive(Debug)]
+enum Expect {
+    Value { key: Vec<u8> },
+    Values { count: usize },
+    Ok,
+    Invoked,
+}
+
+/// A [`ClientLink`] over a RESP connection.
+#[derive(Debug)]
+pub struct RespLink {
+    conn: Connection,
+    /// Commands sent or queued, oldest first, with the request id each answers.
+    pending: VecDeque<(u64, Expect)>,
+}
+
+impl RespLink {
+    /// A link over `conn` (authenticated and on its database already).
+    pub fn new(conn: Connection) -> RespLink {
+        RespLink {
+            conn,
+            pending: VecDeque::new(),
+        }
+    }
+}
+
+impl ClientLink for RespLink {
+    fn queue(&mut self, request_id: u64, message: &Message<'_>) -> Result<()> {
+        let expect = match *message {
+            Message::Get { key } => {
+                self.conn.queue(&[b"GET".as_slice(), key]);
+                Expect::Value { key: key.to_vec() }
+            }
+            Message::MultiGet { keys } if !keys.is_empty() => {
+                let mut args: Vec<&[u8]> = Vec::with_capacity(keys.len() + 1);
+                args.push(b"AUTOLOC.MGET");
+                args.extend(keys.iter());
+                self.conn.queue(&args);
+                Expect::Values { count: keys.len() }
+            }
+            Message::Set { key, value } => {
+                self.conn.queue(&[b"SET".as_slice(), key, value]);
+                Expect::Ok
+            }
+            Message::Invoke { function, args } => {
+                let mut cmd: Vec<&[u8]> = Vec::with_capacity(args.len() + 2);
+                cmd.extend([b"AUTOLOC.INVOKE".as_slice(), function.as_bytes()]);
+                cmd.extend(args.iter());
+                self.conn.queue(&cmd);
+                Expect::Invoked
+            }
+            ref other => {
+                return Err(Error::Protocol(format!(
+                    "{:?} is not a request the RESP link carries",
+                    other.kind()
+                )))
+            }
+        };
+        self.pending.push_back((request_id, expect));
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.conn.flush()
+    }
+
+    /// Reads the replies to everything sent. A RESP connection cannot be looked at without
+    /// reading it, so this waits for them (each read bounded by the connection's timeout).
+    fn poll(&mut self, f: &mut dyn FnMut(Frame<'_>)) -> Result<usize> {
+        self.conn.flush()?;
+        let mut n = 0;
+        while let Some((id, expect)) = self.pending.pop_front() {
+            let reply = self.conn.read_frame()?;
+            translate(id, &expect, reply, f)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn wait(&mut self, _timeout: Duration) -> Result<()> {
+        // Nothing to wait for: `poll` has read every reply due.
+        Ok(())
+    }
+
+    fn peer_gone(&self) -> bool {
+        // A dead server shows as an error of the next read.
+        false
+    }
+
+    fn max_frame(&self) -> usize {
+        wire::DEFAULT_MAX_PAYLOAD
+    }
+}
+
+/// Hands `f` the wire reply to request `id` that the RESP `reply` stands for.
+fn translate(id: u64, expect: &Expect, reply: Resp, f: &mut dyn FnMut(Frame<'_>)) -> Result<()> {
+    let mut give = |message: Message<'_>| {
+        f(Frame {
+            request_id: id,
+            message,
+        })
+    };
+    let error = |e: FnError| (e.code(), e.to_string());
+    let failed = match (expect, reply) {
+        (Expect::Value { key }, Resp::Error(e)) => {
+            let e = FnError::from_resp(&e);
+            // Name the key, as the storage side does.
+            Some(match e.code() {
+                ErrorCode::WrongType => error(FnError::wrong_type(key)),
+                _ => error(e),
+            })
+        }
+        (_, Resp::Error(e)) => Some(error(FnError::from_resp(&e))),
+        (Expect::Value { .. }, Resp::Bulk(value)) => {
+            give(Message::Value {
+                value: value.as_deref(),
+            });
+            None
+        }
+        (Expect::Values { count }, Resp::Array(Some(items))) if items.len() == *count => {
+            let values: Option<Vec<Option<&[u8]>>> = items
+                .iter()
+                .map(|item| match item {
+                    Resp::Bulk(v) => Some(v.as_deref()),
+                    _ => None,
+                })
+                .collect();
+            match values {
+                Some(values) => {
+                    give(Message::Values {
+                        values: List::new(&values),
+                    });
+                    None
+                }
+                None => Some(error(FnError::Malformed(
+                    "AUTOLOC.MGET replied a non-string item".into(),
+                ))),
+            }
+        }
+        (Expect::Ok, Resp::Simple(_)) => {
+            give(Message::Ok);
+            None
+        }
+        (Expect::Invoked, Resp::Bulk(Some(frame))) => {
+            match wire::decode(&frame, &Limits::default()) {
+                Ok((frame, _))
+                    if matches!(
+                        frame.message,
+                        Message::InvokeReply { .. }
+                            | Message::Pushback { .. }
+                            | Message::Error { .. }
+                    ) =>
+                {
+                    give(frame.message);
+                    None
+                }
+                Ok((frame, _)) => Some(error(FnError::Malformed(format!(
+                    "AUTOLOC.INVOKE replied a {:?} frame",
+                    frame.message.kind()
+                )))),
+                Err(e) => Some(error(FnError::Malformed(format!(
+                    "AUTOLOC.INVOKE reply: {e}"
+                )))),
+            }
+        }
+        (expect, other) => Some(error(FnError::Malformed(format!(
+            "unexpected reply {other:?} for {expect:?}"
+        )))),
+    };
+    if let Some((code, message)) = failed {
+        give(Message::Error {
+            code,
+            message: &message,
+        });
+    }
+    Ok(())
+}

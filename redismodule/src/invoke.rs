@@ -1,0 +1,215 @@
+//! The one invoke path of the module: `AUTOLOC.CALL`, `AUTOLOC.INVOKE` and the data plane's
+//! `Invoke` all resolve the function, check its arguments, run it under a budget against the
+//! keyspace, count it and encode its outcome here.
+//!
+//! Two encodings of one [`StorageRun`]: [`to_resp`] for people (`AUTOLOC.CALL`: the result as
+//! RESP, an error as `-CODE message`), and [`reply`] for compute nodes (a wire frame:
+//! `InvokeReply` with what the run cost, `Pushback` with its read set, or `Error` with its code),
+//! which the data plane sends on a link and `AUTOLOC.INVOKE` returns as one bulk string.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use autoloc_dataplane::clock::thread_cpu_ns;
+use autoloc_dataplane::link::Replier;
+use autoloc_dataplane::wire::{self, InvokeCost, List, Message};
+use autoloc_functions::exec::block_on;
+use autoloc_functions::{Error, Output, Registry, Reply};
+use redis_module::{Context, RedisError, RedisResult, RedisValue};
+
+use crate::counters::{self, Sample};
+use crate::store::{read_keys, KeyspaceStore};
+
+/// The functions this module runs.
+pub fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(Registry::builtin)
+}
+
+/// How an invocation reached the module, which sets its budget and what it keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Request {
+    /// When the request was seen (its queueing delay is measured from here).
+    pub seen: Instant,
+    /// Whether the data-plane thread serving it is saturated: then the short overload budget
+    /// applies, so costly invocations are pushed back to their callers (ASFP).
+    pub overloaded: bool,
+    /// Whether to remember the keys read, to hand them back with a pushback.
+    pub keep_read_set: bool,
+}
+
+impl Request {
+    /// A request seen now, at the normal budget.
+    pub fn now(keep_read_set: bool) -> Request {
+        Request {
+            seen: Instant::now(),
+            overloaded: false,
+            keep_read_set,
+        }
+    }
+
+    fn budget(&self) -> Duration {
+        let cfg = crate::config::get();
+        if self.overloaded {
+            cfg.overload_budget.min(cfg.budget)
+        } else {
+            cfg.budget
+        }
+    }
+}
+
+/// What one storage-side invocation did.
+#[derive(Debug)]
+pub struct StorageRun {
+    /// Its result; [`Error::Pushback`] if it ran past its budget.
+    pub result: Result<Output, Error>,
+    /// What it cost and read.
+    pub cost: InvokeCost,
+    /// The keys it read, if asked for (the read set of a pushback).
+    pub read_set: Vec<Vec<u8>>,
+}
+
+/// Runs the function `name` with `args` storage-side, against the keyspace of `ctx`, and counts
+/// it. Never panics out of a function: the callers run behind `catch_unwind`.
+pub fn invoke<A: AsRef<[u8]>>(ctx: &Context, name: &[u8], args: &[A], req: Request) -> StorageRun {
+    let queue_ns = req.seen.elapsed().as_nanos() as u64;
+    let (index, function) = match registry().resolve(name) {
+        Ok(f) => f,
+        Err(e) => {
+            return StorageRun {
+                result: Err(e),
+                cost: InvokeCost {
+                    queue_ns,
+                    ..InvokeCost::default()
+                },
+                read_set: Vec::new(),
+            }
+        }
+    };
+    let args: Vec<Vec<u8>> = args.iter().map(|a| a.as_ref().to_vec()).collect();
+    let mut store = KeyspaceStore::new(ctx, req.budget());
+    if req.keep_read_set {
+        store = store.remembering_reads();
+    }
+    let cpu = thread_cpu_ns();
+    let result = block_on(function.call(&store, &args));
+    let storage_cpu_ns = thread_cpu_ns().saturating_sub(cpu);
+    let (keys_read, bytes_read) = store.reads();
+    counters::record(
+        index,
+        Sample {
+            error: result.is_err(),
+            pushback: result.as_ref().is_err_and(Error::is_pushback),
+            cpu_ns: storage_cpu_ns,
+            keys_read,
+            bytes_read,
+        },
+    );
+    let read_set = if result.as_ref().is_err_and(Error::is_pushback) {
+        let mut keys = store.remembered();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    } else {
+        Vec::new()
+    };
+    StorageRun {
+        result,
+        cost: InvokeCost {
+            storage_cpu_ns,
+            queue_ns,
+            keys_read,
+            bytes_read,
+            reads: store.accesses(),
+        },
+        read_set,
+    }
+}
+
+/// A run as `AUTOLOC.CALL` replies: the result as RESP, or `-CODE message`.
+pub fn to_resp(run: StorageRun) -> RedisResult {
+    match run.result {
+        Ok(out) => Ok(to_redis(out.to_reply())),
+        Err(e) => Err(error(&e)),
+    }
+}
+
+/// An error as a Redis error reply.
+pub fn error(e: &Error) -> RedisError {
+    RedisError::String(e.to_resp())
+}
+
+fn to_redis(reply: Reply) -> RedisValue {
+    match reply {
+        Reply::Nil => RedisValue::Null,
+        Reply::Int(n) => RedisValue::Integer(n),
+        Reply::Bulk(b) => RedisValue::StringBuffer(b),
+        Reply::Array(items) => RedisValue::Array(items.into_iter().map(to_redis).collect()),
+    }
+}
+
+/// Sends a run to request `id` as a wire frame. A pushback carries the values of its read set,
+/// read anew under the lock the run still holds (the run kept names only); a read set too large
+/// for any frame is left out (the caller then fetches everything itself).
+pub fn reply(
+    ctx: &Context,
+    id: u64,
+    run: StorageRun,
+    out: &mut dyn Replier,
+) -> autoloc_dataplane::Result<()> {
+    let cost = run.cost;
+    match run.result {
+        Ok(output) => {
+            let mut result = Vec::new();
+            output.encode(&mut result);
+            out.reply(id, &Message::InvokeReply { result: &result, cost })
+        }
+        Err(e) if e.is_pushback() => {
+            crate::dataplane::stats().pushbacks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut opened = Vec::new();
+            let values = read_keys(ctx, &run.read_set, &mut opened).unwrap_or_default();
+            let pairs: Vec<(&[u8], Option<&[u8]>)> = run
+                .read_set
+                .iter()
+                .map(Vec::as_slice)
+                .zip(values)
+                .collect();
+            let full = Message::Pushback {
+                read_set: List::new(&pairs),
+                cost,
+            };
+            out.reply(id, &full).or_else(|_| {
+                let bare = Message::Pushback {
+                    read_set: List::new(&[]),
+                    cost,
+                };
+                out.reply(id, &bare)
+            })
+        }
+        Err(e) => error_frame(out, id, &e),
+    }
+}
+
+/// Sends `e` to request `id` as an `Error` frame.
+pub fn error_frame(out: &mut dyn Replier, id: u64, e: &Error) -> autoloc_dataplane::Result<()> {
+    let message = e.to_string();
+    out.reply(
+        id,
+        &Message::Error {
+            code: e.code(),
+            message: &message,
+        },
+    )
+}
+
+/// Collects one reply frame in memory: what `AUTOLOC.INVOKE` returns over RESP.
+#[derive(Debug, Default)]
+pub struct FrameBuf(pub Vec<u8>);
+
+impl Replier for FrameBuf {
+    fn reply(&mut self, request_id: u64, message: &Message<'_>) -> autoloc_dataplane::Result<()> {
+        self.0.clear();
+        wire::encode(request_id, message, &mut self.0)?;
+        Ok(())
+    }
+}
