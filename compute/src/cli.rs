@@ -121,9 +121,11 @@ impl std::str::FromStr for PlacementChoice {
         match s.to_ascii_lowercase().as_str() {
             "storage" => Ok(PlacementChoice::Fixed(crate::Placement::Storage)),
             "compute" => Ok(PlacementChoice::Fixed(crate::Placement::Compute)),
-            _ => s.parse().map(|p| PlacementChoice::Policy(Box::new(p))).map_err(|e| {
-                format!("unknown placement '{s}': storage, compute, adaptive, autoloc2021, kayak or oracle(f=share,...) ({e})")
-            }),
+            // The policy's own error names the choices.
+            _ => s
+                .parse()
+                .map(|p| PlacementChoice::Policy(Box::new(p)))
+                .map_err(|e: crate::placement::ParsePolicyError| e.to_string()),
         }
     }
 }

@@ -23,6 +23,7 @@
 //! - [`session`]: request ids and replies over a data-plane link, the [`session::LinkStore`]
 //!   compute-side functions read through, and [`session::run_all`], which keeps many
 //!   invocations in flight on one link.
+//! - [`stats`]: the storage side's counters as data (`AUTOLOC.STATS`), and the one `INFO` reader.
 //! - [`server`]: starts a private redis-server with the module loaded (tests, the embedded default).
 //! - [`load`]: loaders for R-MAT graphs, SNAP edge lists and AutoLoc's `social.json`.
 //! - [`cli`]: what the binaries share: `--redis` or the embedded default.
@@ -37,6 +38,7 @@ pub mod placement;
 pub mod runtime;
 pub mod server;
 pub mod session;
+pub mod stats;
 pub mod table;
 pub mod transport;
 
@@ -54,7 +56,7 @@ pub enum Error {
     #[error("redis at {url}: {source}")]
     Connection {
         url: String,
-        #[source]
+        // Shown in the message, so not also a `source()`: a report names each cause once.
         source: autoloc_dataplane::Error,
     },
     /// A private redis-server could not be started.
@@ -66,6 +68,9 @@ pub enum Error {
     /// A data-plane link could not be set up or broke.
     #[error("{transport} transport: {message}")]
     Transport { transport: String, message: String },
+    /// The server answers, but has no AutoLoc module loaded.
+    #[error("redis at {url} has no AutoLoc module: start it with --loadmodule <path>/libautoloc_redismodule.so (cargo build --release puts it in target/release)")]
+    NoModule { url: String },
     /// A command-line value out of range.
     #[error("{0}")]
     Usage(String),

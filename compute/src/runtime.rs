@@ -145,8 +145,31 @@ impl Runtime {
             transport: Transport::Resp,
             session: None,
         };
-        rt.connection()?;
+        rt.check_module()?;
         Ok(rt)
+    }
+
+    /// Fails with the cause if the server cannot run AutoLoc for us: no module loaded
+    /// ([`Error::NoModule`]), or a refusal such as `NOAUTH` or `NOPERM`.
+    fn check_module(&mut self) -> Result<()> {
+        match self.command(&[b"COMMAND".as_slice(), b"INFO", b"AUTOLOC.CALL"])? {
+            Frame::Array(Some(items)) if matches!(items.as_slice(), [Frame::Array(Some(_))]) => {
+                Ok(())
+            }
+            Frame::Error(e) => Err(Error::Function(FnError::from_resp(&e))),
+            _ => Err(Error::NoModule {
+                url: self.url.to_string(),
+            }),
+        }
+    }
+
+    /// The storage side's counters now (`AUTOLOC.STATS`).
+    pub fn storage_stats(&mut self) -> Result<crate::stats::StorageStats> {
+        let r = crate::stats::StorageStats::read(self.connection()?);
+        if r.as_ref().is_err_and(|e| matches!(e, Error::Connection { .. })) {
+            self.conn = None;
+        }
+        r
     }
 
     /// Another runtime with its own connection, sharing this one's table and registry.

@@ -42,7 +42,7 @@ pub enum Error {
     #[error("{op}: {source}")]
     Io {
         op: &'static str,
-        #[source]
+        // Shown in the message, so not also a `source()`: a report names each cause once.
         source: std::io::Error,
     },
     /// The peer sent bytes that are not a valid frame.

@@ -101,7 +101,7 @@ fn khop_bad_input() {
     store.insert("8", "junk");
     assert!(matches!(
         call(&store, &["khop", "8", "1"]),
-        Err(Error::Malformed { .. })
+        Err(Error::BadValue { .. })
     ));
 }
 
@@ -166,7 +166,7 @@ fn aggregate_sums_existing_numbers() {
     store.insert("n:4", "four");
     assert!(matches!(
         call(&store, &["aggregate", "1", "4"]),
-        Err(Error::Malformed { .. })
+        Err(Error::BadValue { .. })
     ));
     assert!(matches!(
         call(&store, &["aggregate", "keys"]),

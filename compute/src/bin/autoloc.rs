@@ -120,8 +120,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         eprintln!("note: no --redis given: loading into a private server that stops when this command ends");
     }
     let target = Target::open(cli.redis.as_deref(), quiet)?;
-    let mut rt =
-        Runtime::connect(&target.url).with_context(|| format!("connect to {}", target.url))?;
+    let mut rt = Runtime::connect(&target.url)?;
     match cli.command {
         Command::Load(load) => {
             let conn = rt.connection()?;
