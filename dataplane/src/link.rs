@@ -2,7 +2,7 @@
 //!
 //! The module's data-plane threads see every connection as a [`ServerLink`]; the compute
 //! library sees one as a [`ClientLink`]. Each transport (shm, tcp over io_uring, rdma) implements
-//! both; frames are [`wire`](crate::wire) frames on every transport. On the ring transports
+//! both; frames are [`wire`] frames on every transport. On the ring transports
 //! (shm, rdma) a frame larger than a slot is cut into fragments and put back together by the link
 //! ([`crate::frag`]), so callers see whole frames of any size up to the wire limit.
 

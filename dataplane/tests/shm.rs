@@ -843,6 +843,7 @@ fn the_reply_deadline_bounds_a_stall_not_a_whole_reply() {
         if let Some(r) = client.replies.remove(&1) {
             break r;
         }
+        assert!(!client.link.peer_gone(), "the server gave up");
         assert!(Instant::now() < client.deadline, "client timed out");
     };
     assert!(reply == Reply::Value(Some(value_of(b"big:196608"))));
