@@ -43,6 +43,8 @@
 //! `queue`, `flush`, `poll` and `wait`; requests queued meanwhile are refused with
 //! `RingError::Full`, as for a full ring, so they go after it and memory stays bounded.
 
+use std::fmt;
+
 use crate::link::{serve_raw, Replier};
 use crate::ring::{Producer, RingError};
 use crate::wire::{
@@ -204,10 +206,20 @@ enum State {
 }
 
 /// The receiving end's state: the frame being put back together from its fragments.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Reassembly {
     state: State,
     buf: Vec<u8>,
+}
+
+impl fmt::Debug for Reassembly {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The bytes may be megabytes: show how many.
+        f.debug_struct("Reassembly")
+            .field("state", &self.state)
+            .field("received", &self.buf.len())
+            .finish()
+    }
 }
 
 impl Reassembly {
@@ -354,12 +366,21 @@ impl Reassembly {
 
 /// The sending end's state: one encoded frame too large for a slot, and how much of it has been
 /// written as fragments.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Outbox {
     /// The whole encoded frame; empty when idle.
     frame: Vec<u8>,
     /// Bytes of `frame` already written into fragments.
     sent: usize,
+}
+
+impl fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outbox")
+            .field("len", &self.frame.len())
+            .field("sent", &self.sent)
+            .finish()
+    }
 }
 
 impl Outbox {
@@ -712,6 +733,26 @@ mod tests {
             Route::TooLarge
         );
         assert_eq!(route(33, 32), Route::TooLarge);
+    }
+
+    #[test]
+    fn debug_shows_sizes_not_bytes() {
+        let (mut tx, _rx) = ring(2, 64);
+        let mut outbox = Outbox::new();
+        let value = vec![0xab; 1000];
+        queue(
+            &mut tx,
+            &mut outbox,
+            1,
+            &Message::Value {
+                value: Some(&value),
+            },
+        )
+        .unwrap();
+        let text = format!("{outbox:?}");
+        // Two slots of 56 bytes: two chunks of 24.
+        assert_eq!(text, "Outbox { len: 1020, sent: 48 }");
+        assert!(format!("{:?}", Reassembly::new()).len() < 100);
     }
 
     #[test]
