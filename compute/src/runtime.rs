@@ -166,7 +166,9 @@ impl Runtime {
     /// The storage side's counters now (`AUTOLOC.STATS`).
     pub fn storage_stats(&mut self) -> Result<crate::stats::StorageStats> {
         let r = crate::stats::StorageStats::read(self.connection()?);
-        if r.as_ref().is_err_and(|e| matches!(e, Error::Connection { .. })) {
+        if r.as_ref()
+            .is_err_and(|e| matches!(e, Error::Connection { .. }))
+        {
             self.conn = None;
         }
         r
@@ -374,8 +376,13 @@ impl Runtime {
         let tasks: Vec<Task<'_, Outcome>> = calls
             .iter()
             .map(|c| {
-                Box::pin(invoke_on_link(session, &*c.f, &c.args, c.placement, per_key))
-                    as Task<'_, Outcome>
+                Box::pin(invoke_on_link(
+                    session,
+                    &*c.f,
+                    &c.args,
+                    c.placement,
+                    per_key,
+                )) as Task<'_, Outcome>
             })
             .collect();
         let (outcomes, busy) = run_all_timed(session, tasks);

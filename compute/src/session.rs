@@ -310,11 +310,7 @@ impl<'s> LinkStore<'s> {
     }
 
     /// All keys in one `MultiGet`; a request or reply over the link's limit is read in halves.
-    fn read_many<'a>(
-        &'a self,
-        keys: &'a [Vec<u8>],
-        visit: Visit<'a>,
-    ) -> StoreFuture<'a, ()> {
+    fn read_many<'a>(&'a self, keys: &'a [Vec<u8>], visit: Visit<'a>) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let slices: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
             let reply = match self

@@ -30,7 +30,8 @@ impl StorageStats {
 
     /// Parses an `AUTOLOC.STATS` reply: `name value` pairs.
     pub fn from_reply(reply: Frame) -> Result<StorageStats> {
-        let bad = |what: String| Error::Function(FnError::Malformed(format!("AUTOLOC.STATS: {what}")));
+        let bad =
+            |what: String| Error::Function(FnError::Malformed(format!("AUTOLOC.STATS: {what}")));
         let items = match reply {
             Frame::Array(Some(items)) if items.len() % 2 == 0 => items,
             Frame::Error(e) => return Err(Error::Function(FnError::from_resp(&e))),
@@ -57,7 +58,8 @@ impl StorageStats {
 
     /// The share of the last window the storage side's data-plane threads held Redis's lock.
     pub fn busy(&self) -> Option<f64> {
-        self.get("dataplane_busy_permille").map(|p| p as f64 / 1000.0)
+        self.get("dataplane_busy_permille")
+            .map(|p| p as f64 / 1000.0)
     }
 
     /// The counters of the function `name`: `calls`, `errors`, `pushbacks`, `cpu_us`,
@@ -101,6 +103,8 @@ mod tests {
         assert_eq!(s.function("khop").get("calls"), Some(&3));
         assert!(StorageStats::from_reply(Frame::Array(Some(vec![b("x")]))).is_err());
         let e = StorageStats::from_reply(Frame::Error("NOAUTH Authentication required.".into()));
-        assert!(matches!(e, Err(Error::Function(f)) if f.code() == autoloc_functions::ErrorCode::NoPerm));
+        assert!(
+            matches!(e, Err(Error::Function(f)) if f.code() == autoloc_functions::ErrorCode::NoPerm)
+        );
     }
 }

@@ -15,6 +15,8 @@
 //!   response ring, server and client endpoints, peer liveness.
 //! - [`link`]: the transport-neutral endpoint traits, [`link::ServerLink`] and
 //!   [`link::ClientLink`] (bursts in, bursts out), and their shm implementations.
+//! - [`frag`]: how the ring links (shm, rdma) carry a frame larger than a slot: as fragments,
+//!   streamed as room appears and reassembled by the receiving end.
 //! - [`tcp`]: length-prefixed wire frames over TCP, driven by io_uring (hosts without RDMA).
 //! - `rdma` (feature `rdma`): the same frames over RC queue pairs with `rdma-sys`.
 //! - [`backoff`]: idle backoff for polling threads (spin, yield, park on a futex doorbell).
@@ -23,6 +25,7 @@
 
 pub mod backoff;
 pub mod clock;
+pub mod frag;
 pub mod link;
 #[cfg(feature = "rdma")]
 pub mod rdma;

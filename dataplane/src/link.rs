@@ -2,13 +2,16 @@
 //!
 //! The module's data-plane threads see every connection as a [`ServerLink`]; the compute
 //! library sees one as a [`ClientLink`]. Each transport (shm, tcp over io_uring, rdma) implements
-//! both; frames are [`wire`](crate::wire) frames on every transport.
+//! both; frames are [`wire`] frames on every transport. On the ring transports
+//! (shm, rdma) a frame larger than a slot is cut into fragments and put back together by the link
+//! ([`crate::frag`]), so callers see whole frames of any size up to the wire limit.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::backoff::{Backoff, BackoffConfig};
-use crate::ring::RingError;
-use crate::shm::{PeerState, ShmClient, ShmServer};
+use crate::frag::{self, Outbox, Reassembly, Room};
+use crate::ring::{Producer, RingError};
+use crate::shm::{PeerState, ServeParts, ShmClient, ShmServer};
 use crate::wire::{self, ErrorCode, Frame, Limits, Message};
 use crate::{Error, Result};
 
@@ -55,7 +58,10 @@ pub trait ClientLink: Send {
     fn wait(&mut self, timeout: Duration) -> Result<()>;
     /// Whether the server is gone for good.
     fn peer_gone(&self) -> bool;
-    /// The largest frame this link carries.
+    /// The largest frame (header and payload) this link carries. The ring links fragment frames
+    /// larger than a slot, so for them this is the wire limit (`HEADER_LEN +
+    /// wire::DEFAULT_MAX_PAYLOAD`), not the slot size; [`queue`](ClientLink::queue) refuses a
+    /// larger frame with `RingError::TooLarge`.
     fn max_frame(&self) -> usize;
 }
 
@@ -97,52 +103,52 @@ pub fn serve_raw(
     }
 }
 
-/// Replies go straight into the response ring's slots, published at the end of the burst.
-struct ShmReplier<'a>(&'a mut crate::ring::Producer);
+/// Replies go straight into the response ring's slots (as fragments if they are larger than a
+/// slot), published at the end of the burst or whenever the ring fills.
+struct ShmReplier<'a> {
+    room: ShmRoom<'a>,
+    outbox: &'a mut Outbox,
+}
 
 impl Replier for ShmReplier<'_> {
     fn reply(&mut self, request_id: u64, message: &Message<'_>) -> Result<()> {
-        let capacity = self.0.max_message();
-        let len = message.frame_len()?;
-        if len > capacity {
-            // Too large for one slot: say so instead of the value.
-            let msg = format!("reply of {len} bytes exceeds the ring slot of {capacity} bytes");
-            let err = Message::Error {
-                code: ErrorCode::TooLarge,
-                message: &msg,
-            };
-            return self.stage(request_id, &err);
-        }
-        self.stage(request_id, message)
+        frag::reply(&mut self.room, self.outbox, request_id, message)
     }
 }
 
-/// How long a server waits for room in a client's response ring before giving the link up.
-/// It may hold Redis's lock meanwhile, so this is short: a live client drains its replies
-/// continuously (it keeps at most as many requests in flight as the ring has slots).
+/// How long a server waits for room in a client's response ring, per slot, before giving the
+/// link up. It may hold Redis's lock meanwhile, so this is short: a live client drains its
+/// replies continuously. A reply larger than the ring streams through it as long as the client
+/// frees a slot within this time, however long the whole reply takes.
 pub const REPLY_ROOM_DEADLINE: Duration = Duration::from_millis(20);
 
-impl ShmReplier<'_> {
-    fn stage(&mut self, request_id: u64, message: &Message<'_>) -> Result<()> {
-        let mut deadline = None;
-        let mut slot = loop {
-            match self.0.try_reserve() {
-                Ok(s) => break s,
-                // The client is slow to drain: publish what is staged and let it catch up.
-                Err(RingError::Full) => {
-                    self.0.flush();
-                    let d = *deadline
-                        .get_or_insert_with(|| std::time::Instant::now() + REPLY_ROOM_DEADLINE);
-                    if std::time::Instant::now() > d {
-                        return Err(ring_error(RingError::Full));
-                    }
-                    std::thread::yield_now();
-                }
+/// The response ring of an shm server, which waits for room by yielding until its deadline.
+struct ShmRoom<'a> {
+    tx: &'a mut Producer,
+    deadline: Duration,
+}
+
+impl Room for ShmRoom<'_> {
+    fn producer(&mut self) -> &mut Producer {
+        self.tx
+    }
+
+    fn wait_for_room(&mut self) -> Result<()> {
+        // The client is slow to drain: publish what is staged and let it catch up.
+        self.tx.flush();
+        let deadline = Instant::now() + self.deadline;
+        loop {
+            match self.tx.try_reserve() {
+                // Dropping the reservation leaves the ring unchanged.
+                Ok(_) => return Ok(()),
+                Err(RingError::Full) => {}
                 Err(e) => return Err(ring_error(e)),
             }
-        };
-        let n = wire::encode_into(request_id, message, slot.buf())?;
-        slot.stage(n).map_err(ring_error)
+            if Instant::now() > deadline {
+                return Err(ring_error(RingError::Full));
+            }
+            std::thread::yield_now();
+        }
     }
 }
 
@@ -153,16 +159,42 @@ impl ServerLink for ShmServer {
         handle: &mut dyn FnMut(Frame<'_>, &mut dyn Replier),
     ) -> Result<usize> {
         let limits = Limits::default();
-        let (rx, tx) = self.split();
+        let ServeParts {
+            rx,
+            tx,
+            reassembly,
+            outbox,
+            reply_room_deadline,
+        } = self.serve_parts();
+        if outbox.is_cut_short() {
+            return Err(frag::cut_short(outbox));
+        }
         let burst = rx.pop_burst(max).map_err(ring_error)?;
-        let n = burst.len();
-        let mut replier = ShmReplier(tx);
+        let mut replier = ShmReplier {
+            room: ShmRoom {
+                tx,
+                deadline: reply_room_deadline,
+            },
+            outbox,
+        };
+        let mut served = 0;
         for raw in burst.iter() {
-            serve_raw(raw, &limits, &mut replier, handle)?;
+            served += usize::from(frag::serve_slot(
+                reassembly,
+                raw,
+                &limits,
+                &mut replier,
+                handle,
+            )?);
         }
         drop(burst);
-        tx.flush();
-        Ok(n)
+        replier.room.tx.flush();
+        if replier.outbox.is_cut_short() {
+            // A reply stopped halfway (the client stopped draining): the client holds part of a
+            // frame, so nothing more can be sent on this link.
+            return Err(frag::cut_short(replier.outbox));
+        }
+        Ok(served)
     }
 
     fn has_pending(&self) -> bool {
@@ -193,6 +225,10 @@ pub struct ShmClientLink {
     /// Waits since the server's liveness was last checked (a `kill(pid, 0)` syscall, ~1 us:
     /// too dear for every idle step of a sub-microsecond round trip).
     waits: u32,
+    /// The fragments of a large request not written yet.
+    outbox: Outbox,
+    /// The large reply being put back together.
+    reassembly: Reassembly,
 }
 
 /// Idle steps between two checks that the server is still alive.
@@ -205,34 +241,54 @@ impl ShmClientLink {
             client,
             backoff: Backoff::new(backoff),
             waits: 0,
+            outbox: Outbox::new(),
+            reassembly: Reassembly::new(),
         }
+    }
+
+    /// Writes what fits of a large request's remaining fragments and publishes them.
+    fn pump(&mut self) -> Result<()> {
+        let (_, tx) = self.client.split();
+        if self.outbox.pump(tx).map_err(ring_error)? > 0 {
+            tx.flush();
+        }
+        Ok(())
     }
 }
 
 impl ClientLink for ShmClientLink {
     fn queue(&mut self, request_id: u64, message: &Message<'_>) -> Result<()> {
         // A full ring is reported, not waited on: the caller must keep draining replies while
-        // it waits for room, or client and server could each wait for the other.
-        self.client.queue(request_id, message).map_err(ring_error)
+        // it waits for room, or client and server could each wait for the other. A request
+        // larger than a slot is taken whole and its fragments written as room appears (here and
+        // in flush, poll and wait); requests queued meanwhile are refused as Full.
+        let (_, tx) = self.client.split();
+        frag::queue(tx, &mut self.outbox, request_id, message)
     }
 
     fn flush(&mut self) -> Result<()> {
-        self.client.flush();
+        let (_, tx) = self.client.split();
+        self.outbox.pump(tx).map_err(ring_error)?;
+        tx.flush();
         Ok(())
     }
 
     fn poll(&mut self, f: &mut dyn FnMut(Frame<'_>)) -> Result<usize> {
         let limits = Limits::default();
-        let burst = self.client.recv_burst(usize::MAX).map_err(ring_error)?;
-        let n = burst.len();
+        let (rx, _) = self.client.split();
+        let burst = rx.pop_burst(usize::MAX).map_err(ring_error)?;
+        let slots = burst.len();
+        let mut delivered = 0;
         for raw in burst.iter() {
-            let (frame, _) = wire::decode(raw, &limits)?;
-            f(frame);
+            delivered += usize::from(frag::receive(&mut self.reassembly, raw, &limits, f)?);
         }
-        if n > 0 {
+        drop(burst);
+        if slots > 0 {
             self.backoff.reset();
         }
-        Ok(n)
+        // The slots just freed may be what the server waits for; ours may have room now too.
+        self.pump()?;
+        Ok(delivered)
     }
 
     fn wait(&mut self, timeout: Duration) -> Result<()> {
@@ -243,6 +299,12 @@ impl ClientLink for ShmClientLink {
             if self.peer_gone() {
                 return Err(Error::Closed);
             }
+        }
+        self.pump()?;
+        if !self.outbox.is_empty() {
+            // Waiting for room in the request ring, which rings no doorbell of ours: poll.
+            std::thread::yield_now();
+            return Ok(());
         }
         self.client.wait(&mut self.backoff);
         Ok(())
@@ -256,6 +318,6 @@ impl ClientLink for ShmClientLink {
     }
 
     fn max_frame(&self) -> usize {
-        self.client.max_frame()
+        frag::max_frame(self.client.max_frame())
     }
 }

@@ -40,10 +40,13 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::backoff::Backoff;
+use crate::frag::{Outbox, Reassembly};
+use crate::link::REPLY_ROOM_DEADLINE;
 use crate::ring::{
     self, Burst, CachePadded, Consumer, Producer, Region, RingConfig, RingError, Slot,
 };
@@ -382,7 +385,8 @@ macro_rules! duplex_methods {
             self.rx.has_pending()
         }
 
-        /// Largest frame that can be sent.
+        /// Largest frame one slot holds. Only the link layer ([`crate::link`]) fragments larger
+        /// ones; these raw endpoint methods send one frame per slot.
         pub fn max_frame(&self) -> usize {
             self.tx.max_message()
         }
@@ -398,6 +402,21 @@ pub struct ShmServer {
     path: PathBuf,
     /// The file name to remove, until it is removed.
     unlink: Option<PathBuf>,
+    /// The link layer's state ([`ServerLink::serve`](crate::link::ServerLink::serve)): the
+    /// request being reassembled from fragments, the reply being cut into them, and how long a
+    /// reply waits for each free response slot.
+    reassembly: Reassembly,
+    outbox: Outbox,
+    reply_room_deadline: Duration,
+}
+
+/// What [`ServerLink::serve`](crate::link::ServerLink::serve) works with, borrowed together.
+pub(crate) struct ServeParts<'a> {
+    pub rx: &'a mut Consumer,
+    pub tx: &'a mut Producer,
+    pub reassembly: &'a mut Reassembly,
+    pub outbox: &'a mut Outbox,
+    pub reply_room_deadline: Duration,
 }
 
 impl std::fmt::Debug for Segment {
@@ -485,7 +504,33 @@ impl ShmServer {
             seg,
             path,
             unlink,
+            reassembly: Reassembly::new(),
+            outbox: Outbox::new(),
+            reply_room_deadline: REPLY_ROOM_DEADLINE,
         })
+    }
+
+    /// How long a reply waits for a free slot in the response ring, per slot, before
+    /// [`ServerLink::serve`](crate::link::ServerLink::serve) gives the link up (the client stopped
+    /// draining). A reply larger than the ring streams for as long as the client keeps freeing
+    /// slots. Default [`REPLY_ROOM_DEADLINE`].
+    pub fn set_reply_room_deadline(&mut self, deadline: Duration) {
+        self.reply_room_deadline = deadline;
+    }
+
+    /// See [`set_reply_room_deadline`](Self::set_reply_room_deadline).
+    pub fn reply_room_deadline(&self) -> Duration {
+        self.reply_room_deadline
+    }
+
+    pub(crate) fn serve_parts(&mut self) -> ServeParts<'_> {
+        ServeParts {
+            rx: &mut self.rx,
+            tx: &mut self.tx,
+            reassembly: &mut self.reassembly,
+            outbox: &mut self.outbox,
+            reply_room_deadline: self.reply_room_deadline,
+        }
     }
 
     /// What a client passes to [`ShmClient::attach`].

@@ -31,6 +31,14 @@
 //! from the buffer (keys, values and lists are views, nothing is copied). [`decode`] does both.
 //! Encoding writes into a caller's `Vec` ([`encode`]) or a fixed slot ([`encode_into`]) with no
 //! allocation of its own.
+//!
+//! # Fragments (ring links only)
+//!
+//! The ring transports (shm, rdma) carry a frame larger than a ring slot as a run of fragments:
+//! slots whose header has [`FLAG_FRAGMENT`] in `flags`, the whole frame's kind and request id,
+//! and a payload of total: u64, offset: u64, then a chunk of the whole frame's bytes. Fragments
+//! never leave the link ([`crate::frag`] documents them); [`check`] rejects them as it rejects
+//! any nonzero flags.
 
 use std::fmt;
 
@@ -46,6 +54,9 @@ pub const HEADER_LEN: usize = 16;
 pub const DEFAULT_MAX_PAYLOAD: usize = 64 << 20;
 /// Length word that stands for "no value" in an `opt`.
 const NIL: u32 = u32::MAX;
+/// [`Header::flags`] of a link-level fragment of a frame too large for one ring slot (see
+/// [`crate::frag`]). Not a frame: [`check`] rejects it.
+pub const FLAG_FRAGMENT: u8 = 0x01;
 
 /// What a storage-side invocation cost and read, as its `InvokeReply` reports it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -145,7 +156,8 @@ pub struct Header {
     pub version: u8,
     /// A [`Kind`] code.
     pub kind: u8,
-    /// Reserved, must be 0 (a decoder rejects unknown flags rather than misread them).
+    /// 0 in a frame (a decoder rejects unknown flags rather than misread them);
+    /// [`FLAG_FRAGMENT`] in a ring link's fragment, which never reaches a decoder.
     pub flags: u8,
     /// Bytes of payload after the header.
     pub payload_len: u32,
@@ -261,7 +273,10 @@ pub enum Message<'a> {
     Error { code: ErrorCode, message: &'a str },
     /// Reply to `Invoke` that storage declined to finish: continue compute-side with the values it
     /// already read (`None` for keys that do not exist), after what the storage side spent.
-    Pushback { read_set: ReadSet<'a>, cost: InvokeCost },
+    Pushback {
+        read_set: ReadSet<'a>,
+        cost: InvokeCost,
+    },
 }
 
 /// A list of keys (or arguments).

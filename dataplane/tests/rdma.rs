@@ -20,8 +20,8 @@ use autoloc_dataplane::rdma::{
     devices, DeviceConfig, LinkConfig, QpInfo, RdmaClientLink, RdmaDevice, RdmaServerConn,
     ServerLimits, DEVICE_ENV,
 };
-use autoloc_dataplane::ring::RingConfig;
-use autoloc_dataplane::wire::{Frame, Message};
+use autoloc_dataplane::ring::{RingConfig, RingError};
+use autoloc_dataplane::wire::{Frame, List, Message, DEFAULT_MAX_PAYLOAD, HEADER_LEN};
 use autoloc_dataplane::Error;
 
 /// Every wait in these tests ends by then.
@@ -99,6 +99,20 @@ fn serve(
                     Message::Get { key } => Message::Value {
                         value: store.get(key).map(Vec::as_slice),
                     },
+                    Message::MultiGet { keys } => {
+                        let values: Vec<Option<&[u8]>> = keys
+                            .iter()
+                            .map(|k| store.get(k).map(Vec::as_slice))
+                            .collect();
+                        r.reply(
+                            frame.request_id,
+                            &Message::Values {
+                                values: List::new(&values),
+                            },
+                        )
+                        .unwrap();
+                        return;
+                    }
                     _ => Message::Error {
                         code: autoloc_dataplane::wire::ErrorCode::Err,
                         message: "unsupported",
@@ -124,11 +138,23 @@ fn round_trips(
 ) {
     let deadline = Instant::now() + DEADLINE;
     for chunk in requests.chunks(burst) {
+        let mut got = 0;
         for (id, m) in chunk {
-            client.queue(*id, m).unwrap();
+            // A full ring is reported, not waited on: drain replies and try again.
+            loop {
+                match client.queue(*id, m) {
+                    Ok(()) => break,
+                    Err(Error::Ring(RingError::Full)) => {
+                        assert!(Instant::now() < deadline, "client timed out queuing");
+                        client.flush().unwrap();
+                        got += client.poll(&mut |f| check(f)).unwrap();
+                        client.wait(Duration::from_millis(1)).unwrap();
+                    }
+                    Err(e) => panic!("queue: {e}"),
+                }
+            }
         }
         client.flush().unwrap();
-        let mut got = 0;
         while got < chunk.len() {
             assert!(Instant::now() < deadline, "client timed out");
             got += client.poll(&mut |f| check(f)).unwrap();
@@ -214,50 +240,81 @@ fn loopback_10k_gets() {
 
 #[test]
 #[ignore = "requires an RDMA device"]
-fn oversized_reply_becomes_an_error_reply() {
+fn frames_larger_than_a_slot_are_fragmented() {
     let dev = device();
+    let ring = RingConfig {
+        slot_count: 8,
+        slot_size: 128,
+    };
     let cfg = LinkConfig {
-        requests: RingConfig {
-            slot_count: 8,
-            slot_size: 128,
-        },
-        responses: RingConfig {
-            slot_count: 8,
-            slot_size: 128,
-        },
+        requests: ring,
+        responses: ring,
         ..LinkConfig::default()
     };
     let (mut client, server) = connect(&dev, &cfg);
-    let store = HashMap::from([(b"big".to_vec(), vec![7u8; 1000])]);
+    assert_eq!(client.max_frame(), HEADER_LEN + DEFAULT_MAX_PAYLOAD);
+    let value = |n: usize| (0..n).map(|i| (i % 251) as u8).collect::<Vec<u8>>();
+    // 1000 bytes: a dozen fragments; 64 KiB: 64 times the whole response ring.
+    let store = HashMap::from([
+        (b"big".to_vec(), value(1000)),
+        (b"huge".to_vec(), value(64 << 10)),
+        (b"k".to_vec(), b"v".to_vec()),
+    ]);
     let stop = Arc::new(AtomicBool::new(false));
-    let server = serve(server, store, stop.clone());
-    let mut seen = 0;
-    round_trips(&mut client, &[(1, Message::Get { key: b"big" })], 1, |f| {
-        assert!(
-            matches!(
-                f.message,
-                Message::Error {
-                    code: autoloc_dataplane::wire::ErrorCode::TooLarge,
-                    ..
-                }
-            ),
-            "{f:?}"
-        );
+    let server = serve(server, store.clone(), stop.clone());
+    // A request larger than the whole request ring, between small ones.
+    let keys: Vec<Vec<u8>> = (0..200)
+        .map(|i| format!("key-{i:04}").into_bytes())
+        .collect();
+    let key_refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    let requests = [
+        (1, Message::Get { key: b"big" }),
+        (2, Message::Get { key: b"k" }),
+        (3, Message::Get { key: b"huge" }),
+        (
+            4,
+            Message::MultiGet {
+                keys: List::new(&key_refs),
+            },
+        ),
+        (5, Message::Get { key: b"k" }),
+    ];
+    let mut seen = 0u64;
+    round_trips(&mut client, &requests, requests.len(), |f| {
         seen += 1;
+        assert_eq!(f.request_id, seen, "replies arrive in order");
+        match f.message {
+            Message::Value { value } => {
+                let key: &[u8] = match f.request_id {
+                    1 => b"big",
+                    3 => b"huge",
+                    _ => b"k",
+                };
+                assert_eq!(value, store.get(key).map(Vec::as_slice));
+            }
+            Message::Values { values } => {
+                assert_eq!(values.len(), 200);
+                assert!(values.iter().all(|v| v.is_none()));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     });
-    assert_eq!(seen, 1);
-    // A request that does not fit a slot fails on the client, before anything is sent.
-    let big = [0u8; 200];
+    assert_eq!(seen, 5);
+    // Over the wire limit: refused on the client, before anything is sent.
+    let big = vec![0u8; DEFAULT_MAX_PAYLOAD];
     let err = client
         .queue(
-            2,
+            6,
             &Message::Set {
                 key: b"k",
                 value: &big,
             },
         )
         .unwrap_err();
-    assert!(matches!(err, Error::Ring(_)), "{err:?}");
+    assert!(
+        matches!(err, Error::Ring(RingError::TooLarge { .. })),
+        "{err:?}"
+    );
     stop.store(true, Ordering::Relaxed);
     server.join().unwrap();
 }

@@ -70,7 +70,10 @@ pub fn record(index: usize, s: Sample) {
 /// `AUTOLOC.STATS` as a typed reply.
 pub fn fields() -> Vec<(String, u64)> {
     let registry = crate::invoke::registry();
-    let mut out = vec![("budget_us".to_string(), crate::config::budget().as_micros() as u64)];
+    let mut out = vec![(
+        "budget_us".to_string(),
+        crate::config::budget().as_micros() as u64,
+    )];
     for (i, f) in registry.iter().enumerate() {
         let c = of(i);
         let name = f.name();

@@ -162,18 +162,22 @@ pub fn reply(
         Ok(output) => {
             let mut result = Vec::new();
             output.encode(&mut result);
-            out.reply(id, &Message::InvokeReply { result: &result, cost })
+            out.reply(
+                id,
+                &Message::InvokeReply {
+                    result: &result,
+                    cost,
+                },
+            )
         }
         Err(e) if e.is_pushback() => {
-            crate::dataplane::stats().pushbacks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            crate::dataplane::stats()
+                .pushbacks
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut opened = Vec::new();
             let values = read_keys(ctx, &run.read_set, &mut opened).unwrap_or_default();
-            let pairs: Vec<(&[u8], Option<&[u8]>)> = run
-                .read_set
-                .iter()
-                .map(Vec::as_slice)
-                .zip(values)
-                .collect();
+            let pairs: Vec<(&[u8], Option<&[u8]>)> =
+                run.read_set.iter().map(Vec::as_slice).zip(values).collect();
             let full = Message::Pushback {
                 read_set: List::new(&pairs),
                 cost,

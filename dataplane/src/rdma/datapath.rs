@@ -24,6 +24,14 @@
 //!
 //! The NIC cannot ring a futex, so an RDMA end never parks on the ring's doorbell: its waits spin,
 //! then yield, then sleep in short naps, and always under a deadline.
+//!
+//! # Large frames
+//!
+//! A frame larger than a slot goes as fragments ([`crate::frag`], shared with shm): a reply waits
+//! for credit slot by slot, a request's remaining fragments wait in the client's outbox and go as
+//! credit arrives. A client's `queue` therefore never waits: on a full ring it fails with
+//! `RingError::Full` and the caller drains replies before trying again, since the server may be
+//! waiting for exactly that while it streams a reply.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,9 +42,10 @@ use super::device::{
     QpSettings, QueuePair, WorkCompletion,
 };
 use super::layout::{word, Mirror, Op, RegionLayout, PEER_DETACHED, PEER_STATE_OFFSET};
-use crate::link::{serve_raw, ClientLink, Replier, ServerLink};
+use crate::frag::{self, Outbox, Reassembly, Room};
+use crate::link::{ClientLink, Replier, ServerLink};
 use crate::ring::{Consumer, Producer, RingConfig, RingError};
-use crate::wire::{self, ErrorCode, Frame, Limits, Message, WireError};
+use crate::wire::{Frame, Limits, Message};
 use crate::{Error, Result};
 
 /// Send-queue depth of every queue pair.
@@ -406,19 +415,6 @@ impl Sender {
         }
     }
 
-    /// Encodes `message` into the next slot, staged until the next flush.
-    fn stage(&mut self, request_id: u64, message: &Message<'_>) -> Result<(), RingError> {
-        let capacity = self.tx.max_message();
-        let len = message.frame_len().map_err(|e| encode_error(e, capacity))?;
-        if len > capacity {
-            return Err(RingError::TooLarge { len, capacity });
-        }
-        let mut slot = self.tx.try_reserve()?;
-        let n = wire::encode_into(request_id, message, slot.buf())
-            .map_err(|e| encode_error(e, capacity))?;
-        slot.stage(n)
-    }
-
     /// Tells the peer we are leaving, and waits briefly for the write to complete.
     fn say_goodbye(&mut self) {
         // A broken queue pair cannot send, and a peer that left has nobody to tell.
@@ -470,18 +466,6 @@ fn pause(waits: &mut u32, deadline: Instant, op: &'static str) -> Result<()> {
     Ok(())
 }
 
-/// Maps a wire encoding failure onto the ring error a sender sees.
-fn encode_error(e: WireError, capacity: usize) -> RingError {
-    match e {
-        WireError::NoRoom { len, .. } | WireError::Oversized { len, .. } => {
-            RingError::TooLarge { len, capacity }
-        }
-        WireError::Incomplete { .. } | WireError::Malformed(_) => {
-            RingError::Corrupt("wire encoder failed")
-        }
-    }
-}
-
 /// One end of a connection.
 struct Endpoint {
     rx: Consumer,
@@ -513,6 +497,10 @@ impl Drop for Endpoint {
 /// The server end of one RDMA connection (runs on the module's data-plane thread).
 pub struct RdmaServerConn {
     end: Endpoint,
+    /// The request being reassembled from fragments.
+    reassembly: Reassembly,
+    /// The reply being cut into fragments.
+    outbox: Outbox,
 }
 
 impl std::fmt::Debug for RdmaServerConn {
@@ -545,42 +533,39 @@ impl RdmaServerConn {
         let prepared = Prepared::new(dev, layout)?;
         let info = prepared.info();
         let end = prepared.connect(*client, Mirror::server(&layout), limits.timeout)?;
-        Ok((Self { end }, info))
+        let conn = Self {
+            end,
+            reassembly: Reassembly::new(),
+            outbox: Outbox::new(),
+        };
+        Ok((conn, info))
     }
 }
 
-/// Replies go into the local copy of the response ring and reach the client at the end of the
-/// burst (or earlier, when the ring fills).
+/// Replies go into the local copy of the response ring (as fragments if they are larger than a
+/// slot) and reach the client at the end of the burst (or earlier, when the ring fills).
 struct RdmaReplier<'a> {
-    sender: &'a mut Sender,
+    room: RdmaRoom<'a>,
+    outbox: &'a mut Outbox,
 }
 
 impl Replier for RdmaReplier<'_> {
     fn reply(&mut self, request_id: u64, message: &Message<'_>) -> Result<()> {
-        let capacity = self.sender.tx.max_message();
-        let len = message.frame_len()?;
-        if len > capacity {
-            let msg = format!("reply of {len} bytes exceeds the ring slot of {capacity} bytes");
-            return self.stage(
-                request_id,
-                &Message::Error {
-                    code: ErrorCode::TooLarge,
-                    message: &msg,
-                },
-            );
-        }
-        self.stage(request_id, message)
+        frag::reply(&mut self.room, self.outbox, request_id, message)
     }
 }
 
-impl RdmaReplier<'_> {
-    fn stage(&mut self, request_id: u64, message: &Message<'_>) -> Result<()> {
-        loop {
-            match self.sender.stage(request_id, message) {
-                Err(RingError::Full) => self.sender.wait_for_room(Sender::peer_detached)?,
-                other => return other.map_err(Error::from),
-            }
-        }
+/// The send ring of an end that waits for room: copies what is staged to the peer, then waits
+/// for credit under the link's timeout (per slot, so a reply larger than the ring streams).
+struct RdmaRoom<'a>(&'a mut Sender);
+
+impl Room for RdmaRoom<'_> {
+    fn producer(&mut self) -> &mut Producer {
+        &mut self.0.tx
+    }
+
+    fn wait_for_room(&mut self) -> Result<()> {
+        self.0.wait_for_room(Sender::peer_detached)
     }
 }
 
@@ -591,20 +576,41 @@ impl ServerLink for RdmaServerConn {
         handle: &mut dyn FnMut(Frame<'_>, &mut dyn Replier),
     ) -> Result<usize> {
         let limits = Limits::default();
-        let Endpoint { rx, sender } = &mut self.end;
+        let RdmaServerConn {
+            end: Endpoint { rx, sender },
+            reassembly,
+            outbox,
+        } = self;
         sender.check()?;
+        if outbox.is_cut_short() {
+            return Err(frag::cut_short(outbox));
+        }
         let burst = rx.pop_burst(max)?;
-        let n = burst.len();
-        let mut replier = RdmaReplier { sender };
+        let slots = burst.len();
+        let mut replier = RdmaReplier {
+            room: RdmaRoom(sender),
+            outbox,
+        };
+        let mut served = 0;
         for raw in burst.iter() {
-            serve_raw(raw, &limits, &mut replier, handle)?;
+            served += usize::from(frag::serve_slot(
+                reassembly,
+                raw,
+                &limits,
+                &mut replier,
+                handle,
+            )?);
         }
         drop(burst);
-        // One chain: the replies, the response index, and the credit for the requests taken.
-        if n > 0 {
-            replier.sender.flush()?;
+        // One chain: the replies, the response index, and the credit for the slots taken
+        // (fragments too: a client streaming a large request waits for that credit).
+        if slots > 0 {
+            replier.room.0.flush()?;
         }
-        Ok(n)
+        if replier.outbox.is_cut_short() {
+            return Err(frag::cut_short(replier.outbox));
+        }
+        Ok(served)
     }
 
     fn has_pending(&self) -> bool {
@@ -652,13 +658,21 @@ impl PendingClient {
         let end = self
             .prepared
             .connect(*server, Mirror::client(&layout), self.timeout)?;
-        Ok(RdmaClientLink { end })
+        Ok(RdmaClientLink {
+            end,
+            outbox: Outbox::new(),
+            reassembly: Reassembly::new(),
+        })
     }
 }
 
 /// The client end of one RDMA connection.
 pub struct RdmaClientLink {
     end: Endpoint,
+    /// The fragments of a large request not written yet.
+    outbox: Outbox,
+    /// The large reply being put back together.
+    reassembly: Reassembly,
 }
 
 impl std::fmt::Debug for RdmaClientLink {
@@ -681,19 +695,31 @@ impl RdmaClientLink {
     }
 }
 
+impl RdmaClientLink {
+    /// Writes what fits of a large request's remaining fragments and copies them to the server.
+    fn pump(&mut self) -> Result<()> {
+        let sender = &mut self.end.sender;
+        if self.outbox.pump(&mut sender.tx)? > 0 {
+            sender.flush()?;
+        }
+        Ok(())
+    }
+}
+
 impl ClientLink for RdmaClientLink {
     fn queue(&mut self, request_id: u64, message: &Message<'_>) -> Result<()> {
+        // As on shm: a full ring is reported, not waited on (the server may be waiting for us to
+        // drain its replies), and a request larger than a slot is taken whole and its fragments
+        // written as credit arrives (here and in flush, poll and wait).
         let sender = &mut self.end.sender;
-        loop {
-            match sender.stage(request_id, message) {
-                Err(RingError::Full) => sender.wait_for_room(Sender::peer_detached)?,
-                other => return other.map_err(Error::from),
-            }
-        }
+        sender.check()?;
+        frag::queue(&mut sender.tx, &mut self.outbox, request_id, message)
     }
 
     fn flush(&mut self) -> Result<()> {
-        self.end.sender.flush()
+        let sender = &mut self.end.sender;
+        self.outbox.pump(&mut sender.tx)?;
+        sender.flush()
     }
 
     fn poll(&mut self, f: &mut dyn FnMut(Frame<'_>)) -> Result<usize> {
@@ -701,9 +727,9 @@ impl ClientLink for RdmaClientLink {
         let Endpoint { rx, sender } = &mut self.end;
         let burst = rx.pop_burst(usize::MAX)?;
         let n = burst.len();
+        let mut delivered = 0;
         for raw in burst.iter() {
-            let (frame, _) = wire::decode(raw, &limits)?;
-            f(frame);
+            delivered += usize::from(frag::receive(&mut self.reassembly, raw, &limits, f)?);
         }
         drop(burst);
         // Credit the server once a quarter of the ring is consumed (and in `wait`), so a server
@@ -712,21 +738,26 @@ impl ClientLink for RdmaClientLink {
         {
             sender.flush()?;
         }
-        Ok(n)
+        self.pump()?;
+        Ok(delivered)
     }
 
     fn wait(&mut self, timeout: Duration) -> Result<()> {
-        let Endpoint { rx, sender } = &mut self.end;
         // Send whatever the server may be waiting for (queued requests, credit) before waiting:
         // cheap when there is nothing, as the plan is then empty.
-        sender.flush()?;
+        self.flush()?;
         let deadline = Instant::now() + timeout;
         let mut waits = 0u32;
-        while !rx.has_pending() {
+        while !self.end.rx.has_pending() {
+            let sender = &mut self.end.sender;
             if sender.failure.is_some() || sender.peer_detached() {
                 return Err(Error::Closed);
             }
             sender.reap()?;
+            if !self.outbox.is_empty() {
+                // Credit for the rest of a large request may have arrived.
+                self.pump()?;
+            }
             if pause(&mut waits, deadline, "wait for reply").is_err() {
                 break; // the caller's timeout: not an error, like the shm link
             }
@@ -739,6 +770,6 @@ impl ClientLink for RdmaClientLink {
     }
 
     fn max_frame(&self) -> usize {
-        self.end.sender.tx.max_message()
+        frag::max_frame(self.end.sender.tx.max_message())
     }
 }

@@ -486,6 +486,114 @@ mod tests {
         assert_eq!(server_mirror.uncredited(&*server), 0);
     }
 
+    /// Frames larger than a slot, and larger than the whole ring, both ways through mirrored
+    /// rings with `apply` standing in for the NIC: the link's fragments ([`crate::frag`]) gated by
+    /// credit exactly as the datapath's are.
+    #[test]
+    fn mirrored_rings_carry_fragmented_frames() {
+        use std::collections::VecDeque;
+
+        use crate::frag::{self, Outbox, Reassembly};
+        use crate::link::Replier;
+        use crate::wire::{Limits, Message};
+
+        /// Collects replies to send as room appears.
+        struct Pending(VecDeque<(u64, Vec<u8>)>);
+        impl Replier for Pending {
+            fn reply(&mut self, request_id: u64, message: &Message<'_>) -> crate::Result<()> {
+                let Message::Value { value: Some(v) } = message else {
+                    panic!("unexpected {message:?}")
+                };
+                self.0.push_back((request_id, v.to_vec()));
+                Ok(())
+            }
+        }
+
+        // Request slots hold 56 bytes (24 of chunk), response slots 120 (88 of chunk).
+        let l = layout();
+        let (client, server) = (region(&l), region(&l));
+        let mut client_mirror = Mirror::client(&l);
+        let mut server_mirror = Mirror::server(&l);
+        let mut c_tx = Producer::attach(client.clone(), l.request_offset()).unwrap();
+        let mut c_rx = Consumer::attach(client.clone(), l.response_offset()).unwrap();
+        let mut s_rx = Consumer::attach(server.clone(), l.request_offset()).unwrap();
+        let mut s_tx = Producer::attach(server.clone(), l.response_offset()).unwrap();
+        let (mut c_out, mut c_in) = (Outbox::new(), Reassembly::new());
+        let (mut s_out, mut s_in) = (Outbox::new(), Reassembly::new());
+        let mut pending = Pending(VecDeque::new());
+        let limits = Limits::default();
+        // Sizes from one byte to ten times the response ring (256 bytes of slots).
+        let value = |i: u64| -> Vec<u8> {
+            let n = [1, 20, 40, 100, 119, 120, 121, 600, 2560][(i % 9) as usize];
+            (0..n).map(|j| (j as u64 * 7 + i) as u8).collect()
+        };
+        let mut ops = Vec::new();
+        const N: u64 = 200;
+        let (mut sent, mut answered) = (0u64, 0u64);
+        for _round in 0..100 * N {
+            if answered == N {
+                break;
+            }
+            // Client: queue what the ring and outbox take, then copy to the server.
+            while sent < N {
+                let key = value(sent);
+                match frag::queue(&mut c_tx, &mut c_out, sent, &Message::Get { key: &key }) {
+                    Ok(()) => sent += 1,
+                    Err(crate::Error::Ring(RingError::Full)) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            c_out.pump(&mut c_tx).unwrap();
+            c_tx.flush();
+            ops.clear();
+            client_mirror.plan(&*client, &mut ops).unwrap();
+            apply(&ops, &client, &server);
+            // Server: reassemble requests, echo each key as the value, send as room allows.
+            {
+                let burst = s_rx.pop_burst(usize::MAX).unwrap();
+                for raw in burst.iter() {
+                    frag::serve_slot(&mut s_in, raw, &limits, &mut pending, &mut |f, r| {
+                        let Message::Get { key } = f.message else {
+                            panic!("unexpected {f:?}")
+                        };
+                        r.reply(f.request_id, &Message::Value { value: Some(key) })
+                            .unwrap();
+                    })
+                    .unwrap();
+                }
+            }
+            s_out.pump(&mut s_tx).unwrap();
+            while let Some((id, v)) = pending.0.front() {
+                let m = Message::Value { value: Some(v) };
+                match frag::queue(&mut s_tx, &mut s_out, *id, &m) {
+                    Ok(()) => {
+                        pending.0.pop_front();
+                    }
+                    Err(crate::Error::Ring(RingError::Full)) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            s_tx.flush();
+            ops.clear();
+            server_mirror.plan(&*server, &mut ops).unwrap();
+            apply(&ops, &server, &client);
+            // Client: reassemble replies; the credit goes back with the next plan.
+            let burst = c_rx.pop_burst(usize::MAX).unwrap();
+            for raw in burst.iter() {
+                frag::receive(&mut c_in, raw, &limits, &mut |f| {
+                    assert_eq!(f.request_id, answered, "replies arrive in order");
+                    let want = value(answered);
+                    assert_eq!(f.message, Message::Value { value: Some(&want) });
+                    answered += 1;
+                })
+                .unwrap();
+            }
+        }
+        assert_eq!((sent, answered), (N, N));
+        assert!(c_out.is_empty() && s_out.is_empty() && pending.0.is_empty());
+        assert!(c_in.is_idle() && s_in.is_idle());
+    }
+
     #[test]
     fn corrupt_local_slot_is_reported() {
         let l = layout();

@@ -390,7 +390,11 @@ pub(super) fn scan(buf: &[u8], limits: &Limits) -> Scan {
 /// the header if a whole one is there, else 0), code and message.
 pub(super) fn error_reply(buf: &[u8], e: &WireError) -> (u64, ErrorCode, String) {
     let id = wire::request_id_of(buf);
-    (id, e.code(), format!("bad frame: {e}; closing the connection"))
+    (
+        id,
+        e.code(),
+        format!("bad frame: {e}; closing the connection"),
+    )
 }
 
 /// Encodes replies at the end of a connection's send buffer.
