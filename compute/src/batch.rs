@@ -127,6 +127,16 @@ pub fn run(rt: &Runtime, cfg: &BatchConfig) -> Result<BatchReport> {
     for _ in 0..threads {
         runtimes.push(rt.try_clone()?.with_read_mode(cfg.read_mode));
     }
+    // A fixed placement is a share too: the table (and so `storage_share_final`, `autoloc
+    // placement`, INFO) says where this run sends invocations.
+    let fixed = match cfg.placement {
+        Placement::Storage => Some(1.0),
+        Placement::Compute => Some(0.0),
+        Placement::Auto => None,
+    };
+    if let Some(share) = fixed {
+        (0..rt.registry().len()).for_each(|i| rt.table().set_share(i, share));
+    }
     let total = cfg.rounds * cfg.count;
     let next = AtomicU64::new(0);
     let merged = Mutex::new((

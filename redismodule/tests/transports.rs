@@ -15,18 +15,11 @@ use common::*;
 
 const FAST: [Transport; 2] = [Transport::Shm, Transport::Tcp];
 
-fn info_field(rt: &mut Runtime, name: &str) -> u64 {
-    let Frame::Bulk(Some(info)) = rt.command(&["INFO", "autoloc"]).unwrap() else {
-        panic!("no INFO")
-    };
-    String::from_utf8(info)
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("autoloc_{name}:"))
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .unwrap_or_else(|| panic!("no {name} in INFO autoloc"))
+fn stat(rt: &mut Runtime, name: &str) -> u64 {
+    let stats = rt.storage_stats().unwrap();
+    stats
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} in AUTOLOC.STATS: {stats:?}"))
 }
 
 #[test]
@@ -169,9 +162,9 @@ fn a_dead_client_is_detected_and_its_ring_reclaimed() {
         .status()
         .unwrap();
     assert!(!status.success(), "the child aborts on purpose");
-    assert_eq!(info_field(&mut rt, "dataplane_links_opened"), 1);
+    assert_eq!(stat(&mut rt, "dataplane_links_opened"), 1);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while info_field(&mut rt, "dataplane_links_closed") < 1 {
+    while stat(&mut rt, "dataplane_links_closed") < 1 {
         assert!(
             Instant::now() < deadline,
             "the dead client's link was not reclaimed"
@@ -307,9 +300,9 @@ fn an_idle_server_with_connected_clients_burns_little_cpu() {
     std::thread::sleep(Duration::from_millis(300)); // past the spin and yield phases
     let ticks_per_s = 100; // USER_HZ
     let before = process_cpu_ticks(s.pid());
-    let locks = info_field(&mut shm, "dataplane_lock_acquisitions");
+    let locks = stat(&mut shm, "dataplane_lock_acquisitions");
     std::thread::sleep(Duration::from_secs(3));
-    let locks = info_field(&mut shm, "dataplane_lock_acquisitions") - locks;
+    let locks = stat(&mut shm, "dataplane_lock_acquisitions") - locks;
     let used = (process_cpu_ticks(s.pid()) - before) as f64 / ticks_per_s as f64;
     let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", s.pid()))
         .unwrap()
@@ -355,5 +348,5 @@ fn a_pushback_hands_back_its_read_set_and_nothing_is_fetched_twice() {
                 .pushed_back
         );
     }
-    assert!(info_field(&mut resp, "dataplane_pushbacks") >= 2);
+    assert!(stat(&mut resp, "dataplane_pushbacks") >= 2);
 }

@@ -270,13 +270,7 @@ fn value_key(size: usize) -> String {
 }
 
 fn redis_version(control: &mut Connection) -> String {
-    match control.call(&["INFO", "server"]) {
-        Ok(Frame::Bulk(Some(b))) => String::from_utf8_lossy(&b)
-            .lines()
-            .find_map(|l| l.strip_prefix("redis_version:"))
-            .map_or_else(|| "unknown".into(), |v| v.trim().to_string()),
-        _ => "unknown".into(),
-    }
+    autoloc::stats::info_field(control, "server", "redis_version").unwrap_or_else(|| "unknown".into())
 }
 
 /// Writes the GET values and (unless `--no-load`) the graph; returns the khop start vertices.
@@ -586,19 +580,10 @@ fn spin_get(
 
 /// `(requests served, Redis lock acquisitions)` of the module's data-plane threads so far.
 fn lock_stats(control: &mut Connection) -> Option<(u64, u64)> {
-    let Ok(Frame::Bulk(Some(info))) = control.call(&["INFO", "autoloc"]) else {
-        return None;
-    };
-    let text = String::from_utf8_lossy(&info);
-    let field = |name: &str| {
-        text.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.ends_with(name).then(|| v.trim().parse::<u64>().ok())?
-        })
-    };
+    let stats = autoloc::stats::StorageStats::read(control).ok()?;
     Some((
-        field("dataplane_requests")?,
-        field("dataplane_lock_acquisitions")?,
+        stats.get("dataplane_requests")?,
+        stats.get("dataplane_lock_acquisitions")?,
     ))
 }
 

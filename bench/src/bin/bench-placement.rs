@@ -358,7 +358,7 @@ impl Bench {
         }
         let table = base.table().clone();
         // As `batch` does: feed the storage side's measured busy time to the controller.
-        let _publisher = autoloc::cli::Publisher::start(&base);
+        let _publisher = autoloc::placement::Publisher::start(&base);
         let controller = Controller::spawn(
             table.clone(),
             names.clone(),
@@ -1038,13 +1038,8 @@ fn round_to_bucket(ms: u64) -> u64 {
 }
 
 fn redis_version(control: &mut Connection) -> String {
-    match control.call(&["INFO", "server"]) {
-        Ok(autoloc_dataplane::Frame::Bulk(Some(b))) => String::from_utf8_lossy(&b)
-            .lines()
-            .find_map(|l| l.strip_prefix("redis_version:"))
-            .map_or_else(|| "redis".into(), |v| format!("redis {}", v.trim())),
-        _ => "redis".into(),
-    }
+    autoloc::stats::info_field(control, "server", "redis_version")
+        .map_or_else(|| "redis".into(), |v| format!("redis {v}"))
 }
 
 /// The rows as an aligned table.

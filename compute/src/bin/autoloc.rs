@@ -177,42 +177,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Stats { json } => {
-            let Frame::Bulk(Some(info)) = rt.command(&["INFO", "autoloc"])? else {
-                bail!("INFO autoloc gave no text: is the AutoLoc module loaded?");
-            };
-            let info = String::from_utf8_lossy(&info);
-            let mut table: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-            let mut budget = None;
-            for line in info.lines() {
-                let Some((name, value)) = line
-                    .trim()
-                    .strip_prefix("autoloc_")
-                    .and_then(|l| l.split_once(':'))
-                else {
-                    continue;
-                };
-                let Ok(value) = value.parse::<u64>() else {
-                    continue;
-                };
-                if name == "budget_us" {
-                    budget = Some(value);
-                    continue;
-                }
-                for f in rt.registry().iter() {
-                    if let Some(counter) = name
-                        .strip_prefix(f.name())
-                        .and_then(|c| c.strip_prefix('_'))
-                    {
-                        table
-                            .entry(f.name().to_string())
-                            .or_default()
-                            .insert(counter.to_string(), value);
-                    }
-                }
-            }
-            if table.is_empty() {
-                bail!("INFO autoloc has no AutoLoc counters: is the AutoLoc module loaded?");
-            }
+            let stats = rt.storage_stats()?;
+            let budget = stats.get("budget_us");
+            let table: BTreeMap<String, BTreeMap<String, u64>> = rt
+                .registry()
+                .iter()
+                .map(|f| (f.name().to_string(), stats.function(f.name())))
+                .collect();
             if json {
                 println!(
                     "{}",

@@ -14,6 +14,8 @@
 //!   `AUTOLOC_TRACE_PLACEMENT=1` prints each epoch's window and decisions to stderr.
 //! - [`forecast`]: Holt, EWMA and naive forecasts of storage load, evaluated out of sample, and
 //!   the storage CPU allowance.
+//! - [`publisher`]: the [`Publisher`] thread beside a controller: the storage side's measured
+//!   load (`AUTOLOC.STATS`) into the table, the table to the module (`AUTOLOC.REPORT`).
 //! - [`reason`]: why a share is what it is, packed into one atomic word.
 //! - [`sim`]: a closed-loop throughput model to test policies without Redis.
 
@@ -21,6 +23,7 @@ pub mod controller;
 pub mod forecast;
 pub mod model;
 pub mod policy;
+pub mod publisher;
 pub mod reason;
 pub mod sim;
 pub mod window;
@@ -29,5 +32,6 @@ pub use controller::{Controller, ControllerConfig, ControllerCore, ControllerHan
 pub use forecast::{evaluate, storage_cpu_allowance, Evaluation, Forecaster, Model};
 pub use model::{Costs, Estimate};
 pub use policy::{Adaptive, AdaptiveConfig, AutoLoc2021, Kayak, Oracle, ParsePolicyError, Policy};
+pub use publisher::Publisher;
 pub use reason::{Reason, ReasonKind};
 pub use window::{Decision, FnWindow, Window};
