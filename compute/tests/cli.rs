@@ -229,7 +229,7 @@ fn clear_errors_for_bad_input() {
     fail(
         BATCH,
         &["khop", "1", "1", "--placement", "moon", "--redis", &url],
-        "unknown placement",
+        "unknown policy 'moon'",
     );
     fail(
         BATCH,
