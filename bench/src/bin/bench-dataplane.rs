@@ -270,7 +270,8 @@ fn value_key(size: usize) -> String {
 }
 
 fn redis_version(control: &mut Connection) -> String {
-    autoloc::stats::info_field(control, "server", "redis_version").unwrap_or_else(|| "unknown".into())
+    autoloc::stats::info_field(control, "server", "redis_version")
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Writes the GET values and (unless `--no-load`) the graph; returns the khop start vertices.

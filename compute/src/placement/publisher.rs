@@ -73,4 +73,3 @@ fn hostname() -> String {
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "node".into())
 }
-
