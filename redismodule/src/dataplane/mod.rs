@@ -115,7 +115,8 @@ struct Worker {
 /// once the client has mapped it, and reclaimed if no client ever does.
 enum Entry {
     Shm {
-        server: ShmServer,
+        // Boxed: a segment's link state (fragment outbox, reassembly) is large.
+        server: Box<ShmServer>,
         opened: Instant,
         unlinked: bool,
     },
@@ -125,7 +126,7 @@ enum Entry {
 impl Entry {
     fn link(&mut self) -> &mut dyn ServerLink {
         match self {
-            Entry::Shm { server, .. } => server,
+            Entry::Shm { server, .. } => server.as_mut(),
             Entry::Other(l) => l.as_mut(),
         }
     }
@@ -224,7 +225,7 @@ pub fn connect_shm() -> Result<String, String> {
         .map_err(|e| format!("create shared segment: {e}"))?;
     let path = server.path().display().to_string();
     hand_over(Entry::Shm {
-        server,
+        server: Box::new(server),
         opened: Instant::now(),
         unlinked: false,
     })?;
