@@ -176,7 +176,12 @@ impl RedisServer {
                 match c.call(&["PING"]) {
                     Ok(Frame::Simple(pong)) if pong == "PONG" => return Ok(server),
                     // Serving, and asking for a password (requirepass): ready too.
-                    Ok(Frame::Error(e)) if e.starts_with("NOAUTH") => return Ok(server),
+                    Ok(Frame::Error(e))
+                        if autoloc_functions::Error::from_resp(&e).code()
+                            == autoloc_functions::ErrorCode::NoPerm =>
+                    {
+                        return Ok(server)
+                    }
                     _ => {}
                 }
             }

@@ -199,49 +199,6 @@ impl Output {
         }
     }
 
-    /// Decodes what [`Output::to_reply`] made.
-    pub fn from_reply(kind: OutputKind, reply: Reply) -> Result<Output> {
-        let bad = |what: &str| Error::Malformed(format!("reply for {kind:?}: {what}"));
-        let id = |r: &Reply| match r {
-            Reply::Int(n) => u32::try_from(*n).map_err(|_| bad("id out of range")),
-            _ => Err(bad("expected an integer id")),
-        };
-        let float = |r: &Reply| match r {
-            Reply::Bulk(b) => std::str::from_utf8(b)
-                .ok()
-                .and_then(|s| s.parse::<f64>().ok())
-                .ok_or_else(|| bad("expected a number")),
-            _ => Err(bad("expected a number")),
-        };
-        Ok(match (kind, reply) {
-            (OutputKind::Ids, Reply::Array(items)) => {
-                Output::Ids(items.iter().map(id).collect::<Result<_>>()?)
-            }
-            (OutputKind::Text, Reply::Bulk(b)) => {
-                Output::Text(String::from_utf8(b).map_err(|_| bad("text is not UTF-8"))?)
-            }
-            (OutputKind::Scores, Reply::Array(items)) => Output::Scores(
-                items
-                    .iter()
-                    .map(|pair| match pair {
-                        Reply::Array(p) if p.len() == 2 => Ok((id(&p[0])?, float(&p[1])?)),
-                        _ => Err(bad("expected [id, score]")),
-                    })
-                    .collect::<Result<_>>()?,
-            ),
-            (OutputKind::Sum, Reply::Array(p)) if p.len() == 2 => match p[1] {
-                Reply::Int(keys) if keys >= 0 => Output::Sum {
-                    sum: float(&p[0])?,
-                    keys: keys as u64,
-                },
-                _ => return Err(bad("expected a key count")),
-            },
-            (OutputKind::Value, Reply::Bulk(b)) => Output::Value(Some(b)),
-            (OutputKind::Value, Reply::Nil) => Output::Value(None),
-            (_, other) => return Err(bad(&format!("{other:?}"))),
-        })
-    }
-
     /// Appends the compact binary encoding the data plane carries a result in (little-endian):
     /// ids as `u32`s; text and values as their bytes (a value behind a present/absent byte);
     /// scores as `(u32 id, f64 bits)` pairs; a sum as `f64 bits, u64 keys`. Much cheaper to
@@ -390,6 +347,51 @@ impl Default for Fnv {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Output {
+        /// Decodes what [`Output::to_reply`] made (the tests' check that it loses nothing).
+        fn from_reply(kind: OutputKind, reply: Reply) -> Result<Output> {
+            let bad = |what: &str| Error::Malformed(format!("reply for {kind:?}: {what}"));
+            let id = |r: &Reply| match r {
+                Reply::Int(n) => u32::try_from(*n).map_err(|_| bad("id out of range")),
+                _ => Err(bad("expected an integer id")),
+            };
+            let float = |r: &Reply| match r {
+                Reply::Bulk(b) => std::str::from_utf8(b)
+                    .ok()
+                    .and_then(|s| s.parse::<f64>().ok())
+                    .ok_or_else(|| bad("expected a number")),
+                _ => Err(bad("expected a number")),
+            };
+            Ok(match (kind, reply) {
+                (OutputKind::Ids, Reply::Array(items)) => {
+                    Output::Ids(items.iter().map(id).collect::<Result<_>>()?)
+                }
+                (OutputKind::Text, Reply::Bulk(b)) => {
+                    Output::Text(String::from_utf8(b).map_err(|_| bad("text is not UTF-8"))?)
+                }
+                (OutputKind::Scores, Reply::Array(items)) => Output::Scores(
+                    items
+                        .iter()
+                        .map(|pair| match pair {
+                            Reply::Array(p) if p.len() == 2 => Ok((id(&p[0])?, float(&p[1])?)),
+                            _ => Err(bad("expected [id, score]")),
+                        })
+                        .collect::<Result<_>>()?,
+                ),
+                (OutputKind::Sum, Reply::Array(p)) if p.len() == 2 => match p[1] {
+                    Reply::Int(keys) if keys >= 0 => Output::Sum {
+                        sum: float(&p[0])?,
+                        keys: keys as u64,
+                    },
+                    _ => return Err(bad("expected a key count")),
+                },
+                (OutputKind::Value, Reply::Bulk(b)) => Output::Value(Some(b)),
+                (OutputKind::Value, Reply::Nil) => Output::Value(None),
+                (_, other) => return Err(bad(&format!("{other:?}"))),
+            })
+        }
+    }
 
     fn samples() -> Vec<Output> {
         vec![

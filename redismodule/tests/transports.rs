@@ -7,7 +7,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use autoloc::{Output, Placement, Runtime, Transport};
+use autoloc::{Output, Placement, Runtime, Side, Transport};
 use autoloc_dataplane::shm::ShmClient;
 use autoloc_dataplane::wire::{self, Limits, Message};
 use autoloc_dataplane::Frame;
@@ -332,7 +332,8 @@ fn a_pushback_hands_back_its_read_set_and_nothing_is_fetched_twice() {
         .invoke("digest", &["md5", "200"], Placement::Compute)
         .unwrap()
         .output;
-    for t in FAST {
+    // Over RESP too: AUTOLOC.INVOKE hands back the read set as the data plane does.
+    for t in [Transport::Shm, Transport::Tcp, Transport::Resp] {
         let mut rt = runtime(&s).with_transport(t).unwrap();
         let inv = rt
             .invoke("digest", &["md5", "200"], Placement::Storage)
@@ -341,6 +342,15 @@ fn a_pushback_hands_back_its_read_set_and_nothing_is_fetched_twice() {
         assert_eq!(inv.output, want, "{t}");
         // One request (the Invoke); the blob came back in the read set, not fetched again.
         assert_eq!(inv.round_trips, 1, "{t}");
+        // The table counts that round trip once: on the storage side, with the pushback.
+        let digest = rt.registry().resolve(b"digest").unwrap().0;
+        let (inside, here) = (
+            rt.table().slot(digest).snapshot(Side::Storage),
+            rt.table().slot(digest).snapshot(Side::Compute),
+        );
+        assert_eq!((inside.pushbacks, inside.round_trips), (1, 1), "{t}");
+        assert_eq!((here.invocations, here.round_trips), (1, 0), "{t}");
+        assert!(inside.storage_cpu_ns > 0, "{t}: the pushback reports what it cost");
         // khop is cheap enough to finish inside.
         assert!(
             !rt.invoke("khop", &["1", "1"], Placement::Storage)
@@ -349,4 +359,39 @@ fn a_pushback_hands_back_its_read_set_and_nothing_is_fetched_twice() {
         );
     }
     assert!(stat(&mut resp, "dataplane_pushbacks") >= 2);
+}
+
+#[test]
+fn counters_tell_the_truth_on_every_transport() {
+    let s = server(&[]);
+    load_rmat(&s, 10, 8, 3);
+    let mut control = runtime(&s);
+    for t in [Transport::Shm, Transport::Tcp, Transport::Resp] {
+        let mut rt = runtime(&s).with_transport(t).unwrap();
+        let khop = rt.registry().resolve(b"khop").unwrap().0;
+        // Compute-side: every round trip moves bytes, and the table says so.
+        let inv = rt.invoke("khop", &["1", "2"], Placement::Compute).unwrap();
+        assert!(inv.round_trips >= 2, "{t}: {inv:?}");
+        assert!(inv.bytes > 100 * inv.round_trips, "{t}: {} bytes", inv.bytes);
+        let here = rt.table().slot(khop).snapshot(Side::Compute);
+        assert_eq!((here.round_trips, here.bytes), (inv.round_trips, inv.bytes));
+        assert!(here.keys_read > 1, "{t}");
+        // Storage-side: one round trip, its bytes, and what the storage side spent.
+        let inv = rt.invoke("khop", &["1", "2"], Placement::Storage).unwrap();
+        assert_eq!(inv.round_trips, 1, "{t}");
+        assert!(inv.bytes > 0, "{t}");
+        let inside = rt.table().slot(khop).snapshot(Side::Storage);
+        assert!(inside.storage_cpu_ns > 0 && inside.keys_read > 0, "{t}: {inside:?}");
+    }
+    // The data plane's request counter moves with every request, many in flight or not.
+    let mut shm = runtime(&s).with_transport(Transport::Shm).unwrap();
+    let calls: Vec<(&str, Vec<String>)> = (0..64)
+        .map(|v| ("khop", vec![v.to_string(), "2".into()]))
+        .collect();
+    let before = stat(&mut control, "dataplane_requests");
+    for r in shm.invoke_many(&calls, Placement::Storage) {
+        r.unwrap();
+    }
+    let served = stat(&mut control, "dataplane_requests") - before;
+    assert_eq!(served, 64, "64 invocations in flight are 64 requests served");
 }
