@@ -24,18 +24,26 @@
 //!   compute-side functions read through, and [`session::run_all`], which keeps many
 //!   invocations in flight on one link.
 //! - [`stats`]: the storage side's counters as data (`AUTOLOC.STATS`), and the one `INFO` reader.
-//! - [`server`]: starts a private redis-server with the module loaded (tests, the embedded default).
 //! - [`load`]: loaders for R-MAT graphs, SNAP edge lists and AutoLoc's `social.json`.
-//! - [`cli`]: what the binaries share: `--redis` or the embedded default.
-//! - [`batch`]: the `batch`/`redisclient` driver: rounds of invocations over threads, latency
-//!   histogram, checksum, JSON report.
+//!
+//! Behind features, off by default so an app linking the library does not build the
+//! binaries' dependencies (clap, indicatif, hdrhistogram, core_affinity, tempfile):
+//! - `server` (feature `server`): starts a private redis-server with the module loaded
+//!   (tests, the embedded default).
+//! - `cli` (feature `cli`, which implies `server`): what the binaries in `compute/cli` share:
+//!   `--redis` or the embedded default; it also gives the loaders their progress bar.
+//! - `batch` (feature `cli`): the `batch`/`redisclient` driver: rounds of invocations over
+//!   threads, latency histogram, checksum, JSON report.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "cli")]
 pub mod batch;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod load;
 pub mod placement;
 pub mod runtime;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod session;
 pub mod stats;

@@ -3,7 +3,8 @@
 //! A graph is written as one key per vertex (its decimal id) holding the binary adjacency of
 //! `autoloc_functions::graph`, plus `n:<id>` holding its degree (for `aggregate`), plus the
 //! `md5` blob (65,536 random `[a-z0-9]`, for `digest`) as AutoLoc had. Writes are pipelined:
-//! one MSET of up to 512 keys per round trip.
+//! one MSET of up to 512 keys per round trip. With `progress`, a load of over 20,000 vertices
+//! draws a progress bar on stderr under the `cli` feature (without it, loads are silent).
 
 use std::io::BufRead;
 use std::path::Path;
@@ -11,7 +12,6 @@ use std::time::Instant;
 
 use autoloc_dataplane::{Connection, Frame};
 use autoloc_functions::graph::{encode_adjacency, vertex_key};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -177,17 +177,15 @@ pub struct LoadReport {
     pub seconds: f64,
 }
 
-/// Pipelined key writer with an optional progress bar.
-struct Writer<'c> {
-    conn: &'c mut Connection,
-    pending: Vec<(Vec<u8>, Vec<u8>)>,
-    report: LoadReport,
-    bar: Option<ProgressBar>,
-}
+/// A long load's progress bar on stderr: indicatif's under the `cli` feature.
+#[cfg(feature = "cli")]
+mod progress_bar {
+    use indicatif::{ProgressBar, ProgressStyle};
 
-impl<'c> Writer<'c> {
-    fn new(conn: &'c mut Connection, total: u64, progress: bool) -> Writer<'c> {
-        let bar = (progress && total > 20_000).then(|| {
+    pub(super) struct Bar(ProgressBar);
+
+    impl Bar {
+        pub(super) fn new(total: u64) -> Bar {
             let b = ProgressBar::new(total);
             b.set_style(
                 ProgressStyle::with_template(
@@ -196,8 +194,46 @@ impl<'c> Writer<'c> {
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             b.set_message("loading");
-            b
-        });
+            Bar(b)
+        }
+
+        pub(super) fn inc(&self) {
+            self.0.inc(1);
+        }
+
+        pub(super) fn finish(&self) {
+            self.0.finish_and_clear();
+        }
+    }
+}
+
+/// Without the `cli` feature, no bar: a library's caller reports progress its own way.
+#[cfg(not(feature = "cli"))]
+mod progress_bar {
+    pub(super) struct Bar;
+
+    impl Bar {
+        pub(super) fn new(_total: u64) -> Bar {
+            Bar
+        }
+
+        pub(super) fn inc(&self) {}
+
+        pub(super) fn finish(&self) {}
+    }
+}
+
+/// Pipelined key writer with an optional progress bar.
+struct Writer<'c> {
+    conn: &'c mut Connection,
+    pending: Vec<(Vec<u8>, Vec<u8>)>,
+    report: LoadReport,
+    bar: Option<progress_bar::Bar>,
+}
+
+impl<'c> Writer<'c> {
+    fn new(conn: &'c mut Connection, total: u64, progress: bool) -> Writer<'c> {
+        let bar = (progress && total > 20_000).then(|| progress_bar::Bar::new(total));
         Writer {
             conn,
             pending: Vec::with_capacity(MSET_KEYS),
@@ -220,7 +256,7 @@ impl<'c> Writer<'c> {
         self.report.vertices += 1;
         self.report.arcs += arcs as u64;
         if let Some(b) = &self.bar {
-            b.inc(1);
+            b.inc();
         }
     }
 
@@ -248,7 +284,7 @@ impl<'c> Writer<'c> {
     fn finish(mut self, started: Instant) -> Result<LoadReport> {
         self.flush()?;
         if let Some(b) = &self.bar {
-            b.finish_and_clear();
+            b.finish();
         }
         self.report.seconds = started.elapsed().as_secs_f64();
         Ok(self.report)

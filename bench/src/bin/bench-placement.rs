@@ -30,7 +30,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use autoloc::load::{write_graph, Graph};
+use autoloc::load::{write_graph, Graph, LoadReport};
 use autoloc::placement::{evaluate, Controller, ControllerConfig, Evaluation, Policy};
 use autoloc::server::RedisServer;
 use autoloc::{Placement, Runtime, Side, Transport};
@@ -635,6 +635,61 @@ struct JsonCheck {
 
 fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
+    let workloads = prepare(&mut args)?;
+    let machine = Machine::detect();
+    let started = Instant::now();
+    let load_start = load_average();
+    let mut setup = Setup::start(&mut args, &machine)?;
+    let cfgs = CellConfigs::new(&args);
+    let mut params = parameters(&args, &mut setup);
+
+    let mut results = Results::default();
+    for w in &workloads {
+        run_workload(&setup.bench, w, &cfgs, &args, &mut results)?;
+    }
+    let light = light_load(&setup.bench, &cfgs.full)?;
+    let elapsed = started.elapsed();
+    drop(setup.server);
+    params.insert(
+        "load_average".into(),
+        format!(
+            "{} at the start, {} at the end (/proc/loadavg: other processes share these cores)",
+            load_start,
+            load_average()
+        ),
+    );
+
+    let checks = checks(&results.rows, &light);
+    print_report(&machine, &params, &results, &light, &checks, elapsed);
+    if let Some(path) = &args.json {
+        write_json(path, &machine, &params, &results, &light, &checks)?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        if results.series.is_empty() {
+            eprintln!("--plot: the shift workload was not run; nothing to plot");
+        } else {
+            let footnote = format!(
+                "{} cores, {}, kernel {}; transport {}; {} threads x {} in flight; module on core {}; phases of {} ms",
+                machine.cores,
+                machine.cpu,
+                machine.kernel,
+                args.transport,
+                args.threads,
+                args.in_flight,
+                args.server_core,
+                args.phase_ms
+            );
+            plot_shift(path, &results.series, &footnote)?;
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Applies `--quick`, rounds the times to whole buckets, checks the ranges, and returns the
+/// workloads to run.
+fn prepare(args: &mut Args) -> anyhow::Result<Vec<Workload>> {
     if args.quick {
         args.duration_ms = args.duration_ms.min(500);
         args.warmup_ms = args.warmup_ms.min(200);
@@ -658,79 +713,117 @@ fn main() -> anyhow::Result<()> {
     } else {
         args.workloads.clone()
     };
-    let workloads: Vec<Workload> = names
-        .iter()
-        .map(|n| workload(n.trim()))
-        .collect::<anyhow::Result<_>>()?;
-    let machine = Machine::detect();
-    let started = Instant::now();
-    let load_start = load_average();
+    names.iter().map(|n| workload(n.trim())).collect()
+}
 
-    if args.client_cores.is_empty() && !args.unpinned {
-        args.client_cores = (0..machine.cores.max(1))
-            .filter(|&c| c != args.server_core || machine.cores <= 1)
+/// The private redis-server with the graph loaded, and the bench over it.
+struct Setup {
+    server: RedisServer,
+    /// A plain connection to it (loading, `INFO server`).
+    control: Connection,
+    /// What was loaded.
+    load: LoadReport,
+    bench: Bench,
+}
+
+impl Setup {
+    /// Pins the compute threads to every core but the server's unless told otherwise, starts
+    /// the server, loads the R-MAT graph, and picks the start vertices.
+    fn start(args: &mut Args, machine: &Machine) -> anyhow::Result<Setup> {
+        if args.client_cores.is_empty() && !args.unpinned {
+            args.client_cores = (0..machine.cores.max(1))
+                .filter(|&c| c != args.server_core || machine.cores <= 1)
+                .collect();
+        }
+        let core = args.server_core.to_string();
+        let server = RedisServer::start(&["cores", &core])
+            .context("start a private redis-server with the AutoLoc module")?;
+        let url = server.url();
+        let parsed: RedisUrl = url.parse().with_context(|| format!("redis URL {url}"))?;
+        let mut control = Connection::connect(&parsed, DEFAULT_TIMEOUT)
+            .with_context(|| format!("connect to {url}"))?;
+        eprintln!(
+            "loading R-MAT scale {} edge factor {}...",
+            args.graph.scale, args.graph.edge_factor
+        );
+        let graph = Graph::rmat(args.graph.scale, args.graph.edge_factor, SEED)?;
+        let load = write_graph(&mut control, &graph, SEED, false)?;
+        // Start vertices: every vertex with at least one neighbour.
+        let vertices: Vec<String> = graph
+            .adjacency
+            .iter()
+            .enumerate()
+            .filter(|(v, adj)| graph.present[*v] && !adj.is_empty())
+            .map(|(v, _)| v.to_string())
             .collect();
+        anyhow::ensure!(!vertices.is_empty(), "the graph has no edges");
+
+        let bench = Bench {
+            url: url.clone(),
+            transport: args.transport,
+            vertices,
+            digest_rounds: args.digest_rounds.to_string(),
+            client_cores: args.client_cores.clone(),
+            storage_cores: 1.0,
+            compute_cores: if args.client_cores.is_empty() {
+                machine.cores.max(1) as f64
+            } else {
+                args.client_cores.len() as f64
+            },
+        };
+        Ok(Setup {
+            server,
+            control,
+            load,
+            bench,
+        })
     }
+}
+
+/// The three kinds of cell: full length, the shift's three phases, the oracle's screening.
+struct CellConfigs {
+    full: CellConfig,
+    shift: CellConfig,
+    search: CellConfig,
+}
+
+impl CellConfigs {
+    fn new(args: &Args) -> CellConfigs {
+        let full = CellConfig {
+            threads: args.threads,
+            in_flight: args.in_flight,
+            warmup: Duration::from_millis(args.warmup_ms),
+            duration: Duration::from_millis(args.duration_ms),
+            think: None,
+        };
+        let shift = CellConfig {
+            duration: Duration::from_millis(3 * args.phase_ms),
+            ..full.clone()
+        };
+        let search = CellConfig {
+            warmup: Duration::from_millis((args.warmup_ms / 3).max(100)),
+            duration: Duration::from_millis(args.search_ms),
+            ..full.clone()
+        };
+        CellConfigs {
+            full,
+            shift,
+            search,
+        }
+    }
+}
+
+/// The parameters printed with the results (all but the load average, known at the end).
+fn parameters(args: &Args, setup: &mut Setup) -> BTreeMap<String, String> {
     let core = args.server_core.to_string();
-    let server = RedisServer::start(&["cores", &core])
-        .context("start a private redis-server with the AutoLoc module")?;
-    let url = server.url();
-    let parsed: RedisUrl = url.parse().with_context(|| format!("redis URL {url}"))?;
-    let mut control = Connection::connect(&parsed, DEFAULT_TIMEOUT)
-        .with_context(|| format!("connect to {url}"))?;
-    eprintln!(
-        "loading R-MAT scale {} edge factor {}...",
-        args.graph.scale, args.graph.edge_factor
-    );
-    let graph = Graph::rmat(args.graph.scale, args.graph.edge_factor, SEED)?;
-    let load = write_graph(&mut control, &graph, SEED, false)?;
-    // Start vertices: every vertex with at least one neighbour.
-    let vertices: Vec<String> = graph
-        .adjacency
-        .iter()
-        .enumerate()
-        .filter(|(v, adj)| graph.present[*v] && !adj.is_empty())
-        .map(|(v, _)| v.to_string())
-        .collect();
-    anyhow::ensure!(!vertices.is_empty(), "the graph has no edges");
-
-    let bench = Bench {
-        url: url.clone(),
-        transport: args.transport,
-        vertices,
-        digest_rounds: args.digest_rounds.to_string(),
-        client_cores: args.client_cores.clone(),
-        storage_cores: 1.0,
-        compute_cores: if args.client_cores.is_empty() {
-            machine.cores.max(1) as f64
-        } else {
-            args.client_cores.len() as f64
-        },
-    };
-    let full = CellConfig {
-        threads: args.threads,
-        in_flight: args.in_flight,
-        warmup: Duration::from_millis(args.warmup_ms),
-        duration: Duration::from_millis(args.duration_ms),
-        think: None,
-    };
-    let shift_cfg = CellConfig {
-        duration: Duration::from_millis(3 * args.phase_ms),
-        ..full.clone()
-    };
-    let search_cfg = CellConfig {
-        warmup: Duration::from_millis((args.warmup_ms / 3).max(100)),
-        duration: Duration::from_millis(args.search_ms),
-        ..full.clone()
-    };
-
+    let load = &setup.load;
     let mut params = BTreeMap::new();
     params.insert(
         "server".into(),
         format!(
             "private redis-server ({}), module argument `cores {core}` (storage-side functions \
              on core {core}; the controller plans with 1 storage core)",
-            redis_version(&mut control)
+            redis_version(&mut setup.control)
         ),
     );
     params.insert("transport".into(), args.transport.to_string());
@@ -791,107 +884,168 @@ fn main() -> anyhow::Result<()> {
             args.search_ms
         ),
     );
-    params.insert("controller".into(), format!("ControllerConfig {{ storage_cores: 1.0, compute_cores: {}, ..Default }} (50 ms epochs), a fresh Runtime and table per cell", bench.compute_cores));
+    params.insert("controller".into(), format!("ControllerConfig {{ storage_cores: 1.0, compute_cores: {}, ..Default }} (50 ms epochs), a fresh Runtime and table per cell", setup.bench.compute_cores));
+    params
+}
 
-    let mut rows: Vec<PlacementRow> = Vec::new();
-    let mut candidates: Vec<PlacementRow> = Vec::new();
-    let mut series: Vec<ShiftSeries> = Vec::new();
-    let mut forecasts: Vec<ForecastRow> = Vec::new();
-    for w in &workloads {
-        let is_shift = w.phases.len() > 1;
-        let cfg = if is_shift { &shift_cfg } else { &full };
-        let specs: Vec<PolicySpec> = POLICIES
+/// What the workloads measured, in report order.
+#[derive(Debug, Default)]
+struct Results {
+    rows: Vec<PlacementRow>,
+    /// The oracle search's screening cells (mix) and candidates (shift).
+    candidates: Vec<PlacementRow>,
+    series: Vec<ShiftSeries>,
+    forecasts: Vec<ForecastRow>,
+}
+
+/// One workload: every policy's cells, the oracle, the shift's time series, adaptive's
+/// forecast trace.
+fn run_workload(
+    bench: &Bench,
+    w: &Workload,
+    cfgs: &CellConfigs,
+    args: &Args,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    let is_shift = w.phases.len() > 1;
+    let cfg = if is_shift { &cfgs.shift } else { &cfgs.full };
+    let specs: Vec<PolicySpec> = POLICIES
+        .iter()
+        .map(|p| PolicySpec::named(p, &w.functions))
+        .collect();
+    let mut cells = bench.medians(w, &specs, cfg, args.reps)?;
+    let oracle = oracle_search(
+        bench,
+        w,
+        &cells,
+        cfg,
+        &cfgs.search,
+        args.reps,
+        &mut results.candidates,
+    )?;
+    cells.push(oracle);
+    if is_shift {
+        results
+            .series
+            .extend(shift_series(w, &cells, args.phase_ms));
+    }
+    if let Some(f) = forecast(w, &cells) {
+        results.forecasts.push(f);
+    }
+    results.rows.extend(cells.into_iter().map(|c| c.row));
+    Ok(())
+}
+
+/// The oracle: the best fixed assignment. All-storage and all-compute are the `storage` and
+/// `compute` cells; the mixed assignments are measured at full length (after screening in short
+/// cells, the best two, when there are more than two and this is not the shift). Every mixed
+/// candidate's row goes into `candidates`.
+fn oracle_search(
+    bench: &Bench,
+    w: &Workload,
+    cells: &[Measured],
+    cfg: &CellConfig,
+    search_cfg: &CellConfig,
+    reps: usize,
+    candidates: &mut Vec<PlacementRow>,
+) -> anyhow::Result<Measured> {
+    let is_shift = w.phases.len() > 1;
+    let n = w.functions.len();
+    let mut oracle: Option<Measured> = None;
+    let consider = |best: &mut Option<Measured>, m: Measured| {
+        if best
+            .as_ref()
+            .is_none_or(|b| m.row.throughput_per_s > b.row.throughput_per_s)
+        {
+            *best = Some(m);
+        }
+    };
+    // All-storage and all-compute are the storage and compute cells.
+    for (label, shares) in [("storage", vec![1.0; n]), ("compute", vec![0.0; n])] {
+        let c = cells
             .iter()
-            .map(|p| PolicySpec::named(p, &w.functions))
-            .collect();
-        let mut cells = bench.medians(w, &specs, cfg, args.reps)?;
-        // The oracle: the best fixed assignment.
-        let n = w.functions.len();
-        let mut oracle: Option<Measured> = None;
-        let consider = |best: &mut Option<Measured>, m: Measured| {
-            if best
-                .as_ref()
-                .is_none_or(|b| m.row.throughput_per_s > b.row.throughput_per_s)
-            {
-                *best = Some(m);
+            .find(|c| c.row.policy == label)
+            .expect("measured above");
+        let mut m = c.clone();
+        m.row.policy = "oracle".into();
+        m.row.assignment = Some(oracle_string(&w.functions, &shares));
+        consider(&mut oracle, m);
+    }
+    let mixed: Vec<Vec<f64>> = assignments(n)
+        .into_iter()
+        .filter(|a| a.iter().any(|&s| s > 0.0) && a.iter().any(|&s| s < 1.0))
+        .collect();
+    if !mixed.is_empty() {
+        let finalists: Vec<Vec<f64>> = if is_shift || mixed.len() <= 2 {
+            mixed
+        } else {
+            let mut screened = Vec::new();
+            for a in &mixed {
+                let spec = PolicySpec::fixed(&w.functions, a);
+                eprintln!("{}: screening {}...", w.name, spec.policy);
+                let m = bench.cell(w, &spec, search_cfg)?;
+                candidates.push(m.row.clone());
+                screened.push((m.row.throughput_per_s, a.clone()));
             }
+            screened.sort_by(|a, b| b.0.total_cmp(&a.0));
+            screened.into_iter().take(2).map(|(_, a)| a).collect()
         };
-        // All-storage and all-compute are the storage and compute cells.
-        for (label, shares) in [("storage", vec![1.0; n]), ("compute", vec![0.0; n])] {
-            let c = cells
-                .iter()
-                .find(|c| c.row.policy == label)
-                .expect("measured above");
-            let mut m = c.clone();
-            m.row.policy = "oracle".into();
-            m.row.assignment = Some(oracle_string(&w.functions, &shares));
+        let specs: Vec<PolicySpec> = finalists
+            .iter()
+            .map(|a| PolicySpec::fixed(&w.functions, a))
+            .collect();
+        for m in bench.medians(w, &specs, cfg, reps)? {
+            candidates.push(m.row.clone());
             consider(&mut oracle, m);
         }
-        let mixed: Vec<Vec<f64>> = assignments(n)
-            .into_iter()
-            .filter(|a| a.iter().any(|&s| s > 0.0) && a.iter().any(|&s| s < 1.0))
-            .collect();
-        if !mixed.is_empty() {
-            let finalists: Vec<Vec<f64>> = if is_shift || mixed.len() <= 2 {
-                mixed
-            } else {
-                let mut screened = Vec::new();
-                for a in &mixed {
-                    let spec = PolicySpec::fixed(&w.functions, a);
-                    eprintln!("{}: screening {}...", w.name, spec.policy);
-                    let m = bench.cell(w, &spec, &search_cfg)?;
-                    candidates.push(m.row.clone());
-                    screened.push((m.row.throughput_per_s, a.clone()));
-                }
-                screened.sort_by(|a, b| b.0.total_cmp(&a.0));
-                screened.into_iter().take(2).map(|(_, a)| a).collect()
-            };
-            let specs: Vec<PolicySpec> = finalists
-                .iter()
-                .map(|a| PolicySpec::fixed(&w.functions, a))
-                .collect();
-            for m in bench.medians(w, &specs, cfg, args.reps)? {
-                candidates.push(m.row.clone());
-                consider(&mut oracle, m);
-            }
-        }
-        cells.push(oracle.expect("at least two assignments"));
-        if is_shift {
-            let per_phase = (args.phase_ms / BUCKET_MS) as usize;
-            for c in &cells {
-                series.push(ShiftSeries {
-                    policy: c.row.policy.clone(),
-                    assignment: c.row.assignment.clone(),
-                    functions: w.functions.iter().map(|f| f.to_string()).collect(),
-                    shifts_ms: vec![args.phase_ms, 2 * args.phase_ms],
-                    bucket_ms: BUCKET_MS,
-                    points: c
-                        .buckets
-                        .iter()
-                        .zip(&c.shares)
-                        .enumerate()
-                        .map(|(i, (tp, s))| SeriesPoint {
-                            t_ms: (i as u64 + 1) * BUCKET_MS,
-                            throughput_per_s: *tp,
-                            shares: s.clone(),
-                        })
-                        .collect(),
-                });
-                debug_assert!(c.buckets.len() >= 3 * per_phase);
-            }
-        }
-        if let Some(c) = cells.iter().find(|c| c.row.policy == "adaptive") {
-            forecasts.push(ForecastRow {
-                workload: w.name.to_string(),
-                evaluation: evaluate(&c.background),
-                trace: c.background.clone(),
-            });
-        }
-        rows.extend(cells.into_iter().map(|c| c.row));
     }
+    Ok(oracle.expect("at least two assignments"))
+}
 
-    // Light load: one thread, one invocation at a time with a pause, on the mix: khop should
-    // end inside storage and digest outside.
+/// The shift's time series: each cell's throughput and shares per bucket.
+fn shift_series(w: &Workload, cells: &[Measured], phase_ms: u64) -> Vec<ShiftSeries> {
+    let per_phase = (phase_ms / BUCKET_MS) as usize;
+    cells
+        .iter()
+        .map(|c| {
+            debug_assert!(c.buckets.len() >= 3 * per_phase);
+            ShiftSeries {
+                policy: c.row.policy.clone(),
+                assignment: c.row.assignment.clone(),
+                functions: w.functions.iter().map(|f| f.to_string()).collect(),
+                shifts_ms: vec![phase_ms, 2 * phase_ms],
+                bucket_ms: BUCKET_MS,
+                points: c
+                    .buckets
+                    .iter()
+                    .zip(&c.shares)
+                    .enumerate()
+                    .map(|(i, (tp, s))| SeriesPoint {
+                        t_ms: (i as u64 + 1) * BUCKET_MS,
+                        throughput_per_s: *tp,
+                        shares: s.clone(),
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// The forecasts of storage load scored on the trace adaptive's cell recorded, if it ran.
+fn forecast(w: &Workload, cells: &[Measured]) -> Option<ForecastRow> {
+    cells
+        .iter()
+        .find(|c| c.row.policy == "adaptive")
+        .map(|c| ForecastRow {
+            workload: w.name.to_string(),
+            evaluation: evaluate(&c.background),
+            trace: c.background.clone(),
+        })
+}
+
+/// Light load: one thread, one invocation at a time with a pause, on the mix: khop should end
+/// inside storage and digest outside.
+fn light_load(bench: &Bench, full: &CellConfig) -> anyhow::Result<PlacementRow> {
     eprintln!("light load: mix, adaptive, 1 thread, 1 in flight...");
     let mix = workload("mix")?;
     let light_cfg = CellConfig {
@@ -900,101 +1054,85 @@ fn main() -> anyhow::Result<()> {
         think: Some(Duration::from_millis(1)),
         ..full.clone()
     };
-    let light = bench
+    Ok(bench
         .cell(
             &mix,
             &PolicySpec::named("adaptive", &mix.functions),
             &light_cfg,
         )?
-        .row;
-    let elapsed = started.elapsed();
-    drop(server);
-    params.insert(
-        "load_average".into(),
-        format!(
-            "{} at the start, {} at the end (/proc/loadavg: other processes share these cores)",
-            load_start,
-            load_average()
-        ),
-    );
+        .row)
+}
 
-    let checks = checks(&rows, &light);
-
-    harness::print_header(&machine, &params);
-    print!("{}", table(&rows));
+/// The text report on stdout.
+fn print_report(
+    machine: &Machine,
+    params: &BTreeMap<String, String>,
+    results: &Results,
+    light: &PlacementRow,
+    checks: &[Check],
+    elapsed: Duration,
+) {
+    harness::print_header(machine, params);
+    print!("{}", table(&results.rows));
     println!();
-    if !candidates.is_empty() {
+    if !results.candidates.is_empty() {
         println!("oracle candidates (fixed assignments; screening cells are shorter):");
-        print!("{}", table(&candidates));
+        print!("{}", table(&results.candidates));
         println!();
     }
     println!(
         "light load (1 thread, 1 in flight, 1 ms pause between invocations, storage not saturated):"
     );
-    print!("{}", table(std::slice::from_ref(&light)));
+    print!("{}", table(std::slice::from_ref(light)));
     println!();
     println!(
         "storage load forecasts (other load per publisher sample during adaptive's cells; fitted \
          on the first half, one-step-ahead mean absolute error on the second, in cores):"
     );
-    print!("{}", forecast_table(&forecasts));
+    print!("{}", forecast_table(&results.forecasts));
     println!();
     println!("targets:");
-    for c in &checks {
+    for c in checks {
         println!("{}", c.line());
     }
     println!();
     println!("run took {:.1} s", elapsed.as_secs_f64());
-
-    if let Some(path) = &args.json {
-        let report = JsonReport {
-            machine: &machine,
-            parameters: &params,
-            rows: &rows,
-            oracle_candidates: &candidates,
-            light_load: Some(&light),
-            checks: checks
-                .iter()
-                .map(|c| JsonCheck {
-                    name: c.name.clone(),
-                    value: c.value,
-                    target: match c.bound {
-                        Bound::AtLeast(t) => format!(">= {t}"),
-                        Bound::AtMost(t) => format!("<= {t}"),
-                    },
-                    verdict: format!("{:?}", c.verdict()).to_uppercase(),
-                })
-                .collect(),
-            shift_series: &series,
-            forecasts: &forecasts,
-        };
-        let text = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
-    }
-    if let Some(path) = &args.plot {
-        if series.is_empty() {
-            eprintln!("--plot: the shift workload was not run; nothing to plot");
-        } else {
-            let footnote = format!(
-                "{} cores, {}, kernel {}; transport {}; {} threads x {} in flight; module on core {}; phases of {} ms",
-                machine.cores,
-                machine.cpu,
-                machine.kernel,
-                args.transport,
-                args.threads,
-                args.in_flight,
-                args.server_core,
-                args.phase_ms
-            );
-            plot_shift(path, &series, &footnote)?;
-            eprintln!("wrote {}", path.display());
-        }
-    }
-    Ok(())
 }
 
-/// The 1, 5 and 15 minute load averages.
+/// The `--json` report, written to `path`.
+fn write_json(
+    path: &Path,
+    machine: &Machine,
+    params: &BTreeMap<String, String>,
+    results: &Results,
+    light: &PlacementRow,
+    checks: &[Check],
+) -> anyhow::Result<()> {
+    let report = JsonReport {
+        machine,
+        parameters: params,
+        rows: &results.rows,
+        oracle_candidates: &results.candidates,
+        light_load: Some(light),
+        checks: checks
+            .iter()
+            .map(|c| JsonCheck {
+                name: c.name.clone(),
+                value: c.value,
+                target: match c.bound {
+                    Bound::AtLeast(t) => format!(">= {t}"),
+                    Bound::AtMost(t) => format!("<= {t}"),
+                },
+                verdict: format!("{:?}", c.verdict()).to_uppercase(),
+            })
+            .collect(),
+        shift_series: &results.series,
+        forecasts: &results.forecasts,
+    };
+    let text = serde_json::to_string_pretty(&report)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))
+}
+
 /// The forecast evaluations, one line per trace, and the verdict.
 fn forecast_table(rows: &[ForecastRow]) -> String {
     use std::fmt::Write as _;
@@ -1019,6 +1157,7 @@ fn forecast_table(rows: &[ForecastRow]) -> String {
     out
 }
 
+/// The 1, 5 and 15 minute load averages.
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))

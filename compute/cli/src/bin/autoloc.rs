@@ -15,7 +15,8 @@ use clap::{Parser, Subcommand};
 /// --redis, a private redis-server with the module and a default R-MAT graph is started for
 /// the command and stopped after it.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+// name: `autoloc --version` prints `autoloc 0.1.0`, as before the binaries left the library.
+#[command(name = "autoloc", version, about)]
 struct Cli {
     /// Redis URL (redis://[[user]:password@]host[:port][/db]); accepted before or after the
     /// subcommand; default: the embedded default.

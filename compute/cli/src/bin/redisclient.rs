@@ -8,7 +8,13 @@ use clap::Parser;
 /// every key with its own GET (one round trip per key access), as AutoLoc's redisclient did.
 /// Without --redis, starts the embedded default.
 #[derive(Debug, Parser)]
-#[command(version, about, after_help = "Example: redisclient khop 1 1000 --json")]
+// name: `redisclient --version` prints `autoloc 0.1.0`, as before the binaries left the library.
+#[command(
+    name = "autoloc",
+    version,
+    about,
+    after_help = "Example: redisclient khop 1 1000 --json"
+)]
 struct Cli {
     #[command(flatten)]
     batch: BatchArgs,

@@ -8,7 +8,9 @@ use clap::Parser;
 /// argument (start vertex or key). Without --redis, starts a private redis-server with the
 /// module and a default R-MAT graph (the embedded default).
 #[derive(Debug, Parser)]
+// name: `batch --version` prints `autoloc 0.1.0`, as before the binaries left the library.
 #[command(
+    name = "autoloc",
     version,
     about,
     after_help = "Example: batch khop 1 1000 --placement compute --json"
