@@ -233,13 +233,33 @@ pub fn run_batch(a: BatchArgs, choice: PlacementChoice, read_mode: crate::ReadMo
     Ok(())
 }
 
-/// Ends a binary: on error, one line `error: ...` (with its causes) on stderr and exit code 1.
-pub fn exit_with<E: std::fmt::Display>(r: std::result::Result<(), E>) -> std::process::ExitCode {
+/// Ends a binary: on error, one line `error: ...` on stderr and exit code 1.
+pub fn exit_with<E>(r: std::result::Result<(), E>) -> std::process::ExitCode
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+{
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let e: Box<dyn std::error::Error + Send + Sync + 'static> = e.into();
+            eprintln!("error: {}", report(&*e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each cause named once: a cause whose text the message
+/// already holds (an error that shows its source in its own message) is not repeated.
+pub fn report(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
 }

@@ -181,7 +181,7 @@ pub struct SideSnapshot {
     pub keys_read: u64,
     /// Value bytes the function read.
     pub bytes_read: u64,
-    /// Store accesses (one `get` or one `get_many`): the round trips the function takes
+    /// Store accesses (each `Store::read` or `Store::write`): the round trips the function takes
     /// compute-side; 0 where not reported.
     pub reads: u64,
 }
@@ -261,7 +261,7 @@ pub struct Record {
     pub keys_read: u64,
     /// Value bytes read.
     pub bytes_read: u64,
-    /// Store accesses (`get`/`get_many` calls) the function made.
+    /// Store accesses (`Store::read`/`Store::write` calls) the function made.
     pub reads: u64,
 }
 

@@ -350,7 +350,10 @@ fn a_pushback_hands_back_its_read_set_and_nothing_is_fetched_twice() {
         );
         assert_eq!((inside.pushbacks, inside.round_trips), (1, 1), "{t}");
         assert_eq!((here.invocations, here.round_trips), (1, 0), "{t}");
-        assert!(inside.storage_cpu_ns > 0, "{t}: the pushback reports what it cost");
+        assert!(
+            inside.storage_cpu_ns > 0,
+            "{t}: the pushback reports what it cost"
+        );
         // khop is cheap enough to finish inside.
         assert!(
             !rt.invoke("khop", &["1", "1"], Placement::Storage)
@@ -372,7 +375,11 @@ fn counters_tell_the_truth_on_every_transport() {
         // Compute-side: every round trip moves bytes, and the table says so.
         let inv = rt.invoke("khop", &["1", "2"], Placement::Compute).unwrap();
         assert!(inv.round_trips >= 2, "{t}: {inv:?}");
-        assert!(inv.bytes > 100 * inv.round_trips, "{t}: {} bytes", inv.bytes);
+        assert!(
+            inv.bytes > 100 * inv.round_trips,
+            "{t}: {} bytes",
+            inv.bytes
+        );
         let here = rt.table().slot(khop).snapshot(Side::Compute);
         assert_eq!((here.round_trips, here.bytes), (inv.round_trips, inv.bytes));
         assert!(here.keys_read > 1, "{t}");
@@ -381,7 +388,10 @@ fn counters_tell_the_truth_on_every_transport() {
         assert_eq!(inv.round_trips, 1, "{t}");
         assert!(inv.bytes > 0, "{t}");
         let inside = rt.table().slot(khop).snapshot(Side::Storage);
-        assert!(inside.storage_cpu_ns > 0 && inside.keys_read > 0, "{t}: {inside:?}");
+        assert!(
+            inside.storage_cpu_ns > 0 && inside.keys_read > 0,
+            "{t}: {inside:?}"
+        );
     }
     // The data plane's request counter moves with every request, many in flight or not.
     let mut shm = runtime(&s).with_transport(Transport::Shm).unwrap();
@@ -393,5 +403,8 @@ fn counters_tell_the_truth_on_every_transport() {
         r.unwrap();
     }
     let served = stat(&mut control, "dataplane_requests") - before;
-    assert_eq!(served, 64, "64 invocations in flight are 64 requests served");
+    assert_eq!(
+        served, 64,
+        "64 invocations in flight are 64 requests served"
+    );
 }

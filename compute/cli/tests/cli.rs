@@ -303,3 +303,94 @@ fn loads_snap_edge_lists() {
     ));
     assert_eq!(r["result"], serde_json::json!([1, 2, 3]));
 }
+
+/// Asserts `bin args` fails, and returns its stderr.
+fn failure(bin: &str, args: &[&str]) -> String {
+    let out = run(bin, args);
+    assert!(!out.status.success(), "{args:?} should fail");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+/// A plain redis-server without the module, on a free port, killed on drop.
+struct Plain(std::process::Child, u16);
+
+impl Drop for Plain {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn plain_redis() -> Plain {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-server never listened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Plain(child, port)
+}
+
+#[test]
+fn every_error_names_its_cause_once() {
+    // A refused connection: said once, not once per layer.
+    let err = failure(BATCH, &["khop", "1", "1", "--redis", "redis://127.0.0.1:1"]);
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // A placement typo lists the choices once.
+    let s = server();
+    let url = s.url();
+    let err = failure(
+        BATCH,
+        &["khop", "1", "1", "--placement", "moon", "--redis", &url],
+    );
+    assert_eq!(err.matches("autoloc2021").count(), 1, "{err}");
+    // With a password set: a wrong one is WRONGPASS once; none is NOAUTH, not a guess.
+    let mut c = autoloc_dataplane::Connection::connect(
+        &url.parse().unwrap(),
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap();
+    c.call(&["CONFIG", "SET", "requirepass", "pw"]).unwrap();
+    let wrong = format!("redis://:bad@127.0.0.1:{}", s.port());
+    let err = failure(AUTOLOC, &["--redis", &wrong, "stats"]);
+    assert_eq!(err.matches("WRONGPASS").count(), 1, "{err}");
+    let err = failure(AUTOLOC, &["--redis", &url, "stats"]);
+    assert!(err.contains("NOAUTH"), "{err}");
+    assert!(!err.contains("module"), "{err}");
+    let right = format!("redis://:pw@127.0.0.1:{}", s.port());
+    let stats = json(&run(AUTOLOC, &["--redis", &right, "stats", "--json"]));
+    assert!(stats["functions"]["khop"]["calls"].is_u64(), "{stats}");
+    // A server without the module: told to load it.
+    let plain = plain_redis();
+    let bare = format!("redis://127.0.0.1:{}", plain.1);
+    let err = failure(AUTOLOC, &["--redis", &bare, "call", "khop", "1", "2"]);
+    assert!(
+        err.contains("has no AutoLoc module") && err.contains("--loadmodule"),
+        "{err}"
+    );
+    let err = failure(BATCH, &["khop", "1", "1", "--redis", &bare]);
+    assert!(err.contains("has no AutoLoc module"), "{err}");
+}
