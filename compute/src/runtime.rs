@@ -90,13 +90,13 @@ pub struct Invocation {
     pub pushed_back: bool,
     /// Wall time seen by the caller.
     pub wall: Duration,
-    /// Compute node CPU time: over RESP the thread's CPU clock; over a data-plane link the time
-    /// spent polling this invocation and its share of moving the batch's frames (waiting for
-    /// replies excluded).
+    /// Compute node CPU time: the time spent polling this invocation and its share of moving
+    /// the batch's frames (waiting for replies excluded).
     pub cpu: Duration,
     /// Round trips to Redis.
     pub round_trips: u64,
-    /// Bytes sent and received.
+    /// Bytes of the frames of its requests and replies (over RESP, of the wire frames the
+    /// commands stand for).
     pub bytes: u64,
 }
 
@@ -297,8 +297,8 @@ impl Runtime {
             .expect("one result")
     }
 
-    /// Runs many invocations at once: over a data-plane link they are all in flight together
-    /// (every step's requests leave in one burst); over RESP they run one after another.
+    /// Runs many invocations at once, all in flight together on the session: every step's
+    /// requests leave in one burst (over RESP, one pipelined write).
     pub fn invoke_many<A: AsRef<[u8]>>(
         &mut self,
         calls: &[(&str, Vec<A>)],

@@ -406,6 +406,11 @@ impl Connection {
                     return Err(Error::Closed);
                 }
                 Ok(n) => n,
+                // A signal landed while waiting: nothing was read, wait on.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    self.rbuf.truncate(len);
+                    continue;
+                }
                 Err(source) => {
                     self.rbuf.truncate(len);
                     return Err(Error::Io {
@@ -435,6 +440,50 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    extern "C" fn ignore_signal(_: libc::c_int) {}
+
+    /// A signal that lands while a reply is awaited interrupts the read (EINTR); the connection
+    /// reads on instead of failing the call.
+    #[test]
+    fn a_signal_during_a_read_does_not_fail_the_call() {
+        // SAFETY: installs a handler that does nothing for SIGUSR2, which nothing else in this
+        // test binary uses; without SA_RESTART, so a blocking read is interrupted, as a signal
+        // from elsewhere in a host process would.
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = ignore_signal as *const () as usize;
+            libc::sigemptyset(&mut act.sa_mask);
+            act.sa_flags = 0;
+            assert_eq!(
+                libc::sigaction(libc::SIGUSR2, &act, std::ptr::null_mut()),
+                0
+            );
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut sock, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 64];
+            let _ = sock.read(&mut buf).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            sock.write_all(b"+PONG\r\n").unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+        });
+        let url: RedisUrl = format!("redis://127.0.0.1:{port}").parse().unwrap();
+        let mut c = Connection::connect(&url, Duration::from_secs(30)).unwrap();
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() };
+        let me = me as usize;
+        let signaller = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            // SAFETY: `me` is the test thread, alive until this thread is joined below.
+            unsafe { libc::pthread_kill(me as libc::pthread_t, libc::SIGUSR2) };
+        });
+        assert_eq!(c.call(&["PING"]).unwrap(), Frame::Simple("PONG".into()));
+        signaller.join().unwrap();
+        server.join().unwrap();
+    }
 
     #[test]
     fn parses_every_frame_kind() {
