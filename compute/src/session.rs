@@ -88,8 +88,8 @@ pub struct Session {
     next_id: u64,
     /// Replies that arrived and are not taken yet, with the bytes of their request and theirs.
     replies: HashMap<u64, Response>,
-    /// Bytes of each request in flight.
-    sent: HashMap<u64, u64>,
+    /// Bytes of each request in flight, by request id.
+    sent: InFlight,
     /// Set once the link failed: every wait then fails with it.
     failed: Option<String>,
     timeout: Duration,
@@ -111,7 +111,7 @@ impl Session {
             link,
             next_id: 1,
             replies: HashMap::new(),
-            sent: HashMap::new(),
+            sent: InFlight::default(),
             failed: None,
             timeout,
         }
@@ -152,7 +152,7 @@ impl Session {
                 Err(e) => return Err(self.fail(format!("send: {e}"))),
             }
         }
-        self.sent.insert(id, len as u64);
+        self.sent.push(id, len as u64);
         Ok(id)
     }
 
@@ -172,7 +172,7 @@ impl Session {
         let (replies, sent) = (&mut self.replies, &mut self.sent);
         match self.link.poll(&mut |frame| {
             let reply_len = frame.message.frame_len().unwrap_or(0) as u64;
-            let request_len = sent.remove(&frame.request_id).unwrap_or(0);
+            let request_len = sent.take(frame.request_id);
             replies.insert(
                 frame.request_id,
                 Response {
@@ -218,6 +218,44 @@ impl Session {
     /// The session's wait limit.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+}
+
+/// A value per request in flight, by request id. Ids are handed out in order, so this is a
+/// window over consecutive ids (no hashing on the request path); replies may come in any order.
+#[derive(Debug, Default)]
+struct InFlight {
+    /// The id of `slots[0]`.
+    base: u64,
+    /// `None` once taken.
+    slots: std::collections::VecDeque<Option<u64>>,
+}
+
+impl InFlight {
+    /// Records `value` for `id`, an id above every one pushed before (ids of requests that were
+    /// never sent leave gaps).
+    fn push(&mut self, id: u64, value: u64) {
+        if self.slots.is_empty() {
+            self.base = id;
+        }
+        while self.base + (self.slots.len() as u64) < id {
+            self.slots.push_back(None);
+        }
+        self.slots.push_back(Some(value));
+    }
+
+    /// Takes the value of `id`; 0 for an id not in flight.
+    fn take(&mut self, id: u64) -> u64 {
+        let value = id
+            .checked_sub(self.base)
+            .and_then(|i| self.slots.get_mut(usize::try_from(i).ok()?))
+            .and_then(Option::take)
+            .unwrap_or(0);
+        while matches!(self.slots.front(), Some(None)) {
+            self.slots.pop_front();
+            self.base += 1;
+        }
+        value
     }
 }
 
@@ -519,5 +557,35 @@ impl<S: Store> Store for ReadSetStore<S> {
 
     fn checkpoint(&self) -> StoreFuture<'_, ()> {
         self.inner.checkpoint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::InFlight;
+
+    #[test]
+    fn in_flight_takes_by_id_in_any_order() {
+        let mut f = InFlight::default();
+        for id in 5..10 {
+            f.push(id, id * 10);
+        }
+        assert_eq!(f.take(7), 70);
+        assert_eq!(f.take(7), 0, "taken once");
+        assert_eq!(f.take(5), 50);
+        assert_eq!(f.take(6), 60);
+        assert_eq!(f.slots.len(), 2, "the taken front is dropped");
+        assert_eq!(f.take(4), 0);
+        assert_eq!(f.take(99), 0);
+        f.push(10, 100);
+        assert_eq!((f.take(9), f.take(8), f.take(10)), (90, 80, 100));
+        assert!(f.slots.is_empty());
+        f.push(11, 110);
+        assert_eq!(f.take(11), 110);
+        // A request that failed to send leaves a gap.
+        f.push(12, 120);
+        f.push(14, 140);
+        assert_eq!((f.take(14), f.take(12)), (140, 120));
+        assert!(f.slots.is_empty());
     }
 }
