@@ -24,7 +24,8 @@ pub const MODULE_FILE: &str = "libautoloc_redismodule.so";
 pub struct RedisServer {
     child: Child,
     port: u16,
-    dir: tempfile::TempDir,
+    /// Its directory (AOF, log), kept across [`RedisServer::restart`].
+    dir: std::sync::Arc<tempfile::TempDir>,
     module: PathBuf,
     module_args: Vec<String>,
     config: Vec<(String, String)>,
@@ -96,7 +97,7 @@ impl RedisServer {
         // A free port can be taken between finding it and binding it: try a few.
         for _ in 0..5 {
             let port = free_port()?;
-            match RedisServer::try_start(module, module_args, config, port) {
+            match RedisServer::try_start(module, module_args, config, port, None) {
                 Ok(s) => return Ok(s),
                 Err(e) if e.contains("Address already in use") => last_error = e,
                 Err(e) => return Err(Error::Server(e)),
@@ -110,11 +111,17 @@ impl RedisServer {
         module_args: &[&str],
         config: &[(&str, &str)],
         port: u16,
+        dir: Option<std::sync::Arc<tempfile::TempDir>>,
     ) -> std::result::Result<RedisServer, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("autoloc-redis-")
-            .tempdir()
-            .map_err(|e| format!("temp dir: {e}"))?;
+        let dir = match dir {
+            Some(d) => d,
+            None => std::sync::Arc::new(
+                tempfile::Builder::new()
+                    .prefix("autoloc-redis-")
+                    .tempdir()
+                    .map_err(|e| format!("temp dir: {e}"))?,
+            ),
+        };
         let log = dir.path().join("redis.log");
         let mut cmd = Command::new("redis-server");
         cmd.arg("--port")
@@ -219,8 +226,9 @@ impl RedisServer {
         self.child.id()
     }
 
-    /// Kills the server and starts a fresh one (empty keyspace) on the same port with the same
-    /// arguments, as after a crash and restart.
+    /// Kills the server (SIGKILL) and starts it again on the same port, with the same arguments
+    /// and directory, as after a crash and restart: the keyspace is what its AOF or RDB file in
+    /// that directory holds (empty without persistence).
     pub fn restart(&mut self) -> Result<()> {
         self.kill();
         let args: Vec<&str> = self.module_args.iter().map(String::as_str).collect();
@@ -232,7 +240,8 @@ impl RedisServer {
         let deadline = Instant::now() + STARTUP_DEADLINE;
         loop {
             // The old socket may linger for a moment: retry until the port is free again.
-            match RedisServer::try_start(&self.module, &args, &config, self.port) {
+            let dir = Some(self.dir.clone());
+            match RedisServer::try_start(&self.module, &args, &config, self.port, dir) {
                 Ok(fresh) => {
                     *self = fresh;
                     return Ok(());

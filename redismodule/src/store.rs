@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use autoloc_functions::{Error, Store, StoreFuture, Visit};
 use redis_module::key::RedisKey;
-use redis_module::{Context, KeyType};
+use redis_module::{CallOptionsBuilder, CallResult, Context, KeyType};
 
 /// The value of the open key `key` (named `name`) under the read rule.
 pub fn value_of<'k>(key: &'k RedisKey, name: &[u8]) -> Result<Option<&'k [u8]>, Error> {
@@ -50,11 +50,17 @@ pub fn read_keys<'k, N: AsRef<[u8]>>(
 }
 
 /// Sets `key` to `value`: the one way the module writes a key (a function's `Store::write`,
-/// a data-plane `Set`), through Redis's `SET` so keyspace listeners are notified.
+/// a data-plane `Set`). Through Redis's own `SET`, called to replicate (`!`): the write reaches
+/// the AOF and the replicas as a client's `SET` would, and keyspace listeners are notified.
 pub fn write_key(ctx: &Context, key: &[u8], value: &[u8]) -> Result<(), Error> {
-    ctx.call("SET", &[key, value][..])
+    let options = CallOptionsBuilder::new()
+        .replicate()
+        .errors_as_replies()
+        .build();
+    let reply: CallResult<'static> = ctx.call_ext("SET", &options, &[key, value][..]);
+    reply
         .map(drop)
-        .map_err(|e| Error::Io(format!("SET {}: {e}", String::from_utf8_lossy(key))))
+        .map_err(|e| Error::from_resp(&e.to_string()))
 }
 
 /// Keys read between two budget checks inside one large read.

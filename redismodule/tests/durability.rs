@@ -1,0 +1,89 @@
+//! Writes made through the module are Redis writes: they reach the replicas and the AOF like
+//! Redis's own, so an acknowledged write survives `kill -9` and a restart, and a replica holds it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use autoloc::server::{find_module, RedisServer};
+use autoloc::session::Reply;
+use autoloc::stats::info_field;
+use autoloc::{Runtime, Transport};
+use autoloc_dataplane::wire::Message;
+use common::*;
+
+/// Sets `key` to `value` through `rt`'s data-plane session: the module's write path.
+fn set(rt: &mut Runtime, key: &str, value: &str) {
+    let reply = rt
+        .session()
+        .unwrap()
+        .borrow_mut()
+        .call(&Message::Set {
+            key: key.as_bytes(),
+            value: value.as_bytes(),
+        })
+        .unwrap()
+        .reply;
+    assert_eq!(reply, Reply::Ok, "SET {key}");
+}
+
+fn get(s: &RedisServer, key: &str) -> Option<Vec<u8>> {
+    match raw(s).call(&["GET", key]).unwrap() {
+        autoloc_dataplane::Frame::Bulk(v) => v,
+        other => panic!("GET {key}: {other:?}"),
+    }
+}
+
+#[test]
+fn module_writes_reach_a_replica() {
+    let primary = server(&[]);
+    let replica = server(&[]);
+    let mut c = raw(&replica);
+    c.call(&["REPLICAOF", "127.0.0.1", &primary.port().to_string()])
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while info_field(&mut c, "replication", "master_link_status").as_deref() != Some("up") {
+        assert!(Instant::now() < deadline, "the replica never synced");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for t in [Transport::Shm, Transport::Tcp] {
+        let mut rt = runtime(&primary).with_transport(t).unwrap();
+        for i in 0..20 {
+            set(&mut rt, &format!("{t}:{i}"), &format!("v{i}"));
+        }
+    }
+    for t in [Transport::Shm, Transport::Tcp] {
+        for i in 0..20 {
+            let key = format!("{t}:{i}");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while get(&replica, &key).is_none() {
+                assert!(Instant::now() < deadline, "{key} never reached the replica");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert_eq!(get(&replica, &key), Some(format!("v{i}").into_bytes()));
+        }
+    }
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    let mut s = RedisServer::start_with(
+        &find_module().unwrap(),
+        &[],
+        &[("appendonly", "yes"), ("appendfsync", "always")],
+    )
+    .unwrap();
+    for t in [Transport::Shm, Transport::Tcp] {
+        let mut rt = runtime(&s).with_transport(t).unwrap();
+        for i in 0..50 {
+            set(&mut rt, &format!("{t}:{i}"), &format!("v{i}"));
+        }
+    }
+    s.restart().unwrap();
+    for t in [Transport::Shm, Transport::Tcp] {
+        for i in 0..50 {
+            let key = format!("{t}:{i}");
+            assert_eq!(get(&s, &key), Some(format!("v{i}").into_bytes()), "{key}");
+        }
+    }
+}
