@@ -1,7 +1,8 @@
 //! The driver behind `batch` and `redisclient`: `rounds` rounds of `count` invocations.
 //!
 //! Invocation `i` (1-based within a round) takes `i` as its first argument (start vertex or key)
-//! unless [`BatchConfig::first`] fixes it; the other arguments are [`BatchConfig::args`]. Threads
+//! (`i mod n` with [`BatchConfig::first_modulo`] `n`) unless [`BatchConfig::first`] fixes it; the
+//! other arguments are [`BatchConfig::args`]. Threads
 //! take invocations from a shared counter, each over its own connection. A failed invocation is
 //! counted, the first failure is kept, and the run goes on.
 
@@ -36,6 +37,9 @@ pub struct BatchConfig {
     pub cores: Vec<usize>,
     /// A fixed first argument instead of the invocation number.
     pub first: Option<String>,
+    /// If set, invocation `i` takes `i mod first_modulo` as its first argument (the vertices of
+    /// a graph of that many).
+    pub first_modulo: Option<u64>,
     /// The arguments after the first.
     pub args: Vec<String>,
 }
@@ -164,7 +168,10 @@ pub fn run(rt: &Runtime, cfg: &BatchConfig) -> Result<BatchReport> {
                     let calls: Vec<(&str, Vec<String>)> = ns
                         .iter()
                         .map(|&n| {
-                            let i = n % cfg.count.max(1) + 1;
+                            let mut i = n % cfg.count.max(1) + 1;
+                            if let Some(m) = cfg.first_modulo.filter(|&m| m > 0) {
+                                i %= m;
+                            }
                             let mut args = Vec::with_capacity(cfg.args.len() + 1);
                             args.push(cfg.first.clone().unwrap_or_else(|| i.to_string()));
                             args.extend(cfg.args.iter().cloned());

@@ -103,6 +103,9 @@ pub struct BatchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Failed invocations allowed before the run exits non-zero (the report is printed anyway).
+    #[arg(long, default_value_t = 0)]
+    pub max_errors: u64,
 }
 
 /// Where `batch` runs invocations: a fixed side, or a placement policy that moves them.
@@ -195,6 +198,9 @@ pub fn run_batch(a: BatchArgs, choice: PlacementChoice, read_mode: crate::ReadMo
         in_flight: a.in_flight,
         cores: a.cores,
         first: a.first,
+        // The embedded default's vertices are 0..n: invocation i starts at i mod n, so any count
+        // of invocations finds its start vertex (AutoLoc's `batch` against a graph as large).
+        first_modulo: target.loaded.as_ref().map(|l| l.vertices as u64),
     };
     let controller = match &choice {
         PlacementChoice::Fixed(_) => None,
@@ -229,6 +235,19 @@ pub fn run_batch(a: BatchArgs, choice: PlacementChoice, read_mode: crate::ReadMo
         );
     } else {
         println!("{}", report.human());
+    }
+    if report.errors > a.max_errors {
+        return Err(Error::Usage(format!(
+            "{} of {} invocations failed (--max-errors {}){}",
+            report.errors,
+            report.invocations,
+            a.max_errors,
+            report
+                .first_error
+                .as_deref()
+                .map(|e| format!("; first: {e}"))
+                .unwrap_or_default()
+        )));
     }
     Ok(())
 }

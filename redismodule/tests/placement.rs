@@ -91,6 +91,7 @@ fn batch_checksums_agree_and_count_errors() {
         in_flight: 1,
         cores: Vec::new(),
         first: None,
+        first_modulo: None,
         args: vec!["2".into()],
     };
     let storage = run(&rt, &cfg).unwrap();
@@ -177,6 +178,7 @@ fn khop_on_autoloc_social_json_in_both_layouts() {
             in_flight: 1,
             cores: Vec::new(),
             first: None,
+            first_modulo: None,
             args: vec!["2".into()],
         };
         let r = run(&rt, &cfg).unwrap();

@@ -394,3 +394,41 @@ fn every_error_names_its_cause_once() {
     let err = failure(BATCH, &["khop", "1", "1", "--redis", &bare]);
     assert!(err.contains("has no AutoLoc module"), "{err}");
 }
+
+#[test]
+fn a_run_with_failed_invocations_exits_non_zero() {
+    // On the embedded default, invocation i starts at vertex i mod 4096: 5,000 find theirs.
+    let r = json(&run(
+        BATCH,
+        &["khop", "1", "5000", "--in-flight", "16", "--json"],
+    ));
+    assert_eq!(r["errors"], 0, "{r}");
+    // Against a server holding vertices 0..512 only, invocations 512.. fail: the report is
+    // printed, and the exit code says so, unless --max-errors allows them.
+    let s = server();
+    let url = s.url();
+    ok(&run(
+        AUTOLOC,
+        &[
+            "--redis",
+            &url,
+            "load",
+            "rmat",
+            "--scale",
+            "9",
+            "--edge-factor",
+            "4",
+        ],
+    ));
+    let args = ["khop", "1", "600", "--redis", &url, "--json"];
+    let out = run(BATCH, &args);
+    assert!(!out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["errors"], 89, "{report}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("89 of 600 invocations failed"), "{err}");
+    let allowed = [&args[..], &["--max-errors", "89"]].concat();
+    ok(&run(BATCH, &allowed));
+    // The README's spelling of the loader.
+    ok(&run(AUTOLOC, &["load", "autoloc-json", "--help"]));
+}

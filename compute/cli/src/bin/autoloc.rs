@@ -92,6 +92,7 @@ enum Load {
         undirected: bool,
     },
     /// AutoLoc's social.json, stored as AutoLoc did (JSON per vertex).
+    #[command(name = "autoloc-json", alias = "auto-loc-json")]
     AutoLocJson {
         /// The file.
         file: PathBuf,
