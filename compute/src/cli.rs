@@ -200,7 +200,7 @@ pub fn run_batch(a: BatchArgs, choice: PlacementChoice, read_mode: crate::ReadMo
         first: a.first,
         // The embedded default's vertices are 0..n: invocation i starts at i mod n, so any count
         // of invocations finds its start vertex (AutoLoc's `batch` against a graph as large).
-        first_modulo: target.loaded.as_ref().map(|l| l.vertices as u64),
+        first_modulo: target.loaded.as_ref().map(|l| l.vertices),
     };
     let controller = match &choice {
         PlacementChoice::Fixed(_) => None,

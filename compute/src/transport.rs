@@ -134,14 +134,25 @@ pub fn connect_link(
             )))
         }
         Transport::Tcp => {
-            let Frame::Int(port) = call(control, &[b"AUTOLOC.CONNECT", b"tcp"])? else {
+            let reply = call(control, &[b"AUTOLOC.CONNECT", b"tcp"])?;
+            let Frame::Array(Some(items)) = reply else {
                 return Err(setup_error(transport, "AUTOLOC.CONNECT tcp gave no port"));
             };
-            let port = u16::try_from(port)
+            let [Frame::Int(port), Frame::Bulk(Some(token))] = items.as_slice() else {
+                return Err(setup_error(
+                    transport,
+                    "AUTOLOC.CONNECT tcp gave no [port, secret]",
+                ));
+            };
+            let port = u16::try_from(*port)
                 .map_err(|_| setup_error(transport, format!("bad port {port}")))?;
-            let link = TcpClientLink::connect((url.host.as_str(), port), timeout).map_err(|e| {
-                setup_error(transport, format!("connect to {}:{port}: {e}", url.host))
-            })?;
+            let mut link =
+                TcpClientLink::connect((url.host.as_str(), port), timeout).map_err(|e| {
+                    setup_error(transport, format!("connect to {}:{port}: {e}", url.host))
+                })?;
+            // The secret goes first: the server serves nothing before it.
+            link.queue(0, &autoloc_dataplane::wire::Message::Hello { token })
+                .map_err(|e| setup_error(transport, format!("send the secret: {e}")))?;
             Ok(Box::new(link))
         }
         Transport::Rdma => connect_rdma(control, call, timeout),

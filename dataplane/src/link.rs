@@ -19,6 +19,12 @@ use crate::{Error, Result};
 pub trait Replier {
     /// Queues a reply to `request_id`; replies are published when the burst ends.
     fn reply(&mut self, request_id: u64, message: &Message<'_>) -> Result<()>;
+
+    /// The identity the request's connection authenticated as, on a link that serves many
+    /// authenticated connections (tcp); `None` where the link itself is the identity.
+    fn peer(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The server end of one data-plane connection.

@@ -14,6 +14,7 @@
 //! | `MultiGet`      | `0x02` | keys: list\<blob\>                                   |
 //! | `Set`           | `0x03` | key: blob, value: blob                               |
 //! | `Invoke`        | `0x04` | function: str, args: list\<blob\>                    |
+//! | `Hello`         | `0x05` | token: blob (the secret `AUTOLOC.CONNECT tcp` handed out; first frame of a tcp connection, no reply) |
 //! | `Value`         | `0x81` | value: opt                                           |
 //! | `Values`        | `0x82` | values: list\<opt\>                                  |
 //! | `Ok`            | `0x83` | (empty)                                              |
@@ -214,6 +215,7 @@ pub enum Kind {
     MultiGet = 0x02,
     Set = 0x03,
     Invoke = 0x04,
+    Hello = 0x05,
     Value = 0x81,
     Values = 0x82,
     Ok = 0x83,
@@ -230,6 +232,7 @@ impl Kind {
             0x02 => Self::MultiGet,
             0x03 => Self::Set,
             0x04 => Self::Invoke,
+            0x05 => Self::Hello,
             0x81 => Self::Value,
             0x82 => Self::Values,
             0x83 => Self::Ok,
@@ -258,6 +261,8 @@ pub enum Message<'a> {
     Set { key: &'a [u8], value: &'a [u8] },
     /// Run a function storage-side.
     Invoke { function: &'a str, args: Keys<'a> },
+    /// Authenticate a connection with a one-time secret from the control path; not answered.
+    Hello { token: &'a [u8] },
     /// Reply to `Get`: the value, or `None` if the key does not exist.
     Value { value: Option<&'a [u8]> },
     /// Reply to `MultiGet`.
@@ -301,6 +306,7 @@ impl Message<'_> {
             Message::MultiGet { .. } => Kind::MultiGet,
             Message::Set { .. } => Kind::Set,
             Message::Invoke { .. } => Kind::Invoke,
+            Message::Hello { .. } => Kind::Hello,
             Message::Value { .. } => Kind::Value,
             Message::Values { .. } => Kind::Values,
             Message::Ok => Kind::Ok,
@@ -320,6 +326,7 @@ impl Message<'_> {
             Message::Invoke { function, args } => {
                 blob_len(function.as_bytes())? + args.encoded_len()?
             }
+            Message::Hello { token } => blob_len(token)?,
             Message::Value { value } => value.encoded_len()?,
             Message::Values { values } => values.encoded_len()?,
             Message::Ok => 0,
@@ -353,6 +360,7 @@ impl Message<'_> {
                 function.as_bytes().write(w);
                 args.write(w);
             }
+            Message::Hello { token } => token.write(w),
             Message::Value { value } => value.write(w),
             Message::Values { values } => values.write(w),
             Message::Ok => {}
@@ -513,6 +521,7 @@ fn read_payload(kind: Kind, payload: &[u8]) -> Result<Message<'_>> {
             function: r.str()?,
             args: List::read(&mut r)?,
         },
+        Kind::Hello => Message::Hello { token: r.blob()? },
         Kind::Value => Message::Value { value: r.opt()? },
         Kind::Values => Message::Values {
             values: List::read(&mut r)?,
@@ -877,6 +886,7 @@ mod tests {
                 },
             ),
             (6, Message::Value { value: Some(b"v") }),
+            (12, Message::Hello { token: b"secret" }),
             (7, Message::Value { value: None }),
             (
                 8,

@@ -4,6 +4,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
+use crate::acl::Caller;
 use crate::invoke::{self, registry, FrameBuf, Request};
 use crate::store::read_keys;
 
@@ -30,7 +31,13 @@ pub fn call(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             return Err(RedisError::WrongArity);
         };
         let fargs: Vec<&[u8]> = fargs.iter().map(RedisString::as_slice).collect();
-        let run = invoke::invoke(ctx, function.as_slice(), &fargs, Request::now(false));
+        let caller = Caller::of_client(ctx).map_err(|e| invoke::error(&e))?;
+        let run = invoke::invoke(
+            ctx,
+            function.as_slice(),
+            &fargs,
+            Request::now(&caller, false),
+        );
         invoke::to_resp(run)
     })
 }
@@ -45,9 +52,15 @@ pub fn invoke_frame(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             return Err(RedisError::WrongArity);
         };
         let fargs: Vec<&[u8]> = fargs.iter().map(RedisString::as_slice).collect();
-        let run = invoke::invoke(ctx, function.as_slice(), &fargs, Request::now(true));
+        let caller = Caller::of_client(ctx).map_err(|e| invoke::error(&e))?;
+        let run = invoke::invoke(
+            ctx,
+            function.as_slice(),
+            &fargs,
+            Request::now(&caller, true),
+        );
         let mut frame = FrameBuf::default();
-        invoke::reply(ctx, 0, run, &mut frame)
+        invoke::reply(ctx, &caller, 0, run, &mut frame)
             .map_err(|e| RedisError::String(format!("TOOLARGE reply not sent: {e}")))?;
         Ok(RedisValue::StringBuffer(frame.0))
     })
@@ -65,8 +78,9 @@ pub fn mget(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             return Err(RedisError::WrongArity);
         }
         let names: Vec<&[u8]> = keys.iter().map(RedisString::as_slice).collect();
+        let caller = Caller::of_client(ctx).map_err(|e| invoke::error(&e))?;
         let mut opened = Vec::new();
-        let values = read_keys(ctx, &names, &mut opened).map_err(|e| invoke::error(&e))?;
+        let values = read_keys(ctx, &caller, &names, &mut opened).map_err(|e| invoke::error(&e))?;
         Ok(RedisValue::Array(
             values
                 .into_iter()
@@ -120,26 +134,33 @@ pub fn functions(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 /// `AUTOLOC.CONNECT <transport> [options]`: sets up a fast data-plane link for the calling
 /// client and replies with what it needs to attach:
 /// - `shm`: the path of a new shared-memory segment (mode 0600) to map;
-/// - `tcp`: the port of the io_uring TCP data path;
+/// - `tcp`: `[port, secret]`: the port of the io_uring TCP data path, and a one-time secret the
+///   connection must present first (a `Hello` frame), good for 10 s;
 /// - `rdma <client QpInfo>`: the server's `QpInfo` (queue pair, ring address and rkey).
 ///
 /// It runs on an ordinary Redis connection, so AUTH and ACLs apply: a client that may not run
-/// this command gets no link.
-pub fn connect(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+/// this command gets no link, and the link serves the client's ACL user on its database.
+pub fn connect(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard("AUTOLOC.CONNECT", || {
         if args.len() < 2 {
             return Err(RedisError::WrongArity);
         }
         let transport = String::from_utf8_lossy(args[1].as_slice()).to_ascii_lowercase();
         let fail = |e: String| RedisError::String(format!("ERR AUTOLOC.CONNECT {transport}: {e}"));
+        let caller = Caller::of_client(ctx).map_err(|e| invoke::error(&e))?;
         match (transport.as_str(), args.len()) {
-            ("shm", 2) => crate::dataplane::connect_shm()
+            ("shm", 2) => crate::dataplane::connect_shm(caller)
                 .map(RedisValue::BulkString)
                 .map_err(fail),
-            ("tcp", 2) => crate::dataplane::connect_tcp()
-                .map(|p| RedisValue::Integer(p.into()))
+            ("tcp", 2) => crate::dataplane::connect_tcp(caller)
+                .map(|(port, token)| {
+                    RedisValue::Array(vec![
+                        RedisValue::Integer(port.into()),
+                        RedisValue::StringBuffer(token),
+                    ])
+                })
                 .map_err(fail),
-            ("rdma", 3) => connect_rdma(args[2].as_slice())
+            ("rdma", 3) => connect_rdma(args[2].as_slice(), caller)
                 .map(RedisValue::BulkString)
                 .map_err(fail),
             ("shm" | "tcp" | "rdma", _) => Err(RedisError::WrongArity),
@@ -152,12 +173,12 @@ pub fn connect(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 }
 
 #[cfg(feature = "rdma")]
-fn connect_rdma(client: &[u8]) -> Result<String, String> {
-    crate::dataplane::connect_rdma(client)
+fn connect_rdma(client: &[u8], caller: Caller) -> Result<String, String> {
+    crate::dataplane::connect_rdma(client, caller)
 }
 
 #[cfg(not(feature = "rdma"))]
-fn connect_rdma(_client: &[u8]) -> Result<String, String> {
+fn connect_rdma(_client: &[u8], _caller: Caller) -> Result<String, String> {
     Err("this build of the module has no RDMA support (build it with --features rdma)".into())
 }
 

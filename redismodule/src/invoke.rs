@@ -17,6 +17,7 @@ use autoloc_functions::exec::block_on;
 use autoloc_functions::{Error, Output, Registry, Reply};
 use redis_module::{Context, RedisError, RedisResult, RedisValue};
 
+use crate::acl::Caller;
 use crate::counters::{self, Sample};
 use crate::store::{read_keys, KeyspaceStore};
 
@@ -28,7 +29,9 @@ pub fn registry() -> &'static Registry {
 
 /// How an invocation reached the module, which sets its budget and what it keeps.
 #[derive(Debug, Clone, Copy)]
-pub struct Request {
+pub struct Request<'a> {
+    /// Whose ACL its key accesses answer to.
+    pub caller: &'a Caller,
     /// When the request was seen (its queueing delay is measured from here).
     pub seen: Instant,
     /// Whether the data-plane thread serving it is saturated: then the short overload budget
@@ -38,10 +41,11 @@ pub struct Request {
     pub keep_read_set: bool,
 }
 
-impl Request {
-    /// A request seen now, at the normal budget.
-    pub fn now(keep_read_set: bool) -> Request {
+impl<'a> Request<'a> {
+    /// A request of `caller` seen now, at the normal budget.
+    pub fn now(caller: &'a Caller, keep_read_set: bool) -> Request<'a> {
         Request {
+            caller,
             seen: Instant::now(),
             overloaded: false,
             keep_read_set,
@@ -71,7 +75,12 @@ pub struct StorageRun {
 
 /// Runs the function `name` with `args` storage-side, against the keyspace of `ctx`, and counts
 /// it. Never panics out of a function: the callers run behind `catch_unwind`.
-pub fn invoke<A: AsRef<[u8]>>(ctx: &Context, name: &[u8], args: &[A], req: Request) -> StorageRun {
+pub fn invoke<A: AsRef<[u8]>>(
+    ctx: &Context,
+    name: &[u8],
+    args: &[A],
+    req: Request<'_>,
+) -> StorageRun {
     let queue_ns = req.seen.elapsed().as_nanos() as u64;
     let (index, function) = match registry().resolve(name) {
         Ok(f) => f,
@@ -87,7 +96,7 @@ pub fn invoke<A: AsRef<[u8]>>(ctx: &Context, name: &[u8], args: &[A], req: Reque
         }
     };
     let args: Vec<Vec<u8>> = args.iter().map(|a| a.as_ref().to_vec()).collect();
-    let mut store = KeyspaceStore::new(ctx, req.budget());
+    let mut store = KeyspaceStore::new(ctx, req.caller, req.budget());
     if req.keep_read_set {
         store = store.remembering_reads();
     }
@@ -153,6 +162,7 @@ fn to_redis(reply: Reply) -> RedisValue {
 /// for any frame is left out (the caller then fetches everything itself).
 pub fn reply(
     ctx: &Context,
+    caller: &Caller,
     id: u64,
     run: StorageRun,
     out: &mut dyn Replier,
@@ -175,7 +185,7 @@ pub fn reply(
                 .pushbacks
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut opened = Vec::new();
-            let values = read_keys(ctx, &run.read_set, &mut opened).unwrap_or_default();
+            let values = read_keys(ctx, caller, &run.read_set, &mut opened).unwrap_or_default();
             let pairs: Vec<(&[u8], Option<&[u8]>)> =
                 run.read_set.iter().map(Vec::as_slice).zip(values).collect();
             let full = Message::Pushback {

@@ -3,6 +3,7 @@
 //! Loaded with `redis-server --loadmodule libautoloc_redismodule.so [budget-us N]`.
 //!
 //! # Layout
+//! - [`acl`]: [`acl::Caller`], the ACL user and database every key access answers to.
 //! - [`config`]: module arguments (the storage-side budget).
 //! - [`counters`]: per-function atomic counters and the `INFO autoloc` section.
 //! - [`store`]: the read rule and the one read path ([`store::read_keys`]) and write path every
@@ -17,6 +18,7 @@
 //! - [`dataplane`]: the data-plane threads: poll shm rings, the io_uring TCP server and RDMA
 //!   queue pairs, and serve bursts of requests under one acquisition of Redis's lock.
 
+pub mod acl;
 pub mod commands;
 pub mod config;
 pub mod counters;

@@ -12,6 +12,8 @@ use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use autoloc_functions::{Error, Store, StoreFuture, Visit};
+
+use crate::acl::{Access, Caller};
 use redis_module::key::RedisKey;
 use redis_module::{CallOptionsBuilder, CallResult, Context, KeyType};
 
@@ -27,15 +29,18 @@ pub fn value_of<'k>(key: &'k RedisKey, name: &[u8]) -> Result<Option<&'k [u8]>, 
     }
 }
 
-/// Opens every key of `names` into `opened` and reads them under the read rule: the values
+/// Opens every key of `names` into `opened` and reads them under the read rule, once `caller`'s
+/// ACL allows it to read every one of them (`NOPERM` naming the first it may not): the values
 /// borrow Redis's own memory (no copy) for as long as `opened` lives, which must be while
 /// Redis's lock is held. Every key the module reads, for a function, a data-plane `Get` or
 /// `MultiGet`, `AUTOLOC.MGET`, or a pushback's read set, is read here.
 pub fn read_keys<'k, N: AsRef<[u8]>>(
     ctx: &Context,
+    caller: &Caller,
     names: &[N],
     opened: &'k mut Vec<RedisKey>,
 ) -> Result<Vec<Option<&'k [u8]>>, Error> {
+    caller.check(ctx, names, Access::Read)?;
     opened.clear();
     opened.extend(
         names
@@ -52,7 +57,9 @@ pub fn read_keys<'k, N: AsRef<[u8]>>(
 /// Sets `key` to `value`: the one way the module writes a key (a function's `Store::write`,
 /// a data-plane `Set`). Through Redis's own `SET`, called to replicate (`!`): the write reaches
 /// the AOF and the replicas as a client's `SET` would, and keyspace listeners are notified.
-pub fn write_key(ctx: &Context, key: &[u8], value: &[u8]) -> Result<(), Error> {
+/// `caller`'s ACL must allow writing the key.
+pub fn write_key(ctx: &Context, caller: &Caller, key: &[u8], value: &[u8]) -> Result<(), Error> {
+    caller.check(ctx, &[key], Access::Write)?;
     let options = CallOptionsBuilder::new()
         .replicate()
         .errors_as_replies()
@@ -71,6 +78,8 @@ const CHECK_EVERY: usize = 64;
 /// invocation past it fails with [`Error::Pushback`] so the caller runs it compute-side.
 pub struct KeyspaceStore<'c> {
     ctx: &'c Context,
+    /// Whose ACL every access answers to.
+    caller: &'c Caller,
     started: Instant,
     budget: Duration,
     keys_read: Cell<u64>,
@@ -92,9 +101,10 @@ impl std::fmt::Debug for KeyspaceStore<'_> {
 
 impl<'c> KeyspaceStore<'c> {
     /// A store for one invocation that may run for `budget` from now.
-    pub fn new(ctx: &'c Context, budget: Duration) -> Self {
+    pub fn new(ctx: &'c Context, caller: &'c Caller, budget: Duration) -> Self {
         KeyspaceStore {
             ctx,
+            caller,
             started: Instant::now(),
             budget,
             keys_read: Cell::new(0),
@@ -148,7 +158,7 @@ impl<'c> KeyspaceStore<'c> {
             r.borrow_mut().extend_from_slice(keys);
         }
         let mut opened = Vec::with_capacity(keys.len());
-        let values = read_keys(self.ctx, keys, &mut opened)?;
+        let values = read_keys(self.ctx, self.caller, keys, &mut opened)?;
         for (i, value) in values.into_iter().enumerate() {
             if i % CHECK_EVERY == CHECK_EVERY - 1 {
                 self.check_budget()?;
@@ -169,7 +179,7 @@ impl Store for KeyspaceStore<'_> {
     fn write<'a>(&'a self, key: &'a [u8], value: &'a [u8]) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             self.check_budget()?;
-            write_key(self.ctx, key, value)
+            write_key(self.ctx, self.caller, key, value)
         })
     }
 

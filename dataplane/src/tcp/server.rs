@@ -43,6 +43,9 @@ pub struct TcpStats {
     pub closed: u64,
     /// Frames rejected as malformed or oversized (each closes its connection).
     pub rejected_frames: u64,
+    /// Connections closed, without a reply, because their first frame was no `Hello` with a
+    /// secret the authenticator accepted.
+    pub rejected_unauthenticated: u64,
     /// Bytes allocated for receive buffers now.
     pub recv_buffer_bytes: usize,
     /// Largest receive buffer any connection ever had.
@@ -71,7 +74,13 @@ struct Conn {
     state: State,
     /// Whether a whole (or bad) frame is buffered and the connection may be served.
     ready: bool,
+    /// Who the connection authenticated as (its `Hello`), where the server asks.
+    identity: Option<u64>,
 }
+
+/// Decides who presents a secret: the identity it stands for, or `None` to refuse it. Called
+/// on the serving thread with the token of a connection's first frame (a `Hello`).
+pub type Authenticator = Box<dyn FnMut(&[u8]) -> Option<u64> + Send>;
 
 impl Conn {
     /// Serves up to `budget` frames from the receive buffer.
@@ -80,10 +89,40 @@ impl Conn {
         budget: usize,
         config: &TcpConfig,
         stats: &mut TcpStats,
+        auth: Option<&mut Authenticator>,
         handle: &mut dyn FnMut(Frame<'_>, &mut dyn Replier),
     ) -> usize {
         if self.state != State::Open {
             return 0;
+        }
+        if let (Some(auth), None) = (auth, self.identity) {
+            // Nothing is served before the connection presents a secret its authenticator
+            // accepts; anything else closes it without a reply.
+            let buf = self.stream.rx.filled();
+            if !matches!(stream::scan(buf, &config.limits), Scan::Ready) {
+                return 0;
+            }
+            let accepted = match wire::decode(buf, &config.limits) {
+                Ok((
+                    Frame {
+                        message: Message::Hello { token },
+                        ..
+                    },
+                    len,
+                )) => auth(token).map(|id| (id, len)),
+                _ => None,
+            };
+            match accepted {
+                Some((id, len)) => {
+                    self.identity = Some(id);
+                    self.stream.rx.consume(len);
+                }
+                None => {
+                    stats.rejected_unauthenticated += 1;
+                    self.begin_close(config);
+                    return 1;
+                }
+            }
         }
         let limits = &config.limits;
         let mut served = 0;
@@ -97,6 +136,7 @@ impl Conn {
                     let mut replier = TcpReplier {
                         out: self.stream.tx.queued(),
                         max_payload: limits.max_payload,
+                        peer: self.identity,
                     };
                     handle(frame, &mut replier);
                     self.stream.rx.consume(len);
@@ -213,6 +253,17 @@ pub struct TcpServer {
     /// Connections with a frame ready, as of the last burst.
     ready: usize,
     stats: TcpStats,
+    /// If set, every connection must authenticate first ([`TcpServer::with_authenticator`]).
+    auth: Option<AuthSlot>,
+}
+
+/// The authenticator, shown in `Debug` by presence only.
+struct AuthSlot(Authenticator);
+
+impl std::fmt::Debug for AuthSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Authenticator")
+    }
 }
 
 impl TcpServer {
@@ -244,10 +295,20 @@ impl TcpServer {
             cursor: 0,
             ready: 0,
             stats: TcpStats::default(),
+            auth: None,
         };
         server.post_accept()?;
         server.uring.submit()?;
         Ok(server)
+    }
+
+    /// Serves a connection only once its first frame, a `Hello`, carries a secret `auth`
+    /// accepts; a connection that sends anything else is closed without a reply and counted
+    /// ([`TcpStats::rejected_unauthenticated`]). Each reply's [`Replier::peer`] is then the
+    /// identity `auth` gave its connection.
+    pub fn with_authenticator(mut self, auth: Authenticator) -> Self {
+        self.auth = Some(AuthSlot(auth));
+        self
     }
 
     /// The address the server listens on.
@@ -328,6 +389,7 @@ impl TcpServer {
         let conn = Conn {
             stream: Stream::new(socket, self.config.recv_buf),
             peer,
+            identity: None,
             state: State::Open,
             ready: false,
         };
@@ -407,7 +469,8 @@ impl ServerLink for TcpServer {
             }
             let slot = (self.cursor + k) % n;
             if let Some(conn) = self.conns[slot].as_mut() {
-                served += conn.serve(max - served, &self.config, &mut self.stats, handle);
+                let auth = self.auth.as_mut().map(|a| &mut a.0);
+                served += conn.serve(max - served, &self.config, &mut self.stats, auth, handle);
             }
         }
         if n > 0 {

@@ -402,9 +402,15 @@ pub(super) struct TcpReplier<'a> {
     pub(super) out: &'a mut Vec<u8>,
     /// Largest reply payload sent; a larger reply becomes a `TOOLARGE` error.
     pub(super) max_payload: usize,
+    /// Who the connection authenticated as.
+    pub(super) peer: Option<u64>,
 }
 
 impl Replier for TcpReplier<'_> {
+    fn peer(&self) -> Option<u64> {
+        self.peer
+    }
+
     fn reply(&mut self, request_id: u64, message: &Message<'_>) -> Result<()> {
         let len = message.payload_len()?;
         if len > self.max_payload {
@@ -496,6 +502,7 @@ mod tests {
         let mut r = TcpReplier {
             out: &mut out,
             max_payload: 10,
+            peer: None,
         };
         r.reply(1, &Message::Value { value: Some(b"ok") }).unwrap();
         r.reply(

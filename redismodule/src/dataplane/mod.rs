@@ -27,6 +27,8 @@ use autoloc_dataplane::shm::{PeerState, ShmConfig, ShmServer};
 use autoloc_dataplane::tcp::TcpServer;
 use redis_module::{Context, DetachedFromClient, ThreadSafeContext};
 
+use crate::acl::Caller;
+
 mod serve;
 
 /// Requests taken from one link per serve call.
@@ -111,9 +113,16 @@ struct Worker {
     thread: std::thread::Thread,
 }
 
-/// One link of a thread. Shared-memory links stay concrete so their segment can be unlinked
-/// once the client has mapped it, and reclaimed if no client ever does.
-enum Entry {
+/// One link of a thread, and whom it serves. Shared-memory links stay concrete so their segment
+/// can be unlinked once the client has mapped it, and reclaimed if no client ever does.
+struct Entry {
+    link: Link,
+    /// The ACL user and database of the client that opened it (shm, rdma); `None` for the TCP
+    /// server, whose connections each authenticate ([`tcp_caller`]).
+    caller: Option<Caller>,
+}
+
+enum Link {
     Shm {
         // Boxed: a segment's link state (fragment outbox, reassembly) is large.
         server: Box<ShmServer>,
@@ -123,20 +132,71 @@ enum Entry {
     Other(Box<dyn ServerLink>),
 }
 
-impl Entry {
-    fn link(&mut self) -> &mut dyn ServerLink {
+impl Link {
+    fn server(&mut self) -> &mut dyn ServerLink {
         match self {
-            Entry::Shm { server, .. } => server.as_mut(),
-            Entry::Other(l) => l.as_mut(),
+            Link::Shm { server, .. } => server.as_mut(),
+            Link::Other(l) => l.as_mut(),
         }
     }
+}
 
+impl Entry {
     fn has_pending(&self) -> bool {
-        match self {
-            Entry::Shm { server, .. } => server.has_pending(),
-            Entry::Other(l) => l.has_pending(),
+        match &self.link {
+            Link::Shm { server, .. } => server.has_pending(),
+            Link::Other(l) => l.has_pending(),
         }
     }
+}
+
+/// How long a secret handed out by `AUTOLOC.CONNECT tcp` may wait for its connection.
+const TOKEN_TTL: Duration = Duration::from_secs(10);
+
+/// The secrets handed out and not used yet, and the callers of authenticated TCP connections.
+#[derive(Default)]
+struct TcpIdentities {
+    tokens: std::collections::HashMap<Vec<u8>, (Caller, Instant)>,
+    peers: std::collections::HashMap<u64, Caller>,
+    next_peer: u64,
+}
+
+static TCP_IDENTITIES: Mutex<Option<TcpIdentities>> = Mutex::new(None);
+
+fn tcp_identities() -> std::sync::MutexGuard<'static, Option<TcpIdentities>> {
+    TCP_IDENTITIES.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A random secret of 32 hex digits, from the kernel's generator.
+fn new_token() -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| format!("read /dev/urandom: {e}"))?;
+    Ok(bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .into_bytes())
+}
+
+/// The TCP server's authenticator: a secret is good once, for `TOKEN_TTL`; its connection then
+/// serves the caller it was handed to.
+fn authenticate(token: &[u8]) -> Option<u64> {
+    let mut ids = tcp_identities();
+    let ids = ids.get_or_insert_with(TcpIdentities::default);
+    ids.tokens.retain(|_, (_, at)| at.elapsed() < TOKEN_TTL);
+    let (caller, _) = ids.tokens.remove(token)?;
+    ids.next_peer += 1;
+    let peer = ids.next_peer;
+    ids.peers.insert(peer, caller);
+    Some(peer)
+}
+
+/// The caller of the authenticated TCP connection `peer`.
+fn tcp_caller(peer: u64) -> Option<Caller> {
+    tcp_identities().as_ref()?.peers.get(&peer).cloned()
 }
 
 struct DataPlane {
@@ -219,38 +279,54 @@ fn hand_over(entry: Entry) -> Result<(), String> {
     Ok(())
 }
 
-/// `AUTOLOC.CONNECT shm`: a new segment for one client; returns the path it maps.
-pub fn connect_shm() -> Result<String, String> {
+/// `AUTOLOC.CONNECT shm`: a new segment for `caller`; returns the path it maps.
+pub fn connect_shm(caller: Caller) -> Result<String, String> {
     let server = ShmServer::create(&ShmConfig::default())
         .map_err(|e| format!("create shared segment: {e}"))?;
     let path = server.path().display().to_string();
-    hand_over(Entry::Shm {
-        server: Box::new(server),
-        opened: Instant::now(),
-        unlinked: false,
+    hand_over(Entry {
+        link: Link::Shm {
+            server: Box::new(server),
+            opened: Instant::now(),
+            unlinked: false,
+        },
+        caller: Some(caller),
     })?;
     Ok(path)
 }
 
-/// `AUTOLOC.CONNECT tcp`: the port of the io_uring TCP data path (started on first use).
-pub fn connect_tcp() -> Result<u16, String> {
+/// `AUTOLOC.CONNECT tcp`: the port of the io_uring TCP data path (started on first use) and a
+/// secret for `caller`: random, good for one connection, for 10 s. A connection is served only
+/// once its first frame presents one; anything else is closed without a reply.
+pub fn connect_tcp(caller: Caller) -> Result<(u16, Vec<u8>), String> {
+    let token = new_token()?;
+    {
+        let mut ids = tcp_identities();
+        let ids = ids.get_or_insert_with(TcpIdentities::default);
+        ids.tokens.retain(|_, (_, at)| at.elapsed() < TOKEN_TTL);
+        ids.tokens.insert(token.clone(), (caller, Instant::now()));
+    }
     let dp = dataplane();
     let mut port = dp.tcp_port.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(p) = *port {
-        return Ok(p);
+        return Ok((p, token));
     }
     let cfg = crate::config::get();
     let server = TcpServer::bind((cfg.tcp_bind.as_str(), cfg.tcp_port))
-        .map_err(|e| format!("start the TCP data path: {e}"))?;
+        .map_err(|e| format!("start the TCP data path: {e}"))?
+        .with_authenticator(Box::new(authenticate));
     let p = server.local_addr().port();
-    hand_over(Entry::Other(Box::new(server)))?;
+    hand_over(Entry {
+        link: Link::Other(Box::new(server)),
+        caller: None,
+    })?;
     *port = Some(p);
-    Ok(p)
+    Ok((p, token))
 }
 
 /// `AUTOLOC.CONNECT rdma <client QpInfo>`: a queue pair for one client; returns the server's.
 #[cfg(feature = "rdma")]
-pub fn connect_rdma(client: &[u8]) -> Result<String, String> {
+pub fn connect_rdma(client: &[u8], caller: Caller) -> Result<String, String> {
     use autoloc_dataplane::rdma::{DeviceConfig, QpInfo, RdmaDevice, RdmaServerConn, ServerLimits};
     static DEVICE: OnceLock<Result<RdmaDevice, String>> = OnceLock::new();
     let text =
@@ -262,7 +338,10 @@ pub fn connect_rdma(client: &[u8]) -> Result<String, String> {
         .map_err(Clone::clone)?;
     let (conn, server) =
         RdmaServerConn::accept(dev, &info, &ServerLimits::default()).map_err(|e| e.to_string())?;
-    hand_over(Entry::Other(Box::new(conn)))?;
+    hand_over(Entry {
+        link: Link::Other(Box::new(conn)),
+        caller: Some(caller),
+    })?;
     Ok(server.to_text())
 }
 
@@ -294,8 +373,17 @@ fn run(inbox: &Mutex<Vec<Entry>>, count: &AtomicU64) {
                         continue;
                     }
                     let ctx: &Context = &guard;
-                    match e.link().serve(BURST, &mut |frame, out| {
-                        serve::handle(ctx, frame, out, seen, load.overloaded)
+                    let Entry { link, caller } = e;
+                    match link.server().serve(BURST, &mut |frame, out| {
+                        let peer;
+                        let who = match caller {
+                            Some(c) => Some(&*c),
+                            None => {
+                                peer = out.peer().and_then(tcp_caller);
+                                peer.as_ref()
+                            }
+                        };
+                        serve::handle(ctx, who, frame, out, seen, load.overloaded)
                     }) {
                         Ok(n) => {
                             served += n;
@@ -332,7 +420,7 @@ fn run(inbox: &Mutex<Vec<Entry>>, count: &AtomicU64) {
             } else if idle < SPINS + YIELDS {
                 std::thread::yield_now();
             } else if links.len() == 1 {
-                links[0].link().park(PARK);
+                links[0].link.server().park(PARK);
             } else if links.is_empty() {
                 std::thread::park_timeout(Duration::from_millis(100));
             } else {
@@ -344,9 +432,45 @@ fn run(inbox: &Mutex<Vec<Entry>>, count: &AtomicU64) {
             last_reap = now;
             let before = links.len();
             links.retain_mut(keep);
+            forget_gone_users(&tsc, &mut links);
             let closed = (before - links.len()) as u64;
             count.fetch_sub(closed, Relaxed);
             STATS.links_closed.fetch_add(closed, Relaxed);
+        }
+    }
+}
+
+/// Closes the links of users deleted or disabled since they connected, and forgets the TCP
+/// connections of such users (their requests are then refused).
+fn forget_gone_users(tsc: &ThreadSafeContext<DetachedFromClient>, links: &mut Vec<Entry>) {
+    let tcp_users: Vec<Caller> = tcp_identities()
+        .as_ref()
+        .map(|ids| ids.peers.values().cloned().collect())
+        .unwrap_or_default();
+    if tcp_users.is_empty() && links.iter().all(|e| e.caller.is_none()) {
+        return;
+    }
+    let guard = tsc.lock();
+    let ctx: &Context = &guard;
+    let mut verdicts: Vec<(String, bool)> = Vec::new();
+    let mut alive = |c: &Caller| match verdicts.iter().find(|(u, _)| *u == c.user) {
+        Some((_, a)) => *a,
+        None => {
+            let a = c.alive(ctx);
+            verdicts.push((c.user.clone(), a));
+            a
+        }
+    };
+    links.retain(|e| e.caller.as_ref().is_none_or(&mut alive));
+    let gone: Vec<String> = tcp_users
+        .iter()
+        .filter(|c| !alive(c))
+        .map(|c| c.user.clone())
+        .collect();
+    drop(guard);
+    if !gone.is_empty() {
+        if let Some(ids) = tcp_identities().as_mut() {
+            ids.peers.retain(|_, c| !gone.contains(&c.user));
         }
     }
 }
@@ -355,9 +479,9 @@ fn run(inbox: &Mutex<Vec<Entry>>, count: &AtomicU64) {
 /// time. A segment's file is removed as soon as its client has mapped it, so nothing is left in
 /// /dev/shm whoever crashes later.
 fn keep(e: &mut Entry) -> bool {
-    match e {
-        Entry::Other(l) => !l.peer_gone(),
-        Entry::Shm {
+    match &mut e.link {
+        Link::Other(l) => !l.peer_gone(),
+        Link::Shm {
             server,
             opened,
             unlinked,

@@ -1,6 +1,6 @@
-//! Serving one data-plane request under Redis's lock: reads and writes through the module's one
-//! read and write path ([`crate::store`]), invocations through its one invoke path
-//! ([`crate::invoke`]).
+//! Serving one data-plane request under Redis's lock, for the link's [`Caller`] (its ACL user, on
+//! its database): reads and writes through the module's one read and write path
+//! ([`crate::store`]), invocations through its one invoke path ([`crate::invoke`]).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
@@ -8,22 +8,33 @@ use std::time::Instant;
 use autoloc_dataplane::link::Replier;
 use autoloc_dataplane::wire::{ErrorCode, Frame, List, Message};
 use autoloc_functions::Error;
-use redis_module::Context;
+use redis_module::{raw, Context};
 
+use crate::acl::Caller;
 use crate::invoke::{self, error_frame, Request};
 use crate::store::{read_keys, write_key};
 
 /// Serves one request; never panics out (a panic becomes an error reply).
 pub(super) fn handle(
     ctx: &Context,
+    caller: Option<&Caller>,
     frame: Frame<'_>,
     out: &mut dyn Replier,
     seen: Instant,
     overloaded: bool,
 ) {
     let id = frame.request_id;
+    let Some(caller) = caller else {
+        let e = Error::NoPerm("this connection's user is gone".into());
+        let _ = error_frame(out, id, &e);
+        return;
+    };
+    if let Err(e) = select_db(ctx, caller.db) {
+        let _ = error_frame(out, id, &e);
+        return;
+    }
     let served = catch_unwind(AssertUnwindSafe(|| {
-        serve_one(ctx, frame, out, seen, overloaded)
+        serve_one(ctx, caller, frame, out, seen, overloaded)
     }));
     if served.is_err() {
         let _ = out.reply(
@@ -36,8 +47,23 @@ pub(super) fn handle(
     }
 }
 
+/// Points `ctx` (the data-plane thread's, on no database of its own) at the caller's database.
+fn select_db(ctx: &Context, db: i32) -> Result<(), Error> {
+    let select = crate::acl::module_api!(RedisModule_SelectDb)?;
+    // SAFETY: `ctx.ctx` is the data-plane thread's context, used under Redis's lock, which the
+    // caller holds; selecting a database only changes which keyspace it opens keys in.
+    match unsafe { select(ctx.ctx, db) } {
+        0 => Ok(()),
+        _ => Err(Error::remote(
+            autoloc_functions::ErrorCode::Err,
+            format!("no database {db}"),
+        )),
+    }
+}
+
 fn serve_one(
     ctx: &Context,
+    caller: &Caller,
     frame: Frame<'_>,
     out: &mut dyn Replier,
     seen: Instant,
@@ -46,13 +72,13 @@ fn serve_one(
     let id = frame.request_id;
     let mut opened = Vec::new();
     let sent = match frame.message {
-        Message::Get { key } => match read_keys(ctx, &[key], &mut opened) {
+        Message::Get { key } => match read_keys(ctx, caller, &[key], &mut opened) {
             Ok(values) => out.reply(id, &Message::Value { value: values[0] }),
             Err(e) => error_frame(out, id, &e),
         },
         Message::MultiGet { keys } => {
             let names: Vec<&[u8]> = keys.iter().collect();
-            match read_keys(ctx, &names, &mut opened) {
+            match read_keys(ctx, caller, &names, &mut opened) {
                 Ok(values) => out.reply(
                     id,
                     &Message::Values {
@@ -62,19 +88,20 @@ fn serve_one(
                 Err(e) => error_frame(out, id, &e),
             }
         }
-        Message::Set { key, value } => match write_key(ctx, key, value) {
+        Message::Set { key, value } => match write_key(ctx, caller, key, value) {
             Ok(()) => out.reply(id, &Message::Ok),
             Err(e) => error_frame(out, id, &e),
         },
         Message::Invoke { function, args } => {
             let req = Request {
+                caller,
                 seen,
                 overloaded,
                 keep_read_set: true,
             };
             let args: Vec<&[u8]> = args.iter().collect();
             let run = invoke::invoke(ctx, function.as_bytes(), &args, req);
-            invoke::reply(ctx, id, run, out)
+            invoke::reply(ctx, caller, id, run, out)
         }
         other => {
             let e = Error::Malformed(format!("{:?} is not a request", other.kind()));

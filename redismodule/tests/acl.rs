@@ -1,0 +1,250 @@
+//! Every key a storage-side function or a data-plane request reads or writes answers to the ACL
+//! user who made the call or opened the link, on that client's database; a TCP data-plane
+//! connection is served only after presenting the one-time secret `AUTOLOC.CONNECT tcp` gave.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use autoloc::session::Reply;
+use autoloc::{Placement, Runtime, Transport};
+use autoloc_dataplane::wire::{self, Message};
+use autoloc_dataplane::Frame;
+use autoloc_functions::graph::encode_adjacency;
+use autoloc_functions::ErrorCode;
+use common::*;
+
+const ALL: [Transport; 3] = [Transport::Shm, Transport::Tcp, Transport::Resp];
+
+fn url_of(s: &autoloc::server::RedisServer, user: &str) -> String {
+    format!("redis://{user}:pw@127.0.0.1:{}", s.port())
+}
+
+fn code(r: Result<autoloc::Invocation, autoloc::Error>) -> ErrorCode {
+    match r {
+        Err(autoloc::Error::Function(e)) => e.code(),
+        other => panic!("expected a function error, got {other:?}"),
+    }
+}
+
+fn set_over(rt: &mut Runtime, key: &str, value: &str) -> Reply {
+    rt.session()
+        .unwrap()
+        .borrow_mut()
+        .call(&Message::Set {
+            key: key.as_bytes(),
+            value: value.as_bytes(),
+        })
+        .unwrap()
+        .reply
+}
+
+#[test]
+fn keys_answer_to_the_callers_acl_on_every_path() {
+    let s = server(&[]);
+    let mut c = raw(&s);
+    c.call(&["SET", "public:1", "open"]).unwrap();
+    c.call(&["SET", "secret:1", "hidden"]).unwrap();
+    // A graph 1 -> 2 -> 4, where alice may read 1 and 2 only.
+    for (v, n) in [("1", vec![2u32]), ("2", vec![4]), ("4", vec![])] {
+        c.call(&[b"SET".as_slice(), v.as_bytes(), &encode_adjacency(&n)])
+            .unwrap();
+    }
+    for rule in [
+        &[
+            "ACL",
+            "SETUSER",
+            "alice",
+            "on",
+            ">pw",
+            "~public:*",
+            "~1",
+            "~2",
+            "+@all",
+        ][..],
+        &["ACL", "SETUSER", "reader", "on", ">pw", "%R~*", "+@all"][..],
+    ] {
+        assert_eq!(c.call(rule).unwrap(), Frame::Simple("OK".into()));
+    }
+    // Redis's own GET refuses alice; AUTOLOC.CALL must too, naming the key.
+    let mut alice_raw = autoloc_dataplane::Connection::connect(
+        &url_of(&s, "alice").parse().unwrap(),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let e = err(alice_raw
+        .call(&["AUTOLOC.CALL", "get", "secret:1"])
+        .unwrap());
+    assert!(e.starts_with("NOPERM") && e.contains("secret:1"), "{e}");
+    for t in ALL {
+        let mut alice = Runtime::connect(&url_of(&s, "alice"))
+            .unwrap()
+            .with_transport(t)
+            .unwrap();
+        for p in [Placement::Storage, Placement::Compute] {
+            let ok = alice.invoke("get", &["public:1"], p).unwrap();
+            assert_eq!(ok.output, autoloc::Output::Value(Some(b"open".to_vec())));
+            assert_eq!(
+                code(alice.invoke("get", &["secret:1"], p)),
+                ErrorCode::NoPerm,
+                "{t} {p}"
+            );
+            // A traversal that reaches a key alice may not read fails; it does not skip it.
+            assert!(alice.invoke("khop", &["1", "2"], p).is_ok(), "{t} {p}");
+            assert_eq!(
+                code(alice.invoke("khop", &["1", "3"], p)),
+                ErrorCode::NoPerm,
+                "{t} {p}"
+            );
+        }
+        if t != Transport::Resp {
+            // Writes need write permission: alice may not write secret:*, reader may not write.
+            assert!(
+                matches!(set_over(&mut alice, "secret:2", "x"), Reply::Error(e) if e.code() == ErrorCode::NoPerm)
+            );
+            let mut reader = Runtime::connect(&url_of(&s, "reader"))
+                .unwrap()
+                .with_transport(t)
+                .unwrap();
+            assert!(
+                matches!(set_over(&mut reader, "public:2", "x"), Reply::Error(e) if e.code() == ErrorCode::NoPerm)
+            );
+            assert!(reader
+                .invoke("get", &["secret:1"], Placement::Storage)
+                .is_ok());
+        }
+    }
+    assert_eq!(
+        c.call(&["EXISTS", "secret:2", "public:2"]).unwrap(),
+        Frame::Int(0),
+        "nothing denied was written"
+    );
+}
+
+#[test]
+fn a_link_follows_its_user() {
+    let s = server(&[]);
+    let mut c = raw(&s);
+    c.call(&["SET", "k", "v"]).unwrap();
+    for user in ["bob", "carol"] {
+        c.call(&["ACL", "SETUSER", user, "on", ">pw", "~*", "+@all"])
+            .unwrap();
+    }
+    let mut bob = Runtime::connect(&url_of(&s, "bob"))
+        .unwrap()
+        .with_transport(Transport::Shm)
+        .unwrap();
+    bob.invoke("get", &["k"], Placement::Storage).unwrap();
+    // A changed ACL applies to the next request of the open link.
+    c.call(&["ACL", "SETUSER", "bob", "resetkeys", "~other"])
+        .unwrap();
+    assert_eq!(
+        code(bob.invoke("get", &["k"], Placement::Storage)),
+        ErrorCode::NoPerm
+    );
+    c.call(&["ACL", "SETUSER", "bob", "~k"]).unwrap();
+    bob.invoke("get", &["k"], Placement::Storage).unwrap();
+    // Deleted or disabled: the link is closed within a second or so.
+    let mut carol = Runtime::connect(&url_of(&s, "carol"))
+        .unwrap()
+        .with_transport(Transport::Tcp)
+        .unwrap();
+    carol.invoke("get", &["k"], Placement::Storage).unwrap();
+    c.call(&["ACL", "DELUSER", "bob"]).unwrap();
+    c.call(&["ACL", "SETUSER", "carol", "off"]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let b = bob.invoke("get", &["k"], Placement::Storage);
+        let cr = carol.invoke("get", &["k"], Placement::Storage);
+        if b.is_err() && cr.is_err() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "links of gone users still served"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_tcp_connection_without_a_secret_gets_nothing() {
+    let s = server(&["tcp-port", "0"]);
+    let mut c = raw(&s);
+    c.call(&["SET", "secret:1", "hidden"]).unwrap();
+    c.call(&["CONFIG", "SET", "requirepass", "pw"]).unwrap();
+    let mut authed = autoloc_dataplane::Connection::connect(
+        &format!("redis://:pw@127.0.0.1:{}", s.port())
+            .parse()
+            .unwrap(),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let Frame::Array(Some(items)) = authed.call(&["AUTOLOC.CONNECT", "tcp"]).unwrap() else {
+        panic!("no [port, secret]")
+    };
+    let (Frame::Int(port), Frame::Bulk(Some(token))) = (&items[0], &items[1]) else {
+        panic!("{items:?}")
+    };
+    let get = |first: Option<&[u8]>| -> Vec<u8> {
+        let mut sock = std::net::TcpStream::connect(("127.0.0.1", *port as u16)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut out = Vec::new();
+        if let Some(token) = first {
+            wire::encode(0, &Message::Hello { token }, &mut out).unwrap();
+        }
+        wire::encode(7, &Message::Get { key: b"secret:1" }, &mut out).unwrap();
+        sock.write_all(&out).unwrap();
+        let mut got = vec![0u8; 4096];
+        let n = sock.read(&mut got).unwrap_or(0);
+        got.truncate(n);
+        got
+    };
+    // No secret, a wrong one: closed without a reply.
+    assert!(get(None).is_empty());
+    assert!(get(Some(b"0123456789abcdef0123456789abcdef")).is_empty());
+    // The secret works once.
+    let reply = get(Some(token));
+    let (frame, _) = wire::decode(&reply, &wire::Limits::default()).unwrap();
+    assert_eq!(frame.request_id, 7);
+    assert_eq!(
+        frame.message,
+        Message::Value {
+            value: Some(b"hidden")
+        }
+    );
+    assert!(get(Some(token)).is_empty(), "a secret is good once");
+}
+
+#[test]
+fn a_link_reads_its_clients_database() {
+    let s = server(&[]);
+    let mut c = raw(&s);
+    c.call(&["SELECT", "3"]).unwrap();
+    c.call(&["SET", "k", "in db 3"]).unwrap();
+    for t in ALL {
+        let mut rt = Runtime::connect(&format!("{}/3", s.url()))
+            .unwrap()
+            .with_transport(t)
+            .unwrap();
+        for p in [Placement::Storage, Placement::Compute] {
+            let v = rt.invoke("get", &["k"], p).unwrap().output;
+            assert_eq!(
+                v,
+                autoloc::Output::Value(Some(b"in db 3".to_vec())),
+                "{t} {p}"
+            );
+        }
+        let mut db5 = Runtime::connect(&format!("{}/5", s.url()))
+            .unwrap()
+            .with_transport(t)
+            .unwrap();
+        let v = db5
+            .invoke("get", &["k"], Placement::Storage)
+            .unwrap()
+            .output;
+        assert_eq!(v, autoloc::Output::Value(None), "{t}: db 5 is not db 3");
+    }
+}
