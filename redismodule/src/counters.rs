@@ -96,6 +96,7 @@ pub fn fields() -> Vec<(String, u64)> {
         ("dataplane_lock_acquisitions", &dp.lock_acquisitions),
         ("dataplane_lock_bound_hits", &dp.lock_bound_hits),
         ("dataplane_pushbacks", &dp.pushbacks),
+        ("dataplane_tcp_rejected", &dp.tcp_rejected),
         ("dataplane_busy_permille", &dp.busy_permille),
     ] {
         out.push((name.to_string(), value.load(Relaxed)));

@@ -216,6 +216,13 @@ fn a_tcp_connection_without_a_secret_gets_nothing() {
         }
     );
     assert!(get(Some(token)).is_empty(), "a secret is good once");
+    // Each connection turned away is counted.
+    let mut rt = Runtime::connect(&format!("redis://:pw@127.0.0.1:{}", s.port())).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rt.storage_stats().unwrap().get("dataplane_tcp_rejected") < Some(3) {
+        assert!(Instant::now() < deadline, "rejections not counted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

@@ -61,6 +61,8 @@ pub struct Stats {
     pub lock_bound_hits: AtomicU64,
     /// Invocations pushed back to their callers (budget or overload).
     pub pushbacks: AtomicU64,
+    /// TCP connections closed without a reply: no valid one-time secret first.
+    pub tcp_rejected: AtomicU64,
     /// Busy fraction of the last data-plane thread to finish a window, in parts per 1000.
     pub busy_permille: AtomicU64,
 }
@@ -129,6 +131,8 @@ enum Link {
         opened: Instant,
         unlinked: bool,
     },
+    /// The TCP server: every TCP connection, each authenticated on its own.
+    Tcp(Box<TcpServer>),
     Other(Box<dyn ServerLink>),
 }
 
@@ -136,6 +140,7 @@ impl Link {
     fn server(&mut self) -> &mut dyn ServerLink {
         match self {
             Link::Shm { server, .. } => server.as_mut(),
+            Link::Tcp(server) => server.as_mut(),
             Link::Other(l) => l.as_mut(),
         }
     }
@@ -145,6 +150,7 @@ impl Entry {
     fn has_pending(&self) -> bool {
         match &self.link {
             Link::Shm { server, .. } => server.has_pending(),
+            Link::Tcp(server) => server.has_pending(),
             Link::Other(l) => l.has_pending(),
         }
     }
@@ -212,6 +218,7 @@ static STATS: Stats = Stats {
     lock_acquisitions: AtomicU64::new(0),
     lock_bound_hits: AtomicU64::new(0),
     pushbacks: AtomicU64::new(0),
+    tcp_rejected: AtomicU64::new(0),
     busy_permille: AtomicU64::new(0),
 };
 
@@ -317,7 +324,7 @@ pub fn connect_tcp(caller: Caller) -> Result<(u16, Vec<u8>), String> {
         .with_authenticator(Box::new(authenticate));
     let p = server.local_addr().port();
     hand_over(Entry {
-        link: Link::Other(Box::new(server)),
+        link: Link::Tcp(Box::new(server)),
         caller: None,
     })?;
     *port = Some(p);
@@ -480,6 +487,11 @@ fn forget_gone_users(tsc: &ThreadSafeContext<DetachedFromClient>, links: &mut Ve
 /// /dev/shm whoever crashes later.
 fn keep(e: &mut Entry) -> bool {
     match &mut e.link {
+        Link::Tcp(server) => {
+            let rejected = server.stats().rejected_unauthenticated;
+            STATS.tcp_rejected.store(rejected, Relaxed);
+            !server.peer_gone()
+        }
         Link::Other(l) => !l.peer_gone(),
         Link::Shm {
             server,
