@@ -12,6 +12,7 @@ use std::time::Duration;
 use autoloc_dataplane::backoff::BackoffConfig;
 use autoloc_dataplane::link::{ClientLink, ShmClientLink};
 use autoloc_dataplane::resp_link::RespLink;
+use autoloc_dataplane::secret::Secret;
 use autoloc_dataplane::shm::ShmClient;
 use autoloc_dataplane::tcp::TcpClientLink;
 use autoloc_dataplane::{Connection, Frame, RedisUrl};
@@ -119,14 +120,17 @@ pub fn connect_link(
             Ok(Box::new(RespLink::new(conn)))
         }
         Transport::Shm => {
-            let Frame::Bulk(Some(path)) = call(control, &[b"AUTOLOC.CONNECT", b"shm"])? else {
-                return Err(setup_error(
-                    transport,
-                    "AUTOLOC.CONNECT shm gave no segment path",
-                ));
+            let reply = call(control, &[b"AUTOLOC.CONNECT", b"shm"])?;
+            let no_path = || setup_error(transport, "AUTOLOC.CONNECT shm gave no [path, secret]");
+            let Frame::Array(Some(items)) = reply else {
+                return Err(no_path());
             };
-            let path = std::path::PathBuf::from(String::from_utf8_lossy(&path).into_owned());
-            let client = ShmClient::attach(&path)
+            let [Frame::Bulk(Some(path)), Frame::Bulk(Some(secret))] = items.as_slice() else {
+                return Err(no_path());
+            };
+            let secret = Secret::from_hex(&String::from_utf8_lossy(secret)).ok_or_else(no_path)?;
+            let path = std::path::PathBuf::from(String::from_utf8_lossy(path).into_owned());
+            let client = ShmClient::attach(&path, &secret)
                 .map_err(|e| setup_error(transport, format!("attach {}: {e}", path.display())))?;
             Ok(Box::new(ShmClientLink::new(
                 client,

@@ -11,6 +11,7 @@
 //!   enum, check-then-parse decoding that borrows from the buffer.
 //! - [`ring`]: a single-producer single-consumer ring of fixed-size slots over raw (shared)
 //!   memory, with burst push/pop and Acquire/Release publication.
+//! - [`secret`]: one-time secrets that bind a link to the client that asked for it.
 //! - [`shm`]: the shared-memory transport: a /dev/shm (or memfd) segment with a request and a
 //!   response ring, server and client endpoints, peer liveness.
 //! - [`link`]: the transport-neutral endpoint traits, [`link::ServerLink`] and
@@ -32,6 +33,7 @@ pub mod rdma;
 pub mod resp;
 pub mod resp_link;
 pub mod ring;
+pub mod secret;
 pub mod shm;
 pub mod tcp;
 pub mod wire;

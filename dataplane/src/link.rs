@@ -164,6 +164,10 @@ impl ServerLink for ShmServer {
         max: usize,
         handle: &mut dyn FnMut(Frame<'_>, &mut dyn Replier),
     ) -> Result<usize> {
+        // Nothing is served to a client that did not present the segment's secret.
+        if !self.admitted()? {
+            return Ok(0);
+        }
         let limits = Limits::default();
         let ServeParts {
             rx,

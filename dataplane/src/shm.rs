@@ -20,7 +20,7 @@
 //!               total_len u64, request ring offset/len u64,
 //!               response ring offset/len u64
 //!     64    64  server: pid u32, state u32                      server
-//!    128    64  client: pid u32, state u32                      client
+//!    128    64  client: pid u32, state u32, proof [u64; 2]     client
 //!    192     -  request ring (client -> server), then response ring (server -> client); see
 //!               [`crate::ring`]
 //! ```
@@ -50,6 +50,7 @@ use crate::link::REPLY_ROOM_DEADLINE;
 use crate::ring::{
     self, Burst, CachePadded, Consumer, Producer, Region, RingConfig, RingError, Slot,
 };
+use crate::secret::Secret;
 use crate::wire::{self, Message, WireError};
 use crate::{Error, Result};
 
@@ -87,6 +88,10 @@ struct Party {
     pid: AtomicU32,
     /// FREE, ATTACHING, ALIVE or DETACHED.
     state: AtomicU32,
+    /// The client's proof that it was handed this segment: the secret `AUTOLOC.CONNECT shm`
+    /// gave it (never stored in the segment by the server), written before `state` becomes
+    /// ALIVE.
+    proof: [AtomicU64; 2],
 }
 
 #[repr(C)]
@@ -408,6 +413,10 @@ pub struct ShmServer {
     reassembly: Reassembly,
     outbox: Outbox,
     reply_room_deadline: Duration,
+    /// What the client must present; kept here, never in the segment.
+    secret: Secret,
+    /// Whether the attached client presented it.
+    admitted: bool,
 }
 
 /// What [`ServerLink::serve`](crate::link::ServerLink::serve) works with, borrowed together.
@@ -432,6 +441,7 @@ impl ShmServer {
     /// Creates, sizes, maps and initialises a segment.
     pub fn create(cfg: &ShmConfig) -> Result<Self> {
         let (request_offset, response_offset, total) = cfg.layout()?;
+        let secret = Secret::random()?;
         let (file, path, unlink) = match &cfg.backing {
             Backing::File { dir } => {
                 let (file, path) = create_file(dir)?;
@@ -476,10 +486,12 @@ impl ShmServer {
             server: CachePadded(Party {
                 pid: AtomicU32::new(std::process::id()),
                 state: AtomicU32::new(ALIVE),
+                proof: [AtomicU64::new(0), AtomicU64::new(0)],
             }),
             client: CachePadded(Party {
                 pid: AtomicU32::new(0),
                 state: AtomicU32::new(FREE),
+                proof: [AtomicU64::new(0), AtomicU64::new(0)],
             }),
         };
         // SAFETY: the mapping is fresh, `total >= SEGMENT_HEADER_LEN` bytes and page-aligned; no
@@ -507,7 +519,42 @@ impl ShmServer {
             reassembly: Reassembly::new(),
             outbox: Outbox::new(),
             reply_room_deadline: REPLY_ROOM_DEADLINE,
+            secret,
+            admitted: false,
         })
+    }
+
+    /// The secret the one client of this segment must present to [`ShmClient::attach`]: the
+    /// segment serves nobody else, even a process that can open its file.
+    pub fn secret(&self) -> Secret {
+        self.secret
+    }
+
+    /// Whether requests may be served: `Ok(false)` until a client attached, `Ok(true)` once it
+    /// presented the secret, an error if it presented another (the link is then dropped).
+    pub fn admitted(&mut self) -> Result<bool> {
+        if self.admitted {
+            return Ok(true);
+        }
+        let client = &self.seg.header().client.0;
+        // Acquire pairs with the client's Release store of ALIVE: its proof is visible.
+        match client.state.load(Ordering::Acquire) {
+            ALIVE => {
+                let proof = [
+                    client.proof[0].load(Ordering::Relaxed),
+                    client.proof[1].load(Ordering::Relaxed),
+                ];
+                if !self.secret.matches(proof) {
+                    return Err(segment_error(
+                        &self.path,
+                        "the attached client did not present the segment's secret",
+                    ));
+                }
+                self.admitted = true;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// How long a reply waits for a free slot in the response ring, per slot, before
@@ -583,8 +630,9 @@ pub struct ShmClient {
 
 impl ShmClient {
     /// Opens and maps the segment at `path` (from `AUTOLOC.CONNECT shm`), validates it, and claims
-    /// its client side; fails if another client holds it.
-    pub fn attach(path: &Path) -> Result<Self> {
+    /// its client side, presenting `secret` (from the same reply); fails if another client holds
+    /// it. The server serves nothing to a client with another secret.
+    pub fn attach(path: &Path, secret: &Secret) -> Result<Self> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -651,7 +699,10 @@ impl ShmClient {
             return Err(segment_error(path, "segment already has a client"));
         }
         client.pid.store(std::process::id(), Ordering::Relaxed);
-        // Release: the server that sees ALIVE sees our pid.
+        let proof = secret.words();
+        client.proof[0].store(proof[0], Ordering::Relaxed);
+        client.proof[1].store(proof[1], Ordering::Relaxed);
+        // Release: the server that sees ALIVE sees our pid and proof.
         client.state.store(ALIVE, Ordering::Release);
         let rings = Producer::attach(seg.clone(), rq_off as usize)
             .and_then(|tx| Ok((tx, Consumer::attach(seg.clone(), rs_off as usize)?)));
@@ -728,7 +779,7 @@ mod tests {
     fn memfd_segment_round_trip() {
         let mut server = ShmServer::create(&small(Backing::Memfd)).unwrap();
         assert!(server.path().starts_with("/proc"));
-        let mut client = ShmClient::attach(server.path()).unwrap();
+        let mut client = ShmClient::attach(server.path(), &server.secret()).unwrap();
         client.send(7, &Message::Get { key: b"k" }).unwrap();
         let slot = server.try_recv().unwrap().unwrap();
         let (frame, _) = wire::decode(&slot, &wire::Limits::default()).unwrap();
@@ -746,7 +797,7 @@ mod tests {
     #[test]
     fn oversized_frame_is_a_distinct_error() {
         let mut server = ShmServer::create(&small(Backing::Memfd)).unwrap();
-        let mut client = ShmClient::attach(server.path()).unwrap();
+        let mut client = ShmClient::attach(server.path(), &server.secret()).unwrap();
         let big = [0u8; 300];
         let err = client
             .send(

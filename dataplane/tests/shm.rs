@@ -17,6 +17,7 @@ use autoloc_dataplane::link::{
     ClientLink, Replier, ServerLink, ShmClientLink, REPLY_ROOM_DEADLINE,
 };
 use autoloc_dataplane::ring::{RingConfig, RingError};
+use autoloc_dataplane::secret::Secret;
 use autoloc_dataplane::shm::{Backing, PeerState, ShmClient, ShmConfig, ShmServer};
 use autoloc_dataplane::wire::{
     self, Frame, Kind, Limits, List, Message, DEFAULT_MAX_PAYLOAD, HEADER_LEN,
@@ -24,6 +25,15 @@ use autoloc_dataplane::wire::{
 use autoloc_dataplane::Error;
 
 const CHILD_ENV: &str = "AUTOLOC_SHM_TEST_CHILD";
+const CHILD_SECRET_ENV: &str = "AUTOLOC_SHM_TEST_CHILD_SECRET";
+
+fn child_secret() -> Secret {
+    Secret::from_hex(&std::env::var(CHILD_SECRET_ENV).unwrap()).unwrap()
+}
+
+fn any_secret() -> Secret {
+    Secret::random().unwrap()
+}
 
 fn config() -> ShmConfig {
     let ring = RingConfig {
@@ -108,7 +118,7 @@ fn hundred_thousand_requests_over_dev_shm() {
         "{}",
         path.display()
     );
-    let mut client = ShmClient::attach(&path).unwrap();
+    let mut client = ShmClient::attach(&path, &server.secret()).unwrap();
     assert!(matches!(server.client(), PeerState::Alive { pid } if pid == std::process::id()));
     let server = std::thread::spawn(move || serve(server, N, deadline));
 
@@ -175,14 +185,14 @@ fn hundred_thousand_requests_over_dev_shm() {
 fn one_client_per_segment_and_unlink_after_attach() {
     let mut server = ShmServer::create(&config()).unwrap();
     let path = server.path().to_path_buf();
-    let client = ShmClient::attach(&path).unwrap();
+    let client = ShmClient::attach(&path, &server.secret()).unwrap();
     assert_eq!(
         client.server(),
         PeerState::Alive {
             pid: std::process::id()
         }
     );
-    let err = ShmClient::attach(&path).unwrap_err();
+    let err = ShmClient::attach(&path, &server.secret()).unwrap_err();
     assert!(err.to_string().contains("already has a client"), "{err}");
     server.unlink().unwrap();
     assert!(!path.exists());
@@ -194,12 +204,14 @@ fn one_client_per_segment_and_unlink_after_attach() {
 fn attach_rejects_what_is_not_a_segment() {
     let path = std::env::temp_dir().join(format!("autoloc-test-garbage-{}", std::process::id()));
     std::fs::write(&path, vec![0x5a; 4096]).unwrap();
-    let err = ShmClient::attach(&path).unwrap_err();
+    let err = ShmClient::attach(&path, &any_secret()).unwrap_err();
     assert!(err.to_string().contains("bad magic"), "{err}");
     std::fs::write(&path, b"short").unwrap();
-    assert!(ShmClient::attach(&path).is_err());
+    assert!(ShmClient::attach(&path, &any_secret()).is_err());
     std::fs::remove_file(&path).unwrap();
-    assert!(ShmClient::attach(Path::new("/dev/shm/autoloc-does-not-exist")).is_err());
+    assert!(
+        ShmClient::attach(Path::new("/dev/shm/autoloc-does-not-exist"), &any_secret()).is_err()
+    );
 }
 
 /// Not a test of its own: run by `dead_client_is_detected` in a child process, it attaches, sends
@@ -209,7 +221,7 @@ fn child_attaches_and_dies() {
     let Ok(path) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let mut client = ShmClient::attach(Path::new(&path)).unwrap();
+    let mut client = ShmClient::attach(Path::new(&path), &child_secret()).unwrap();
     client
         .send(42, &Message::Get { key: b"last words" })
         .unwrap();
@@ -227,6 +239,7 @@ fn dead_client_is_detected() {
             "--nocapture",
         ])
         .env(CHILD_ENV, server.path())
+        .env(CHILD_SECRET_ENV, server.secret().to_hex())
         .status()
         .unwrap();
     assert!(status.success());
@@ -339,8 +352,8 @@ struct Client {
 }
 
 impl Client {
-    fn attach(path: &Path) -> Self {
-        let client = ShmClient::attach(path).unwrap();
+    fn attach(path: &Path, secret: &Secret) -> Self {
+        let client = ShmClient::attach(path, secret).unwrap();
         Self {
             link: ShmClientLink::new(client, BackoffConfig::default()),
             replies: HashMap::new(),
@@ -416,7 +429,7 @@ fn multiget(keys: &[Vec<u8>]) -> (Vec<&[u8]>, Reply) {
 fn requests_larger_than_a_slot_are_fragmented() {
     // Slots of 64 KiB as in the default config, 8 of them: 512 KiB per ring.
     let server = ShmServer::create(&link_config(8, 64 << 10, 64 << 10)).unwrap();
-    let mut client = Client::attach(server.path());
+    let mut client = Client::attach(server.path(), &server.secret());
     assert_eq!(client.link.max_frame(), HEADER_LEN + DEFAULT_MAX_PAYLOAD);
     let stop = Arc::new(AtomicBool::new(false));
     let server = spawn_server(server, stop.clone());
@@ -487,7 +500,7 @@ fn reply_larger_than_the_ring_streams_while_small_requests_stay_in_flight() {
     let mut server = ShmServer::create(&link_config(8, 4 << 10, 64 << 10)).unwrap();
     // The client drains continuously, but this machine may be busy: allow long stalls.
     server.set_reply_room_deadline(Duration::from_secs(30));
-    let mut client = Client::attach(server.path());
+    let mut client = Client::attach(server.path(), &server.secret());
     let stop = Arc::new(AtomicBool::new(false));
     let server = spawn_server(server, stop.clone());
 
@@ -551,7 +564,7 @@ fn interleaved_small_and_large_frames_keep_their_order() {
     // Small slots (4 KiB, 16 per ring), so most frames here are fragmented both ways.
     let mut server = ShmServer::create(&link_config(16, 4 << 10, 4 << 10)).unwrap();
     server.set_reply_room_deadline(Duration::from_secs(30));
-    let mut client = Client::attach(server.path());
+    let mut client = Client::attach(server.path(), &server.secret());
     let stop = Arc::new(AtomicBool::new(false));
     let server = spawn_server(server, stop.clone());
 
@@ -659,7 +672,7 @@ fn corrupt_fragments_are_rejected_and_the_link_goes_on() {
     let deadline = Instant::now() + LINK_DEADLINE;
     // Slots of 256 bytes (248 of message); fragments here carry chunks of at most 200.
     let mut server = ShmServer::create(&link_config(16, 256, 256)).unwrap();
-    let mut client = ShmClient::attach(server.path()).unwrap();
+    let mut client = ShmClient::attach(server.path(), &server.secret()).unwrap();
     let ks = keys(20, 20, 0);
     let refs: Vec<&[u8]> = ks.iter().map(Vec::as_slice).collect();
     let m = Message::MultiGet {
@@ -787,7 +800,7 @@ fn a_client_that_stops_draining_fails_its_link_within_the_deadline() {
     let mut server = ShmServer::create(&link_config(8, 4 << 10, 16 << 10)).unwrap();
     assert_eq!(server.reply_room_deadline(), REPLY_ROOM_DEADLINE);
     let mut link = ShmClientLink::new(
-        ShmClient::attach(server.path()).unwrap(),
+        ShmClient::attach(server.path(), &server.secret()).unwrap(),
         BackoffConfig::default(),
     );
     link.queue(
@@ -831,7 +844,7 @@ fn the_reply_deadline_bounds_a_stall_not_a_whole_reply() {
     // 8 slots of 4 KiB: a 192 KiB reply is six ring-fulls, drained one nap apart.
     let mut server = ShmServer::create(&link_config(8, 4 << 10, 4 << 10)).unwrap();
     server.set_reply_room_deadline(Duration::from_secs(1));
-    let mut client = Client::attach(server.path());
+    let mut client = Client::attach(server.path(), &server.secret());
     let stop = Arc::new(AtomicBool::new(false));
     let server = spawn_server(server, stop.clone());
     let started = Instant::now();
@@ -855,4 +868,35 @@ fn the_reply_deadline_bounds_a_stall_not_a_whole_reply() {
     );
     stop.store(true, Ordering::Relaxed);
     server.join().unwrap();
+}
+
+#[test]
+fn a_segment_serves_only_the_client_with_its_secret() {
+    // A process that can open the file but was not handed the secret gets nothing served, and
+    // the server gives the link up.
+    let mut server = ShmServer::create(&config()).unwrap();
+    let mut intruder = ShmClient::attach(server.path(), &any_secret()).unwrap();
+    intruder
+        .send(1, &Message::Get { key: b"secret:1" })
+        .unwrap();
+    let mut served = 0;
+    let err = server
+        .serve(8, &mut |_, _| served += 1)
+        .expect_err("a client with the wrong secret is refused");
+    assert!(err.to_string().contains("secret"), "{err}");
+    assert_eq!(served, 0);
+    assert!(intruder.try_recv().unwrap().is_none(), "no reply");
+    // With the secret, the same request is served.
+    let mut server = ShmServer::create(&config()).unwrap();
+    assert_eq!(server.serve(8, &mut |_, _| served += 1).unwrap(), 0, "no client yet");
+    let mut client = ShmClient::attach(server.path(), &server.secret()).unwrap();
+    client.send(1, &Message::Get { key: b"k" }).unwrap();
+    let n = server
+        .serve(8, &mut |f, out| {
+            out.reply(f.request_id, &Message::Value { value: None })
+                .unwrap()
+        })
+        .unwrap();
+    assert_eq!(n, 1);
+    assert!(client.try_recv().unwrap().is_some());
 }

@@ -133,7 +133,8 @@ pub fn functions(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 
 /// `AUTOLOC.CONNECT <transport> [options]`: sets up a fast data-plane link for the calling
 /// client and replies with what it needs to attach:
-/// - `shm`: the path of a new shared-memory segment (mode 0600) to map;
+/// - `shm`: `[path, secret]`: a new shared-memory segment (mode 0600) to map, and the secret the
+///   client presents when it attaches;
 /// - `tcp`: `[port, secret]`: the port of the io_uring TCP data path, and a one-time secret the
 ///   connection must present first (a `Hello` frame), good for 10 s;
 /// - `rdma <client QpInfo>`: the server's `QpInfo` (queue pair, ring address and rkey).
@@ -150,7 +151,12 @@ pub fn connect(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         let caller = Caller::of_client(ctx).map_err(|e| invoke::error(&e))?;
         match (transport.as_str(), args.len()) {
             ("shm", 2) => crate::dataplane::connect_shm(caller)
-                .map(RedisValue::BulkString)
+                .map(|(path, secret)| {
+                    RedisValue::Array(vec![
+                        RedisValue::BulkString(path),
+                        RedisValue::BulkString(secret),
+                    ])
+                })
                 .map_err(fail),
             ("tcp", 2) => crate::dataplane::connect_tcp(caller)
                 .map(|(port, token)| {

@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use autoloc::{Output, Placement, Runtime, Side, Transport};
+use autoloc_dataplane::secret::Secret;
 use autoloc_dataplane::shm::ShmClient;
 use autoloc_dataplane::wire::{self, Limits, Message};
 use autoloc_dataplane::Frame;
@@ -230,11 +231,17 @@ fn malformed_and_oversized_frames_leave_the_server_serving() {
     let s = server(&[]);
     let mut rt = runtime(&s);
     // shm: junk in a ring slot gets an error reply; a good request after it is served.
-    let Frame::Bulk(Some(path)) = rt.command(&["AUTOLOC.CONNECT", "shm"]).unwrap() else {
+    let Frame::Array(Some(items)) = rt.command(&["AUTOLOC.CONNECT", "shm"]).unwrap() else {
         panic!()
     };
-    let mut client =
-        ShmClient::attach(std::path::Path::new(std::str::from_utf8(&path).unwrap())).unwrap();
+    let (Frame::Bulk(Some(path)), Frame::Bulk(Some(secret))) = (&items[0], &items[1]) else {
+        panic!("{items:?}")
+    };
+    let mut client = ShmClient::attach(
+        std::path::Path::new(std::str::from_utf8(path).unwrap()),
+        &Secret::from_hex(std::str::from_utf8(secret).unwrap()).unwrap(),
+    )
+    .unwrap();
     client
         .try_send(b"\xa1\x01\xee\x00junk-not-a-frame")
         .unwrap();

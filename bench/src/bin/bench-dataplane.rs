@@ -372,7 +372,7 @@ struct EchoServer {
 impl EchoServer {
     fn start(value: Vec<u8>, core: usize) -> anyhow::Result<(EchoServer, ShmClientLink)> {
         let mut server = ShmServer::create(&ShmConfig::default())?;
-        let client = ShmClient::attach(server.path())?;
+        let client = ShmClient::attach(server.path(), &server.secret())?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = stop.clone();

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use autoloc_dataplane::link::ServerLink;
+use autoloc_dataplane::secret::Secret;
 use autoloc_dataplane::shm::{PeerState, ShmConfig, ShmServer};
 use autoloc_dataplane::tcp::TcpServer;
 use redis_module::{Context, DetachedFromClient, ThreadSafeContext};
@@ -173,20 +174,6 @@ fn tcp_identities() -> std::sync::MutexGuard<'static, Option<TcpIdentities>> {
     TCP_IDENTITIES.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A random secret of 32 hex digits, from the kernel's generator.
-fn new_token() -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| format!("read /dev/urandom: {e}"))?;
-    Ok(bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>()
-        .into_bytes())
-}
-
 /// The TCP server's authenticator: a secret is good once, for `TOKEN_TTL`; its connection then
 /// serves the caller it was handed to.
 fn authenticate(token: &[u8]) -> Option<u64> {
@@ -286,11 +273,13 @@ fn hand_over(entry: Entry) -> Result<(), String> {
     Ok(())
 }
 
-/// `AUTOLOC.CONNECT shm`: a new segment for `caller`; returns the path it maps.
-pub fn connect_shm(caller: Caller) -> Result<String, String> {
+/// `AUTOLOC.CONNECT shm`: a new segment for `caller`; returns the path it maps and the secret
+/// it must present when it attaches (the segment serves no other process).
+pub fn connect_shm(caller: Caller) -> Result<(String, String), String> {
     let server = ShmServer::create(&ShmConfig::default())
         .map_err(|e| format!("create shared segment: {e}"))?;
     let path = server.path().display().to_string();
+    let secret = server.secret().to_hex();
     hand_over(Entry {
         link: Link::Shm {
             server: Box::new(server),
@@ -299,14 +288,17 @@ pub fn connect_shm(caller: Caller) -> Result<String, String> {
         },
         caller: Some(caller),
     })?;
-    Ok(path)
+    Ok((path, secret))
 }
 
 /// `AUTOLOC.CONNECT tcp`: the port of the io_uring TCP data path (started on first use) and a
 /// secret for `caller`: random, good for one connection, for 10 s. A connection is served only
 /// once its first frame presents one; anything else is closed without a reply.
 pub fn connect_tcp(caller: Caller) -> Result<(u16, Vec<u8>), String> {
-    let token = new_token()?;
+    let token = Secret::random()
+        .map_err(|e| e.to_string())?
+        .to_hex()
+        .into_bytes();
     {
         let mut ids = tcp_identities();
         let ids = ids.get_or_insert_with(TcpIdentities::default);
