@@ -888,7 +888,11 @@ fn a_segment_serves_only_the_client_with_its_secret() {
     assert!(intruder.try_recv().unwrap().is_none(), "no reply");
     // With the secret, the same request is served.
     let mut server = ShmServer::create(&config()).unwrap();
-    assert_eq!(server.serve(8, &mut |_, _| served += 1).unwrap(), 0, "no client yet");
+    assert_eq!(
+        server.serve(8, &mut |_, _| served += 1).unwrap(),
+        0,
+        "no client yet"
+    );
     let mut client = ShmClient::attach(server.path(), &server.secret()).unwrap();
     client.send(1, &Message::Get { key: b"k" }).unwrap();
     let n = server
