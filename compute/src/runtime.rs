@@ -274,6 +274,42 @@ impl Runtime {
         }
     }
 
+    /// One request on the session, its reply or the error it stands for.
+    fn request(&mut self, message: &Message<'_>) -> Result<session::Reply> {
+        let reply = self.session()?.borrow_mut().call(message)?.reply;
+        match reply {
+            session::Reply::Error(e) => Err(Error::Function(e)),
+            other => Ok(other),
+        }
+    }
+
+    /// The value of `key` (read under the read rule and the ACL, over this runtime's transport).
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.request(&Message::Get { key })? {
+            session::Reply::Value(v) => Ok(v),
+            other => Err(Error::Function(other.into_error("Get"))),
+        }
+    }
+
+    /// The values of `keys`, in one request.
+    pub fn mget<K: AsRef<[u8]>>(&mut self, keys: &[K]) -> Result<Vec<Option<Vec<u8>>>> {
+        let keys: Vec<&[u8]> = keys.iter().map(AsRef::as_ref).collect();
+        match self.request(&Message::MultiGet {
+            keys: List::new(&keys),
+        })? {
+            session::Reply::Values(v) if v.len() == keys.len() => Ok(v),
+            other => Err(Error::Function(other.into_error("MultiGet"))),
+        }
+    }
+
+    /// Sets `key` to `value` (replicated and in the AOF like a client's `SET`).
+    pub fn set(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        match self.request(&Message::Set { key, value })? {
+            session::Reply::Ok => Ok(()),
+            other => Err(Error::Function(other.into_error("Set"))),
+        }
+    }
+
     /// Sends one raw command and returns its reply.
     pub fn command<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Frame> {
         let r = self.connection()?.call(args);
@@ -567,6 +603,12 @@ async fn invoke_on_link(
     }
     let store = ReadSetStore::new(read_set, LinkStore::new(session).per_key(per_key));
     o.result = f.call(&store, args).await;
+    if o.result.is_ok() {
+        // Its writes, in one atomic step, only now that it succeeded.
+        if let Err(e) = store.inner().commit().await {
+            o.result = Err(e);
+        }
+    }
     o.side = Side::Compute;
     let link = store.inner();
     o.compute = ComputeCost {

@@ -302,6 +302,9 @@ pub struct LinkStore<'s> {
     pub keys: Cell<u64>,
     /// Bytes of the requests and their replies.
     pub bytes: Cell<u64>,
+    /// Writes made so far, sent together by [`LinkStore::commit`] (one atomic `MultiSet`) when
+    /// the function succeeds; later reads of the invocation see them.
+    writes: RefCell<Vec<(Vec<u8>, Vec<u8>)>>,
 }
 
 impl<'s> LinkStore<'s> {
@@ -314,6 +317,29 @@ impl<'s> LinkStore<'s> {
             requests: Cell::new(0),
             keys: Cell::new(0),
             bytes: Cell::new(0),
+            writes: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Sends the invocation's writes in one atomic step: all of them are applied, or none.
+    pub async fn commit(&self) -> Result<(), FnError> {
+        let writes = self.writes.take();
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let pairs: Vec<(&[u8], &[u8])> = writes
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .collect();
+        self.accesses.set(self.accesses.get() + 1);
+        match self
+            .request(&Message::MultiSet {
+                pairs: List::new(&pairs),
+            })
+            .await?
+        {
+            Reply::Ok => Ok(()),
+            other => Err(other.into_error("MultiSet")),
         }
     }
 
@@ -391,24 +417,32 @@ impl Store for LinkStore<'_> {
             }
             self.accesses.set(self.accesses.get() + 1);
             self.keys.set(self.keys.get() + keys.len() as u64);
+            // The invocation's own writes, not sent yet, read as written.
+            let writes = &self.writes;
+            let mut visit = |i: usize, v: Option<&[u8]>| {
+                let writes = writes.borrow();
+                match writes.iter().rev().find(|(k, _)| *k == keys[i]) {
+                    Some((_, written)) => visit(i, Some(written)),
+                    None => visit(i, v),
+                }
+            };
             match keys {
                 [key] => match self.request(&Message::Get { key }).await? {
                     Reply::Value(v) => visit(0, v.as_deref()),
                     other => Err(other.into_error("Get")),
                 },
-                _ if self.per_key => self.read_per_key(keys, visit).await,
-                _ => self.read_many(keys, visit).await,
+                _ if self.per_key => self.read_per_key(keys, &mut visit).await,
+                _ => self.read_many(keys, &mut visit).await,
             }
         })
     }
 
     fn write<'a>(&'a self, key: &'a [u8], value: &'a [u8]) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            self.accesses.set(self.accesses.get() + 1);
-            match self.request(&Message::Set { key, value }).await? {
-                Reply::Ok => Ok(()),
-                other => Err(other.into_error("Set")),
-            }
+            self.writes
+                .borrow_mut()
+                .push((key.to_vec(), value.to_vec()));
+            Ok(())
         })
     }
 
@@ -489,7 +523,8 @@ pub fn run_all_timed<'a, T>(
 /// A store that answers from a read set handed back by a pushback (ASFP) and asks `inner` only
 /// for the keys not in it, so a pushed-back invocation fetches nothing twice.
 pub struct ReadSetStore<S> {
-    cache: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The read set, and the invocation's own writes since (so a later read sees them).
+    cache: RefCell<HashMap<Vec<u8>, Option<Vec<u8>>>>,
     inner: S,
     /// Keys served from the read set.
     pub hits: std::cell::Cell<u64>,
@@ -498,7 +533,7 @@ pub struct ReadSetStore<S> {
 impl<S> std::fmt::Debug for ReadSetStore<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReadSetStore")
-            .field("cached", &self.cache.len())
+            .field("cached", &self.cache.borrow().len())
             .field("hits", &self.hits.get())
             .finish()
     }
@@ -508,7 +543,7 @@ impl<S: Store> ReadSetStore<S> {
     /// A store over `inner` that knows `read_set` already.
     pub fn new(read_set: Vec<(Vec<u8>, Option<Vec<u8>>)>, inner: S) -> Self {
         ReadSetStore {
-            cache: read_set.into_iter().collect(),
+            cache: RefCell::new(read_set.into_iter().collect()),
             inner,
             hits: std::cell::Cell::new(0),
         }
@@ -525,7 +560,7 @@ impl<S: Store> Store for ReadSetStore<S> {
         Box::pin(async move {
             let missing: Vec<Vec<u8>> = keys
                 .iter()
-                .filter(|k| !self.cache.contains_key(*k))
+                .filter(|k| !self.cache.borrow().contains_key(*k))
                 .cloned()
                 .collect();
             let mut fetched: Vec<Option<Vec<u8>>> = Vec::with_capacity(missing.len());
@@ -538,8 +573,9 @@ impl<S: Store> Store for ReadSetStore<S> {
                     .await?;
             }
             let mut fetched = fetched.into_iter();
+            let cache = self.cache.borrow();
             for (i, k) in keys.iter().enumerate() {
-                match self.cache.get(k) {
+                match cache.get(k) {
                     Some(v) => {
                         self.hits.set(self.hits.get() + 1);
                         visit(i, v.as_deref())?
@@ -552,6 +588,9 @@ impl<S: Store> Store for ReadSetStore<S> {
     }
 
     fn write<'a>(&'a self, key: &'a [u8], value: &'a [u8]) -> StoreFuture<'a, ()> {
+        self.cache
+            .borrow_mut()
+            .insert(key.to_vec(), Some(value.to_vec()));
         self.inner.write(key, value)
     }
 

@@ -7,6 +7,7 @@
 //! | `Get` | `GET key` | `Value` |
 //! | `MultiGet` | `AUTOLOC.MGET key...` (`MGET` under the module's read rule) | `Values` |
 //! | `Set` | `SET key value` | `Ok` |
+//! | `MultiSet` | `MSET key value...` (atomic) | `Ok` |
 //! | `Invoke` | `AUTOLOC.INVOKE function args...` (its bulk reply is the wire frame) | `InvokeReply` or `Pushback` |
 //!
 //! An error reply `-CODE message` becomes an `Error` frame with that code (Redis's own
@@ -66,6 +67,15 @@ impl ClientLink for RespLink {
             }
             Message::Set { key, value } => {
                 self.conn.queue(&[b"SET".as_slice(), key, value]);
+                Expect::Ok
+            }
+            Message::MultiSet { pairs } if !pairs.is_empty() => {
+                let mut args: Vec<&[u8]> = Vec::with_capacity(2 * pairs.len() + 1);
+                args.push(b"MSET");
+                for (k, v) in pairs.iter() {
+                    args.extend([k, v]);
+                }
+                self.conn.queue(&args);
                 Expect::Ok
             }
             Message::Invoke { function, args } => {

@@ -14,6 +14,7 @@
 //! | `MultiGet`      | `0x02` | keys: list\<blob\>                                   |
 //! | `Set`           | `0x03` | key: blob, value: blob                               |
 //! | `Invoke`        | `0x04` | function: str, args: list\<blob\>                    |
+//! | `MultiSet`      | `0x06` | pairs: list\<(key: blob, value: blob)\> (all set in one step, or none) |
 //! | `Hello`         | `0x05` | token: blob (the secret `AUTOLOC.CONNECT tcp` handed out; first frame of a tcp connection, no reply) |
 //! | `Value`         | `0x81` | value: opt                                           |
 //! | `Values`        | `0x82` | values: list\<opt\>                                  |
@@ -216,6 +217,7 @@ pub enum Kind {
     Set = 0x03,
     Invoke = 0x04,
     Hello = 0x05,
+    MultiSet = 0x06,
     Value = 0x81,
     Values = 0x82,
     Ok = 0x83,
@@ -233,6 +235,7 @@ impl Kind {
             0x03 => Self::Set,
             0x04 => Self::Invoke,
             0x05 => Self::Hello,
+            0x06 => Self::MultiSet,
             0x81 => Self::Value,
             0x82 => Self::Values,
             0x83 => Self::Ok,
@@ -263,6 +266,8 @@ pub enum Message<'a> {
     Invoke { function: &'a str, args: Keys<'a> },
     /// Authenticate a connection with a one-time secret from the control path; not answered.
     Hello { token: &'a [u8] },
+    /// Write many keys in one atomic step; answered by `Ok` (all written) or `Error` (none).
+    MultiSet { pairs: Pairs<'a> },
     /// Reply to `Get`: the value, or `None` if the key does not exist.
     Value { value: Option<&'a [u8]> },
     /// Reply to `MultiGet`.
@@ -290,6 +295,8 @@ pub type Keys<'a> = List<'a, &'a [u8]>;
 pub type Values<'a> = List<'a, Option<&'a [u8]>>;
 /// A list of (key, optional value) pairs.
 pub type ReadSet<'a> = List<'a, (&'a [u8], Option<&'a [u8]>)>;
+/// A list of (key, value) pairs.
+pub type Pairs<'a> = List<'a, (&'a [u8], &'a [u8])>;
 
 /// A frame: a message and the request id it belongs to.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -307,6 +314,7 @@ impl Message<'_> {
             Message::Set { .. } => Kind::Set,
             Message::Invoke { .. } => Kind::Invoke,
             Message::Hello { .. } => Kind::Hello,
+            Message::MultiSet { .. } => Kind::MultiSet,
             Message::Value { .. } => Kind::Value,
             Message::Values { .. } => Kind::Values,
             Message::Ok => Kind::Ok,
@@ -327,6 +335,7 @@ impl Message<'_> {
                 blob_len(function.as_bytes())? + args.encoded_len()?
             }
             Message::Hello { token } => blob_len(token)?,
+            Message::MultiSet { pairs } => pairs.encoded_len()?,
             Message::Value { value } => value.encoded_len()?,
             Message::Values { values } => values.encoded_len()?,
             Message::Ok => 0,
@@ -361,6 +370,7 @@ impl Message<'_> {
                 args.write(w);
             }
             Message::Hello { token } => token.write(w),
+            Message::MultiSet { pairs } => pairs.write(w),
             Message::Value { value } => value.write(w),
             Message::Values { values } => values.write(w),
             Message::Ok => {}
@@ -522,6 +532,9 @@ fn read_payload(kind: Kind, payload: &[u8]) -> Result<Message<'_>> {
             args: List::read(&mut r)?,
         },
         Kind::Hello => Message::Hello { token: r.blob()? },
+        Kind::MultiSet => Message::MultiSet {
+            pairs: List::read(&mut r)?,
+        },
         Kind::Value => Message::Value { value: r.opt()? },
         Kind::Values => Message::Values {
             values: List::read(&mut r)?,
@@ -665,6 +678,20 @@ impl<'a> Item<'a> for Option<&'a [u8]> {
             Some(b) => b.write(w),
             None => w.put(&NIL.to_le_bytes()),
         }
+    }
+}
+
+impl<'a> Item<'a> for (&'a [u8], &'a [u8]) {
+    const MIN_LEN: usize = 8;
+    fn read(r: &mut Reader<'a>) -> Result<Self> {
+        Ok((r.blob()?, r.blob()?))
+    }
+    fn encoded_len(&self) -> Result<usize> {
+        Ok(self.0.encoded_len()? + self.1.encoded_len()?)
+    }
+    fn write(&self, w: &mut Writer<'_>) {
+        self.0.write(w);
+        self.1.write(w);
     }
 }
 
@@ -857,6 +884,7 @@ mod tests {
         static KEYS: [&[u8]; 3] = [b"a", b"", b"vertex:42"];
         static VALUES: [Option<&[u8]>; 3] = [Some(b"1"), None, Some(b"")];
         static READ_SET: [(&[u8], Option<&[u8]>); 2] = [(b"k1", Some(b"v1")), (b"k2", None)];
+        static PAIRS: [(&[u8], &[u8]); 2] = [(b"k1", b"v1"), (b"k2", b"")];
         vec![
             (1, Message::Get { key: b"user:1" }),
             (
@@ -887,6 +915,12 @@ mod tests {
             ),
             (6, Message::Value { value: Some(b"v") }),
             (12, Message::Hello { token: b"secret" }),
+            (
+                13,
+                Message::MultiSet {
+                    pairs: List::new(&PAIRS),
+                },
+            ),
             (7, Message::Value { value: None }),
             (
                 8,

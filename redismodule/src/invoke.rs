@@ -101,7 +101,13 @@ pub fn invoke<A: AsRef<[u8]>>(
         store = store.remembering_reads();
     }
     let cpu = thread_cpu_ns();
-    let result = block_on(function.call(&store, &args));
+    let mut result = block_on(function.call(&store, &args));
+    if result.is_ok() {
+        // Its writes, all together, only now that it succeeded.
+        if let Err(e) = store.commit() {
+            result = Err(e);
+        }
+    }
     let storage_cpu_ns = thread_cpu_ns().saturating_sub(cpu);
     let (keys_read, bytes_read) = store.reads();
     counters::record(

@@ -54,20 +54,31 @@ pub fn read_keys<'k, N: AsRef<[u8]>>(
         .collect()
 }
 
-/// Sets `key` to `value`: the one way the module writes a key (a function's `Store::write`,
-/// a data-plane `Set`). Through Redis's own `SET`, called to replicate (`!`): the write reaches
-/// the AOF and the replicas as a client's `SET` would, and keyspace listeners are notified.
-/// `caller`'s ACL must allow writing the key.
-pub fn write_key(ctx: &Context, caller: &Caller, key: &[u8], value: &[u8]) -> Result<(), Error> {
-    caller.check(ctx, &[key], Access::Write)?;
+/// Sets every `(key, value)` of `pairs`, all or none: the one way the module writes keys (a
+/// function's writes when it finishes, a data-plane `Set` or `MultiSet`). `caller`'s ACL must
+/// allow writing every key, checked before any is written. Each goes through Redis's own `SET`,
+/// called to replicate (`!`): the writes reach the AOF and the replicas as a client's `SET`
+/// would (in one `MULTI`/`EXEC` when there are several), and keyspace listeners are notified.
+/// Under Redis's lock, which every caller holds, no client sees some of them and not others.
+pub fn write_keys<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    ctx: &Context,
+    caller: &Caller,
+    pairs: &[(K, V)],
+) -> Result<(), Error> {
+    let keys: Vec<&[u8]> = pairs.iter().map(|(k, _)| k.as_ref()).collect();
+    caller.check(ctx, &keys, Access::Write)?;
     let options = CallOptionsBuilder::new()
         .replicate()
         .errors_as_replies()
         .build();
-    let reply: CallResult<'static> = ctx.call_ext("SET", &options, &[key, value][..]);
-    reply
-        .map(drop)
-        .map_err(|e| Error::from_resp(&e.to_string()))
+    for (key, value) in pairs {
+        let reply: CallResult<'static> =
+            ctx.call_ext("SET", &options, &[key.as_ref(), value.as_ref()][..]);
+        reply
+            .map(drop)
+            .map_err(|e| Error::from_resp(&e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Keys read between two budget checks inside one large read.
@@ -88,6 +99,9 @@ pub struct KeyspaceStore<'c> {
     accesses: Cell<u64>,
     /// The keys read, kept only when asked for (to hand the read set back on a pushback).
     remembered: Option<std::cell::RefCell<Vec<Vec<u8>>>>,
+    /// Writes made so far, applied together by [`KeyspaceStore::commit`] when the function
+    /// succeeds: a failed or pushed-back invocation leaves nothing behind. Later reads see them.
+    writes: std::cell::RefCell<Vec<(Vec<u8>, Vec<u8>)>>,
 }
 
 impl std::fmt::Debug for KeyspaceStore<'_> {
@@ -111,6 +125,7 @@ impl<'c> KeyspaceStore<'c> {
             bytes_read: Cell::new(0),
             accesses: Cell::new(0),
             remembered: None,
+            writes: std::cell::RefCell::new(Vec::new()),
         }
     }
 
@@ -150,6 +165,15 @@ impl<'c> KeyspaceStore<'c> {
         Ok(())
     }
 
+    /// Applies the invocation's writes, all or none ([`write_keys`]).
+    pub fn commit(&self) -> Result<(), Error> {
+        let writes = self.writes.take();
+        if writes.is_empty() {
+            return Ok(());
+        }
+        write_keys(self.ctx, self.caller, &writes)
+    }
+
     fn read_now(&self, keys: &[Vec<u8>], visit: Visit<'_>) -> Result<(), Error> {
         self.check_budget()?;
         self.accesses.set(self.accesses.get() + 1);
@@ -165,7 +189,12 @@ impl<'c> KeyspaceStore<'c> {
             }
             let len = value.map_or(0, <[u8]>::len) as u64;
             self.bytes_read.set(self.bytes_read.get() + len);
-            visit(i, value)?;
+            let writes = self.writes.borrow();
+            match writes.iter().rev().find(|(k, _)| *k == keys[i]) {
+                // The invocation's own write, not applied yet.
+                Some((_, written)) => visit(i, Some(written))?,
+                None => visit(i, value)?,
+            }
         }
         Ok(())
     }
@@ -179,7 +208,12 @@ impl Store for KeyspaceStore<'_> {
     fn write<'a>(&'a self, key: &'a [u8], value: &'a [u8]) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             self.check_budget()?;
-            write_key(self.ctx, self.caller, key, value)
+            // Checked now (NOPERM at once), applied when the function succeeds.
+            self.caller.check(self.ctx, &[key], Access::Write)?;
+            self.writes
+                .borrow_mut()
+                .push((key.to_vec(), value.to_vec()));
+            Ok(())
         })
     }
 

@@ -432,3 +432,27 @@ fn a_run_with_failed_invocations_exits_non_zero() {
     // The README's spelling of the loader.
     ok(&run(AUTOLOC, &["load", "autoloc-json", "--help"]));
 }
+
+#[test]
+fn get_and_set_over_every_transport() {
+    let s = server();
+    let url = s.url();
+    for t in ["shm", "tcp", "resp"] {
+        let key = format!("cli:{t}");
+        let out = ok(&run(
+            AUTOLOC,
+            &["--redis", &url, "set", &key, "a value", "--transport", t],
+        ));
+        assert_eq!(out.trim(), "OK");
+        let out = ok(&run(
+            AUTOLOC,
+            &["--redis", &url, "get", &key, "--transport", t],
+        ));
+        assert_eq!(out.trim(), "a value", "{t}");
+        let err = failure(
+            AUTOLOC,
+            &["--redis", &url, "get", "cli:none", "--transport", t],
+        );
+        assert!(err.contains("no such key 'cli:none'"), "{t}: {err}");
+    }
+}

@@ -1,5 +1,8 @@
-//! `pagerank <start> <iterations>`: PageRank (damping 0.85) over the subgraph induced by `start`
-//! and its 1-hop neighbours; replies with every vertex of that subgraph and its score, by id.
+//! `pagerank <start> <iterations> [<dest-prefix>]`: PageRank (damping 0.85) over the subgraph
+//! induced by `start` and its 1-hop neighbours; replies with every vertex of that subgraph and its
+//! score, by id. With a `<dest-prefix>`, it also stores each score at `<dest-prefix><id>` (as its
+//! shortest round-tripping decimal text): the invocation's writes, applied all together when it
+//! succeeds, on either side.
 //!
 //! Two rounds of reads (the start vertex, then all its neighbours at once), then power iteration:
 //! `r'(v) = (1-d)/n + d * (sum over edges u->v of r(u)/out(u) + dangling/n)`, where a vertex with
@@ -19,14 +22,15 @@ pub const MAX_ITERATIONS: u64 = 10_000;
 #[derive(Debug, Default)]
 pub struct PageRank;
 
-const USAGE: &str = "pagerank <start> <iterations>";
+const USAGE: &str = "pagerank <start> <iterations> [<dest-prefix>]";
 
-fn parse(args: &[Vec<u8>]) -> Result<(u32, u64)> {
+fn parse(args: &[Vec<u8>]) -> Result<(u32, u64, Option<&[u8]>)> {
     let mut a = Args::new("pagerank", USAGE, args);
     let start = a.next_vertex("start")?;
     let iterations = a.next_u64("iterations", 1, MAX_ITERATIONS)?;
+    let dest = a.next_opt();
     a.finish()?;
-    Ok((start, iterations))
+    Ok((start, iterations, dest))
 }
 
 impl Function for PageRank {
@@ -44,7 +48,7 @@ impl Function for PageRank {
     }
     fn call<'a>(&'a self, store: &'a dyn Store, args: &'a [Vec<u8>]) -> Invocation<'a> {
         Box::pin(async move {
-            let (start, iterations) = parse(args)?;
+            let (start, iterations, dest) = parse(args)?;
             let start_key = [vertex_key(start)];
             let mut members = vec![start];
             store
@@ -76,7 +80,15 @@ impl Function for PageRank {
                 .await?;
 
             let scores = power_iteration(&out, iterations);
-            Ok(Output::Scores(members.into_iter().zip(scores).collect()))
+            let scored: Vec<(u32, f64)> = members.into_iter().zip(scores).collect();
+            if let Some(prefix) = dest {
+                for &(v, score) in &scored {
+                    let mut key = prefix.to_vec();
+                    key.extend_from_slice(v.to_string().as_bytes());
+                    store.write(&key, score.to_string().as_bytes()).await?;
+                }
+            }
+            Ok(Output::Scores(scored))
         })
     }
 }

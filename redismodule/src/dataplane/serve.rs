@@ -12,7 +12,7 @@ use redis_module::{raw, Context};
 
 use crate::acl::Caller;
 use crate::invoke::{self, error_frame, Request};
-use crate::store::{read_keys, write_key};
+use crate::store::{read_keys, write_keys};
 
 /// Serves one request; never panics out (a panic becomes an error reply).
 pub(super) fn handle(
@@ -88,10 +88,17 @@ fn serve_one(
                 Err(e) => error_frame(out, id, &e),
             }
         }
-        Message::Set { key, value } => match write_key(ctx, caller, key, value) {
+        Message::Set { key, value } => match write_keys(ctx, caller, &[(key, value)]) {
             Ok(()) => out.reply(id, &Message::Ok),
             Err(e) => error_frame(out, id, &e),
         },
+        Message::MultiSet { pairs } => {
+            let pairs: Vec<(&[u8], &[u8])> = pairs.iter().collect();
+            match write_keys(ctx, caller, &pairs) {
+                Ok(()) => out.reply(id, &Message::Ok),
+                Err(e) => error_frame(out, id, &e),
+            }
+        }
         Message::Invoke { function, args } => {
             let req = Request {
                 caller,

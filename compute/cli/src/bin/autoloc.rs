@@ -67,6 +67,21 @@ enum Command {
     },
     /// List the functions the module runs.
     Functions,
+    /// Print the value of a key (nothing and exit 1 if it does not exist).
+    Get {
+        key: String,
+        /// Data plane: shm, tcp, rdma or resp (default: shm when Redis is on this host).
+        #[arg(long)]
+        transport: Option<autoloc::Transport>,
+    },
+    /// Set a key.
+    Set {
+        key: String,
+        value: String,
+        /// Data plane: shm, tcp, rdma or resp (default: shm when Redis is on this host).
+        #[arg(long)]
+        transport: Option<autoloc::Transport>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,6 +235,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             for f in rt.registry().iter() {
                 println!("{:<10} {}", f.name(), f.usage());
             }
+        }
+        Command::Get { key, transport } => {
+            let t = transport.unwrap_or_else(|| autoloc::Transport::default_for(rt.url()));
+            let mut rt = rt.with_transport(t)?;
+            match rt.get(key.as_bytes())? {
+                Some(v) => println!("{}", String::from_utf8_lossy(&v)),
+                None => bail!("no such key '{key}'"),
+            }
+        }
+        Command::Set {
+            key,
+            value,
+            transport,
+        } => {
+            let t = transport.unwrap_or_else(|| autoloc::Transport::default_for(rt.url()));
+            let mut rt = rt.with_transport(t)?;
+            rt.set(key.as_bytes(), value.as_bytes())?;
+            println!("OK");
         }
     }
     drop(target);
