@@ -45,14 +45,14 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
 }
 
 /// Inside redis-server, memory comes from Redis's allocator (so `INFO memory` counts it); unit
-/// tests run outside Redis, where that allocator does not exist.
-#[cfg(not(test))]
+/// tests and fuzz targets run outside Redis, where that allocator does not exist.
+#[cfg(not(any(test, fuzzing)))]
 type Alloc = redis_module::alloc::RedisAlloc;
-#[cfg(not(test))]
+#[cfg(not(any(test, fuzzing)))]
 const ALLOC: Alloc = redis_module::alloc::RedisAlloc;
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 type Alloc = std::alloc::System;
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 const ALLOC: Alloc = std::alloc::System;
 
 redis_module! {
