@@ -54,6 +54,58 @@ pub enum Access {
 /// A user looked up for a series of checks; freed when dropped.
 struct User(*mut raw::RedisModuleUser);
 
+thread_local! {
+    /// Users looked up during the current [`LockScope`] of this thread, by name; `None` for a
+    /// user who may read and write every key (as of the last [`refresh_standing`]).
+    static SCOPE: std::cell::RefCell<Option<Vec<(String, Option<User>)>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The users the data plane's reaper last found allowed every key (`~*`): their links skip the
+/// per-key check until the next refresh, at most 100 ms later, so a narrowed ACL applies within
+/// that time.
+static ALL_KEYS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Where a user stands, by `ACL GETUSER`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Deleted or disabled (`off`): its links are closed.
+    Gone,
+    /// Enabled; `all_keys` if its key permissions are `~*` (every key, read and write).
+    Active { all_keys: bool },
+}
+
+/// Records, for the users of open links, who may access every key (see [`ALL_KEYS`]).
+pub fn refresh_standing(standings: &[(String, Standing)]) {
+    let all: Vec<String> = standings
+        .iter()
+        .filter(|(_, s)| *s == Standing::Active { all_keys: true })
+        .map(|(u, _)| u.clone())
+        .collect();
+    *ALL_KEYS.lock().unwrap_or_else(|p| p.into_inner()) = all;
+}
+
+/// While alive, the users this thread looks up are kept and reused: a data-plane thread opens
+/// one for each hold of Redis's lock, so a burst of requests looks each user up once. A user
+/// cannot change or disappear while the lock is held (ACL commands run on Redis's main thread),
+/// and the scope ends before the lock is released, so nothing outlives what it points to.
+#[derive(Debug)]
+pub struct LockScope(());
+
+impl LockScope {
+    /// Starts keeping users; the caller holds Redis's lock until it drops the scope.
+    pub fn begin() -> LockScope {
+        SCOPE.with(|s| *s.borrow_mut() = Some(Vec::new()));
+        LockScope(())
+    }
+}
+
+impl Drop for LockScope {
+    fn drop(&mut self) {
+        SCOPE.with(|s| drop(s.borrow_mut().take()));
+    }
+}
+
 impl Drop for User {
     fn drop(&mut self) {
         if let Ok(free) = module_api!(RedisModule_FreeModuleUser) {
@@ -91,22 +143,28 @@ impl Caller {
         Ok(User(user))
     }
 
-    /// Whether the user still exists and is enabled: a link of a deleted or disabled user is
-    /// closed.
-    pub fn alive(&self, ctx: &Context) -> bool {
-        if self.lookup(ctx).is_err() {
-            return false;
-        }
-        // `ACL GETUSER` lists "off" among the flags of a disabled user.
+    /// Whether the user still exists and is enabled (a link of a deleted or disabled user is
+    /// closed), and whether it may access every key.
+    pub fn standing(&self, ctx: &Context) -> Standing {
+        // `ACL GETUSER` replies nil for a deleted user, lists "off" among the flags of a disabled
+        // one, and shows its key permissions as one string ("~*" for every key).
         let Ok(RedisValue::Array(fields)) = ctx.call("ACL", &["GETUSER", self.user.as_str()][..])
         else {
-            return false;
+            return Standing::Gone;
         };
-        let flags = fields
-            .chunks(2)
-            .find(|pair| text(&pair[0]) == Some("flags"))
-            .and_then(|pair| pair.get(1));
-        !matches!(flags, Some(RedisValue::Array(flags)) if flags.iter().any(|f| text(f) == Some("off")))
+        let field = |name: &str| {
+            fields
+                .chunks(2)
+                .find(|pair| text(&pair[0]) == Some(name))
+                .and_then(|pair| pair.get(1))
+        };
+        let off = matches!(field("flags"), Some(RedisValue::Array(flags)) if flags.iter().any(|f| text(f) == Some("off")));
+        if off {
+            return Standing::Gone;
+        }
+        Standing::Active {
+            all_keys: field("keys").and_then(text) == Some("~*"),
+        }
     }
 
     /// Fails with `NOPERM` naming the first key of `keys` the user may not access so.
@@ -116,18 +174,60 @@ impl Caller {
         keys: &[N],
         access: Access,
     ) -> Result<(), Error> {
-        let user = self.lookup(ctx)?;
+        let names: Vec<RedisString> = keys.iter().map(|k| ctx.create_string(k.as_ref())).collect();
+        self.check_names(ctx, &names, access)
+    }
+
+    /// [`Caller::check`] for keys already made into module strings.
+    pub fn check_names(
+        &self,
+        ctx: &Context,
+        names: &[RedisString],
+        access: Access,
+    ) -> Result<(), Error> {
+        // In a scope: `Some(Ok(None))` for a user allowed every key, `Some(Ok(Some(ptr)))` for one
+        // looked up (now or earlier in the scope).
+        let cached = SCOPE.with(|s| {
+            let mut s = s.borrow_mut();
+            let users = s.as_mut()?;
+            if let Some((_, u)) = users.iter().find(|(n, _)| *n == self.user) {
+                return Some(Ok(u.as_ref().map(|u| u.0)));
+            }
+            let all_keys = ALL_KEYS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&self.user);
+            if all_keys {
+                users.push((self.user.clone(), None));
+                return Some(Ok(None));
+            }
+            Some(self.lookup(ctx).map(|u| {
+                let ptr = u.0;
+                users.push((self.user.clone(), Some(u)));
+                Some(ptr)
+            }))
+        });
+        // Outside a scope, a user of our own, freed when this check ends.
+        let own;
+        let user = match cached {
+            Some(found) => match found? {
+                Some(ptr) => ptr,
+                None => return Ok(()),
+            },
+            None => {
+                own = self.lookup(ctx)?;
+                own.0
+            }
+        };
         let check = module_api!(RedisModule_ACLCheckKeyPermissions)?;
         let flags = match access {
             Access::Read => AclPermissions::ACCESS,
             Access::Write => AclPermissions::INSERT | AclPermissions::UPDATE,
         };
-        for key in keys {
-            let key = key.as_ref();
-            let name = ctx.create_string(key);
-            // SAFETY: `user` is live (freed on drop, after this loop) and `name` a valid module
-            // string; Redis's lock is held.
-            let status = unsafe { check(user.0, name.inner, flags.bits()) };
+        for name in names {
+            // SAFETY: `user` is live (freed when its scope or `own` drops, after this loop) and
+            // `name` a valid module string; Redis's lock is held.
+            let status = unsafe { check(user, name.inner, flags.bits()) };
             if status != raw::REDISMODULE_OK as i32 {
                 let verb = match access {
                     Access::Read => "read",
@@ -136,7 +236,7 @@ impl Caller {
                 return Err(Error::NoPerm(format!(
                     "user '{}' has no permission to {verb} key '{}'",
                     self.user,
-                    String::from_utf8_lossy(key)
+                    String::from_utf8_lossy(name.as_slice())
                 )));
             }
         }

@@ -15,7 +15,7 @@ use autoloc_functions::{Error, Store, StoreFuture, Visit};
 
 use crate::acl::{Access, Caller};
 use redis_module::key::RedisKey;
-use redis_module::{CallOptionsBuilder, CallResult, Context, KeyType};
+use redis_module::{CallOptionsBuilder, CallResult, Context, KeyType, RedisString};
 
 /// The value of the open key `key` (named `name`) under the read rule.
 pub fn value_of<'k>(key: &'k RedisKey, name: &[u8]) -> Result<Option<&'k [u8]>, Error> {
@@ -40,13 +40,13 @@ pub fn read_keys<'k, N: AsRef<[u8]>>(
     names: &[N],
     opened: &'k mut Vec<RedisKey>,
 ) -> Result<Vec<Option<&'k [u8]>>, Error> {
-    caller.check(ctx, names, Access::Read)?;
+    let strings: Vec<RedisString> = names
+        .iter()
+        .map(|n| ctx.create_string(n.as_ref()))
+        .collect();
+    caller.check_names(ctx, &strings, Access::Read)?;
     opened.clear();
-    opened.extend(
-        names
-            .iter()
-            .map(|n| ctx.open_key(&ctx.create_string(n.as_ref()))),
-    );
+    opened.extend(strings.iter().map(|s| ctx.open_key(s)));
     opened
         .iter()
         .zip(names)

@@ -28,7 +28,7 @@ use autoloc_dataplane::shm::{PeerState, ShmConfig, ShmServer};
 use autoloc_dataplane::tcp::TcpServer;
 use redis_module::{Context, DetachedFromClient, ThreadSafeContext};
 
-use crate::acl::Caller;
+use crate::acl::{self, Caller, LockScope, Standing};
 
 mod serve;
 
@@ -361,6 +361,8 @@ fn run(inbox: &Mutex<Vec<Entry>>, count: &AtomicU64) {
             idle = 0;
             let seen = Instant::now();
             let guard = tsc.lock();
+            // Users looked up once per hold of the lock, released before it is.
+            let acl_scope = LockScope::begin();
             STATS.lock_acquisitions.fetch_add(1, Relaxed);
             let bound = crate::config::get().lock_bound;
             let mut hit_bound = false;
@@ -401,6 +403,7 @@ fn run(inbox: &Mutex<Vec<Entry>>, count: &AtomicU64) {
                     break;
                 }
             }
+            drop(acl_scope);
             drop(guard);
             load.busy(seen.elapsed());
             for i in broken.into_iter().rev() {
@@ -439,8 +442,9 @@ fn run(inbox: &Mutex<Vec<Entry>>, count: &AtomicU64) {
     }
 }
 
-/// Closes the links of users deleted or disabled since they connected, and forgets the TCP
-/// connections of such users (their requests are then refused).
+/// Closes the links of users deleted or disabled since they connected, forgets the TCP
+/// connections of such users (their requests are then refused), and notes which users may
+/// access every key ([`acl::refresh_standing`]).
 fn forget_gone_users(tsc: &ThreadSafeContext<DetachedFromClient>, links: &mut Vec<Entry>) {
     let tcp_users: Vec<Caller> = tcp_identities()
         .as_ref()
@@ -451,14 +455,17 @@ fn forget_gone_users(tsc: &ThreadSafeContext<DetachedFromClient>, links: &mut Ve
     }
     let guard = tsc.lock();
     let ctx: &Context = &guard;
-    let mut verdicts: Vec<(String, bool)> = Vec::new();
-    let mut alive = |c: &Caller| match verdicts.iter().find(|(u, _)| *u == c.user) {
-        Some((_, a)) => *a,
-        None => {
-            let a = c.alive(ctx);
-            verdicts.push((c.user.clone(), a));
-            a
-        }
+    let mut verdicts: Vec<(String, Standing)> = Vec::new();
+    let mut alive = |c: &Caller| {
+        let s = match verdicts.iter().find(|(u, _)| *u == c.user) {
+            Some((_, s)) => *s,
+            None => {
+                let s = c.standing(ctx);
+                verdicts.push((c.user.clone(), s));
+                s
+            }
+        };
+        s != Standing::Gone
     };
     links.retain(|e| e.caller.as_ref().is_none_or(&mut alive));
     let gone: Vec<String> = tcp_users
@@ -467,6 +474,7 @@ fn forget_gone_users(tsc: &ThreadSafeContext<DetachedFromClient>, links: &mut Ve
         .map(|c| c.user.clone())
         .collect();
     drop(guard);
+    acl::refresh_standing(&verdicts);
     if !gone.is_empty() {
         if let Some(ids) = tcp_identities().as_mut() {
             ids.peers.retain(|_, c| !gone.contains(&c.user));
