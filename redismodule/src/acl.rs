@@ -54,11 +54,13 @@ pub enum Access {
 /// A user looked up for a series of checks; freed when dropped.
 struct User(*mut raw::RedisModuleUser);
 
+/// Users looked up during one [`LockScope`], by name; `None` for a user who may read and write
+/// every key (as of the last [`refresh_standing`]).
+type ScopeUsers = Vec<(String, Option<User>)>;
+
 thread_local! {
-    /// Users looked up during the current [`LockScope`] of this thread, by name; `None` for a
-    /// user who may read and write every key (as of the last [`refresh_standing`]).
-    static SCOPE: std::cell::RefCell<Option<Vec<(String, Option<User>)>>> =
-        const { std::cell::RefCell::new(None) };
+    /// This thread's current [`LockScope`], if one is open.
+    static SCOPE: std::cell::RefCell<Option<ScopeUsers>> = const { std::cell::RefCell::new(None) };
 }
 
 /// The users the data plane's reaper last found allowed every key (`~*`): their links skip the
