@@ -27,19 +27,30 @@ fn guard(command: &str, f: impl FnOnce() -> RedisResult) -> RedisResult {
 /// compute-side), `-CODE message` if it failed.
 pub fn call(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard("AUTOLOC.CALL", || {
-        let [_, function, fargs @ ..] = args.as_slice() else {
-            return Err(RedisError::WrongArity);
-        };
-        let fargs: Vec<&[u8]> = fargs.iter().map(RedisString::as_slice).collect();
-        let caller = Caller::of_client(ctx).map_err(|e| invoke::error(&e))?;
-        let run = invoke::invoke(
-            ctx,
-            function.as_slice(),
-            &fargs,
-            Request::now(&caller, false),
-        );
+        let (_, run) = run_for_client(ctx, &args, false)?;
         invoke::to_resp(run)
     })
+}
+
+/// Runs `<function> <args...>` (after the command's name in `args`) for the calling client:
+/// its ACL user, on its database. Returns the caller too, for the reply.
+fn run_for_client(
+    ctx: &Context,
+    args: &[RedisString],
+    keep_read_set: bool,
+) -> Result<(Caller, invoke::StorageRun), RedisError> {
+    let [_, function, fargs @ ..] = args else {
+        return Err(RedisError::WrongArity);
+    };
+    let fargs: Vec<&[u8]> = fargs.iter().map(RedisString::as_slice).collect();
+    let caller = Caller::of_client(ctx).map_err(|e| invoke::error(&e))?;
+    let run = invoke::invoke(
+        ctx,
+        function.as_slice(),
+        &fargs,
+        Request::now(&caller, keep_read_set),
+    );
+    Ok((caller, run))
 }
 
 /// `AUTOLOC.INVOKE <function> <args...>`: `AUTOLOC.CALL` for compute nodes over RESP. The
@@ -48,17 +59,7 @@ pub fn call(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 /// transport hands the runtime the same outcome.
 pub fn invoke_frame(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard("AUTOLOC.INVOKE", || {
-        let [_, function, fargs @ ..] = args.as_slice() else {
-            return Err(RedisError::WrongArity);
-        };
-        let fargs: Vec<&[u8]> = fargs.iter().map(RedisString::as_slice).collect();
-        let caller = Caller::of_client(ctx).map_err(|e| invoke::error(&e))?;
-        let run = invoke::invoke(
-            ctx,
-            function.as_slice(),
-            &fargs,
-            Request::now(&caller, true),
-        );
+        let (caller, run) = run_for_client(ctx, &args, true)?;
         let mut frame = FrameBuf::default();
         invoke::reply(ctx, &caller, 0, run, &mut frame)
             .map_err(|e| RedisError::String(format!("TOOLARGE reply not sent: {e}")))?;
