@@ -7,7 +7,6 @@ mod common;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use autoloc::session::Reply;
 use autoloc::{Placement, Runtime, Transport};
 use autoloc_dataplane::wire::{self, Message};
 use autoloc_dataplane::Frame;
@@ -26,18 +25,6 @@ fn code(r: Result<autoloc::Invocation, autoloc::Error>) -> ErrorCode {
         Err(autoloc::Error::Function(e)) => e.code(),
         other => panic!("expected a function error, got {other:?}"),
     }
-}
-
-fn set_over(rt: &mut Runtime, key: &str, value: &str) -> Reply {
-    rt.session()
-        .unwrap()
-        .borrow_mut()
-        .call(&Message::Set {
-            key: key.as_bytes(),
-            value: value.as_bytes(),
-        })
-        .unwrap()
-        .reply
 }
 
 #[test]
@@ -101,14 +88,14 @@ fn keys_answer_to_the_callers_acl_on_every_path() {
         if t != Transport::Resp {
             // Writes need write permission: alice may not write secret:*, reader may not write.
             assert!(
-                matches!(set_over(&mut alice, "secret:2", "x"), Reply::Error(e) if e.code() == ErrorCode::NoPerm)
+                matches!(alice.set(b"secret:2", b"x"), Err(autoloc::Error::Function(e)) if e.code() == ErrorCode::NoPerm)
             );
             let mut reader = Runtime::connect(&url_of(&s, "reader"))
                 .unwrap()
                 .with_transport(t)
                 .unwrap();
             assert!(
-                matches!(set_over(&mut reader, "public:2", "x"), Reply::Error(e) if e.code() == ErrorCode::NoPerm)
+                matches!(reader.set(b"public:2", b"x"), Err(autoloc::Error::Function(e)) if e.code() == ErrorCode::NoPerm)
             );
             assert!(reader
                 .invoke("get", &["secret:1"], Placement::Storage)

@@ -11,26 +11,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use autoloc::server::{find_module, RedisServer};
-use autoloc::session::Reply;
 use autoloc::stats::info_field;
-use autoloc::{Runtime, Transport};
-use autoloc_dataplane::wire::Message;
+use autoloc::Transport;
 use common::*;
-
-/// Sets `key` to `value` through `rt`'s data-plane session: the module's write path.
-fn set(rt: &mut Runtime, key: &str, value: &str) {
-    let reply = rt
-        .session()
-        .unwrap()
-        .borrow_mut()
-        .call(&Message::Set {
-            key: key.as_bytes(),
-            value: value.as_bytes(),
-        })
-        .unwrap()
-        .reply;
-    assert_eq!(reply, Reply::Ok, "SET {key}");
-}
 
 fn get(s: &RedisServer, key: &str) -> Option<Vec<u8>> {
     match raw(s).call(&["GET", key]).unwrap() {
@@ -54,7 +37,8 @@ fn module_writes_reach_a_replica() {
     for t in [Transport::Shm, Transport::Tcp] {
         let mut rt = runtime(&primary).with_transport(t).unwrap();
         for i in 0..20 {
-            set(&mut rt, &format!("{t}:{i}"), &format!("v{i}"));
+            rt.set(format!("{t}:{i}").as_bytes(), format!("v{i}").as_bytes())
+                .unwrap();
         }
     }
     for t in [Transport::Shm, Transport::Tcp] {
@@ -81,7 +65,8 @@ fn writes_survive_kill_9_once_the_main_loop_has_turned() {
     for t in [Transport::Shm, Transport::Tcp] {
         let mut rt = runtime(&s).with_transport(t).unwrap();
         for i in 0..50 {
-            set(&mut rt, &format!("{t}:{i}"), &format!("v{i}"));
+            rt.set(format!("{t}:{i}").as_bytes(), format!("v{i}").as_bytes())
+                .unwrap();
         }
     }
     // The main thread's next turn flushes and fsyncs the AOF; a reply on the control
