@@ -17,7 +17,7 @@ macro_rules! module_api {
         // before any command runs or any thread starts; afterwards it is only read.
         let f = unsafe { raw::$name };
         f.ok_or_else(|| {
-            Error::Busy(format!(
+            autoloc_functions::Error::Busy(format!(
                 "this redis-server lacks {} (Redis 7 needed)",
                 stringify!($name)
             ))
@@ -99,6 +99,17 @@ impl LockScope {
     pub fn begin() -> LockScope {
         SCOPE.with(|s| *s.borrow_mut() = Some(Vec::new()));
         LockScope(())
+    }
+
+    /// Frees the users looked up so far and starts afresh: called before the lock is given back
+    /// in the middle of a scope (they may change while it is released).
+    pub fn renew() {
+        SCOPE.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.is_some() {
+                *s = Some(Vec::new());
+            }
+        });
     }
 }
 

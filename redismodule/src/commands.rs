@@ -2,10 +2,10 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
+use redis_module::{Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
 
 use crate::acl::Caller;
-use crate::invoke::{self, registry, FrameBuf, Request};
+use crate::invoke::{self, registry, Request, Thread};
 use crate::store::read_keys;
 
 /// Runs `f`, replying with an error instead of unwinding into redis-server if it panics.
@@ -26,31 +26,7 @@ fn guard(command: &str, f: impl FnOnce() -> RedisResult) -> RedisResult {
 /// result as RESP; `-PUSHBACK ...` if it ran past the budget (the caller should run it
 /// compute-side), `-CODE message` if it failed.
 pub fn call(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    guard("AUTOLOC.CALL", || {
-        let (_, run) = run_for_client(ctx, &args, false)?;
-        invoke::to_resp(run)
-    })
-}
-
-/// Runs `<function> <args...>` (after the command's name in `args`) for the calling client:
-/// its ACL user, on its database. Returns the caller too, for the reply.
-fn run_for_client(
-    ctx: &Context,
-    args: &[RedisString],
-    keep_read_set: bool,
-) -> Result<(Caller, invoke::StorageRun), RedisError> {
-    let [_, function, fargs @ ..] = args else {
-        return Err(RedisError::WrongArity);
-    };
-    let fargs: Vec<&[u8]> = fargs.iter().map(RedisString::as_slice).collect();
-    let caller = Caller::of_client(ctx).map_err(|e| invoke::error(&e))?;
-    let run = invoke::invoke(
-        ctx,
-        function.as_slice(),
-        &fargs,
-        Request::now(&caller, keep_read_set),
-    );
-    Ok((caller, run))
+    guard("AUTOLOC.CALL", || run_for_client(ctx, &args, false))
 }
 
 /// `AUTOLOC.INVOKE <function> <args...>`: `AUTOLOC.CALL` for compute nodes over RESP. The
@@ -58,13 +34,50 @@ fn run_for_client(
 /// with the run's cost, `Pushback` with its read set, or `Error` with its code), so every
 /// transport hands the runtime the same outcome.
 pub fn invoke_frame(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    guard("AUTOLOC.INVOKE", || {
-        let (caller, run) = run_for_client(ctx, &args, true)?;
-        let mut frame = FrameBuf::default();
-        invoke::reply(ctx, &caller, 0, run, &mut frame)
-            .map_err(|e| RedisError::String(format!("TOOLARGE reply not sent: {e}")))?;
-        Ok(RedisValue::StringBuffer(frame.0))
-    })
+    guard("AUTOLOC.INVOKE", || run_for_client(ctx, &args, true))
+}
+
+/// Runs `<function> <args...>` (after the command's name in `args`) for the calling client:
+/// its ACL user, on its database; replies as `AUTOLOC.INVOKE` if `frame`, else as
+/// `AUTOLOC.CALL`.
+///
+/// It starts on Redis's main thread, which cannot give the lock back while it runs. A run that
+/// is still going after `lock-us` stops there (having written nothing), the client is blocked,
+/// and a data-plane thread runs it again from the start with its whole budget, giving the lock
+/// back every `lock-us` ([`crate::lock`]), then answers and unblocks the client. Inside `MULTI`
+/// or a script, where a client cannot block, it runs to its budget on the main thread.
+fn run_for_client(ctx: &Context, args: &[RedisString], frame: bool) -> RedisResult {
+    let [_, function, fargs @ ..] = args else {
+        return Err(RedisError::WrongArity);
+    };
+    let fargs: Vec<&[u8]> = fargs.iter().map(RedisString::as_slice).collect();
+    let caller = Caller::of_client(ctx).map_err(|e| invoke::error(&e))?;
+    let may_block = !ctx
+        .get_flags()
+        .intersects(ContextFlags::MULTI | ContextFlags::LUA | ContextFlags::DENY_BLOCKING);
+    let on = if may_block {
+        Thread::MainMayDefer
+    } else {
+        Thread::Main
+    };
+    let run = invoke::invoke(
+        ctx,
+        function.as_slice(),
+        &fargs,
+        Request::now(&caller, frame, on),
+    );
+    if !run.deferred {
+        return invoke::answer(ctx, &caller, run, frame);
+    }
+    crate::dataplane::defer(crate::dataplane::Deferred {
+        client: ctx.block_client(),
+        caller,
+        function: function.as_slice().to_vec(),
+        args: fargs.iter().map(|a| a.to_vec()).collect(),
+        frame,
+        seen: std::time::Instant::now(),
+    });
+    Ok(RedisValue::NoReply)
 }
 
 /// `AUTOLOC.MGET <key> [key ...]`: `MGET` under the module's read rule (a key of another type

@@ -19,6 +19,7 @@ use redis_module::{Context, RedisError, RedisResult, RedisValue};
 
 use crate::acl::Caller;
 use crate::counters::{self, Sample};
+use crate::lock::Hold;
 use crate::store::{read_keys, KeyspaceStore};
 
 /// The functions this module runs.
@@ -39,25 +40,48 @@ pub struct Request<'a> {
     pub overloaded: bool,
     /// Whether to remember the keys read, to hand them back with a pushback.
     pub keep_read_set: bool,
+    /// Where it runs: on Redis's main thread (a command), or on a data-plane thread, which
+    /// gives the lock back between store accesses while it runs.
+    pub on: Thread<'a>,
+}
+
+/// The thread an invocation runs on, which decides how long it may keep Redis's lock.
+#[derive(Debug, Clone, Copy)]
+pub enum Thread<'a> {
+    /// Redis's main thread, in a command that may block its client: the run stops once it has
+    /// held the lock for `lock-us` and is [`StorageRun::deferred`], to be finished by a
+    /// data-plane thread ([`crate::dataplane::defer`]).
+    MainMayDefer,
+    /// Redis's main thread, in a command that cannot block (inside `MULTI`, a script): it runs
+    /// to its budget, as a script would.
+    Main,
+    /// A data-plane thread, under `hold`.
+    DataPlane(&'a Hold),
 }
 
 impl<'a> Request<'a> {
-    /// A request of `caller` seen now, at the normal budget.
-    pub fn now(caller: &'a Caller, keep_read_set: bool) -> Request<'a> {
+    /// A request of `caller` seen now on `on`, at the normal budget.
+    pub fn now(caller: &'a Caller, keep_read_set: bool, on: Thread<'a>) -> Request<'a> {
         Request {
             caller,
             seen: Instant::now(),
             overloaded: false,
             keep_read_set,
+            on,
         }
     }
 
-    fn budget(&self) -> Duration {
+    /// Its budget, and whether the run is cut short to be deferred rather than pushed back.
+    fn budget(&self) -> (Duration, bool) {
         let cfg = crate::config::get();
-        if self.overloaded {
+        let budget = if self.overloaded {
             cfg.overload_budget.min(cfg.budget)
         } else {
             cfg.budget
+        };
+        match self.on {
+            Thread::MainMayDefer if cfg.lock_bound < budget => (cfg.lock_bound, true),
+            _ => (budget, false),
         }
     }
 }
@@ -71,6 +95,9 @@ pub struct StorageRun {
     pub cost: InvokeCost,
     /// The keys it read, if asked for (the read set of a pushback).
     pub read_set: Vec<Vec<u8>>,
+    /// Stopped on the main thread at `lock-us`, before its budget, with nothing written and
+    /// nothing counted: to be run again by a data-plane thread.
+    pub deferred: bool,
 }
 
 /// Runs the function `name` with `args` storage-side, against the keyspace of `ctx`, and counts
@@ -92,16 +119,29 @@ pub fn invoke<A: AsRef<[u8]>>(
                     ..InvokeCost::default()
                 },
                 read_set: Vec::new(),
+                deferred: false,
             }
         }
     };
     let args: Vec<Vec<u8>> = args.iter().map(|a| a.as_ref().to_vec()).collect();
-    let mut store = KeyspaceStore::new(ctx, req.caller, req.budget());
+    let (budget, may_defer) = req.budget();
+    let mut store = KeyspaceStore::new(ctx, req.caller, budget);
+    if let Thread::DataPlane(hold) = req.on {
+        store = store.holding(hold);
+    }
     if req.keep_read_set {
         store = store.remembering_reads();
     }
     let cpu = thread_cpu_ns();
     let mut result = block_on(function.call(&store, &args));
+    if may_defer && result.as_ref().is_err_and(Error::is_pushback) {
+        return StorageRun {
+            result,
+            cost: InvokeCost::default(),
+            read_set: Vec::new(),
+            deferred: true,
+        };
+    }
     if result.is_ok() {
         // Its writes, all together, only now that it succeeded.
         if let Err(e) = store.commit() {
@@ -109,6 +149,10 @@ pub fn invoke<A: AsRef<[u8]>>(
         }
     }
     let storage_cpu_ns = thread_cpu_ns().saturating_sub(cpu);
+    if let Thread::DataPlane(hold) = req.on {
+        // Its writes are acknowledged only once they are in the AOF.
+        hold.settle();
+    }
     let (keys_read, bytes_read) = store.reads();
     counters::record(
         index,
@@ -138,7 +182,20 @@ pub fn invoke<A: AsRef<[u8]>>(
             reads: store.accesses(),
         },
         read_set,
+        deferred: false,
     }
+}
+
+/// A finished run as a command replies: `AUTOLOC.CALL` as RESP ([`to_resp`]), `AUTOLOC.INVOKE`
+/// as one bulk string holding its wire frame ([`reply`]).
+pub fn answer(ctx: &Context, caller: &Caller, run: StorageRun, frame: bool) -> RedisResult {
+    if !frame {
+        return to_resp(run);
+    }
+    let mut buf = FrameBuf::default();
+    reply(ctx, caller, 0, run, &mut buf)
+        .map_err(|e| RedisError::String(format!("TOOLARGE reply not sent: {e}")))?;
+    Ok(RedisValue::StringBuffer(buf.0))
 }
 
 /// A run as `AUTOLOC.CALL` replies: the result as RESP, or `-CODE message`.

@@ -9,6 +9,8 @@
 //! - [`store`]: the read rule and the one read path ([`store::read_keys`]) and write path every
 //!   key access goes through, and [`store::KeyspaceStore`], the `Store` storage-side functions
 //!   run against: values are read in place (string DMA, no copy), every access checks the budget.
+//! - [`lock`]: Redis's lock as a data-plane thread holds it: given back every `lock-us` while
+//!   a long invocation runs, and waited on until a write is in the AOF before it is answered.
 //! - [`invoke`]: the one invoke path (resolve, budget, run, count, encode as RESP or a wire frame).
 //! - [`commands`]: `AUTOLOC.CALL`, `AUTOLOC.INVOKE`, `AUTOLOC.MGET`, `AUTOLOC.STATS`,
 //!   `AUTOLOC.FUNCTIONS`, `AUTOLOC.CONNECT`; every entry point catches panics and replies with an
@@ -24,6 +26,7 @@ pub mod config;
 pub mod counters;
 pub mod dataplane;
 pub mod invoke;
+pub mod lock;
 pub mod placement;
 pub mod store;
 
@@ -33,6 +36,10 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     let args: Vec<&[u8]> = args.iter().map(RedisString::as_slice).collect();
     match config::Config::parse(&args) {
         Ok(c) => {
+            if let Err(e) = lock::subscribe(ctx) {
+                ctx.log_warning(&format!("autoloc: {e}"));
+                return Status::Err;
+            }
             ctx.log_notice(&format!("autoloc: loaded, {c}"));
             config::set(c);
             Status::Ok

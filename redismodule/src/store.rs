@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use autoloc_functions::{Error, Store, StoreFuture, Visit};
 
 use crate::acl::{Access, Caller};
+use crate::lock::Hold;
 use redis_module::key::RedisKey;
 use redis_module::{CallOptionsBuilder, CallResult, Context, KeyType, RedisString};
 
@@ -86,12 +87,18 @@ const CHECK_EVERY: usize = 64;
 
 /// Reads values in place: each key is opened read-only and its string borrowed through DMA, so
 /// a function decodes Redis's own bytes with no copy. Every access checks the budget; an
-/// invocation past it fails with [`Error::Pushback`] so the caller runs it compute-side.
+/// invocation past it fails with [`Error::Pushback`] so the caller runs it compute-side. On a
+/// data-plane thread, every access and checkpoint first gives Redis's lock back if it has been
+/// held for `lock-us` ([`Hold::breathe`]); the budget counts only the time the lock was held.
 pub struct KeyspaceStore<'c> {
     ctx: &'c Context,
     /// Whose ACL every access answers to.
     caller: &'c Caller,
+    /// The data-plane thread's hold of the lock, which it may give back between accesses.
+    hold: Option<&'c Hold>,
     started: Instant,
+    /// `hold`'s given-back time when the run started.
+    given_back_before: Duration,
     budget: Duration,
     keys_read: Cell<u64>,
     bytes_read: Cell<u64>,
@@ -119,7 +126,9 @@ impl<'c> KeyspaceStore<'c> {
         KeyspaceStore {
             ctx,
             caller,
+            hold: None,
             started: Instant::now(),
+            given_back_before: Duration::ZERO,
             budget,
             keys_read: Cell::new(0),
             bytes_read: Cell::new(0),
@@ -127,6 +136,22 @@ impl<'c> KeyspaceStore<'c> {
             remembered: None,
             writes: std::cell::RefCell::new(Vec::new()),
         }
+    }
+
+    /// Runs under a data-plane thread's `hold`, giving the lock back between accesses.
+    pub fn holding(mut self, hold: &'c Hold) -> Self {
+        self.given_back_before = hold.given_back();
+        self.hold = Some(hold);
+        self
+    }
+
+    /// Gives the lock back if it has been held long enough, then checks the budget: at the
+    /// start of every access, where the function holds nothing of Redis's.
+    fn turn(&self) -> Result<(), Error> {
+        if let Some(hold) = self.hold {
+            hold.breathe();
+        }
+        self.check_budget()
     }
 
     /// Also remembers the names of the keys read ([`KeyspaceStore::remembered`]).
@@ -155,7 +180,10 @@ impl<'c> KeyspaceStore<'c> {
     }
 
     fn check_budget(&self) -> Result<(), Error> {
-        let spent = self.started.elapsed();
+        let released = self
+            .hold
+            .map_or(Duration::ZERO, |h| h.given_back() - self.given_back_before);
+        let spent = self.started.elapsed().saturating_sub(released);
         if spent > self.budget {
             return Err(Error::Pushback {
                 budget_us: self.budget.as_micros() as u64,
@@ -171,11 +199,15 @@ impl<'c> KeyspaceStore<'c> {
         if writes.is_empty() {
             return Ok(());
         }
-        write_keys(self.ctx, self.caller, &writes)
+        write_keys(self.ctx, self.caller, &writes)?;
+        if let Some(hold) = self.hold {
+            hold.wrote();
+        }
+        Ok(())
     }
 
     fn read_now(&self, keys: &[Vec<u8>], visit: Visit<'_>) -> Result<(), Error> {
-        self.check_budget()?;
+        self.turn()?;
         self.accesses.set(self.accesses.get() + 1);
         self.keys_read.set(self.keys_read.get() + keys.len() as u64);
         if let Some(r) = &self.remembered {
@@ -207,7 +239,7 @@ impl Store for KeyspaceStore<'_> {
 
     fn write<'a>(&'a self, key: &'a [u8], value: &'a [u8]) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            self.check_budget()?;
+            self.turn()?;
             // Checked now (NOPERM at once), applied when the function succeeds.
             self.caller.check(self.ctx, &[key], Access::Write)?;
             self.writes
@@ -218,6 +250,6 @@ impl Store for KeyspaceStore<'_> {
     }
 
     fn checkpoint(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async move { self.check_budget() })
+        Box::pin(async move { self.turn() })
     }
 }

@@ -5,37 +5,12 @@
 
 mod common;
 
-use autoloc::{Output, Placement, Runtime, Transport};
+use autoloc::{Placement, Runtime, Transport};
 use autoloc_dataplane::Frame;
-use autoloc_functions::graph::encode_adjacency;
 use autoloc_functions::ErrorCode;
 use common::*;
 
 const ALL: [Transport; 3] = [Transport::Shm, Transport::Tcp, Transport::Resp];
-
-/// Vertex 10 -> 11, 12, 20; each of those -> 10.
-fn small_graph(c: &mut autoloc_dataplane::Connection) {
-    for (v, n) in [
-        (10u32, vec![11u32, 12, 20]),
-        (11, vec![10]),
-        (12, vec![10]),
-        (20, vec![10]),
-    ] {
-        c.call(&[
-            b"SET".as_slice(),
-            v.to_string().as_bytes(),
-            &encode_adjacency(&n),
-        ])
-        .unwrap();
-    }
-}
-
-fn scores(o: &Output) -> Vec<(u32, f64)> {
-    match o {
-        Output::Scores(s) => s.clone(),
-        other => panic!("{other:?}"),
-    }
-}
 
 fn get(c: &mut autoloc_dataplane::Connection, key: &str) -> Option<Vec<u8>> {
     match c.call(&["GET", key]).unwrap() {

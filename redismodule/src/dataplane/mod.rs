@@ -7,9 +7,12 @@
 //!
 //! The loop of one thread:
 //! 1. take new links from its inbox;
-//! 2. if any link has a request waiting: note the time, take Redis's lock, serve bursts of up
-//!    to [`BURST`] requests link by link until none is waiting or the lock has been held for
-//!    `lock-us`, release it (and yield if the bound was hit, so Redis's main thread gets it);
+//! 2. if a deferred command ([`defer`]) or any link has a request waiting: note the time, take
+//!    Redis's lock, run the deferred commands, then serve bursts of up to [`BURST`] requests
+//!    link by link until none is waiting or the lock has been held for `lock-us`, release it
+//!    (and yield if the bound was hit, so Redis's main thread gets it). A long invocation gives
+//!    the lock back every `lock-us` while it runs, and a write is acknowledged once it is in the
+//!    AOF ([`crate::lock::Hold`]);
 //! 3. else back off: spin, then yield, then park (on the link's own doorbell or io_uring when it
 //!    serves one link, else naps growing from 250 us to 4 ms), so an idle server burns almost
 //!    no CPU; the price is up to one nap of latency for the first request after a long idle;
@@ -26,9 +29,13 @@ use autoloc_dataplane::link::ServerLink;
 use autoloc_dataplane::secret::Secret;
 use autoloc_dataplane::shm::{PeerState, ShmConfig, ShmServer};
 use autoloc_dataplane::tcp::TcpServer;
-use redis_module::{Context, DetachedFromClient, ThreadSafeContext};
+use redis_module::{
+    BlockedClient, Context, DetachedFromClient, RedisError, RedisResult, ThreadSafeContext,
+};
 
 use crate::acl::{self, Caller, LockScope, Standing};
+use crate::invoke::{self, Request, Thread};
+use crate::lock::Hold;
 
 mod serve;
 
@@ -60,6 +67,14 @@ pub struct Stats {
     pub lock_acquisitions: AtomicU64,
     /// Bursts cut short by the lock bound.
     pub lock_bound_hits: AtomicU64,
+    /// Times an invocation gave the lock back while it ran.
+    pub lock_yields: AtomicU64,
+    /// Times Redis's main thread took the lock when a data-plane thread gave it back.
+    pub lock_handoffs: AtomicU64,
+    /// Acknowledgements of writes that waited until the writes were in the AOF.
+    pub settled_writes: AtomicU64,
+    /// `AUTOLOC.CALL`/`AUTOLOC.INVOKE` runs moved off Redis's main thread at `lock-us`.
+    pub deferred: AtomicU64,
     /// Invocations pushed back to their callers (budget or overload).
     pub pushbacks: AtomicU64,
     /// TCP connections closed without a reply: no valid one-time secret first.
@@ -110,8 +125,35 @@ impl Load {
     }
 }
 
+/// An `AUTOLOC.CALL` or `AUTOLOC.INVOKE` that ran past `lock-us` on Redis's main thread: its
+/// client is blocked until a data-plane thread has run it again and answered.
+pub struct Deferred {
+    /// The blocked client, answered and unblocked when the run ends.
+    pub client: BlockedClient,
+    /// Its ACL user and database.
+    pub caller: Caller,
+    /// The function and its arguments.
+    pub function: Vec<u8>,
+    pub args: Vec<Vec<u8>>,
+    /// Whether to answer as `AUTOLOC.INVOKE` (a wire frame) rather than `AUTOLOC.CALL`.
+    pub frame: bool,
+    /// When it was deferred.
+    pub seen: Instant,
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deferred")
+            .field("caller", &self.caller)
+            .field("function", &String::from_utf8_lossy(&self.function))
+            .field("frame", &self.frame)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Worker {
     inbox: Arc<Mutex<Vec<Entry>>>,
+    deferred: Arc<Mutex<Vec<Deferred>>>,
     links: Arc<AtomicU64>,
     thread: std::thread::Thread,
 }
@@ -204,6 +246,10 @@ static STATS: Stats = Stats {
     requests: AtomicU64::new(0),
     lock_acquisitions: AtomicU64::new(0),
     lock_bound_hits: AtomicU64::new(0),
+    lock_yields: AtomicU64::new(0),
+    lock_handoffs: AtomicU64::new(0),
+    settled_writes: AtomicU64::new(0),
+    deferred: AtomicU64::new(0),
     pushbacks: AtomicU64::new(0),
     tcp_rejected: AtomicU64::new(0),
     busy_permille: AtomicU64::new(0),
@@ -232,20 +278,22 @@ fn dataplane() -> &'static DataPlane {
             .enumerate()
             .filter_map(|(i, core)| {
                 let inbox = Arc::new(Mutex::new(Vec::new()));
+                let deferred = Arc::new(Mutex::new(Vec::new()));
                 let links = Arc::new(AtomicU64::new(0));
-                let (inbox2, links2) = (inbox.clone(), links.clone());
+                let (inbox2, deferred2, links2) = (inbox.clone(), deferred.clone(), links.clone());
                 let handle = std::thread::Builder::new()
                     .name(format!("autoloc-dp{i}"))
                     .spawn(move || {
                         if let Some(core) = core {
                             core_affinity::set_for_current(core_affinity::CoreId { id: core });
                         }
-                        run(&inbox2, &links2);
+                        run(&inbox2, &deferred2, &links2);
                     })
                     // A thread that cannot be started is left out; with none, CONNECT says so.
                     .ok()?;
                 Some(Worker {
                     inbox,
+                    deferred,
                     links,
                     thread: handle.thread().clone(),
                 })
@@ -271,6 +319,60 @@ fn hand_over(entry: Entry) -> Result<(), String> {
         .push(entry);
     w.thread.unpark();
     Ok(())
+}
+
+/// Hands a deferred command to the data-plane thread with the fewest deferred commands waiting
+/// (starting the threads if need be). Without any thread, answers with an error.
+pub fn defer(d: Deferred) {
+    STATS.deferred.fetch_add(1, Relaxed);
+    let dp = dataplane();
+    let Some(w) = dp
+        .workers
+        .iter()
+        .min_by_key(|w| w.deferred.lock().unwrap_or_else(|p| p.into_inner()).len())
+    else {
+        let busy = autoloc_functions::Error::Busy("no data-plane thread could be started".into());
+        answer(d.client, Err(invoke::error(&busy)));
+        return;
+    };
+    w.deferred.lock().unwrap_or_else(|p| p.into_inner()).push(d);
+    w.thread.unpark();
+}
+
+/// Answers a blocked client and unblocks it (the reply API needs no lock).
+fn answer(client: BlockedClient, result: RedisResult) {
+    let tsc = ThreadSafeContext::with_blocked_client(client);
+    tsc.reply(result);
+}
+
+/// Runs a deferred command under `hold` and answers its client; a panic becomes an error.
+fn run_deferred(ctx: &Context, hold: &Hold, d: Deferred) {
+    let Deferred {
+        client,
+        caller,
+        function,
+        args,
+        frame,
+        seen,
+    } = d;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        serve::select_db(ctx, caller.db).map_err(|e| invoke::error(&e))?;
+        let req = Request {
+            caller: &caller,
+            seen,
+            overloaded: false,
+            keep_read_set: frame,
+            on: Thread::DataPlane(hold),
+        };
+        let run = invoke::invoke(ctx, &function, &args, req);
+        invoke::answer(ctx, &caller, run, frame)
+    }))
+    .unwrap_or_else(|_| {
+        Err(RedisError::Str(
+            "ERR internal error (panic) in a deferred invocation",
+        ))
+    });
+    answer(client, result);
 }
 
 /// `AUTOLOC.CONNECT shm`: a new segment for `caller`; returns the path it maps and the secret
@@ -344,9 +446,10 @@ pub fn connect_rdma(client: &[u8], caller: Caller) -> Result<String, String> {
     Ok(server.to_text())
 }
 
-fn run(inbox: &Mutex<Vec<Entry>>, count: &AtomicU64) {
+fn run(inbox: &Mutex<Vec<Entry>>, deferred: &Mutex<Vec<Deferred>>, count: &AtomicU64) {
     let tsc: ThreadSafeContext<DetachedFromClient> = ThreadSafeContext::new();
     let mut links: Vec<Entry> = Vec::new();
+    let mut waiting: std::collections::VecDeque<Deferred> = std::collections::VecDeque::new();
     let mut idle: u32 = 0;
     let mut last_reap = Instant::now();
     let mut load = Load::default();
@@ -357,7 +460,10 @@ fn run(inbox: &Mutex<Vec<Entry>>, count: &AtomicU64) {
         if let Ok(mut new) = inbox.try_lock() {
             links.append(&mut new);
         }
-        if links.iter().any(Entry::has_pending) {
+        if let Ok(mut new) = deferred.try_lock() {
+            waiting.extend(new.drain(..));
+        }
+        if !waiting.is_empty() || links.iter().any(Entry::has_pending) {
             idle = 0;
             let seen = Instant::now();
             let guard = tsc.lock();
@@ -365,9 +471,17 @@ fn run(inbox: &Mutex<Vec<Entry>>, count: &AtomicU64) {
             let acl_scope = LockScope::begin();
             STATS.lock_acquisitions.fetch_add(1, Relaxed);
             let bound = crate::config::get().lock_bound;
+            let hold = Hold::new(&guard, bound);
             let mut hit_bound = false;
             let mut broken = Vec::new();
-            'burst: loop {
+            while let Some(d) = waiting.pop_front() {
+                run_deferred(&guard, &hold, d);
+                if hold.due() {
+                    hit_bound = true;
+                    break;
+                }
+            }
+            'burst: while !hit_bound {
                 let mut served = 0;
                 for (i, e) in links.iter_mut().enumerate() {
                     if broken.contains(&i) {
@@ -384,7 +498,7 @@ fn run(inbox: &Mutex<Vec<Entry>>, count: &AtomicU64) {
                                 peer.as_ref()
                             }
                         };
-                        serve::handle(ctx, who, frame, out, seen, load.overloaded)
+                        serve::handle(ctx, &hold, who, frame, out, seen, load.overloaded)
                     }) {
                         Ok(n) => {
                             served += n;
@@ -394,7 +508,7 @@ fn run(inbox: &Mutex<Vec<Entry>>, count: &AtomicU64) {
                         // rather than wait for it while holding the lock.
                         Err(_) => broken.push(i),
                     }
-                    if seen.elapsed() > bound {
+                    if hold.due() {
                         hit_bound = true;
                         break 'burst;
                     }
@@ -403,9 +517,10 @@ fn run(inbox: &Mutex<Vec<Entry>>, count: &AtomicU64) {
                     break;
                 }
             }
+            let given_back = hold.given_back();
             drop(acl_scope);
             drop(guard);
-            load.busy(seen.elapsed());
+            load.busy(seen.elapsed().saturating_sub(given_back));
             for i in broken.into_iter().rev() {
                 drop(links.swap_remove(i));
                 count.fetch_sub(1, Relaxed);
@@ -413,7 +528,7 @@ fn run(inbox: &Mutex<Vec<Entry>>, count: &AtomicU64) {
             }
             if hit_bound {
                 STATS.lock_bound_hits.fetch_add(1, Relaxed);
-                std::thread::yield_now();
+                crate::lock::let_main_in();
             }
         } else {
             idle = idle.saturating_add(1);

@@ -11,12 +11,14 @@ use autoloc_functions::Error;
 use redis_module::{raw, Context};
 
 use crate::acl::Caller;
-use crate::invoke::{self, error_frame, Request};
+use crate::invoke::{self, error_frame, Request, Thread};
+use crate::lock::Hold;
 use crate::store::{read_keys, write_keys};
 
 /// Serves one request; never panics out (a panic becomes an error reply).
 pub(super) fn handle(
     ctx: &Context,
+    hold: &Hold,
     caller: Option<&Caller>,
     frame: Frame<'_>,
     out: &mut dyn Replier,
@@ -34,7 +36,7 @@ pub(super) fn handle(
         return;
     }
     let served = catch_unwind(AssertUnwindSafe(|| {
-        serve_one(ctx, caller, frame, out, seen, overloaded)
+        serve_one(ctx, hold, caller, frame, out, seen, overloaded)
     }));
     if served.is_err() {
         let _ = out.reply(
@@ -48,7 +50,7 @@ pub(super) fn handle(
 }
 
 /// Points `ctx` (the data-plane thread's, on no database of its own) at the caller's database.
-fn select_db(ctx: &Context, db: i32) -> Result<(), Error> {
+pub(super) fn select_db(ctx: &Context, db: i32) -> Result<(), Error> {
     let select = crate::acl::module_api!(RedisModule_SelectDb)?;
     // SAFETY: `ctx.ctx` is the data-plane thread's context, used under Redis's lock, which the
     // caller holds; selecting a database only changes which keyspace it opens keys in.
@@ -63,6 +65,7 @@ fn select_db(ctx: &Context, db: i32) -> Result<(), Error> {
 
 fn serve_one(
     ctx: &Context,
+    hold: &Hold,
     caller: &Caller,
     frame: Frame<'_>,
     out: &mut dyn Replier,
@@ -89,13 +92,13 @@ fn serve_one(
             }
         }
         Message::Set { key, value } => match write_keys(ctx, caller, &[(key, value)]) {
-            Ok(()) => out.reply(id, &Message::Ok),
+            Ok(()) => acknowledge(hold, out, id),
             Err(e) => error_frame(out, id, &e),
         },
         Message::MultiSet { pairs } => {
             let pairs: Vec<(&[u8], &[u8])> = pairs.iter().collect();
             match write_keys(ctx, caller, &pairs) {
-                Ok(()) => out.reply(id, &Message::Ok),
+                Ok(()) => acknowledge(hold, out, id),
                 Err(e) => error_frame(out, id, &e),
             }
         }
@@ -105,6 +108,7 @@ fn serve_one(
                 seen,
                 overloaded,
                 keep_read_set: true,
+                on: Thread::DataPlane(hold),
             };
             let args: Vec<&[u8]> = args.iter().collect();
             let run = invoke::invoke(ctx, function.as_bytes(), &args, req);
@@ -131,4 +135,11 @@ fn serve_one(
             },
         );
     }
+}
+
+/// Acknowledges a write just made: once it is in the AOF, as Redis answers its own clients.
+fn acknowledge(hold: &Hold, out: &mut dyn Replier, id: u64) -> autoloc_dataplane::Result<()> {
+    hold.wrote();
+    hold.settle();
+    out.reply(id, &Message::Ok)
 }

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use autoloc::load::{write_graph, Graph};
 use autoloc::server::RedisServer;
-use autoloc::Runtime;
+use autoloc::{Output, Runtime};
 use autoloc_dataplane::{Connection, Frame};
+use autoloc_functions::graph::encode_adjacency;
 
 /// A private server with the module (built by this test run) and `module_args`.
 pub fn server(module_args: &[&str]) -> RedisServer {
@@ -78,5 +79,29 @@ pub fn err(f: Frame) -> String {
     match f {
         Frame::Error(e) => e,
         other => panic!("expected an error reply, got {other:?}"),
+    }
+}
+
+/// Vertex 10 -> 11, 12, 20; each of those -> 10.
+pub fn small_graph(c: &mut Connection) {
+    for (v, n) in [
+        (10u32, vec![11u32, 12, 20]),
+        (11, vec![10]),
+        (12, vec![10]),
+        (20, vec![10]),
+    ] {
+        c.call(&[
+            b"SET".as_slice(),
+            v.to_string().as_bytes(),
+            &encode_adjacency(&n),
+        ])
+        .unwrap();
+    }
+}
+
+pub fn scores(o: &Output) -> Vec<(u32, f64)> {
+    match o {
+        Output::Scores(s) => s.clone(),
+        other => panic!("{other:?}"),
     }
 }
