@@ -92,7 +92,8 @@ pub fn let_main_in() {
                 .fetch_add(1, Ordering::Relaxed);
             return;
         }
-        std::hint::spin_loop();
+        // Yield rather than spin: the main thread may be waiting for this very core.
+        std::thread::yield_now();
     }
 }
 
