@@ -44,8 +44,9 @@ pub fn invoke_frame(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 /// It starts on Redis's main thread, which cannot give the lock back while it runs. A run that
 /// is still going after `lock-us` stops there (having written nothing), the client is blocked,
 /// and a data-plane thread runs it again from the start with its whole budget, giving the lock
-/// back every `lock-us` ([`crate::lock`]), then answers and unblocks the client. Inside `MULTI`
-/// or a script, where a client cannot block, it runs to its budget on the main thread.
+/// back every `lock-us` ([`crate::lock`]), then answers and unblocks the client. A function
+/// whose recent runs took longer than `lock-us` goes to the data-plane thread at once. Inside
+/// `MULTI` or a script, where a client cannot block, it runs to its budget on the main thread.
 fn run_for_client(ctx: &Context, args: &[RedisString], frame: bool) -> RedisResult {
     let [_, function, fargs @ ..] = args else {
         return Err(RedisError::WrongArity);

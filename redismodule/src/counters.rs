@@ -21,6 +21,9 @@ pub struct FunctionCounters {
     pub keys_read: AtomicU64,
     /// Value bytes read.
     pub bytes_read: AtomicU64,
+    /// CPU ns of its recent invocations: a moving average (each new one weighs 1/8), which
+    /// decides whether an `AUTOLOC.CALL` of it starts on Redis's main thread at all.
+    pub recent_cpu_ns: AtomicU64,
 }
 
 /// What one invocation adds.
@@ -46,6 +49,7 @@ static COUNTERS: [FunctionCounters; Registry::CAPACITY] = [const {
         cpu_ns: AtomicU64::new(0),
         keys_read: AtomicU64::new(0),
         bytes_read: AtomicU64::new(0),
+        recent_cpu_ns: AtomicU64::new(0),
     }
 }; Registry::CAPACITY];
 
@@ -63,6 +67,14 @@ pub fn record(index: usize, s: Sample) {
     c.cpu_ns.fetch_add(s.cpu_ns, Relaxed);
     c.keys_read.fetch_add(s.keys_read, Relaxed);
     c.bytes_read.fetch_add(s.bytes_read, Relaxed);
+    // Not atomic as a whole: a concurrent update may be lost, which an estimate can afford.
+    let old = c.recent_cpu_ns.load(Relaxed);
+    c.recent_cpu_ns.store(old - old / 8 + s.cpu_ns / 8, Relaxed);
+}
+
+/// Whether the recent invocations of the function at `index` took longer than `d` on average.
+pub fn usually_longer(index: usize, d: std::time::Duration) -> bool {
+    of(index).recent_cpu_ns.load(Relaxed) > d.as_nanos() as u64
 }
 
 /// Every counter of the module as `(name, value)`: per function `<function>_<counter>` (e.g.

@@ -123,8 +123,22 @@ pub fn invoke<A: AsRef<[u8]>>(
             }
         }
     };
-    let args: Vec<Vec<u8>> = args.iter().map(|a| a.as_ref().to_vec()).collect();
     let (budget, may_defer) = req.budget();
+    let deferred = || StorageRun {
+        result: Err(Error::Pushback {
+            budget_us: budget.as_micros() as u64,
+            spent_us: 0,
+        }),
+        cost: InvokeCost::default(),
+        read_set: Vec::new(),
+        deferred: true,
+    };
+    if may_defer && counters::usually_longer(index, budget) {
+        // Its recent runs took longer than the main thread may hold the lock: do not start it
+        // there only to stop it.
+        return deferred();
+    }
+    let args: Vec<Vec<u8>> = args.iter().map(|a| a.as_ref().to_vec()).collect();
     let mut store = KeyspaceStore::new(ctx, req.caller, budget);
     if let Thread::DataPlane(hold) = req.on {
         store = store.holding(hold);
@@ -135,12 +149,7 @@ pub fn invoke<A: AsRef<[u8]>>(
     let cpu = thread_cpu_ns();
     let mut result = block_on(function.call(&store, &args));
     if may_defer && result.as_ref().is_err_and(Error::is_pushback) {
-        return StorageRun {
-            result,
-            cost: InvokeCost::default(),
-            read_set: Vec::new(),
-            deferred: true,
-        };
+        return deferred();
     }
     if result.is_ok() {
         // Its writes, all together, only now that it succeeded.

@@ -1,5 +1,6 @@
-//! Redis's lock as the data-plane threads hold it: [`Hold`] gives it back while a long
-//! invocation runs, and waits for the AOF before a write is acknowledged.
+//! Redis's lock as the data-plane threads hold it: each takes it through its one
+//! [`ThreadContext`], [`Hold`] gives it back while a long invocation runs, and waits for the AOF
+//! before a write is acknowledged.
 //!
 //! **Giving the lock back.** A data-plane thread serves requests under Redis's lock (the module
 //! GIL), so while it holds it Redis's own clients wait. [`Hold::breathe`], called by a
@@ -99,6 +100,71 @@ pub fn let_main_in() {
 
 /// Does nothing on the main thread: queued only to wake it, so that it runs `beforeSleep`.
 extern "C" fn wake(_data: *mut std::ffi::c_void) {}
+
+/// A data-plane thread's own thread-safe context, made once and used for every hold of the lock.
+/// (The `redis-module` crate's `ThreadSafeContext::lock` makes a fresh context, with a fresh
+/// Redis client, at every acquisition and frees it at every release: a client's allocation and
+/// teardown per burst of requests.)
+#[derive(Debug)]
+pub struct ThreadContext(*mut raw::RedisModuleCtx);
+
+impl ThreadContext {
+    /// A context detached from any client, for the calling thread.
+    pub fn new() -> Result<ThreadContext, String> {
+        let get = acl::module_api!(RedisModule_GetThreadSafeContext).map_err(|e| e.to_string())?;
+        // SAFETY: a null blocked client asks for a detached context; Redis allows this from any
+        // thread, without the lock.
+        let ctx = unsafe { get(std::ptr::null_mut()) };
+        if ctx.is_null() {
+            return Err("Redis gave no thread-safe context".into());
+        }
+        Ok(ThreadContext(ctx))
+    }
+
+    /// Takes Redis's lock until the returned guard is dropped.
+    pub fn lock(&self) -> Locked<'_> {
+        if let Ok(lock) = acl::module_api!(RedisModule_ThreadSafeContextLock) {
+            // SAFETY: `self.0` is a live thread-safe context; the guard unlocks exactly once.
+            unsafe { lock(self.0) };
+        }
+        Locked {
+            ctx: Context::new(self.0),
+            _owner: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for ThreadContext {
+    fn drop(&mut self) {
+        if let Ok(free) = acl::module_api!(RedisModule_FreeThreadSafeContext) {
+            // SAFETY: made by `new`, freed once, with no guard alive (guards borrow it).
+            unsafe { free(self.0) };
+        }
+    }
+}
+
+/// Redis's lock, held through a [`ThreadContext`]; derefs to its [`Context`].
+#[derive(Debug)]
+pub struct Locked<'t> {
+    ctx: Context,
+    _owner: std::marker::PhantomData<&'t ThreadContext>,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Context;
+    fn deref(&self) -> &Context {
+        &self.ctx
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if let Ok(unlock) = acl::module_api!(RedisModule_ThreadSafeContextUnlock) {
+            // SAFETY: taken by `ThreadContext::lock` through the same context, released once.
+            unsafe { unlock(self.ctx.ctx) };
+        }
+    }
+}
 
 /// One hold of Redis's lock by a data-plane thread, which may be given back and taken again
 /// between store accesses. Created right after the thread takes the lock, dropped before it

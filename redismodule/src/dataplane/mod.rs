@@ -29,13 +29,11 @@ use autoloc_dataplane::link::ServerLink;
 use autoloc_dataplane::secret::Secret;
 use autoloc_dataplane::shm::{PeerState, ShmConfig, ShmServer};
 use autoloc_dataplane::tcp::TcpServer;
-use redis_module::{
-    BlockedClient, Context, DetachedFromClient, RedisError, RedisResult, ThreadSafeContext,
-};
+use redis_module::{BlockedClient, Context, RedisError, RedisResult, ThreadSafeContext};
 
 use crate::acl::{self, Caller, LockScope, Standing};
 use crate::invoke::{self, Request, Thread};
-use crate::lock::Hold;
+use crate::lock::{Hold, ThreadContext};
 
 mod serve;
 
@@ -447,7 +445,11 @@ pub fn connect_rdma(client: &[u8], caller: Caller) -> Result<String, String> {
 }
 
 fn run(inbox: &Mutex<Vec<Entry>>, deferred: &Mutex<Vec<Deferred>>, count: &AtomicU64) {
-    let tsc: ThreadSafeContext<DetachedFromClient> = ThreadSafeContext::new();
+    let tsc = match ThreadContext::new() {
+        Ok(t) => t,
+        // Without a context this thread cannot serve; its links will find no server.
+        Err(_) => return,
+    };
     let mut links: Vec<Entry> = Vec::new();
     let mut waiting: std::collections::VecDeque<Deferred> = std::collections::VecDeque::new();
     let mut idle: u32 = 0;
@@ -560,7 +562,7 @@ fn run(inbox: &Mutex<Vec<Entry>>, deferred: &Mutex<Vec<Deferred>>, count: &Atomi
 /// Closes the links of users deleted or disabled since they connected, forgets the TCP
 /// connections of such users (their requests are then refused), and notes which users may
 /// access every key ([`acl::refresh_standing`]).
-fn forget_gone_users(tsc: &ThreadSafeContext<DetachedFromClient>, links: &mut Vec<Entry>) {
+fn forget_gone_users(tsc: &ThreadContext, links: &mut Vec<Entry>) {
     let tcp_users: Vec<Caller> = tcp_identities()
         .as_ref()
         .map(|ids| ids.peers.values().cloned().collect())
