@@ -41,12 +41,25 @@ pub fn read_keys<'k, N: AsRef<[u8]>>(
     names: &[N],
     opened: &'k mut Vec<RedisKey>,
 ) -> Result<Vec<Option<&'k [u8]>>, Error> {
-    let strings: Vec<RedisString> = names
-        .iter()
-        .map(|n| ctx.create_string(n.as_ref()))
-        .collect();
-    caller.check_names(ctx, &strings, Access::Read)?;
+    // One key (a data-plane `Get`, most reads) needs no vector of names.
+    let one: [RedisString; 1];
+    let many: Vec<RedisString>;
+    let strings: &[RedisString] = match names {
+        [name] => {
+            one = [ctx.create_string(name.as_ref())];
+            &one
+        }
+        _ => {
+            many = names
+                .iter()
+                .map(|n| ctx.create_string(n.as_ref()))
+                .collect();
+            &many
+        }
+    };
+    caller.check_names(ctx, strings, Access::Read)?;
     opened.clear();
+    // An open key holds its own reference to its name.
     opened.extend(strings.iter().map(|s| ctx.open_key(s)));
     opened
         .iter()

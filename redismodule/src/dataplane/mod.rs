@@ -149,10 +149,44 @@ impl std::fmt::Debug for Deferred {
     }
 }
 
+/// What a data-plane thread shares with the threads that hand it work.
+#[derive(Default)]
+struct Inbox {
+    /// New links.
+    links: Mutex<Vec<Entry>>,
+    /// Deferred commands to run.
+    deferred: Mutex<Vec<Deferred>>,
+    /// Set after anything is put in either: the thread looks at them only then, so a polling
+    /// turn costs no lock.
+    news: std::sync::atomic::AtomicBool,
+    /// Links it serves.
+    count: AtomicU64,
+}
+
+impl Inbox {
+    fn put_link(&self, e: Entry) {
+        self.links.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+        self.news.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn put_deferred(&self, d: Deferred) {
+        self.deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(d);
+        self.news.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn deferred_waiting(&self) -> usize {
+        self.deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+}
+
 struct Worker {
-    inbox: Arc<Mutex<Vec<Entry>>>,
-    deferred: Arc<Mutex<Vec<Deferred>>>,
-    links: Arc<AtomicU64>,
+    inbox: Arc<Inbox>,
     thread: std::thread::Thread,
 }
 
@@ -275,24 +309,20 @@ fn dataplane() -> &'static DataPlane {
             .into_iter()
             .enumerate()
             .filter_map(|(i, core)| {
-                let inbox = Arc::new(Mutex::new(Vec::new()));
-                let deferred = Arc::new(Mutex::new(Vec::new()));
-                let links = Arc::new(AtomicU64::new(0));
-                let (inbox2, deferred2, links2) = (inbox.clone(), deferred.clone(), links.clone());
+                let inbox = Arc::new(Inbox::default());
+                let inbox2 = inbox.clone();
                 let handle = std::thread::Builder::new()
                     .name(format!("autoloc-dp{i}"))
                     .spawn(move || {
                         if let Some(core) = core {
                             core_affinity::set_for_current(core_affinity::CoreId { id: core });
                         }
-                        run(&inbox2, &deferred2, &links2);
+                        run(&inbox2);
                     })
                     // A thread that cannot be started is left out; with none, CONNECT says so.
                     .ok()?;
                 Some(Worker {
                     inbox,
-                    deferred,
-                    links,
                     thread: handle.thread().clone(),
                 })
             })
@@ -306,15 +336,16 @@ fn dataplane() -> &'static DataPlane {
 
 fn hand_over(entry: Entry) -> Result<(), String> {
     let dp = dataplane();
-    let Some(w) = dp.workers.iter().min_by_key(|w| w.links.load(Relaxed)) else {
+    let Some(w) = dp
+        .workers
+        .iter()
+        .min_by_key(|w| w.inbox.count.load(Relaxed))
+    else {
         return Err("no data-plane thread could be started".into());
     };
-    w.links.fetch_add(1, Relaxed);
+    w.inbox.count.fetch_add(1, Relaxed);
     STATS.links_opened.fetch_add(1, Relaxed);
-    w.inbox
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(entry);
+    w.inbox.put_link(entry);
     w.thread.unpark();
     Ok(())
 }
@@ -324,16 +355,12 @@ fn hand_over(entry: Entry) -> Result<(), String> {
 pub fn defer(d: Deferred) {
     STATS.deferred.fetch_add(1, Relaxed);
     let dp = dataplane();
-    let Some(w) = dp
-        .workers
-        .iter()
-        .min_by_key(|w| w.deferred.lock().unwrap_or_else(|p| p.into_inner()).len())
-    else {
+    let Some(w) = dp.workers.iter().min_by_key(|w| w.inbox.deferred_waiting()) else {
         let busy = autoloc_functions::Error::Busy("no data-plane thread could be started".into());
         answer(d.client, Err(invoke::error(&busy)));
         return;
     };
-    w.deferred.lock().unwrap_or_else(|p| p.into_inner()).push(d);
+    w.inbox.put_deferred(d);
     w.thread.unpark();
 }
 
@@ -444,7 +471,8 @@ pub fn connect_rdma(client: &[u8], caller: Caller) -> Result<String, String> {
     Ok(server.to_text())
 }
 
-fn run(inbox: &Mutex<Vec<Entry>>, deferred: &Mutex<Vec<Deferred>>, count: &AtomicU64) {
+fn run(inbox: &Inbox) {
+    let count = &inbox.count;
     let tsc = match ThreadContext::new() {
         Ok(t) => t,
         // Without a context this thread cannot serve; its links will find no server.
@@ -452,18 +480,28 @@ fn run(inbox: &Mutex<Vec<Entry>>, deferred: &Mutex<Vec<Deferred>>, count: &Atomi
     };
     let mut links: Vec<Entry> = Vec::new();
     let mut waiting: std::collections::VecDeque<Deferred> = std::collections::VecDeque::new();
+    // The keys a request opens, closed when it has been answered; reused for its room.
+    let mut opened = Vec::new();
     let mut idle: u32 = 0;
     let mut last_reap = Instant::now();
     let mut load = Load::default();
+    let mut now = Instant::now();
     loop {
-        // One clock read per turn of the loop, shared by the load window and the reaper.
-        let now = Instant::now();
-        load.tick(now);
-        if let Ok(mut new) = inbox.try_lock() {
-            links.append(&mut new);
+        // One clock read per turn of the loop, shared by the load window and the reaper; one
+        // every 64 turns while spinning idle.
+        if idle.is_multiple_of(64) || idle >= SPINS {
+            now = Instant::now();
+            load.tick(now);
         }
-        if let Ok(mut new) = deferred.try_lock() {
-            waiting.extend(new.drain(..));
+        if inbox.news.swap(false, std::sync::atomic::Ordering::Acquire) {
+            links.append(&mut inbox.links.lock().unwrap_or_else(|p| p.into_inner()));
+            waiting.extend(
+                inbox
+                    .deferred
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .drain(..),
+            );
         }
         if !waiting.is_empty() || links.iter().any(Entry::has_pending) {
             idle = 0;
@@ -500,7 +538,16 @@ fn run(inbox: &Mutex<Vec<Entry>>, deferred: &Mutex<Vec<Deferred>>, count: &Atomi
                                 peer.as_ref()
                             }
                         };
-                        serve::handle(ctx, &hold, who, frame, out, seen, load.overloaded)
+                        serve::handle(
+                            ctx,
+                            &hold,
+                            &mut opened,
+                            who,
+                            frame,
+                            out,
+                            seen,
+                            load.overloaded,
+                        )
                     }) {
                         Ok(n) => {
                             served += n;

@@ -8,6 +8,7 @@ use std::time::Instant;
 use autoloc_dataplane::link::Replier;
 use autoloc_dataplane::wire::{ErrorCode, Frame, List, Message};
 use autoloc_functions::Error;
+use redis_module::key::RedisKey;
 use redis_module::{raw, Context};
 
 use crate::acl::Caller;
@@ -16,9 +17,11 @@ use crate::lock::Hold;
 use crate::store::{read_keys, write_keys};
 
 /// Serves one request; never panics out (a panic becomes an error reply).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn handle(
     ctx: &Context,
     hold: &Hold,
+    opened: &mut Vec<RedisKey>,
     caller: Option<&Caller>,
     frame: Frame<'_>,
     out: &mut dyn Replier,
@@ -36,8 +39,10 @@ pub(super) fn handle(
         return;
     }
     let served = catch_unwind(AssertUnwindSafe(|| {
-        serve_one(ctx, hold, caller, frame, out, seen, overloaded)
+        serve_one(ctx, hold, opened, caller, frame, out, seen, overloaded)
     }));
+    // Closed even if it panicked: no key stays open once the request is done.
+    opened.clear();
     if served.is_err() {
         let _ = out.reply(
             id,
@@ -63,9 +68,11 @@ pub(super) fn select_db(ctx: &Context, db: i32) -> Result<(), Error> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn serve_one(
     ctx: &Context,
     hold: &Hold,
+    opened: &mut Vec<RedisKey>,
     caller: &Caller,
     frame: Frame<'_>,
     out: &mut dyn Replier,
@@ -73,15 +80,14 @@ fn serve_one(
     overloaded: bool,
 ) {
     let id = frame.request_id;
-    let mut opened = Vec::new();
     let sent = match frame.message {
-        Message::Get { key } => match read_keys(ctx, caller, &[key], &mut opened) {
+        Message::Get { key } => match read_keys(ctx, caller, &[key], opened) {
             Ok(values) => out.reply(id, &Message::Value { value: values[0] }),
             Err(e) => error_frame(out, id, &e),
         },
         Message::MultiGet { keys } => {
             let names: Vec<&[u8]> = keys.iter().collect();
-            match read_keys(ctx, caller, &names, &mut opened) {
+            match read_keys(ctx, caller, &names, opened) {
                 Ok(values) => out.reply(
                     id,
                     &Message::Values {
@@ -119,6 +125,9 @@ fn serve_one(
             error_frame(out, id, &e)
         }
     };
+    // Keys are closed before the next request (and before the lock can be given back); the
+    // vector keeps its room for the next one.
+    opened.clear();
     if let Err(e) = sent {
         // The reply could not be encoded (over the wire's limit): say why instead. A broken
         // link is noticed by the serve loop, which drops it.
