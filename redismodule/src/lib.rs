@@ -30,6 +30,8 @@ pub mod store;
 use redis_module::{redis_module, Context, RedisString, Status};
 
 fn init(ctx: &Context, args: &[RedisString]) -> Status {
+    // Segments that servers killed before their clients attached left behind.
+    autoloc_dataplane::shm::remove_stale_segments(autoloc_dataplane::shm::DEFAULT_DIR.as_ref());
     let args: Vec<&[u8]> = args.iter().map(RedisString::as_slice).collect();
     match config::Config::parse(&args) {
         Ok(c) => {
