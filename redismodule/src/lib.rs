@@ -33,6 +33,10 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     // Segments that servers killed before their clients attached left behind.
     autoloc_dataplane::shm::remove_stale_segments(autoloc_dataplane::shm::DEFAULT_DIR.as_ref());
     let args: Vec<&[u8]> = args.iter().map(RedisString::as_slice).collect();
+    if let Err(e) = commands::declare_mget_keys(ctx) {
+        ctx.log_warning(&format!("autoloc: {e}"));
+        return Status::Err;
+    }
     match config::Config::parse(&args) {
         Ok(c) => {
             ctx.log_notice(&format!("autoloc: loaded, {c}"));
@@ -66,7 +70,8 @@ redis_module! {
     commands: [
         ["autoloc.call", commands::call, "write deny-oom", 0, 0, 0, ""],
         ["autoloc.invoke", commands::invoke_frame, "write deny-oom", 0, 0, 0, ""],
-        ["autoloc.mget", commands::mget, "readonly fast", 1, -1, 1, ""],
+        // Keys declared read-only at load (commands::declare_mget_keys).
+        ["autoloc.mget", commands::mget, "readonly fast", 0, 0, 0, ""],
         ["autoloc.stats", commands::stats, "readonly fast", 0, 0, 0, ""],
         ["autoloc.functions", commands::functions, "readonly fast", 0, 0, 0, ""],
         ["autoloc.connect", commands::connect, "readonly", 0, 0, 0, ""],
