@@ -105,6 +105,15 @@ impl TestServer {
         Self::start_with(server)
     }
 
+    /// As [`TestServer::start_authenticated`], and a connection is closed once `revoked` is set.
+    fn start_revocable(config: TcpConfig, secret: &'static [u8], revoked: Arc<AtomicBool>) -> Self {
+        let server = TcpServer::bind_with("127.0.0.1:0", config)
+            .unwrap()
+            .with_authenticator(Box::new(move |token| (token == secret).then_some(1)))
+            .with_revocation(Box::new(move |_| revoked.load(Ordering::Relaxed)));
+        Self::start_with(server)
+    }
+
     fn start_with(mut server: TcpServer) -> Self {
         let addr = server.local_addr();
         assert_ne!(addr.port(), 0);
@@ -770,4 +779,32 @@ fn an_unauthenticated_connection_is_closed_before_it_costs_anything() {
         s.rejected_unauthenticated == 4 && s.connections == 1
     });
     assert_eq!(stats.rejected_frames, 0, "{stats:?}");
+}
+
+/// A connection whose identity is revoked is closed without a reply: one that sends a request
+/// at once, an idle one within about 100 ms while the server serves. Its client sees the close.
+#[test]
+fn a_revoked_identity_loses_its_connections() {
+    let revoked = Arc::new(AtomicBool::new(false));
+    let server = TestServer::start_revocable(TcpConfig::default(), b"sesame", revoked.clone());
+    let mut busy = connect(server.addr);
+    let mut idle = connect(server.addr);
+    for link in [&mut busy, &mut idle] {
+        link.authenticate(b"sesame").unwrap();
+        run_requests(link, 0..10, 4, request);
+    }
+    revoked.store(true, Ordering::Relaxed);
+    queue(&mut busy, 10, &request(10).0).unwrap();
+    busy.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut replies = 0;
+    while !(busy.peer_gone() && idle.peer_gone()) {
+        assert!(Instant::now() < deadline, "revoked connections still open");
+        replies += busy.poll(&mut |_| {}).unwrap_or(0);
+        let _ = idle.poll(&mut |_| {});
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(replies, 0, "a revoked connection was served");
+    let stats = server.wait_for_stats("both closed", |s| s.revoked == 2 && s.connections == 0);
+    assert_eq!(stats.rejected_unauthenticated, 0);
 }

@@ -302,3 +302,42 @@ fn a_read_only_user_reads_on_every_transport_and_side() {
         );
     }
 }
+
+/// The links of a deleted user are closed on every transport, TCP too (its connection is closed,
+/// not kept answering `NOPERM`), so a client reconnects once the user is back. Found by the
+/// soak: a TCP worker whose user was deleted and re-created failed every request for the rest
+/// of the run.
+#[test]
+fn a_deleted_users_links_close_and_its_clients_come_back() {
+    let s = server(&[]);
+    let mut c = raw(&s);
+    c.call(&["SET", "k", "v"]).unwrap();
+    let user = ["ACL", "SETUSER", "dave", "on", ">pw", "~*", "+@all"];
+    c.call(&user).unwrap();
+    for t in ALL {
+        let mut dave = Runtime::connect(&url_of(&s, "dave"))
+            .unwrap()
+            .with_transport(t)
+            .unwrap();
+        dave.invoke("get", &["k"], Placement::Storage).unwrap();
+        c.call(&["ACL", "DELUSER", "dave"]).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match dave.invoke("get", &["k"], Placement::Storage) {
+                Err(e) if e.code() == ErrorCode::Io => break,
+                _ => assert!(
+                    Instant::now() < deadline,
+                    "{t}: the link of a deleted user was not closed"
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        c.call(&user).unwrap();
+        // The runtime reconnects on its next call, as the user who is back.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Err(e) = dave.invoke("get", &["k"], Placement::Storage) {
+            assert!(Instant::now() < deadline, "{t}: never came back: {e}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

@@ -33,6 +33,9 @@ const LISTENER_SLOT: u32 = u32::MAX;
 const TEARDOWN: Duration = Duration::from_secs(2);
 /// The largest `Hello` payload an authenticating server waits for: a secret is far smaller.
 const MAX_HELLO_PAYLOAD: usize = 1024;
+/// How often every authenticated connection's identity is looked at again (besides before each
+/// of its bursts), while the server serves.
+const REVOCATION_SWEEP: Duration = Duration::from_millis(100);
 
 /// Counters of a [`TcpServer`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -48,6 +51,9 @@ pub struct TcpStats {
     /// Connections closed, without a reply, because their first frame was no `Hello` with a
     /// secret the authenticator accepted.
     pub rejected_unauthenticated: u64,
+    /// Authenticated connections closed, without a reply, because their identity was revoked
+    /// ([`TcpServer::with_revocation`]).
+    pub revoked: u64,
     /// Bytes allocated for receive buffers now.
     pub recv_buffer_bytes: usize,
     /// Largest receive buffer any connection ever had.
@@ -120,6 +126,10 @@ fn before_secret(buf: &[u8]) -> BeforeSecret {
 /// Decides who presents a secret: the identity it stands for, or `None` to refuse it. Called
 /// on the serving thread with the token of a connection's first frame (a `Hello`).
 pub type Authenticator = Box<dyn FnMut(&[u8]) -> Option<u64> + Send>;
+
+/// Says whether the identity of an authenticated connection is no longer good (its user was
+/// deleted, say). Called on the serving thread.
+pub type Revocation = Box<dyn FnMut(u64) -> bool + Send>;
 
 impl Conn {
     /// Serves up to `budget` frames from the receive buffer.
@@ -306,6 +316,19 @@ pub struct TcpServer {
     /// The earliest [`TcpConfig::auth_deadline`] of a connection that has not authenticated, as
     /// of the last burst: the server has work then even if no byte arrives.
     auth_due: Option<Instant>,
+    /// If set, connections whose identity it revokes are closed ([`TcpServer::with_revocation`]).
+    revocation: Option<RevocationSlot>,
+    /// When every authenticated connection was last looked at.
+    revocation_sweep: Instant,
+}
+
+/// The revocation check, shown in `Debug` by presence only.
+struct RevocationSlot(Revocation);
+
+impl std::fmt::Debug for RevocationSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Revocation")
+    }
 }
 
 /// The authenticator, shown in `Debug` by presence only.
@@ -348,6 +371,8 @@ impl TcpServer {
             stats: TcpStats::default(),
             auth: None,
             auth_due: None,
+            revocation: None,
+            revocation_sweep: Instant::now(),
         };
         server.post_accept()?;
         server.uring.submit()?;
@@ -360,6 +385,15 @@ impl TcpServer {
     /// identity `auth` gave its connection.
     pub fn with_authenticator(mut self, auth: Authenticator) -> Self {
         self.auth = Some(AuthSlot(auth));
+        self
+    }
+
+    /// Closes, without a reply, every authenticated connection whose identity `revoked` says is
+    /// no longer good: before serving its next requests, and while the server serves, within
+    /// about 100 ms (an idle server closes them at its next burst). Counted in
+    /// [`TcpStats::revoked`]. The client sees its connection closed and connects again.
+    pub fn with_revocation(mut self, revoked: Revocation) -> Self {
+        self.revocation = Some(RevocationSlot(revoked));
         self
     }
 
@@ -488,10 +522,22 @@ impl TcpServer {
         self.ready = 0;
         self.auth_due = None;
         let now = Instant::now();
+        let sweep = self.revocation.is_some() && now >= self.revocation_sweep + REVOCATION_SWEEP;
+        if sweep {
+            self.revocation_sweep = now;
+        }
         for slot in 0..self.conns.len() {
             let Some(conn) = self.conns[slot].as_mut() else {
                 continue;
             };
+            if sweep {
+                revoke_if(
+                    conn,
+                    self.revocation.as_mut(),
+                    &self.config,
+                    &mut self.stats,
+                );
+            }
             let awaiting_secret = self.auth.is_some() && conn.identity.is_none();
             if awaiting_secret && conn.state == State::Open {
                 let due = conn.accepted + self.config.auth_deadline;
@@ -520,6 +566,24 @@ impl TcpServer {
     }
 }
 
+/// Closes `conn` if it is open and `revocation` revokes its identity; returns whether it did.
+fn revoke_if(
+    conn: &mut Conn,
+    revocation: Option<&mut RevocationSlot>,
+    config: &TcpConfig,
+    stats: &mut TcpStats,
+) -> bool {
+    let (Some(revoked), Some(id)) = (revocation, conn.identity) else {
+        return false;
+    };
+    if conn.state != State::Open || !(revoked.0)(id) {
+        return false;
+    }
+    stats.revoked += 1;
+    conn.begin_close(config);
+    true
+}
+
 impl ServerLink for TcpServer {
     fn serve(
         &mut self,
@@ -535,6 +599,17 @@ impl ServerLink for TcpServer {
             }
             let slot = (self.cursor + k) % n;
             if let Some(conn) = self.conns[slot].as_mut() {
+                // Looked at before anything it sent is served.
+                if !conn.stream.rx.filled().is_empty()
+                    && revoke_if(
+                        conn,
+                        self.revocation.as_mut(),
+                        &self.config,
+                        &mut self.stats,
+                    )
+                {
+                    continue;
+                }
                 let auth = self.auth.as_mut().map(|a| &mut a.0);
                 served += conn.serve(max - served, &self.config, &mut self.stats, auth, handle);
             }
