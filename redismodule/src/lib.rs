@@ -6,6 +6,7 @@
 //! - [`acl`]: [`acl::Caller`], the ACL user and database every key access answers to.
 //! - [`config`]: module arguments (the storage-side budget).
 //! - [`counters`]: per-function atomic counters and the `INFO autoloc` section.
+//! - [`open`]: opening keys to read so that a key named twice in one read stays valid.
 //! - [`store`]: the read rule and the one read path ([`store::read_keys`]) and write path every
 //!   key access goes through, and [`store::KeyspaceStore`], the `Store` storage-side functions
 //!   run against: values are read in place (string DMA, no copy), every access checks the budget.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod counters;
 pub mod dataplane;
 pub mod invoke;
+pub mod open;
 pub mod placement;
 pub mod store;
 

@@ -46,7 +46,7 @@ pub fn read_keys<'k, N: AsRef<[u8]>>(
         .collect();
     caller.check_names(ctx, &strings, Access::Read)?;
     opened.clear();
-    opened.extend(strings.iter().map(|s| ctx.open_key(s)));
+    crate::open::open_for_read(ctx, &strings, opened);
     opened
         .iter()
         .zip(names)
