@@ -611,6 +611,42 @@ impl Soak<'_> {
     }
 }
 
+/// Lines of the server's log and stderr that tell of a crash: a bug report, a signal, a failed
+/// assertion, a panic.
+fn crash_lines(log: &str, stderr: &str) -> Vec<String> {
+    const SIGNS: [&str; 5] = [
+        "panicked",
+        "BUG REPORT START",
+        "crashed by signal",
+        "ASSERTION",
+        "Guru Meditation",
+    ];
+    log.lines()
+        .chain(stderr.lines())
+        .filter(|l| SIGNS.iter().any(|p| l.contains(p)))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Each of Redis's bug reports in `log` (from its START line), at most 150 lines of each: the
+/// signal, the stack trace, the module and client involved.
+fn crash_reports(log: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut lines = log.lines();
+    while lines
+        .by_ref()
+        .any(|l| l.contains("=== REDIS BUG REPORT START"))
+    {
+        let report: Vec<&str> = lines
+            .by_ref()
+            .take_while(|l| !l.contains("=== REDIS BUG REPORT END"))
+            .take(150)
+            .collect();
+        out.push(report.join("\n"));
+    }
+    out
+}
+
 /// Opens a link of every transport as `url`'s user, reads a key, and lets go: what the server
 /// holds after that (and after its reaper ran) is the descriptor baseline.
 fn warm_up(url: &str, transports: &[Transport]) -> anyhow::Result<()> {
@@ -779,23 +815,14 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
     // The module removes, when it loads, the segment names of redis-servers that are gone.
     leaks.shm_segments_after_restart = probe::segments_named(Path::new(DEFAULT_DIR), &soak.pids);
     leaks.shm_segments += leaks.shm_segments_after_restart.len() as u64;
-    soak.redis.log_problems = soak
-        .server
-        .log()
-        .lines()
-        .filter(|l| {
-            [
-                "panicked",
-                "BUG REPORT",
-                "crashed by signal",
-                "ASSERTION",
-                "Guru Meditation",
-            ]
-            .iter()
-            .any(|p| l.contains(p))
-        })
-        .map(str::to_string)
-        .collect();
+    let log = soak.server.log();
+    let stderr = soak.server.stderr();
+    soak.redis.log_problems = crash_lines(&log, &stderr);
+    soak.redis.crash_reports = crash_reports(&log);
+    soak.redis.stderr_tail = tail(&stderr, 40);
+    // Kept beside the workers' logs (the server's own directory goes with it).
+    std::fs::write(soak.dir.join("redis.log"), &log).context("keep redis.log")?;
+    std::fs::write(soak.dir.join("redis.stderr"), &stderr).context("keep redis.stderr")?;
     soak.server.kill();
 
     Ok(build_report(
@@ -959,6 +986,18 @@ fn build_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crashes_are_found_in_the_log() {
+        let log = "1:M ok\n=== REDIS BUG REPORT START: Cut & paste\n1:M crashed by signal: 11\nstack\n=== REDIS BUG REPORT END.\nlater";
+        let reports = crash_reports(log);
+        assert_eq!(
+            reports,
+            vec!["1:M crashed by signal: 11\nstack".to_string()]
+        );
+        let lines = crash_lines(log, "thread 'x' panicked at src/a.rs:1");
+        assert_eq!(lines.len(), 3, "{lines:?}");
+    }
 
     #[test]
     fn users_write_only_their_own_keys() {

@@ -121,8 +121,11 @@ pub struct RedisReport {
     pub injected_kills: u64,
     /// Exits nobody caused, with the log's last lines.
     pub unexpected_exits: Vec<String>,
-    /// Log lines that tell of a crash (a panic, a bug report).
+    /// Lines of its log and stderr that tell of a crash (a panic, a bug report).
     pub log_problems: Vec<String>,
+    /// Redis's bug reports (signal, stack trace), and the end of its stderr (a module's panic).
+    pub crash_reports: Vec<String>,
+    pub stderr_tail: String,
     /// `AUTOLOC.STATS` of the server that served the end of the run, before the last restart.
     pub stats_at_end: BTreeMap<String, u64>,
     pub rss_first_kib: u64,

@@ -238,16 +238,18 @@ pub fn run(a: &WorkerArgs) -> anyhow::Result<()> {
             }
             Op::Get => {
                 let k = rng.gen_range(0..a.keys);
-                r.get(key(k).as_bytes()).map(|v| {
+                let r = r.get(key(k).as_bytes());
+                if let Ok(v) = &r {
                     let got = v.as_deref().and_then(decode_value);
                     if acked[k] > 0 && got.is_none_or(|g| g < acked[k]) {
-                        let _ = report.line(&Line::Stale {
+                        report.line(&Line::Stale {
                             key: key(k),
                             got,
                             acked: acked[k],
-                        });
+                        })?;
                     }
-                })
+                }
+                r.map(drop)
             }
             Op::Mget => {
                 let mut keys: Vec<String> = (0..8).map(|_| vertex(&mut rng, a.vertices)).collect();
@@ -270,7 +272,9 @@ pub fn run(a: &WorkerArgs) -> anyhow::Result<()> {
             Op::Digest => r
                 .invoke("digest", &["md5", "3"], Placement::Storage)
                 .map(drop),
-            Op::Pagerank | Op::Connect => {
+            // Connecting is done above, never picked.
+            Op::Connect => continue,
+            Op::Pagerank => {
                 let placement = if rng.gen_bool(0.5) {
                     Placement::Storage
                 } else {
