@@ -9,6 +9,7 @@
 //! - [`placement_bench`]: the pure parts of `bench-placement` (workloads, assignments,
 //!   convergence, report rows); `src/bin/bench-placement.rs` measures every placement policy.
 //! - `src/bin/demo-table.rs`: the comparison table `ci/demo` prints from `batch --json` reports.
+//! - [`soak`]: the soak under faults; `src/bin/soak.rs` runs it (60 s in `ci/test`).
 //!
 //! Every benchmark states the machine and its parameters with its numbers, and compares against
 //! its baseline in the same run.
@@ -16,3 +17,4 @@
 
 pub mod harness;
 pub mod placement_bench;
+pub mod soak;

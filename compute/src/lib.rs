@@ -84,5 +84,80 @@ pub enum Error {
     Usage(String),
 }
 
+impl Error {
+    /// The code this error travels as (see [`autoloc_functions::ErrorCode`]): a function's own,
+    /// the server's for a refused AUTH or SELECT (`NOPERM` for `WRONGPASS`), `IOERR` for a
+    /// connection or link that could not be set up or broke, `ERR` for the rest
+    /// (bad usage, a server that could not be started, no module, a failed load).
+    pub fn code(&self) -> autoloc_functions::ErrorCode {
+        use autoloc_functions::ErrorCode;
+        match self {
+            Error::Function(e) => e.code(),
+            // AUTH or SELECT refused: the server's own word (WRONGPASS is NOPERM).
+            Error::Connection {
+                source: autoloc_dataplane::Error::Setup { message, .. },
+                ..
+            } => autoloc_functions::Error::from_resp(message).code(),
+            Error::Connection { .. } | Error::Transport { .. } => ErrorCode::Io,
+            Error::Server(_) | Error::Load(_) | Error::NoModule { .. } | Error::Usage(_) => {
+                ErrorCode::Err
+            }
+        }
+    }
+}
+
 /// Result of the compute library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use autoloc_functions::ErrorCode;
+
+    #[test]
+    fn every_error_has_a_code() {
+        let io = autoloc_dataplane::Error::Io {
+            op: "connect",
+            source: std::io::Error::other("refused"),
+        };
+        let cases = [
+            (
+                Error::Function(autoloc_functions::Error::NoKey("k".into())),
+                ErrorCode::NoKey,
+            ),
+            (
+                Error::Function(autoloc_functions::Error::from_resp("WRONGPASS invalid")),
+                ErrorCode::NoPerm,
+            ),
+            (
+                Error::Connection {
+                    url: "redis://x".into(),
+                    source: io,
+                },
+                ErrorCode::Io,
+            ),
+            (
+                Error::Connection {
+                    url: "redis://x".into(),
+                    source: autoloc_dataplane::Error::Setup {
+                        command: "AUTH",
+                        message: "WRONGPASS invalid username-password pair".into(),
+                    },
+                },
+                ErrorCode::NoPerm,
+            ),
+            (
+                Error::Transport {
+                    transport: "shm".into(),
+                    message: "attach".into(),
+                },
+                ErrorCode::Io,
+            ),
+            (Error::Usage("threads".into()), ErrorCode::Err),
+            (Error::NoModule { url: "u".into() }, ErrorCode::Err),
+        ];
+        for (e, code) in cases {
+            assert_eq!(e.code(), code, "{e}");
+        }
+    }
+}

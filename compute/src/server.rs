@@ -3,7 +3,6 @@
 //! It listens on a free loopback port, keeps its files in its own temporary directory, must
 //! answer PING within a startup deadline, and is killed when the guard drops.
 
-use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,6 +14,9 @@ use crate::{Error, Result};
 
 /// How long a server may take to start answering.
 pub const STARTUP_DEADLINE: Duration = Duration::from_secs(15);
+
+/// File name, in the server's directory, of what it writes to stderr.
+const STDERR_FILE: &str = "redis.stderr";
 
 /// File name of the module library.
 pub const MODULE_FILE: &str = "libautoloc_redismodule.so";
@@ -123,6 +125,14 @@ impl RedisServer {
             ),
         };
         let log = dir.path().join("redis.log");
+        // Its stderr (a module's panic message, say) goes to a file beside the log, appended to
+        // across restarts: a pipe nobody reads would block the server once full.
+        let stderr_path = dir.path().join(STDERR_FILE);
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&stderr_path)
+            .map_err(|e| format!("open {}: {e}", stderr_path.display()))?;
         let mut cmd = Command::new("redis-server");
         cmd.arg("--port")
             .arg(port.to_string())
@@ -149,7 +159,7 @@ impl RedisServer {
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .map_err(|e| format!("start redis-server: {e}"))?;
         let mut server = RedisServer {
@@ -167,10 +177,7 @@ impl RedisServer {
         let url: RedisUrl = server.url().parse().map_err(|e| format!("{e}"))?;
         loop {
             if let Ok(Some(status)) = server.child.try_wait() {
-                let mut stderr = String::new();
-                if let Some(mut e) = server.child.stderr.take() {
-                    let _ = e.read_to_string(&mut stderr);
-                }
+                let stderr = server.stderr();
                 let log = std::fs::read_to_string(&log).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(8).collect();
                 return Err(format!(
@@ -219,6 +226,12 @@ impl RedisServer {
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
+    /// What the server wrote to its stderr so far, over every restart (a module's panic
+    /// message lands here, not in the log).
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join(STDERR_FILE)).unwrap_or_default()
     }
 
     /// The server's process id.

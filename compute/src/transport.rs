@@ -154,8 +154,9 @@ pub fn connect_link(
                 TcpClientLink::connect((url.host.as_str(), port), timeout).map_err(|e| {
                     setup_error(transport, format!("connect to {}:{port}: {e}", url.host))
                 })?;
-            // The secret goes first: the server serves nothing before it.
-            link.queue(0, &autoloc_dataplane::wire::Message::Hello { token })
+            // The secret goes first, and now: the server serves nothing before it, and closes
+            // a connection that has not presented one within its deadline.
+            link.authenticate(token)
                 .map_err(|e| setup_error(transport, format!("send the secret: {e}")))?;
             Ok(Box::new(link))
         }

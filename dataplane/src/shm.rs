@@ -6,9 +6,13 @@
 //! `/dev/shm/autoloc-<pid>-<n>` with `O_CREAT | O_EXCL` and mode 0600, sizes it, maps it and
 //! initialises both rings. It answers `AUTOLOC.CONNECT shm` with [`ShmServer::path`]; Redis replies
 //! cannot carry file descriptors, so a path is what travels. The client process (same user: the
-//! mode is 0600) calls [`ShmClient::attach`] with that path. Once the client is attached the
-//! server may [`ShmServer::unlink`] the name (the mapping lives on), so a crash of either side
-//! leaks nothing; the name is removed on drop at the latest. Where /dev/shm is unavailable
+//! mode is 0600) calls [`ShmClient::attach`] with that path, and removes the name as soon as it
+//! has mapped the segment and presented its secret (the mappings live on), so a crash of either
+//! side after that leaks nothing. The server removes it too once it sees the client attached
+//! ([`ShmServer::unlink`], content if the client was first), and on drop at the latest. A server
+//! killed between `AUTOLOC.CONNECT` and the attach leaves the name behind:
+//! [`remove_stale_segments`], run when the module loads, removes the names of processes that are
+//! gone. Where /dev/shm is unavailable
 //! ([`Backing::Memfd`], or [`Backing::Auto`] as a fallback) the segment is a `memfd_create` file
 //! and the path is `/proc/<server pid>/fd/<fd>`, which a process of the same user can open too.
 //!
@@ -247,6 +251,37 @@ fn peer_state(party: &Party) -> PeerState {
         // A corrupt word: treat the peer as gone.
         _ => PeerState::Detached,
     }
+}
+
+/// The pid in a segment file name, `autoloc-<pid>-<n>` as [`create_file`] makes them.
+fn segment_owner(name: &str) -> Option<u32> {
+    let (pid, n) = name.strip_prefix("autoloc-")?.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(pid) || !digits(n) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Removes the segment files in `dir` (normally [`DEFAULT_DIR`]) whose creating process is gone:
+/// what servers killed before their clients attached left behind. Returns how many it removed.
+/// Names of live processes, of other users' processes and of other patterns are left alone, as
+/// is everything when `dir` cannot be read.
+pub fn remove_stale_segments(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(segment_owner) else {
+            continue;
+        };
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_file && process_gone(pid) && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 fn create_file(dir: &Path) -> Result<(File, PathBuf)> {
@@ -591,13 +626,21 @@ impl ShmServer {
     }
 
     /// Removes the segment's file name (the mapping stays valid). Call once the client attached,
-    /// so nothing is left behind if either process crashes. No-op for memfd segments.
+    /// so nothing is left behind if either process crashes. A name already gone (the client
+    /// removes it when it attaches) is fine. No-op for memfd segments.
     pub fn unlink(&mut self) -> Result<()> {
         if let Some(path) = self.unlink.take() {
-            std::fs::remove_file(&path).map_err(|source| Error::Io {
-                op: "unlink shared segment",
-                source,
-            })?;
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    self.unlink = Some(path);
+                    return Err(Error::Io {
+                        op: "unlink shared segment",
+                        source,
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -713,6 +756,19 @@ impl ShmClient {
                 return Err(e.into());
             }
         };
+        // Mapped and claimed: the name has served its purpose. Removed here, not only by the
+        // server's reaper, so a server killed right after this (an embedded server stopped with
+        // SIGKILL) leaves nothing in /dev/shm. Only a segment file named after the server in
+        // its header; a failure is left to the server's unlink.
+        let server_pid = seg.header().server.0.pid.load(Ordering::Relaxed);
+        let named_after_server = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(segment_owner)
+            == Some(server_pid);
+        if named_after_server {
+            let _ = std::fs::remove_file(path);
+        }
         Ok(Self { rx, tx, seg })
     }
 
@@ -760,6 +816,23 @@ mod tests {
         assert_eq!(rq, 192);
         assert_eq!(rs, 192 + 256 + 8 * 256);
         assert_eq!(total, rs + 256 + 8 * 256);
+    }
+
+    #[test]
+    fn segment_names_carry_their_creator() {
+        assert_eq!(segment_owner("autoloc-123-0"), Some(123));
+        assert_eq!(segment_owner("autoloc-123-45"), Some(123));
+        for name in [
+            "autoloc-123",
+            "autoloc--0",
+            "autoloc-+123-0",
+            "autoloc-123-",
+            "autoloc-123-x",
+            "autoloc-shm",
+            "other-123-0",
+        ] {
+            assert_eq!(segment_owner(name), None, "{name}");
+        }
     }
 
     #[test]

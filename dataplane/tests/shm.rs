@@ -18,7 +18,7 @@ use autoloc_dataplane::link::{
 };
 use autoloc_dataplane::ring::{RingConfig, RingError};
 use autoloc_dataplane::secret::Secret;
-use autoloc_dataplane::shm::{Backing, PeerState, ShmClient, ShmConfig, ShmServer};
+use autoloc_dataplane::shm::{self, Backing, PeerState, ShmClient, ShmConfig, ShmServer};
 use autoloc_dataplane::wire::{
     self, Frame, Kind, Limits, List, Message, DEFAULT_MAX_PAYLOAD, HEADER_LEN,
 };
@@ -182,8 +182,14 @@ fn hundred_thousand_requests_over_dev_shm() {
 }
 
 #[test]
-fn one_client_per_segment_and_unlink_after_attach() {
-    let mut server = ShmServer::create(&config()).unwrap();
+fn one_client_per_segment() {
+    // A memfd segment's path stays openable while the server lives: the second client is
+    // refused by the segment itself.
+    let server = ShmServer::create(&ShmConfig {
+        backing: Backing::Memfd,
+        ..config()
+    })
+    .unwrap();
     let path = server.path().to_path_buf();
     let client = ShmClient::attach(&path, &server.secret()).unwrap();
     assert_eq!(
@@ -194,10 +200,62 @@ fn one_client_per_segment_and_unlink_after_attach() {
     );
     let err = ShmClient::attach(&path, &server.secret()).unwrap_err();
     assert!(err.to_string().contains("already has a client"), "{err}");
-    server.unlink().unwrap();
-    assert!(!path.exists());
     drop(server);
     assert_eq!(client.server(), PeerState::Detached);
+}
+
+/// The client removes the segment's name as soon as it has mapped it and presented its secret,
+/// so a server killed before its reaper runs (an embedded server stopped with SIGKILL) leaves
+/// nothing in /dev/shm; the server's own unlink then finds it gone and is content.
+#[test]
+fn the_client_removes_the_name_once_attached() {
+    let mut server = ShmServer::create(&config()).unwrap();
+    let path = server.path().to_path_buf();
+    assert!(path.exists());
+    let mut client = ShmClient::attach(&path, &server.secret()).unwrap();
+    assert!(!path.exists(), "{} left after attach", path.display());
+    assert!(ShmClient::attach(&path, &server.secret()).is_err());
+    server.unlink().unwrap();
+    assert!(server.admitted().unwrap());
+    client.send(1, &Message::Get { key: b"k" }).unwrap();
+    assert!(server.try_recv().unwrap().is_some());
+}
+
+/// What a killed server left behind is removed by the next one: segments named after a process
+/// that is gone, and nothing else.
+#[test]
+fn stale_segments_of_dead_processes_are_removed() {
+    let dir = std::env::temp_dir().join(format!("autoloc-stale-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let me = std::process::id();
+    for name in [
+        format!("autoloc-{dead}-0"),
+        format!("autoloc-{dead}-17"),
+        format!("autoloc-{me}-0"),
+        "autoloc-notapid-0".to_string(),
+        format!("other-{dead}-0"),
+    ] {
+        std::fs::write(dir.join(name), b"x").unwrap();
+    }
+    let removed = shm::remove_stale_segments(&dir);
+    assert_eq!(removed, 2);
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    let mut want = vec![
+        format!("autoloc-{me}-0"),
+        "autoloc-notapid-0".to_string(),
+        format!("other-{dead}-0"),
+    ];
+    want.sort();
+    assert_eq!(left, want);
+    assert_eq!(shm::remove_stale_segments(&dir.join("missing")), 0);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -94,7 +94,27 @@ struct ServerRun {
 
 impl TestServer {
     fn start(config: TcpConfig) -> Self {
-        let mut server = TcpServer::bind_with("127.0.0.1:0", config).unwrap();
+        Self::start_with(TcpServer::bind_with("127.0.0.1:0", config).unwrap())
+    }
+
+    /// A server that serves only connections whose first frame is a `Hello` with `secret`.
+    fn start_authenticated(config: TcpConfig, secret: &'static [u8]) -> Self {
+        let server = TcpServer::bind_with("127.0.0.1:0", config)
+            .unwrap()
+            .with_authenticator(Box::new(move |token| (token == secret).then_some(1)));
+        Self::start_with(server)
+    }
+
+    /// As [`TestServer::start_authenticated`], and a connection is closed once `revoked` is set.
+    fn start_revocable(config: TcpConfig, secret: &'static [u8], revoked: Arc<AtomicBool>) -> Self {
+        let server = TcpServer::bind_with("127.0.0.1:0", config)
+            .unwrap()
+            .with_authenticator(Box::new(move |token| (token == secret).then_some(1)))
+            .with_revocation(Box::new(move |_| revoked.load(Ordering::Relaxed)));
+        Self::start_with(server)
+    }
+
+    fn start_with(mut server: TcpServer) -> Self {
         let addr = server.local_addr();
         assert_ne!(addr.port(), 0);
         let stop = Arc::new(AtomicBool::new(false));
@@ -699,4 +719,92 @@ fn measure_get_16_in_flight() {
             pct(0.99)
         );
     }
+}
+
+/// An authenticating server closes, without a reply, a connection that does not present its
+/// secret first: at once if its first header is no `Hello` or announces a `Hello` larger than a
+/// secret (without buffering the payload it announces), and after `auth_deadline` if it sends
+/// nothing or only part of a `Hello`. Found by the soak: a silent connection stayed open for
+/// ever, and one announcing 32 MiB was given a 32 MiB buffer before anything was checked.
+#[test]
+fn an_unauthenticated_connection_is_closed_before_it_costs_anything() {
+    let config = TcpConfig {
+        auth_deadline: Duration::from_millis(500),
+        ..TcpConfig::default()
+    };
+    let server = TestServer::start_authenticated(config, b"sesame");
+    let at_once = Instant::now();
+    for header in [
+        raw_header(Kind::Get as u8, 32 << 20, 1),
+        raw_header(Kind::Hello as u8, 1 << 20, 0),
+    ] {
+        let mut sock = TcpStream::connect(server.addr).unwrap();
+        sock.write_all(&header).unwrap();
+        assert!(
+            read_until_closed(&mut sock).is_empty(),
+            "a reply without a secret"
+        );
+    }
+    assert!(
+        at_once.elapsed() < Duration::from_millis(400),
+        "turned away only at the deadline: {:?}",
+        at_once.elapsed()
+    );
+    let stats = server.stats();
+    assert!(
+        stats.largest_recv_buffer < 1 << 20,
+        "a buffer for an announced frame: {stats:?}"
+    );
+
+    let waited = Instant::now();
+    let mut silent = TcpStream::connect(server.addr).unwrap();
+    let mut partial = TcpStream::connect(server.addr).unwrap();
+    partial
+        .write_all(&raw_header(Kind::Hello as u8, 10, 0)[..8])
+        .unwrap();
+    assert!(read_until_closed(&mut silent).is_empty());
+    assert!(read_until_closed(&mut partial).is_empty());
+    assert!(
+        waited.elapsed() >= Duration::from_millis(400),
+        "closed before the deadline: {:?}",
+        waited.elapsed()
+    );
+
+    // A client that presents the secret at once is served, however long it then waits.
+    let mut good = connect(server.addr);
+    good.authenticate(b"sesame").unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    run_requests(&mut good, 0..100, 8, request);
+    let stats = server.wait_for_stats("four turned away", |s| {
+        s.rejected_unauthenticated == 4 && s.connections == 1
+    });
+    assert_eq!(stats.rejected_frames, 0, "{stats:?}");
+}
+
+/// A connection whose identity is revoked is closed without a reply: one that sends a request
+/// at once, an idle one within about 100 ms while the server serves. Its client sees the close.
+#[test]
+fn a_revoked_identity_loses_its_connections() {
+    let revoked = Arc::new(AtomicBool::new(false));
+    let server = TestServer::start_revocable(TcpConfig::default(), b"sesame", revoked.clone());
+    let mut busy = connect(server.addr);
+    let mut idle = connect(server.addr);
+    for link in [&mut busy, &mut idle] {
+        link.authenticate(b"sesame").unwrap();
+        run_requests(link, 0..10, 4, request);
+    }
+    revoked.store(true, Ordering::Relaxed);
+    queue(&mut busy, 10, &request(10).0).unwrap();
+    busy.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut replies = 0;
+    while !(busy.peer_gone() && idle.peer_gone()) {
+        assert!(Instant::now() < deadline, "revoked connections still open");
+        replies += busy.poll(&mut |_| {}).unwrap_or(0);
+        let _ = idle.poll(&mut |_| {});
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(replies, 0, "a revoked connection was served");
+    let stats = server.wait_for_stats("both closed", |s| s.revoked == 2 && s.connections == 0);
+    assert_eq!(stats.rejected_unauthenticated, 0);
 }

@@ -84,6 +84,8 @@ fn run_for_client(ctx: &Context, args: &[RedisString], frame: bool) -> RedisResu
 /// `AUTOLOC.MGET <key> [key ...]`: `MGET` under the module's read rule (a key of another type
 /// fails the whole read with `-WRONGTYPE` naming it, where `MGET` reads it as nil): how
 /// compute-side functions read many keys over RESP.
+///
+/// Its keys are declared read-only by [`declare_mget_keys`], as `MGET`'s are.
 pub fn mget(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard("AUTOLOC.MGET", || {
         let [_, keys @ ..] = args.as_slice() else {
@@ -103,6 +105,64 @@ pub fn mget(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                 .collect(),
         ))
     })
+}
+
+/// Declares `AUTOLOC.MGET`'s arguments as keys it only reads (`RO ACCESS`, like `MGET`'s). Redis
+/// checks a command's declared keys against the caller's ACL before the command runs, and the
+/// keys of a legacy key range (`firstkey, lastkey, step` at registration) count as read and
+/// written: a user who may only read (`%R~`) would be refused every compute-side read over
+/// RESP. So the command is registered without keys and gets this key spec at load. A server
+/// without `RedisModule_SetCommandInfo` (before Redis 7) keeps it without: the module's own
+/// per-key check ([`read_keys`]) applies either way.
+pub fn declare_mget_keys(ctx: &Context) -> Result<(), String> {
+    use redis_module::commands::{
+        get_redis_key_spec, BeginSearch, FindKeys, KeySpec, KeySpecFlags,
+    };
+    use redis_module::raw;
+    static VERSION: raw::RedisModuleCommandInfoVersion = raw::RedisModuleCommandInfoVersion {
+        version: 1,
+        sizeof_historyentry: std::mem::size_of::<raw::RedisModuleCommandHistoryEntry>(),
+        sizeof_keyspec: std::mem::size_of::<raw::RedisModuleCommandKeySpec>(),
+        sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
+    };
+    // SAFETY: the module API's function pointers are filled in by RedisModule_Init, before this
+    // runs at load, and never change after; they are read by value.
+    let (get_command, set_info) =
+        unsafe { (raw::RedisModule_GetCommand, raw::RedisModule_SetCommandInfo) };
+    let (Some(get_command), Some(set_info)) = (get_command, set_info) else {
+        return Ok(());
+    };
+    // SAFETY: `ctx` is the module's load context and the name is NUL-terminated.
+    let command = unsafe { get_command(ctx.ctx, c"autoloc.mget".as_ptr()) };
+    if command.is_null() {
+        return Err("AUTOLOC.MGET is not registered".into());
+    }
+    // Every argument from the first on is a key; the list ends with a zeroed spec.
+    let mut specs = get_redis_key_spec(vec![KeySpec::new(
+        None,
+        KeySpecFlags::READ_ONLY | KeySpecFlags::ACCESS,
+        BeginSearch::new_index(1),
+        FindKeys::new_range(-1, 1, 0),
+    )]);
+    let info = raw::RedisModuleCommandInfo {
+        version: &VERSION,
+        summary: std::ptr::null(),
+        complexity: std::ptr::null(),
+        since: std::ptr::null(),
+        history: std::ptr::null_mut(),
+        tips: std::ptr::null(),
+        arity: -2,
+        key_specs: specs.as_mut_ptr(),
+        args: std::ptr::null_mut(),
+    };
+    // SAFETY: `command` is the handle Redis just returned for a command of this module, at load;
+    // `info` and `specs` (without notes, so nothing to free) live across the call, which copies
+    // what it keeps.
+    let status = unsafe { set_info(command, &info) };
+    if status == raw::Status::Err as std::os::raw::c_int {
+        return Err("RedisModule_SetCommandInfo refused AUTOLOC.MGET's key spec".into());
+    }
+    Ok(())
 }
 
 /// `AUTOLOC.STATS`: the module's counters as `name value` pairs (the fields of `INFO autoloc`,

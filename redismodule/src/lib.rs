@@ -6,6 +6,7 @@
 //! - [`acl`]: [`acl::Caller`], the ACL user and database every key access answers to.
 //! - [`config`]: module arguments (the storage-side budget).
 //! - [`counters`]: per-function atomic counters and the `INFO autoloc` section.
+//! - [`open`]: opening keys to read so that a key named twice in one read stays valid.
 //! - [`store`]: the read rule and the one read path ([`store::read_keys`]) and write path every
 //!   key access goes through, and [`store::KeyspaceStore`], the `Store` storage-side functions
 //!   run against: values are read in place (string DMA, no copy), every access checks the budget.
@@ -27,13 +28,20 @@ pub mod counters;
 pub mod dataplane;
 pub mod invoke;
 pub mod lock;
+pub mod open;
 pub mod placement;
 pub mod store;
 
 use redis_module::{redis_module, Context, RedisString, Status};
 
 fn init(ctx: &Context, args: &[RedisString]) -> Status {
+    // Segments that servers killed before their clients attached left behind.
+    autoloc_dataplane::shm::remove_stale_segments(autoloc_dataplane::shm::DEFAULT_DIR.as_ref());
     let args: Vec<&[u8]> = args.iter().map(RedisString::as_slice).collect();
+    if let Err(e) = commands::declare_mget_keys(ctx) {
+        ctx.log_warning(&format!("autoloc: {e}"));
+        return Status::Err;
+    }
     match config::Config::parse(&args) {
         Ok(c) => {
             if let Err(e) = lock::subscribe(ctx) {
@@ -71,7 +79,8 @@ redis_module! {
     commands: [
         ["autoloc.call", commands::call, "write deny-oom", 0, 0, 0, ""],
         ["autoloc.invoke", commands::invoke_frame, "write deny-oom", 0, 0, 0, ""],
-        ["autoloc.mget", commands::mget, "readonly fast", 1, -1, 1, ""],
+        // Keys declared read-only at load (commands::declare_mget_keys).
+        ["autoloc.mget", commands::mget, "readonly fast", 0, 0, 0, ""],
         ["autoloc.stats", commands::stats, "readonly fast", 0, 0, 0, ""],
         ["autoloc.functions", commands::functions, "readonly fast", 0, 0, 0, ""],
         ["autoloc.connect", commands::connect, "readonly", 0, 0, 0, ""],

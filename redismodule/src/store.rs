@@ -60,7 +60,7 @@ pub fn read_keys<'k, N: AsRef<[u8]>>(
     caller.check_names(ctx, strings, Access::Read)?;
     opened.clear();
     // An open key holds its own reference to its name.
-    opened.extend(strings.iter().map(|s| ctx.open_key(s)));
+    crate::open::open_for_read(ctx, strings, opened);
     opened
         .iter()
         .zip(names)

@@ -252,3 +252,92 @@ fn a_link_reads_its_clients_database() {
         assert_eq!(v, autoloc::Output::Value(None), "{t}: db 5 is not db 3");
     }
 }
+
+/// A user who may only read (`%R~*`) reads on every transport and either side: compute-side over
+/// RESP too, where `AUTOLOC.MGET` must declare its keys read-only (Redis checks declared keys
+/// before the module's own per-key check runs, and a key of unknown access needs read and
+/// write permission). Writes stay denied.
+#[test]
+fn a_read_only_user_reads_on_every_transport_and_side() {
+    let s = server(&[]);
+    let mut c = raw(&s);
+    c.call(&["SET", "r:1", "one"]).unwrap();
+    for (v, n) in [("1", vec![2u32]), ("2", vec![])] {
+        c.call(&[b"SET".as_slice(), v.as_bytes(), &encode_adjacency(&n)])
+            .unwrap();
+    }
+    c.call(&["ACL", "SETUSER", "ro", "on", ">pw", "%R~*", "+@all"])
+        .unwrap();
+    let mut ro_raw = autoloc_dataplane::Connection::connect(
+        &url_of(&s, "ro").parse().unwrap(),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(
+        ro_raw.call(&["AUTOLOC.MGET", "r:1", "none"]).unwrap(),
+        Frame::Array(Some(vec![
+            Frame::Bulk(Some(b"one".to_vec())),
+            Frame::Bulk(None)
+        ]))
+    );
+    for t in ALL {
+        let mut ro = Runtime::connect(&url_of(&s, "ro"))
+            .unwrap()
+            .with_transport(t)
+            .unwrap();
+        for p in [Placement::Storage, Placement::Compute] {
+            let v = ro.invoke("get", &["r:1"], p).unwrap();
+            assert_eq!(
+                v.output,
+                autoloc::Output::Value(Some(b"one".to_vec())),
+                "{t} {p}"
+            );
+            assert!(ro.invoke("khop", &["1", "2"], p).is_ok(), "{t} {p}");
+        }
+        assert_eq!(ro.get(b"r:1").unwrap(), Some(b"one".to_vec()), "{t}");
+        assert_eq!(ro.mget(&["r:1", "none"]).unwrap().len(), 2, "{t}");
+        assert!(
+            matches!(ro.set(b"r:2", b"x"), Err(autoloc::Error::Function(e)) if e.code() == ErrorCode::NoPerm),
+            "{t}"
+        );
+    }
+}
+
+/// The links of a deleted user are closed on every transport, TCP too (its connection is closed,
+/// not kept answering `NOPERM`), so a client reconnects once the user is back. Found by the
+/// soak: a TCP worker whose user was deleted and re-created failed every request for the rest
+/// of the run.
+#[test]
+fn a_deleted_users_links_close_and_its_clients_come_back() {
+    let s = server(&[]);
+    let mut c = raw(&s);
+    c.call(&["SET", "k", "v"]).unwrap();
+    let user = ["ACL", "SETUSER", "dave", "on", ">pw", "~*", "+@all"];
+    c.call(&user).unwrap();
+    for t in ALL {
+        let mut dave = Runtime::connect(&url_of(&s, "dave"))
+            .unwrap()
+            .with_transport(t)
+            .unwrap();
+        dave.invoke("get", &["k"], Placement::Storage).unwrap();
+        c.call(&["ACL", "DELUSER", "dave"]).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match dave.invoke("get", &["k"], Placement::Storage) {
+                Err(e) if e.code() == ErrorCode::Io => break,
+                _ => assert!(
+                    Instant::now() < deadline,
+                    "{t}: the link of a deleted user was not closed"
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        c.call(&user).unwrap();
+        // The runtime reconnects on its next call, as the user who is back.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Err(e) = dave.invoke("get", &["k"], Placement::Storage) {
+            assert!(Instant::now() < deadline, "{t}: never came back: {e}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

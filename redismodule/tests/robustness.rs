@@ -233,3 +233,53 @@ fn bad_module_arguments_refuse_to_load() {
         autoloc::server::RedisServer::start_with(&module, &["budget-ms", "zero"], &[]).unwrap_err();
     assert!(e.to_string().contains("exited"), "{e}");
 }
+
+/// One read that names a key twice (`AUTOLOC.MGET k k`, a data-plane `MultiGet` with a key
+/// twice, a function reading a key twice) returns its value twice and leaves Redis serving,
+/// whatever the value's encoding. Reading an encoded string (embstr, int) through DMA replaces
+/// its object in the keyspace: a second handle to the same key, opened before, pointed at the
+/// freed object. Found by the soak: a worker's `mget` of random vertices crashed redis-server
+/// (SIGSEGV in dbUnshareStringValue; `AUTOLOC.MGET k k` alone aborted it).
+#[test]
+fn a_key_read_twice_in_one_read_leaves_redis_serving() {
+    let s = server(&[]);
+    let mut c = raw(&s);
+    let values = [
+        ("embstr", "abc".to_string()),
+        ("int", "12".to_string()),
+        ("bigint", "123456789012".to_string()),
+        ("raw", "x".repeat(100)),
+    ];
+    for (key, v) in &values {
+        c.call(&["SET", key, v]).unwrap();
+    }
+    for (key, v) in &values {
+        let want = Frame::Bulk(Some(v.clone().into_bytes()));
+        assert_eq!(
+            c.call(&["AUTOLOC.MGET", key, key, key]).unwrap(),
+            Frame::Array(Some(vec![want.clone(), want.clone(), want])),
+            "{key}"
+        );
+        assert_eq!(c.call(&["PING"]).unwrap(), Frame::Simple("PONG".into()));
+        c.call(&["SET", key, v]).unwrap(); // encoded again for the next path
+    }
+    for t in [autoloc::Transport::Shm, autoloc::Transport::Tcp] {
+        let mut rt = runtime(&s).with_transport(t).unwrap();
+        for (key, v) in &values {
+            let got = rt.mget(&[*key, *key]).unwrap();
+            assert_eq!(got, vec![Some(v.clone().into_bytes()); 2], "{t} {key}");
+            c.call(&["SET", key, v]).unwrap();
+        }
+        // A function reading the same number twice, storage-side.
+        let sum = rt
+            .invoke("aggregate", &["keys", "int", "int"], Placement::Storage)
+            .unwrap();
+        assert_eq!(
+            sum.output,
+            autoloc::Output::Sum { sum: 24.0, keys: 2 },
+            "{t}"
+        );
+        c.call(&["SET", "int", "12"]).unwrap();
+    }
+    assert_eq!(c.call(&["PING"]).unwrap(), Frame::Simple("PONG".into()));
+}

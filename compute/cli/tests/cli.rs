@@ -1,6 +1,7 @@
 //! The binaries, run as a user would. Needs the module built (`cargo build --workspace`, which
 //! ci/test does first); it is found next to the binaries.
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 use autoloc::server::RedisServer;
@@ -452,4 +453,105 @@ fn get_and_set_over_every_transport() {
         );
         assert!(err.contains("no such key 'cli:none'"), "{t}: {err}");
     }
+}
+
+/// The embedded default leaves nothing behind: no process, no directory, no segment in /dev/shm.
+/// `redis-server` is found through a wrapper first in `PATH` that notes the pid (kept by
+/// `exec`) and `--dir` of every server the CLIs start, then runs the real one.
+#[test]
+fn the_embedded_default_leaves_nothing_behind() {
+    let real = Command::new("sh")
+        .args(["-c", "command -v redis-server"])
+        .output()
+        .unwrap();
+    let real = String::from_utf8(real.stdout).unwrap().trim().to_string();
+    assert!(!real.is_empty(), "redis-server is not installed");
+    let bin = tempfile::tempdir().unwrap();
+    let (pids, dirs) = (bin.path().join("pids"), bin.path().join("dirs"));
+    let wrapper = bin.path().join("redis-server");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho $$ >> '{}'\nprev=\nfor a in \"$@\"; do [ \"$prev\" = --dir ] && echo \"$a\" >> '{}'; prev=$a; done\nexec '{real}' \"$@\"\n",
+            pids.display(),
+            dirs.display()
+        ),
+    )
+    .unwrap();
+    let mut perms = std::fs::metadata(&wrapper).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&wrapper, perms).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let runs: [(&str, &[&str]); 4] = [
+        (BATCH, &["khop", "1", "10"]),
+        (BATCH, &["khop", "1", "10", "--transport", "tcp"]),
+        (AUTOLOC, &["get", "1"]),
+        (
+            AUTOLOC,
+            &["call", "khop", "1", "2", "--placement", "compute"],
+        ),
+    ];
+    for (bin, args) in runs {
+        let out = Command::new(bin)
+            .args(args)
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        ok(&out);
+    }
+    let pids = std::fs::read_to_string(&pids).unwrap();
+    let pids: Vec<&str> = pids.lines().collect();
+    assert!(pids.len() >= 4, "the wrapper saw no servers: {pids:?}");
+    for pid in &pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "redis-server {pid} still runs"
+        );
+    }
+    let left: Vec<String> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| {
+            pids.iter()
+                .any(|pid| name.starts_with(&format!("autoloc-{pid}-")))
+        })
+        .collect();
+    for name in &left {
+        let _ = std::fs::remove_file(Path::new("/dev/shm").join(name));
+    }
+    assert!(left.is_empty(), "segments left in /dev/shm: {left:?}");
+    for dir in std::fs::read_to_string(&dirs).unwrap().lines() {
+        assert!(!Path::new(dir).exists(), "server directory {dir} left");
+    }
+}
+
+/// A server killed between `AUTOLOC.CONNECT shm` and its client's attach leaves the segment's
+/// name; the next server to load the module removes the names of processes that are gone.
+#[test]
+fn a_restarted_server_removes_what_a_killed_one_left() {
+    let mut s = server();
+    let mut c = autoloc_dataplane::Connection::connect(
+        &s.url().parse().unwrap(),
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap();
+    let autoloc_dataplane::Frame::Array(Some(reply)) = c.call(&["AUTOLOC.CONNECT", "shm"]).unwrap()
+    else {
+        panic!("AUTOLOC.CONNECT shm gave no array");
+    };
+    let autoloc_dataplane::Frame::Bulk(Some(path)) = &reply[0] else {
+        panic!("no path in {reply:?}");
+    };
+    let path = std::path::PathBuf::from(String::from_utf8(path.clone()).unwrap());
+    assert!(
+        path.starts_with("/dev/shm") && path.exists(),
+        "{}",
+        path.display()
+    );
+    s.restart().unwrap();
+    assert!(!path.exists(), "{} left after a restart", path.display());
 }

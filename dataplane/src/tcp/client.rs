@@ -85,6 +85,15 @@ impl TcpClientLink {
         Ok(link)
     }
 
+    /// Presents `token` (the secret `AUTOLOC.CONNECT tcp` handed out) as the connection's first
+    /// frame, a `Hello`, and sends it now: an authenticating server closes a connection that has
+    /// not presented one within [`TcpConfig::auth_deadline`], however long the client then
+    /// waits before its first request.
+    pub fn authenticate(&mut self, token: &[u8]) -> Result<()> {
+        self.queue(0, &Message::Hello { token })?;
+        self.flush()
+    }
+
     /// The server's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer

@@ -53,6 +53,15 @@
 //! alone, before any payload is buffered. Either way the server then stops reading, sends what
 //! it has, half-closes, discards input for at most [`TcpConfig::linger`], and closes.
 //!
+//! # Authentication
+//!
+//! A server given an authenticator serves a connection only after its first frame, a `Hello`
+//! whose secret the authenticator accepts. Until then the connection costs little and gets
+//! nothing: a first header that is no `Hello`, or announces one larger than any secret, closes it
+//! from the header alone (no buffer grows for the payload it announces); a connection that has
+//! not presented a secret within [`TcpConfig::auth_deadline`] is closed. Either way without a
+//! reply, counted in [`TcpStats::rejected_unauthenticated`].
+//!
 //! # Soundness
 //!
 //! The kernel reads and writes connection buffers while operations are in flight. The rules that
@@ -89,6 +98,9 @@ pub const DEFAULT_SEND_HIGH_WATER: usize = 8 << 20;
 pub const DEFAULT_DEAD_PEER: Duration = Duration::from_secs(10);
 /// Default time a closing server connection keeps discarding input before it closes.
 pub const DEFAULT_LINGER: Duration = Duration::from_secs(1);
+/// Default time a connection to an authenticating server may take to present its secret (the
+/// module's secrets are good for as long).
+pub const DEFAULT_AUTH_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Smallest free space worth posting a RECV into.
 const MIN_RECV_SPACE: usize = 4 << 10;
@@ -120,6 +132,10 @@ pub struct TcpConfig {
     /// How long a server connection that is closing after a bad frame discards input before it
     /// closes (closing with unread input would reset the stream and could lose the error reply).
     pub linger: Duration,
+    /// How long a connection to an authenticating server
+    /// ([`TcpServer::with_authenticator`](server::TcpServer::with_authenticator)) may take to
+    /// present its secret; one that has not by then is closed without a reply.
+    pub auth_deadline: Duration,
 }
 
 impl Default for TcpConfig {
@@ -132,6 +148,7 @@ impl Default for TcpConfig {
             send_high_water: DEFAULT_SEND_HIGH_WATER,
             dead_peer: DEFAULT_DEAD_PEER,
             linger: DEFAULT_LINGER,
+            auth_deadline: DEFAULT_AUTH_DEADLINE,
         }
     }
 }

@@ -31,6 +31,11 @@ use crate::{Error, Result};
 const LISTENER_SLOT: u32 = u32::MAX;
 /// How long dropping a server waits for the kernel to hand back its operations.
 const TEARDOWN: Duration = Duration::from_secs(2);
+/// The largest `Hello` payload an authenticating server waits for: a secret is far smaller.
+const MAX_HELLO_PAYLOAD: usize = 1024;
+/// How often every authenticated connection's identity is looked at again (besides before each
+/// of its bursts), while the server serves.
+const REVOCATION_SWEEP: Duration = Duration::from_millis(100);
 
 /// Counters of a [`TcpServer`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -46,6 +51,9 @@ pub struct TcpStats {
     /// Connections closed, without a reply, because their first frame was no `Hello` with a
     /// secret the authenticator accepted.
     pub rejected_unauthenticated: u64,
+    /// Authenticated connections closed, without a reply, because their identity was revoked
+    /// ([`TcpServer::with_revocation`]).
+    pub revoked: u64,
     /// Bytes allocated for receive buffers now.
     pub recv_buffer_bytes: usize,
     /// Largest receive buffer any connection ever had.
@@ -76,11 +84,52 @@ struct Conn {
     ready: bool,
     /// Who the connection authenticated as (its `Hello`), where the server asks.
     identity: Option<u64>,
+    /// When it was accepted: an authenticating server closes it at
+    /// [`TcpConfig::auth_deadline`] after this unless it presented its secret.
+    accepted: Instant,
+}
+
+/// Before its secret, what the front of a connection's input can still become.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BeforeSecret {
+    /// Part of a small `Hello`, or nothing yet.
+    Wait,
+    /// A whole `Hello`.
+    Hello,
+    /// Anything else: no `Hello`, or one larger than any secret.
+    Refuse,
+}
+
+/// Judges the front of `buf` from its header alone, so that nothing announced by a peer that
+/// has not authenticated is buffered.
+fn before_secret(buf: &[u8]) -> BeforeSecret {
+    if buf.is_empty() {
+        return BeforeSecret::Wait;
+    }
+    if buf[0] != wire::MAGIC {
+        return BeforeSecret::Refuse;
+    }
+    let Some(header) = buf.first_chunk::<{ wire::HEADER_LEN }>() else {
+        return BeforeSecret::Wait;
+    };
+    let header = wire::Header::from_bytes(header);
+    let payload = header.payload_len as usize;
+    if header.kind != wire::Kind::Hello as u8 || payload > MAX_HELLO_PAYLOAD {
+        BeforeSecret::Refuse
+    } else if buf.len() < wire::HEADER_LEN + payload {
+        BeforeSecret::Wait
+    } else {
+        BeforeSecret::Hello
+    }
 }
 
 /// Decides who presents a secret: the identity it stands for, or `None` to refuse it. Called
 /// on the serving thread with the token of a connection's first frame (a `Hello`).
 pub type Authenticator = Box<dyn FnMut(&[u8]) -> Option<u64> + Send>;
+
+/// Says whether the identity of an authenticated connection is no longer good (its user was
+/// deleted, say). Called on the serving thread.
+pub type Revocation = Box<dyn FnMut(u64) -> bool + Send>;
 
 impl Conn {
     /// Serves up to `budget` frames from the receive buffer.
@@ -97,20 +146,21 @@ impl Conn {
         }
         if let (Some(auth), None) = (auth, self.identity) {
             // Nothing is served before the connection presents a secret its authenticator
-            // accepts; anything else closes it without a reply.
+            // accepts; anything else closes it without a reply, judged from its header.
             let buf = self.stream.rx.filled();
-            if !matches!(stream::scan(buf, &config.limits), Scan::Ready) {
-                return 0;
-            }
-            let accepted = match wire::decode(buf, &config.limits) {
-                Ok((
-                    Frame {
-                        message: Message::Hello { token },
-                        ..
-                    },
-                    len,
-                )) => auth(token).map(|id| (id, len)),
-                _ => None,
+            let accepted = match before_secret(buf) {
+                BeforeSecret::Wait => return 0,
+                BeforeSecret::Refuse => None,
+                BeforeSecret::Hello => match wire::decode(buf, &config.limits) {
+                    Ok((
+                        Frame {
+                            message: Message::Hello { token },
+                            ..
+                        },
+                        len,
+                    )) => auth(token).map(|id| (id, len)),
+                    _ => None,
+                },
             };
             match accepted {
                 Some((id, len)) => {
@@ -175,7 +225,15 @@ impl Conn {
 
     /// After a burst: moves the state machine on and posts what the connection needs. Returns
     /// whether the connection can be freed.
-    fn step(&mut self, uring: &mut Uring, slot: u32, config: &TcpConfig) -> Result<bool> {
+    /// `awaiting_secret`: the server authenticates and this connection has not yet; its receive
+    /// buffer then does not grow for a frame its header announces.
+    fn step(
+        &mut self,
+        uring: &mut Uring,
+        slot: u32,
+        config: &TcpConfig,
+        awaiting_secret: bool,
+    ) -> Result<bool> {
         if self.stream.error.is_some() {
             self.state = State::Dead;
         }
@@ -192,7 +250,7 @@ impl Conn {
                 self.ready = scan == Scan::Ready && !throttled;
                 if !throttled && !self.stream.eof && !self.stream.rx.posted() {
                     let frame_len = match scan {
-                        Scan::Partial { frame_len } => frame_len,
+                        Scan::Partial { frame_len } if !awaiting_secret => frame_len,
                         _ => None,
                     };
                     self.stream.rx.make_room(frame_len);
@@ -255,6 +313,22 @@ pub struct TcpServer {
     stats: TcpStats,
     /// If set, every connection must authenticate first ([`TcpServer::with_authenticator`]).
     auth: Option<AuthSlot>,
+    /// The earliest [`TcpConfig::auth_deadline`] of a connection that has not authenticated, as
+    /// of the last burst: the server has work then even if no byte arrives.
+    auth_due: Option<Instant>,
+    /// If set, connections whose identity it revokes are closed ([`TcpServer::with_revocation`]).
+    revocation: Option<RevocationSlot>,
+    /// When every authenticated connection was last looked at.
+    revocation_sweep: Instant,
+}
+
+/// The revocation check, shown in `Debug` by presence only.
+struct RevocationSlot(Revocation);
+
+impl std::fmt::Debug for RevocationSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Revocation")
+    }
 }
 
 /// The authenticator, shown in `Debug` by presence only.
@@ -296,6 +370,9 @@ impl TcpServer {
             ready: 0,
             stats: TcpStats::default(),
             auth: None,
+            auth_due: None,
+            revocation: None,
+            revocation_sweep: Instant::now(),
         };
         server.post_accept()?;
         server.uring.submit()?;
@@ -308,6 +385,15 @@ impl TcpServer {
     /// identity `auth` gave its connection.
     pub fn with_authenticator(mut self, auth: Authenticator) -> Self {
         self.auth = Some(AuthSlot(auth));
+        self
+    }
+
+    /// Closes, without a reply, every authenticated connection whose identity `revoked` says is
+    /// no longer good: before serving its next requests, and while the server serves, within
+    /// about 100 ms (an idle server closes them at its next burst). Counted in
+    /// [`TcpStats::revoked`]. The client sees its connection closed and connects again.
+    pub fn with_revocation(mut self, revoked: Revocation) -> Self {
+        self.revocation = Some(RevocationSlot(revoked));
         self
     }
 
@@ -392,6 +478,7 @@ impl TcpServer {
             identity: None,
             state: State::Open,
             ready: false,
+            accepted: Instant::now(),
         };
         self.stats.accepted += 1;
         match self.free.pop() {
@@ -433,11 +520,36 @@ impl TcpServer {
     /// listener is re-armed.
     fn maintain(&mut self) -> Result<()> {
         self.ready = 0;
+        self.auth_due = None;
+        let now = Instant::now();
+        let sweep = self.revocation.is_some() && now >= self.revocation_sweep + REVOCATION_SWEEP;
+        if sweep {
+            self.revocation_sweep = now;
+        }
         for slot in 0..self.conns.len() {
             let Some(conn) = self.conns[slot].as_mut() else {
                 continue;
             };
-            let free = conn.step(&mut self.uring, slot as u32, &self.config)?;
+            if sweep {
+                revoke_if(
+                    conn,
+                    self.revocation.as_mut(),
+                    &self.config,
+                    &mut self.stats,
+                );
+            }
+            let awaiting_secret = self.auth.is_some() && conn.identity.is_none();
+            if awaiting_secret && conn.state == State::Open {
+                let due = conn.accepted + self.config.auth_deadline;
+                if now >= due {
+                    // No secret in time: closed without a reply, like a wrong one.
+                    self.stats.rejected_unauthenticated += 1;
+                    conn.begin_close(&self.config);
+                } else {
+                    self.auth_due = Some(self.auth_due.map_or(due, |d| d.min(due)));
+                }
+            }
+            let free = conn.step(&mut self.uring, slot as u32, &self.config, awaiting_secret)?;
             self.stats.largest_recv_buffer = self
                 .stats
                 .largest_recv_buffer
@@ -452,6 +564,24 @@ impl TcpServer {
         }
         self.post_accept()
     }
+}
+
+/// Closes `conn` if it is open and `revocation` revokes its identity; returns whether it did.
+fn revoke_if(
+    conn: &mut Conn,
+    revocation: Option<&mut RevocationSlot>,
+    config: &TcpConfig,
+    stats: &mut TcpStats,
+) -> bool {
+    let (Some(revoked), Some(id)) = (revocation, conn.identity) else {
+        return false;
+    };
+    if conn.state != State::Open || !(revoked.0)(id) {
+        return false;
+    }
+    stats.revoked += 1;
+    conn.begin_close(config);
+    true
 }
 
 impl ServerLink for TcpServer {
@@ -469,6 +599,17 @@ impl ServerLink for TcpServer {
             }
             let slot = (self.cursor + k) % n;
             if let Some(conn) = self.conns[slot].as_mut() {
+                // Looked at before anything it sent is served.
+                if !conn.stream.rx.filled().is_empty()
+                    && revoke_if(
+                        conn,
+                        self.revocation.as_mut(),
+                        &self.config,
+                        &mut self.stats,
+                    )
+                {
+                    continue;
+                }
                 let auth = self.auth.as_mut().map(|a| &mut a.0);
                 served += conn.serve(max - served, &self.config, &mut self.stats, auth, handle);
             }
@@ -483,7 +624,9 @@ impl ServerLink for TcpServer {
     }
 
     fn has_pending(&self) -> bool {
-        self.ready > 0 || self.uring.has_completions()
+        self.ready > 0
+            || self.uring.has_completions()
+            || self.auth_due.is_some_and(|due| Instant::now() >= due)
     }
 
     /// Whether the listener failed for good; the connections are managed inside the server.

@@ -440,7 +440,8 @@ pub fn connect_tcp(caller: Caller) -> Result<(u16, Vec<u8>), String> {
     let cfg = crate::config::get();
     let server = TcpServer::bind((cfg.tcp_bind.as_str(), cfg.tcp_port))
         .map_err(|e| format!("start the TCP data path: {e}"))?
-        .with_authenticator(Box::new(authenticate));
+        .with_authenticator(Box::new(authenticate))
+        .with_revocation(Box::new(|peer| tcp_caller(peer).is_none()));
     let p = server.local_addr().port();
     hand_over(Entry {
         link: Link::Tcp(Box::new(server)),
