@@ -113,6 +113,7 @@ pub fn fields() -> Vec<(String, u64)> {
         ("dataplane_deferred", &dp.deferred),
         ("dataplane_pushbacks", &dp.pushbacks),
         ("dataplane_tcp_rejected", &dp.tcp_rejected),
+        ("dataplane_tcp_identities", &dp.tcp_identities),
         ("dataplane_busy_permille", &dp.busy_permille),
     ] {
         out.push((name.to_string(), value.load(Relaxed)));

@@ -185,6 +185,28 @@ fn a_dead_client_is_detected_and_its_ring_reclaimed() {
     assert!(again.invoke("get", &["x"], Placement::Storage).is_ok());
 }
 
+#[test]
+fn closed_tcp_connections_are_forgotten() {
+    let s = server(&[]);
+    let mut rt = runtime(&s);
+    for _ in 0..5 {
+        let mut tcp = runtime(&s).with_transport(Transport::Tcp).unwrap();
+        tcp.set(b"k", b"v").unwrap();
+    }
+    let kept = runtime(&s).with_transport(Transport::Tcp).unwrap();
+    // The reaper looks every 100 ms: the five closed connections go, the open one stays.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stat(&mut rt, "dataplane_tcp_identities") != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "{} TCP callers kept with one connection open",
+            stat(&mut rt, "dataplane_tcp_identities")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(kept);
+}
+
 /// Run only as the child of `a_dead_client_is_detected_and_its_ring_reclaimed`.
 #[test]
 fn child_attaches_then_dies() {

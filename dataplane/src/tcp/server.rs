@@ -397,6 +397,11 @@ impl TcpServer {
         self
     }
 
+    /// The identities (given by the authenticator) of the connections open now.
+    pub fn peers(&self) -> impl Iterator<Item = u64> + '_ {
+        self.conns.iter().flatten().filter_map(|c| c.identity)
+    }
+
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local

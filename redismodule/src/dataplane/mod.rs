@@ -77,6 +77,9 @@ pub struct Stats {
     pub pushbacks: AtomicU64,
     /// TCP connections closed without a reply: no valid one-time secret first.
     pub tcp_rejected: AtomicU64,
+    /// Authenticated TCP connections whose caller the module keeps (open ones, as of the last
+    /// reaper turn).
+    pub tcp_identities: AtomicU64,
     /// Busy fraction of the last data-plane thread to finish a window, in parts per 1000.
     pub busy_permille: AtomicU64,
 }
@@ -284,6 +287,7 @@ static STATS: Stats = Stats {
     deferred: AtomicU64::new(0),
     pushbacks: AtomicU64::new(0),
     tcp_rejected: AtomicU64::new(0),
+    tcp_identities: AtomicU64::new(0),
     busy_permille: AtomicU64::new(0),
 };
 
@@ -655,6 +659,12 @@ fn keep(e: &mut Entry) -> bool {
         Link::Tcp(server) => {
             let rejected = server.stats().rejected_unauthenticated;
             STATS.tcp_rejected.store(rejected, Relaxed);
+            // Forget the callers of connections that closed.
+            let open: std::collections::HashSet<u64> = server.peers().collect();
+            if let Some(ids) = tcp_identities().as_mut() {
+                ids.peers.retain(|peer, _| open.contains(peer));
+                STATS.tcp_identities.store(ids.peers.len() as u64, Relaxed);
+            }
             !server.peer_gone()
         }
         Link::Other(l) => !l.peer_gone(),
