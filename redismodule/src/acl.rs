@@ -36,8 +36,8 @@ fn text(v: &RedisValue) -> Option<&str> {
 /// The ACL user and database an access is made for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    /// The ACL user's name.
-    pub user: String,
+    /// The ACL user's name (shared: copied into every lock scope that looks it up).
+    pub user: std::sync::Arc<str>,
     /// The database (`SELECT`) of the client.
     pub db: i32,
 }
@@ -56,17 +56,26 @@ struct User(*mut raw::RedisModuleUser);
 
 /// Users looked up during one [`LockScope`], by name; `None` for a user who may read and write
 /// every key (as of the last [`refresh_standing`]).
-type ScopeUsers = Vec<(String, Option<User>)>;
+type ScopeUsers = Vec<(std::sync::Arc<str>, Option<User>)>;
+
+/// A thread's [`LockScope`]: whether one is open, and its users (the vector keeps its room from
+/// one scope to the next).
+struct Scope {
+    open: bool,
+    users: ScopeUsers,
+}
 
 thread_local! {
-    /// This thread's current [`LockScope`], if one is open.
-    static SCOPE: std::cell::RefCell<Option<ScopeUsers>> = const { std::cell::RefCell::new(None) };
+    /// This thread's current [`LockScope`].
+    static SCOPE: std::cell::RefCell<Scope> = const {
+        std::cell::RefCell::new(Scope { open: false, users: Vec::new() })
+    };
 }
 
 /// The users the data plane's reaper last found allowed every key (`~*`): their links skip the
 /// per-key check until the next refresh, at most 100 ms later, so a narrowed ACL applies within
 /// that time.
-static ALL_KEYS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+static ALL_KEYS: std::sync::Mutex<Vec<std::sync::Arc<str>>> = std::sync::Mutex::new(Vec::new());
 
 /// Where a user stands, by `ACL GETUSER`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,8 +87,8 @@ pub enum Standing {
 }
 
 /// Records, for the users of open links, who may access every key (see [`ALL_KEYS`]).
-pub fn refresh_standing(standings: &[(String, Standing)]) {
-    let all: Vec<String> = standings
+pub fn refresh_standing(standings: &[(std::sync::Arc<str>, Standing)]) {
+    let all: Vec<std::sync::Arc<str>> = standings
         .iter()
         .filter(|(_, s)| *s == Standing::Active { all_keys: true })
         .map(|(u, _)| u.clone())
@@ -97,25 +106,28 @@ pub struct LockScope(());
 impl LockScope {
     /// Starts keeping users; the caller holds Redis's lock until it drops the scope.
     pub fn begin() -> LockScope {
-        SCOPE.with(|s| *s.borrow_mut() = Some(Vec::new()));
+        SCOPE.with(|s| {
+            let mut s = s.borrow_mut();
+            s.users.clear();
+            s.open = true;
+        });
         LockScope(())
     }
 
     /// Frees the users looked up so far and starts afresh: called before the lock is given back
     /// in the middle of a scope (they may change while it is released).
     pub fn renew() {
-        SCOPE.with(|s| {
-            let mut s = s.borrow_mut();
-            if s.is_some() {
-                *s = Some(Vec::new());
-            }
-        });
+        SCOPE.with(|s| s.borrow_mut().users.clear());
     }
 }
 
 impl Drop for LockScope {
     fn drop(&mut self) {
-        SCOPE.with(|s| drop(s.borrow_mut().take()));
+        SCOPE.with(|s| {
+            let mut s = s.borrow_mut();
+            s.users.clear();
+            s.open = false;
+        });
     }
 }
 
@@ -136,13 +148,13 @@ impl Caller {
         // SAFETY: `ctx.ctx` is the live context of the command being run, under Redis's lock.
         let db = unsafe { selected(ctx.ctx) };
         Ok(Caller {
-            user: ctx.get_current_user().to_string_lossy(),
+            user: ctx.get_current_user().to_string_lossy().into(),
             db,
         })
     }
 
     fn lookup(&self, ctx: &Context) -> Result<User, Error> {
-        let name = RedisString::create(std::ptr::NonNull::new(ctx.ctx), self.user.as_str());
+        let name = crate::store::key_name(ctx, self.user.as_bytes());
         let get = module_api!(RedisModule_GetModuleUserFromUserName)?;
         // SAFETY: `name` is a valid module string for the duration of the call; the call needs
         // Redis's lock, which every caller of this module's checks holds.
@@ -161,8 +173,7 @@ impl Caller {
     pub fn standing(&self, ctx: &Context) -> Standing {
         // `ACL GETUSER` replies nil for a deleted user, lists "off" among the flags of a disabled
         // one, and shows its key permissions as one string ("~*" for every key).
-        let Ok(RedisValue::Array(fields)) = ctx.call("ACL", &["GETUSER", self.user.as_str()][..])
-        else {
+        let Ok(RedisValue::Array(fields)) = ctx.call("ACL", &["GETUSER", &*self.user][..]) else {
             return Standing::Gone;
         };
         let field = |name: &str| {
@@ -187,7 +198,10 @@ impl Caller {
         keys: &[N],
         access: Access,
     ) -> Result<(), Error> {
-        let names: Vec<RedisString> = keys.iter().map(|k| ctx.create_string(k.as_ref())).collect();
+        let names: Vec<RedisString> = keys
+            .iter()
+            .map(|k| crate::store::key_name(ctx, k.as_ref()))
+            .collect();
         self.check_names(ctx, &names, access)
     }
 
@@ -202,7 +216,10 @@ impl Caller {
         // looked up (now or earlier in the scope).
         let cached = SCOPE.with(|s| {
             let mut s = s.borrow_mut();
-            let users = s.as_mut()?;
+            if !s.open {
+                return None;
+            }
+            let users = &mut s.users;
             if let Some((_, u)) = users.iter().find(|(n, _)| *n == self.user) {
                 return Some(Ok(u.as_ref().map(|u| u.0)));
             }

@@ -30,6 +30,12 @@ pub fn value_of<'k>(key: &'k RedisKey, name: &[u8]) -> Result<Option<&'k [u8]>, 
     }
 }
 
+/// A key's name as a Redis string, byte for byte (a name may hold any byte, NUL too; the
+/// `redis-module` crate's `create_string` goes through a C string, which refuses NUL).
+pub fn key_name(ctx: &Context, name: &[u8]) -> RedisString {
+    RedisString::create_from_slice(ctx.ctx, name)
+}
+
 /// Opens every key of `names` into `opened` and reads them under the read rule, once `caller`'s
 /// ACL allows it to read every one of them (`NOPERM` naming the first it may not): the values
 /// borrow Redis's own memory (no copy) for as long as `opened` lives, which must be while
@@ -46,14 +52,11 @@ pub fn read_keys<'k, N: AsRef<[u8]>>(
     let many: Vec<RedisString>;
     let strings: &[RedisString] = match names {
         [name] => {
-            one = [ctx.create_string(name.as_ref())];
+            one = [key_name(ctx, name.as_ref())];
             &one
         }
         _ => {
-            many = names
-                .iter()
-                .map(|n| ctx.create_string(n.as_ref()))
-                .collect();
+            many = names.iter().map(|n| key_name(ctx, n.as_ref())).collect();
             &many
         }
     };

@@ -283,3 +283,40 @@ fn a_key_read_twice_in_one_read_leaves_redis_serving() {
     }
     assert_eq!(c.call(&["PING"]).unwrap(), Frame::Simple("PONG".into()));
 }
+
+#[test]
+fn keys_are_binary_safe_on_every_path() {
+    let s = server(&[]);
+    let key: &[u8] = b"bin\0key\xff";
+    let mut c = raw(&s);
+    cmd(&mut c, &[b"SET", key, b"v\0"]);
+    for t in [
+        autoloc::Transport::Shm,
+        autoloc::Transport::Tcp,
+        autoloc::Transport::Resp,
+    ] {
+        let mut rt = runtime(&s).with_transport(t).unwrap();
+        assert_eq!(
+            rt.get(key).unwrap().as_deref(),
+            Some(&b"v\0"[..]),
+            "{t} get"
+        );
+        assert_eq!(
+            rt.mget(&[key, b"other\0"]).unwrap(),
+            [Some(b"v\0".to_vec()), None],
+            "{t} mget"
+        );
+        let written = [key, t.to_string().as_bytes()].concat();
+        rt.set(&written, b"w").unwrap();
+        assert_eq!(
+            cmd(&mut c, &[b"GET", &written]),
+            Frame::Bulk(Some(b"w".to_vec())),
+            "{t} set"
+        );
+    }
+    // A storage-side function reading it, over RESP.
+    assert_eq!(
+        cmd(&mut c, &[b"AUTOLOC.CALL", b"get", key]),
+        Frame::Bulk(Some(b"v\0".to_vec()))
+    );
+}

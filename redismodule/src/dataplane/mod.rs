@@ -624,7 +624,7 @@ fn forget_gone_users(tsc: &ThreadContext, links: &mut Vec<Entry>) {
     }
     let guard = tsc.lock();
     let ctx: &Context = &guard;
-    let mut verdicts: Vec<(String, Standing)> = Vec::new();
+    let mut verdicts: Vec<(std::sync::Arc<str>, Standing)> = Vec::new();
     let mut alive = |c: &Caller| {
         let s = match verdicts.iter().find(|(u, _)| *u == c.user) {
             Some((_, s)) => *s,
@@ -637,7 +637,7 @@ fn forget_gone_users(tsc: &ThreadContext, links: &mut Vec<Entry>) {
         s != Standing::Gone
     };
     links.retain(|e| e.caller.as_ref().is_none_or(&mut alive));
-    let gone: Vec<String> = tcp_users
+    let gone: Vec<std::sync::Arc<str>> = tcp_users
         .iter()
         .filter(|c| !alive(c))
         .map(|c| c.user.clone())
