@@ -100,7 +100,7 @@ pub fn mget(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         let values = read_keys(ctx, &caller, &names, &mut opened).map_err(|e| invoke::error(&e))?;
         Ok(RedisValue::Array(
             values
-                .into_iter()
+                .iter()
                 .map(|v| v.map_or(RedisValue::Null, |v| RedisValue::StringBuffer(v.to_vec())))
                 .collect(),
         ))

@@ -257,9 +257,14 @@ pub fn reply(
                 .pushbacks
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut opened = Vec::new();
-            let values = read_keys(ctx, caller, &run.read_set, &mut opened).unwrap_or_default();
-            let pairs: Vec<(&[u8], Option<&[u8]>)> =
-                run.read_set.iter().map(Vec::as_slice).zip(values).collect();
+            let values = read_keys(ctx, caller, &run.read_set, &mut opened);
+            let values = values.as_deref().unwrap_or_default();
+            let pairs: Vec<(&[u8], Option<&[u8]>)> = run
+                .read_set
+                .iter()
+                .map(Vec::as_slice)
+                .zip(values.iter().copied())
+                .collect();
             let full = Message::Pushback {
                 read_set: List::new(&pairs),
                 cost,

@@ -46,7 +46,7 @@ pub fn read_keys<'k, N: AsRef<[u8]>>(
     caller: &Caller,
     names: &[N],
     opened: &'k mut Vec<RedisKey>,
-) -> Result<Vec<Option<&'k [u8]>>, Error> {
+) -> Result<Values<'k>, Error> {
     // One key (a data-plane `Get`, most reads) needs no vector of names.
     let one: [RedisString; 1];
     let many: Vec<RedisString>;
@@ -64,11 +64,32 @@ pub fn read_keys<'k, N: AsRef<[u8]>>(
     opened.clear();
     // An open key holds its own reference to its name.
     crate::open::open_for_read(ctx, strings, opened);
-    opened
-        .iter()
-        .zip(names)
-        .map(|(key, name)| value_of(key, name.as_ref()))
-        .collect()
+    match (opened.as_slice(), names) {
+        ([key], [name]) => Ok(Values::One([value_of(key, name.as_ref())?])),
+        _ => opened
+            .iter()
+            .zip(names)
+            .map(|(key, name)| value_of(key, name.as_ref()))
+            .collect::<Result<_, _>>()
+            .map(Values::Many),
+    }
+}
+
+/// The values of one read, in the order of its names; one value (a `Get`) without a vector.
+#[derive(Debug)]
+pub enum Values<'k> {
+    One([Option<&'k [u8]>; 1]),
+    Many(Vec<Option<&'k [u8]>>),
+}
+
+impl<'k> std::ops::Deref for Values<'k> {
+    type Target = [Option<&'k [u8]>];
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Values::One(one) => one,
+            Values::Many(many) => many,
+        }
+    }
 }
 
 /// Sets every `(key, value)` of `pairs`, all or none: the one way the module writes keys (a
@@ -231,7 +252,7 @@ impl<'c> KeyspaceStore<'c> {
         }
         let mut opened = Vec::with_capacity(keys.len());
         let values = read_keys(self.ctx, self.caller, keys, &mut opened)?;
-        for (i, value) in values.into_iter().enumerate() {
+        for (i, &value) in values.iter().enumerate() {
             if i % CHECK_EVERY == CHECK_EVERY - 1 {
                 self.check_budget()?;
             }
