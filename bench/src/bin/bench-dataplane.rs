@@ -979,7 +979,8 @@ mod tests {
         let rows = [
             r("ring", "pingpong", 64, 1, 200, 5e6),
             r("shm", "get", 64, 1, 800, 1.2e6),
-            r("shm", "get", 64, 16, 4000, 3e6),
+            r("shm", "get", 64, 16, 4000, 1.5e6),
+            r("shm", "get-window", 64, 16, 4000, 3e6),
             r("shm", "get", 4096, 1, 100_000, 1.0),
             r("tcp", "get", 64, 16, 90_000, 2e5),
             r("resp", "get", 64, 1, 40_000, 25_000.0),
@@ -989,6 +990,7 @@ mod tests {
         assert_eq!(verdicts, [Verdict::Pass; 5]);
         assert_eq!(c[1].value, Some(4.0));
         assert_eq!(c[2].value, Some(50.0));
+        assert_eq!(c[3].value, Some(3e6), "the window row, not the batch row");
         assert_eq!(c[4].value, Some(8.0));
         let c = checks(&rows[1..]);
         assert_eq!(c[1].verdict(), Verdict::Skipped);
