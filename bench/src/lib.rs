@@ -6,6 +6,8 @@
 //!   JSON report and the SVG latency plot.
 //! - `src/bin/bench-dataplane.rs`: latency and throughput of each data plane (shm, tcp, rdma,
 //!   resp) for GET and storage-side khop, against the raw shared-memory ring ping-pong.
+//! - `src/bin/bench-responsiveness.rs`: PING latency of Redis's own clients beside storage-side
+//!   and compute-side load, with the module's lock counters.
 //! - [`placement_bench`]: the pure parts of `bench-placement` (workloads, assignments,
 //!   convergence, report rows); `src/bin/bench-placement.rs` measures every placement policy.
 //! - `src/bin/demo-table.rs`: the comparison table `ci/demo` prints from `batch --json` reports.
