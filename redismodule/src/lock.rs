@@ -182,12 +182,13 @@ pub struct Hold {
 }
 
 impl Hold {
-    /// A hold of the lock just taken through `ctx`, to be given back once held for `bound`.
-    pub fn new(ctx: &Context, bound: Duration) -> Hold {
+    /// A hold of the lock taken through `ctx` (asked for at `since`), to be given back once held
+    /// for `bound`.
+    pub fn new(ctx: &Context, bound: Duration, since: Instant) -> Hold {
         Hold {
             ctx: ctx.ctx,
             bound,
-            since: Cell::new(Instant::now()),
+            since: Cell::new(since),
             given_back: Cell::new(Duration::ZERO),
             unsettled: Cell::new(None),
         }
