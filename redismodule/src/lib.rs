@@ -12,6 +12,8 @@
 //!   run against: values are read in place (string DMA, no copy), every access checks the budget.
 //! - [`lock`]: Redis's lock as a data-plane thread holds it: given back every `lock-us` while
 //!   a long invocation runs, and waited on until a write is in the AOF before it is answered.
+//! - [`pause`]: whether Redis has paused writes (`CLIENT PAUSE`, `FAILOVER`, `SHUTDOWN`), seen
+//!   through a command filter; data-plane writes are refused meanwhile.
 //! - [`invoke`]: the one invoke path (resolve, budget, run, count, encode as RESP or a wire frame).
 //! - [`commands`]: `AUTOLOC.CALL`, `AUTOLOC.INVOKE`, `AUTOLOC.MGET`, `AUTOLOC.STATS`,
 //!   `AUTOLOC.FUNCTIONS`, `AUTOLOC.CONNECT`; every entry point catches panics and replies with an
@@ -29,6 +31,7 @@ pub mod dataplane;
 pub mod invoke;
 pub mod lock;
 pub mod open;
+pub mod pause;
 pub mod placement;
 pub mod store;
 
@@ -44,7 +47,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     }
     match config::Config::parse(&args) {
         Ok(c) => {
-            if let Err(e) = lock::subscribe(ctx) {
+            if let Err(e) = lock::subscribe(ctx).and_then(|()| pause::watch(ctx)) {
                 ctx.log_warning(&format!("autoloc: {e}"));
                 return Status::Err;
             }

@@ -77,6 +77,7 @@ extern "C" fn on_event_loop(
             );
         }
         FLUSHING.store(WRITTEN.load(Ordering::Acquire), Ordering::Release);
+        crate::pause::before_sleep(&Context::new(ctx));
     });
 }
 

@@ -105,6 +105,13 @@ pub fn write_keys<K: AsRef<[u8]>, V: AsRef<[u8]>>(
 ) -> Result<(), Error> {
     let keys: Vec<&[u8]> = pairs.iter().map(|(k, _)| k.as_ref()).collect();
     caller.check(ctx, &keys, Access::Write)?;
+    if crate::pause::writes_paused() {
+        // Redis holds its own clients' writes back now, and must propagate nothing.
+        return Err(Error::Busy(
+            "writes are paused (CLIENT PAUSE, FAILOVER or SHUTDOWN): nothing written, retry later"
+                .into(),
+        ));
+    }
     let options = CallOptionsBuilder::new()
         .replicate()
         .errors_as_replies()

@@ -320,3 +320,58 @@ fn keys_are_binary_safe_on_every_path() {
         Frame::Bulk(Some(b"v\0".to_vec()))
     );
 }
+
+#[test]
+fn data_plane_writes_wait_out_a_pause_and_redis_survives() {
+    // The AOF on: during a pause, anything propagated aborted redis-server.
+    let s = autoloc::server::RedisServer::start_with(
+        &autoloc::server::find_module().unwrap(),
+        &[],
+        &[("appendonly", "yes")],
+    )
+    .unwrap();
+    let mut c = raw(&s);
+    // A user who may not pause clients: its CLIENT PAUSE is refused and pauses nothing.
+    cmd(
+        &mut c,
+        &[
+            b"ACL", b"SETUSER", b"weak", b"on", b">pw", b"~*", b"+@all", b"-client",
+        ],
+    );
+    let mut weak = raw(&s);
+    cmd(&mut weak, &[b"AUTH", b"weak", b"pw"]);
+    assert!(matches!(
+        cmd(&mut weak, &[b"CLIENT", b"PAUSE", b"60000", b"WRITE"]),
+        Frame::Error(_)
+    ));
+    for t in [autoloc::Transport::Shm, autoloc::Transport::Tcp] {
+        let mut rt = runtime(&s).with_transport(t).unwrap();
+        rt.set(b"before", b"1").unwrap();
+        assert_eq!(
+            cmd(&mut c, &[b"CLIENT", b"PAUSE", b"60000", b"WRITE"]),
+            Frame::Simple("OK".into())
+        );
+        let e = rt.set(b"during", b"2").unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Busy, "{t}: {e}");
+        let e = rt
+            .invoke("pagerank", &["1", "2", "pr:"], Placement::Storage)
+            .map(|_| ());
+        assert!(e.is_err() || cmd(&mut c, &[b"EXISTS", b"pr:1"]) == Frame::Int(0));
+        assert_eq!(cmd(&mut c, &[b"PING"]), Frame::Simple("PONG".into()), "{t}");
+        assert_eq!(
+            cmd(&mut c, &[b"CLIENT", b"UNPAUSE"]),
+            Frame::Simple("OK".into())
+        );
+        // Writes come back once Redis's next turn has seen the unpause.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while rt.set(b"after", b"3").is_err() {
+            assert!(Instant::now() < deadline, "{t}: writes never came back");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(cmd(&mut c, &[b"GET", b"during"]), Frame::Bulk(None), "{t}");
+        assert_eq!(
+            cmd(&mut c, &[b"GET", b"after"]),
+            Frame::Bulk(Some(b"3".to_vec()))
+        );
+    }
+}
