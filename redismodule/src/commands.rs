@@ -71,7 +71,7 @@ fn run_for_client(ctx: &Context, args: &[RedisString], frame: bool) -> RedisResu
         return invoke::answer(ctx, &caller, run, frame);
     }
     crate::dataplane::defer(crate::dataplane::Deferred {
-        client: ctx.block_client(),
+        client: Some(ctx.block_client()),
         caller,
         function: function.as_slice().to_vec(),
         args: fargs.iter().map(|a| a.to_vec()).collect(),

@@ -240,6 +240,23 @@ impl Hold {
         crate::dataplane::stats()
             .settled_writes
             .fetch_add(1, Ordering::Relaxed);
+        self.wait_flushed(n);
+    }
+
+    /// Before answering anything: with the AOF on, waits until every write a data-plane thread
+    /// has made is in it, so that no answer shows a value that a crash could still lose (another
+    /// data-plane thread may have written it and be waiting in [`Hold::settle`]). Costs two
+    /// atomic loads when nothing is pending.
+    pub fn settle_others(&self) {
+        let written = WRITTEN.load(Ordering::Acquire);
+        if FLUSHING.load(Ordering::Acquire) < written && AOF_ON.load(Ordering::Relaxed) {
+            self.wait_flushed(written);
+        }
+    }
+
+    /// Gives the lock back until the main thread's `beforeSleep` has taken the first `n` writes
+    /// into the AOF.
+    fn wait_flushed(&self, n: u64) {
         self.give_back(|| {
             let mut naps = 0u32;
             while FLUSHING.load(Ordering::Acquire) < n {

@@ -112,8 +112,13 @@ pub fn write_keys<K: AsRef<[u8]>, V: AsRef<[u8]>>(
                 .into(),
         ));
     }
+    // As a script's writes: refused (nothing written) on a read-only replica, when the disk
+    // cannot persist (MISCONF), without enough good replicas (`min-replicas-to-write`), or over
+    // `maxmemory` (OOM), as Redis would refuse a client's.
     let options = CallOptionsBuilder::new()
         .replicate()
+        .script_mode()
+        .verify_oom()
         .errors_as_replies()
         .build();
     for (key, value) in pairs {

@@ -42,6 +42,13 @@ fn module_writes_reach_a_replica() {
                 .unwrap();
         }
     }
+    // A read-only replica refuses the data plane's writes, as it refuses a client's.
+    for t in [Transport::Shm, Transport::Tcp] {
+        let mut on_replica = runtime(&replica).with_transport(t).unwrap();
+        let e = on_replica.set(b"on-replica", b"x").unwrap_err();
+        assert!(e.to_string().contains("READONLY"), "{t}: {e}");
+    }
+    assert_eq!(get(&replica, "on-replica"), None);
     for t in [Transport::Shm, Transport::Tcp] {
         for i in 0..20 {
             let key = format!("{t}:{i}");

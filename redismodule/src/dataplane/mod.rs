@@ -129,8 +129,9 @@ impl Load {
 /// An `AUTOLOC.CALL` or `AUTOLOC.INVOKE` that ran past `lock-us` on Redis's main thread: its
 /// client is blocked until a data-plane thread has run it again and answered.
 pub struct Deferred {
-    /// The blocked client, answered and unblocked when the run ends.
-    pub client: BlockedClient,
+    /// The blocked client, answered and unblocked when the run ends (or with an error if the
+    /// command is dropped unanswered: a client never stays blocked).
+    pub client: Option<BlockedClient>,
     /// Its ACL user and database.
     pub caller: Caller,
     /// The function and its arguments.
@@ -162,6 +163,8 @@ struct Inbox {
     /// Set after anything is put in either: the thread looks at them only then, so a polling
     /// turn costs no lock.
     news: std::sync::atomic::AtomicBool,
+    /// Set if the thread stopped (it panicked): it is handed nothing more.
+    dead: std::sync::atomic::AtomicBool,
     /// Links it serves.
     count: AtomicU64,
 }
@@ -321,7 +324,14 @@ fn dataplane() -> &'static DataPlane {
                         if let Some(core) = core {
                             core_affinity::set_for_current(core_affinity::CoreId { id: core });
                         }
-                        run(&inbox2);
+                        let _ =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&inbox2)));
+                        // Stopped: take nothing more, and answer what was handed over (each
+                        // deferred command answers its client with an error when dropped).
+                        inbox2.dead.store(true, Relaxed);
+                        drop(std::mem::take(
+                            &mut *inbox2.deferred.lock().unwrap_or_else(|p| p.into_inner()),
+                        ));
                     })
                     // A thread that cannot be started is left out; with none, CONNECT says so.
                     .ok()?;
@@ -343,6 +353,7 @@ fn hand_over(entry: Entry) -> Result<(), String> {
     let Some(w) = dp
         .workers
         .iter()
+        .filter(|w| !w.inbox.dead.load(Relaxed))
         .min_by_key(|w| w.inbox.count.load(Relaxed))
     else {
         return Err("no data-plane thread could be started".into());
@@ -359,9 +370,14 @@ fn hand_over(entry: Entry) -> Result<(), String> {
 pub fn defer(d: Deferred) {
     STATS.deferred.fetch_add(1, Relaxed);
     let dp = dataplane();
-    let Some(w) = dp.workers.iter().min_by_key(|w| w.inbox.deferred_waiting()) else {
-        let busy = autoloc_functions::Error::Busy("no data-plane thread could be started".into());
-        answer(d.client, Err(invoke::error(&busy)));
+    let Some(w) = dp
+        .workers
+        .iter()
+        .filter(|w| !w.inbox.dead.load(Relaxed))
+        .min_by_key(|w| w.inbox.deferred_waiting())
+    else {
+        // Dropping it answers its client with an error.
+        drop(d);
         return;
     };
     w.inbox.put_deferred(d);
@@ -374,27 +390,44 @@ fn answer(client: BlockedClient, result: RedisResult) {
     tsc.reply(result);
 }
 
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            answer(
+                client,
+                Err(RedisError::Str(
+                    "BUSY the data-plane thread that was to run this call stopped; nothing was written",
+                )),
+            );
+        }
+    }
+}
+
 /// Runs a deferred command under `hold` and answers its client; a panic becomes an error.
-fn run_deferred(ctx: &Context, hold: &Hold, d: Deferred) {
+fn run_deferred(ctx: &Context, hold: &Hold, mut d: Deferred) {
+    let Some(client) = d.client.take() else {
+        return;
+    };
     let Deferred {
-        client,
         caller,
         function,
         args,
         frame,
         seen,
-    } = d;
+        ..
+    } = &d;
+    let (frame, seen) = (*frame, *seen);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         serve::select_db(ctx, caller.db).map_err(|e| invoke::error(&e))?;
         let req = Request {
-            caller: &caller,
+            caller,
             seen,
             overloaded: false,
             keep_read_set: frame,
             on: Thread::DataPlane(hold),
         };
-        let run = invoke::invoke(ctx, &function, &args, req);
-        invoke::answer(ctx, &caller, run, frame)
+        let run = invoke::invoke(ctx, function, args, req);
+        invoke::answer(ctx, caller, run, frame)
     }))
     .unwrap_or_else(|_| {
         Err(RedisError::Str(
@@ -516,17 +549,16 @@ fn run(inbox: &Inbox) {
             let acl_scope = LockScope::begin();
             STATS.lock_acquisitions.fetch_add(1, Relaxed);
             let bound = crate::config::get().lock_bound;
-            let hold = Hold::new(&guard, bound, seen);
+            // Timed from when the lock was taken: waiting for it does not use up the bound.
+            let hold = Hold::new(&guard, bound, Instant::now());
             let mut hit_bound = false;
             let mut broken = Vec::new();
-            while let Some(d) = waiting.pop_front() {
+            // One deferred command per hold (each ran past `lock-us` once already), then at
+            // least one burst of a link: neither starves the other.
+            if let Some(d) = waiting.pop_front() {
                 run_deferred(&guard, &hold, d);
-                if hold.due() {
-                    hit_bound = true;
-                    break;
-                }
             }
-            'burst: while !hit_bound {
+            'burst: loop {
                 let mut served = 0;
                 for (i, e) in links.iter_mut().enumerate() {
                     if broken.contains(&i) {
@@ -585,6 +617,11 @@ fn run(inbox: &Inbox) {
                 drop(links.swap_remove(i));
                 count.fetch_sub(1, Relaxed);
                 STATS.links_closed.fetch_add(1, Relaxed);
+            }
+            // Each link is served first in turn, so one busy link cannot keep the others
+            // waiting behind the bound.
+            if links.len() > 1 {
+                links.rotate_left(1);
             }
             if hit_bound {
                 STATS.lock_bound_hits.fetch_add(1, Relaxed);

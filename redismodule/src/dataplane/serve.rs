@@ -34,6 +34,8 @@ pub(super) fn handle(
         let _ = error_frame(out, id, &e);
         return;
     };
+    // Nothing is answered while another data-plane thread's write is not in the AOF yet.
+    hold.settle_others();
     if let Err(e) = select_db(ctx, caller.db) {
         let _ = error_frame(out, id, &e);
         return;
