@@ -639,7 +639,9 @@ fn run(inbox: &Inbox) {
                 std::thread::park_timeout(Duration::from_millis(100));
             } else {
                 let naps = idle - SPINS - YIELDS;
-                std::thread::sleep((NAP_MIN * (1 << naps.min(4))).min(NAP_MAX));
+                // Parked rather than asleep: a new link or a deferred command (both unpark the
+                // thread) ends the nap at once.
+                std::thread::park_timeout((NAP_MIN * (1 << naps.min(4))).min(NAP_MAX));
             }
         }
         if now.duration_since(last_reap) > Duration::from_millis(100) {
