@@ -132,30 +132,32 @@ extern "C" fn on_command(fctx: *mut raw::RedisModuleCommandFilterCtx) {
         ) else {
             return;
         };
-        let arg = |i: i32| -> String {
+        let bytes = |i: i32| -> &[u8] {
             // SAFETY: `fctx` is the filter context Redis passed, alive during this call; an
             // argument index below the count is a valid module string, whose bytes Redis owns
-            // for the call.
+            // for the call (the slice does not outlive it).
             unsafe {
                 let s = get(fctx, i);
                 if s.is_null() {
-                    return String::new();
+                    return &[];
                 }
                 let mut len = 0usize;
                 let p = ptr_len(s, &mut len);
-                let bytes = std::slice::from_raw_parts(p.cast::<u8>(), len);
-                String::from_utf8_lossy(bytes).to_ascii_lowercase()
+                std::slice::from_raw_parts(p.cast::<u8>(), len)
             }
         };
         // SAFETY: as above.
         let n = unsafe { count(fctx) };
-        if n < 1 {
+        // Every command passes here: the first argument is compared in place, and only the
+        // three commands that can pause writes are copied.
+        let first = if n < 1 { &[][..] } else { bytes(0) };
+        if !["client", "failover", "shutdown"]
+            .iter()
+            .any(|c| first.eq_ignore_ascii_case(c.as_bytes()))
+        {
             return;
         }
-        let first = arg(0);
-        if !matches!(first.as_str(), "client" | "failover" | "shutdown") {
-            return;
-        }
+        let arg = |i: i32| String::from_utf8_lossy(bytes(i)).to_ascii_lowercase();
         let args: Vec<String> = (0..n.min(16)).map(arg).collect();
         if let Some(noted) = effect_of(&args, now_ms()) {
             NOTED.lock().unwrap_or_else(|p| p.into_inner()).push(noted);
@@ -210,39 +212,26 @@ pub fn before_sleep(ctx: &Context) {
     let mut seen = RUNS.lock().unwrap_or_else(|p| p.into_inner());
     // Per name, how many of the noted commands ran: the last ones of that name (a refused one
     // runs no further, and later ones are the ones in effect).
-    let mut ran_of: Vec<(&'static str, usize)> = Vec::new();
+    let mut ran: Vec<(&'static str, u64)> = Vec::new();
     for (name, runs) in now {
         let before = seen.iter().find(|(n, _)| *n == name).map_or(0, |(_, r)| *r);
-        ran_of.push((name, runs.saturating_sub(before) as usize));
+        ran.push((name, runs.saturating_sub(before)));
         match seen.iter_mut().find(|(n, _)| *n == name) {
             Some(entry) => entry.1 = runs,
             None => seen.push((name, runs)),
         }
     }
-    // Applied in the order they were run.
-    let mut left_of: Vec<(&'static str, usize)> = names
-        .iter()
-        .map(|&name| (name, noted.iter().filter(|n| n.stat == name).count()))
-        .collect();
-    let mut effects = Vec::new();
-    for n in &noted {
-        let left = left_of
-            .iter_mut()
-            .find(|(name, _)| *name == n.stat)
-            .map(|e| &mut e.1);
-        let ran = ran_of
-            .iter()
-            .find(|(name, _)| *name == n.stat)
-            .map_or(0, |e| e.1);
-        if let Some(left) = left {
-            // This one and the `left - 1` after it of its name: it ran if it is among the last
-            // `ran` of them.
-            if *left <= ran {
+    // Walked from the last, so that each name's last `ran` are kept; applied in run order.
+    let mut effects: Vec<Effect> = Vec::new();
+    for n in noted.iter().rev() {
+        if let Some((_, left)) = ran.iter_mut().find(|(name, _)| *name == n.stat) {
+            if *left > 0 {
+                *left -= 1;
                 effects.push(n.effect);
             }
-            *left -= 1;
         }
     }
+    effects.reverse();
     apply(effects.into_iter());
 }
 

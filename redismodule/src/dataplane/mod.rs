@@ -385,7 +385,7 @@ pub fn defer(d: Deferred) {
 }
 
 /// Answers a blocked client and unblocks it (the reply API needs no lock).
-fn answer(client: BlockedClient, result: RedisResult) {
+fn reply_blocked(client: BlockedClient, result: RedisResult) {
     let tsc = ThreadSafeContext::with_blocked_client(client);
     tsc.reply(result);
 }
@@ -393,7 +393,7 @@ fn answer(client: BlockedClient, result: RedisResult) {
 impl Drop for Deferred {
     fn drop(&mut self) {
         if let Some(client) = self.client.take() {
-            answer(
+            reply_blocked(
                 client,
                 Err(RedisError::Str(
                     "BUSY the data-plane thread that was to run this call stopped; nothing was written",
@@ -434,7 +434,7 @@ fn run_deferred(ctx: &Context, hold: &Hold, mut d: Deferred) {
             "ERR internal error (panic) in a deferred invocation",
         ))
     });
-    answer(client, result);
+    reply_blocked(client, result);
 }
 
 /// `AUTOLOC.CONNECT shm`: a new segment for `caller`; returns the path it maps and the secret
