@@ -31,11 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("{} invocations in flight together", results.len());
 
     // A placement policy: the controller sets each function's storage share; Auto follows it.
-    let names: Vec<String> = fast
-        .registry()
-        .iter()
-        .map(|f| f.name().to_string())
-        .collect();
+    let names: Vec<String> = fast.registry().names();
     let policy = "adaptive".parse()?;
     let config = ControllerConfig::default();
     let _ctl = Controller::spawn(fast.table().clone(), names, policy, config);

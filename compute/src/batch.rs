@@ -267,8 +267,8 @@ pub fn run(rt: &Runtime, cfg: &BatchConfig) -> Result<BatchReport> {
         results_checksum: format!("{:016x}", t.checksum),
         storage_share_final: rt
             .registry()
-            .iter()
-            .enumerate()
+            .all()
+            .into_iter()
             .map(|(i, f)| (f.name().to_string(), rt.table().share(i)))
             .collect(),
     })

@@ -205,7 +205,7 @@ pub fn run_batch(a: BatchArgs, choice: PlacementChoice, read_mode: crate::ReadMo
     let controller = match &choice {
         PlacementChoice::Fixed(_) => None,
         PlacementChoice::Policy(policy) => {
-            let names = rt.registry().iter().map(|f| f.name().to_string()).collect();
+            let names = rt.registry().names();
             let mut config = crate::placement::ControllerConfig::default();
             if !cfg.cores.is_empty() {
                 // Threads pinned to these cores: the compute node is that many cores.

@@ -24,6 +24,7 @@
 //!   compute-side functions read through, and [`session::run_all`], which keeps many
 //!   invocations in flight on one link.
 //! - [`stats`]: the storage side's counters as data (`AUTOLOC.STATS`), and the one `INFO` reader.
+//! - [`guests`]: the example user functions of `functions/guest`, built on demand.
 //! - [`load`]: loaders for R-MAT graphs, SNAP edge lists and AutoLoc's `social.json`.
 //!
 //! Behind features, off by default so an app linking the library does not build the
@@ -40,6 +41,7 @@
 pub mod batch;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod guests;
 pub mod load;
 pub mod placement;
 pub mod runtime;
@@ -51,7 +53,7 @@ pub mod table;
 pub mod transport;
 
 pub use autoloc_functions::{Output, Registry};
-pub use runtime::{Invocation, Placement, ReadMode, Runtime, Side};
+pub use runtime::{FunctionInfo, Invocation, Placement, ReadMode, Runtime, Side};
 pub use transport::Transport;
 
 /// Errors of the compute library.

@@ -100,6 +100,21 @@ pub struct Invocation {
     pub bytes: u64,
 }
 
+/// A function the module runs, as `AUTOLOC.FUNCTION LIST` describes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FunctionInfo {
+    /// What it is called by.
+    pub name: String,
+    /// One line of usage.
+    pub usage: String,
+    /// Its output kind (`ids`, `text`, `scores`, `sum`, `value`).
+    pub output: String,
+    /// `builtin`, or the SHA-256 of its WebAssembly module.
+    pub version: String,
+    /// Its module's size in bytes (0 for a built-in).
+    pub size: u64,
+}
+
 /// A control connection to Redis, a data-plane session on some transport, the function
 /// registry, and the process-wide counter table.
 ///
@@ -365,12 +380,15 @@ impl Runtime {
     /// Resolves the function, checks the arguments, and decides the side: for
     /// [`Placement::Auto`], the placement table's share for the function picks it.
     fn resolve_call(
-        &self,
+        &mut self,
         name: &str,
         args: Vec<Vec<u8>>,
         placement: Placement,
     ) -> Result<ResolvedCall> {
-        let (index, f) = self.registry.resolve(name.as_bytes())?;
+        let (index, f) = match self.registry.resolve(name.as_bytes()) {
+            Err(FnError::UnknownFunction(_)) => self.fetch(name)?,
+            found => found?,
+        };
         f.check(&args)?;
         let placement = match placement {
             Placement::Auto => match self.table.choose(index) {
@@ -387,8 +405,125 @@ impl Runtime {
         })
     }
 
-    /// Runs resolved calls on the session, all in flight together, and records each.
+    /// Fetches the user function `name` from the module (`AUTOLOC.FUNCTION DUMP`), compiles it
+    /// (once per content hash in this process) and registers it, in place of an older copy.
+    pub fn fetch(&mut self, name: &str) -> Result<(usize, Arc<dyn Function>)> {
+        let bytes = match self.command(&[b"AUTOLOC.FUNCTION".as_slice(), b"DUMP", name.as_bytes()])? {
+            Frame::Bulk(Some(b)) => b,
+            Frame::Error(e) => return Err(Error::Function(FnError::from_resp(&e))),
+            other => {
+                return Err(Error::Function(FnError::Malformed(format!(
+                    "AUTOLOC.FUNCTION DUMP replied {other:?}"
+                ))))
+            }
+        };
+        let f = autoloc_functions::wasm::host().compile(&bytes)?;
+        let index = self.registry.put(f.clone(), true)?;
+        Ok((index, f))
+    }
+
+    /// Loads a user function (a WebAssembly module) into the module, in place of one of the
+    /// same name if `replace`; returns its name. Callers fetch it on first use.
+    pub fn load_function(&mut self, wasm: &[u8], replace: bool) -> Result<String> {
+        let mut args: Vec<&[u8]> = vec![b"AUTOLOC.FUNCTION", b"LOAD"];
+        if replace {
+            args.push(b"REPLACE");
+        }
+        args.push(wasm);
+        match self.command(&args)? {
+            Frame::Bulk(Some(name)) => Ok(String::from_utf8_lossy(&name).into_owned()),
+            Frame::Error(e) => Err(Error::Function(FnError::from_resp(&e))),
+            other => Err(Error::Function(FnError::Malformed(format!(
+                "AUTOLOC.FUNCTION LOAD replied {other:?}"
+            )))),
+        }
+    }
+
+    /// Deletes the user function `name` from the module (and forgets this runtime's copy).
+    pub fn delete_function(&mut self, name: &str) -> Result<()> {
+        match self.command(&[b"AUTOLOC.FUNCTION".as_slice(), b"DELETE", name.as_bytes()])? {
+            Frame::Error(e) => Err(Error::Function(FnError::from_resp(&e))),
+            _ => {
+                let _ = self.registry.remove(name);
+                Ok(())
+            }
+        }
+    }
+
+    /// The functions the module runs (`AUTOLOC.FUNCTION LIST`): built-ins and loaded ones.
+    pub fn functions(&mut self) -> Result<Vec<FunctionInfo>> {
+        let bad = |what: String| Error::Function(FnError::Malformed(what));
+        match self.command(&[b"AUTOLOC.FUNCTION".as_slice(), b"LIST"])? {
+            Frame::Array(Some(rows)) => rows
+                .into_iter()
+                .map(|row| match row {
+                    Frame::Array(Some(f)) => match f.as_slice() {
+                        [Frame::Bulk(Some(n)), Frame::Bulk(Some(u)), Frame::Bulk(Some(k)), Frame::Bulk(Some(v)), Frame::Int(size)] => {
+                            Ok(FunctionInfo {
+                                name: String::from_utf8_lossy(n).into_owned(),
+                                usage: String::from_utf8_lossy(u).into_owned(),
+                                output: String::from_utf8_lossy(k).into_owned(),
+                                version: String::from_utf8_lossy(v).into_owned(),
+                                size: *size as u64,
+                            })
+                        }
+                        _ => Err(bad(format!("AUTOLOC.FUNCTION LIST row {f:?}"))),
+                    },
+                    other => Err(bad(format!("AUTOLOC.FUNCTION LIST row {other:?}"))),
+                })
+                .collect(),
+            Frame::Error(e) => Err(Error::Function(FnError::from_resp(&e))),
+            other => Err(bad(format!("AUTOLOC.FUNCTION LIST replied {other:?}"))),
+        }
+    }
+
+    /// Runs resolved calls, all in flight together, and records each. A call of a user
+    /// function whose copy here turned out stale (replaced or deleted since it was fetched) is
+    /// fetched again and run again once: never run silently in its old version.
     fn run_calls(&mut self, calls: &[ResolvedCall]) -> Vec<Result<Invocation>> {
+        let mut results = self.run_calls_once(calls);
+        let stale: Vec<usize> = (0..calls.len())
+            .filter(|&i| {
+                matches!(&results[i], Err(Error::Function(e)) if e.code() == autoloc_functions::ErrorCode::Stale)
+            })
+            .collect();
+        if stale.is_empty() {
+            return results;
+        }
+        let mut again = Vec::new();
+        let mut refreshed: Vec<(String, Result<(usize, Arc<dyn Function>)>)> = Vec::new();
+        for &i in &stale {
+            let name = calls[i].f.name().to_string();
+            if !refreshed.iter().any(|(n, _)| *n == name) {
+                let fetched = self.fetch(&name);
+                if fetched.is_err() {
+                    // Deleted: forget the copy.
+                    let _ = self.registry.remove(&name);
+                }
+                refreshed.push((name.clone(), fetched));
+            }
+            match &refreshed.iter().find(|(n, _)| *n == name).expect("just fetched").1 {
+                Ok((index, f)) => again.push((
+                    i,
+                    ResolvedCall {
+                        index: *index,
+                        f: f.clone(),
+                        args: calls[i].args.clone(),
+                        placement: calls[i].placement,
+                    },
+                )),
+                Err(_) => results[i] = Err(Error::Function(FnError::UnknownFunction(name))),
+            }
+        }
+        let rerun: Vec<ResolvedCall> = again.iter().map(|(_, c)| c.clone()).collect();
+        for ((i, _), r) in again.iter().zip(self.run_calls_once(&rerun)) {
+            results[*i] = r;
+        }
+        results
+    }
+
+    /// Runs resolved calls on the session, all in flight together, and records each.
+    fn run_calls_once(&mut self, calls: &[ResolvedCall]) -> Vec<Result<Invocation>> {
         if calls.is_empty() {
             return Vec::new();
         }
@@ -493,6 +628,7 @@ fn record(table: &Table, index: usize, o: &Outcome) {
 
 /// An invocation whose function is resolved, whose arguments are checked, and whose side is
 /// decided (`placement` is `Storage` or `Compute`, never `Auto`).
+#[derive(Clone)]
 struct ResolvedCall {
     index: usize,
     f: Arc<dyn Function>,
@@ -548,6 +684,43 @@ impl Outcome {
     }
 }
 
+/// The name an invocation of `f` travels under: a user function's carries the version this node
+/// has (`name@<16 hex digits of its SHA-256>`), so that the storage side refuses a stale copy
+/// with [`FnError::Stale`].
+fn wire_name(f: &dyn Function) -> String {
+    match f.version() {
+        Some(v) => format!("{}@{}", f.name(), &autoloc_functions::wasm::hex(&v)[..16]),
+        None => f.name().to_string(),
+    }
+}
+
+/// Polls two futures together to completion.
+async fn join<A: std::future::Future, B: std::future::Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
+    let (mut ra, mut rb) = (None, None);
+    std::future::poll_fn(|cx| {
+        if ra.is_none() {
+            ra = match a.as_mut().poll(cx) {
+                std::task::Poll::Ready(x) => Some(x),
+                std::task::Poll::Pending => None,
+            };
+        }
+        if rb.is_none() {
+            rb = match b.as_mut().poll(cx) {
+                std::task::Poll::Ready(x) => Some(x),
+                std::task::Poll::Pending => None,
+            };
+        }
+        if ra.is_some() && rb.is_some() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    (ra.expect("ready"), rb.expect("ready"))
+}
+
 /// Runs one invocation over `session`: storage-side as one `Invoke` request (finished
 /// compute-side on a pushback, from the read set it hands back: ASFP), or compute-side through
 /// a [`LinkStore`].
@@ -570,10 +743,11 @@ async fn invoke_on_link(
         cpu: Duration::ZERO,
     };
     let mut read_set = Vec::new();
+    let wire_name = wire_name(f);
     if placement == Placement::Storage {
         let argv: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
         let invoke = Message::Invoke {
-            function: f.name(),
+            function: &wire_name,
             args: List::new(&argv),
         };
         let done = match session::request(session, &invoke).await {
@@ -602,7 +776,24 @@ async fn invoke_on_link(
         }
     }
     let store = ReadSetStore::new(read_set, LinkStore::new(session).per_key(per_key));
-    o.result = f.call(&store, args).await;
+    o.result = if f.version().is_some() && !o.pushed_back {
+        // A user function run here from a copy: ask, together with the run, whether the copy
+        // is still the one loaded (a pushed-back run was checked by the storage side already).
+        // Its writes are committed only if it is.
+        let probe_name = format!("?{wire_name}");
+        let probe = Message::Invoke {
+            function: &probe_name,
+            args: List::new(&[]),
+        };
+        let (probe, result) = join(session::request(session, &probe), f.call(&store, args)).await;
+        match probe.map(|r| r.reply) {
+            Ok(session::Reply::Invoked { .. }) => result,
+            Ok(session::Reply::Error(e)) | Err(e) => Err(e),
+            Ok(other) => Err(other.into_error("Invoke")),
+        }
+    } else {
+        f.call(&store, args).await
+    };
     if o.result.is_ok() {
         // Its writes, in one atomic step, only now that it succeeded.
         if let Err(e) = store.inner().commit().await {

@@ -55,6 +55,17 @@ pub enum Error {
     /// Reaching the store failed: connection lost, timeout, a dead peer.
     #[error("{0}")]
     Io(String),
+    /// Wrong arguments, as a user function (a guest) reports them.
+    #[error("{0}")]
+    Usage(String),
+    /// A user function failed: it trapped (with the trap's reason), ran past a limit, broke the
+    /// guest ABI, or returned an error of its own.
+    #[error("{0}")]
+    Guest(String),
+    /// The caller ran a version of a user function that has been replaced or deleted since:
+    /// fetch it again.
+    #[error("{0}")]
+    Stale(String),
     /// An error reply from the other side, kept with its code.
     #[error("{message}")]
     Remote { code: ErrorCode, message: String },
@@ -84,11 +95,15 @@ pub enum ErrorCode {
     Busy = 9,
     /// The store could not be reached.
     Io = 10,
+    /// A user function trapped or broke a limit.
+    Guest = 11,
+    /// A user function changed since the caller fetched it.
+    Stale = 12,
 }
 
 impl ErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::Err,
         ErrorCode::NoKey,
         ErrorCode::WrongType,
@@ -99,6 +114,8 @@ impl ErrorCode {
         ErrorCode::NoPerm,
         ErrorCode::Busy,
         ErrorCode::Io,
+        ErrorCode::Guest,
+        ErrorCode::Stale,
     ];
 
     /// The code as it leads a Redis error reply.
@@ -114,6 +131,8 @@ impl ErrorCode {
             ErrorCode::NoPerm => "NOPERM",
             ErrorCode::Busy => "BUSY",
             ErrorCode::Io => "IOERR",
+            ErrorCode::Guest => "GUEST",
+            ErrorCode::Stale => "STALE",
         }
     }
 
@@ -146,7 +165,10 @@ impl Error {
             Error::UnknownFunction(_)
             | Error::Arity { .. }
             | Error::BadArgument { .. }
-            | Error::Registry(_) => ErrorCode::Err,
+            | Error::Registry(_)
+            | Error::Usage(_) => ErrorCode::Err,
+            Error::Guest(_) => ErrorCode::Guest,
+            Error::Stale(_) => ErrorCode::Stale,
             Error::NoKey(_) => ErrorCode::NoKey,
             Error::WrongType(_) => ErrorCode::WrongType,
             Error::BadValue { .. } => ErrorCode::BadValue,
@@ -245,6 +267,9 @@ mod tests {
             Error::NoPerm("no".into()),
             Error::Busy("busy".into()),
             Error::Io("down".into()),
+            Error::Usage("f: usage".into()),
+            Error::Guest("trap: unreachable executed".into()),
+            Error::Stale("replaced".into()),
         ];
         for e in errors {
             let resp = e.to_resp();

@@ -12,11 +12,16 @@ pub type Invocation<'a> = Pin<Box<dyn Future<Output = Result<Output>> + 'a>>;
 /// A function that can run on either side.
 pub trait Function: Send + Sync + 'static {
     /// The name it is called by.
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &str;
     /// One line of usage, e.g. `khop <start> <k>`.
-    fn usage(&self) -> &'static str;
+    fn usage(&self) -> &str;
     /// What kind of result it returns, so a reply can be decoded without guessing.
     fn output_kind(&self) -> OutputKind;
+    /// The version of a function loaded at run time (its module's SHA-256), so that a caller
+    /// holding an old copy is told; `None` for a built-in.
+    fn version(&self) -> Option<[u8; 32]> {
+        None
+    }
     /// Checks the arguments without touching data; `call` checks them too.
     fn check(&self, args: &[Vec<u8>]) -> Result<()>;
     /// Runs the function against `store`. Arguments are checked before any store access.

@@ -13,6 +13,8 @@
 //! - [`exec`]: the small executor that polls a function to completion, and [`exec::yield_now`].
 //! - [`builtins`]: `khop`, `digest`, `pagerank`, `aggregate`, `get`.
 //! - [`error`]: [`Error`], one variant per way an invocation can fail, each with a wire code.
+//! - `wasm` (feature `wasm`): user functions in WebAssembly on `wasmtime`, one host for both
+//!   sides ([`wasm::WasmFunction`]).
 //!
 //! Functions are `async`: every store access is a point where the invocation can be suspended,
 //! which lets the storage side bound how long it holds Redis's lock, a compute thread keep many
@@ -26,6 +28,8 @@ pub mod function;
 pub mod graph;
 pub mod registry;
 pub mod store;
+#[cfg(feature = "wasm")]
+pub mod wasm;
 
 pub use error::{Error, ErrorCode};
 pub use function::{Args, Function, Output, OutputKind, Reply};

@@ -32,6 +32,13 @@ pub trait Store {
 
     /// A suspension point for long CPU loops: the storage side checks its budget here.
     fn checkpoint(&self) -> StoreFuture<'_, ()>;
+
+    /// How much longer the invocation may compute before its next access or checkpoint, if the
+    /// store bounds it (storage-side: what is left of the lock budget). A guest's run is
+    /// interrupted then, even in a loop that never reaches the store.
+    fn time_left(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// Convenience reads on any [`Store`].

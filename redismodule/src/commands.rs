@@ -194,8 +194,9 @@ pub fn functions(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         }
         Ok(RedisValue::Array(
             registry()
-                .iter()
-                .map(|f| {
+                .all()
+                .into_iter()
+                .map(|(_, f)| {
                     RedisValue::Array(vec![
                         RedisValue::BulkString(f.name().into()),
                         RedisValue::BulkString(f.usage().into()),
@@ -204,6 +205,12 @@ pub fn functions(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                 .collect(),
         ))
     })
+}
+
+/// `AUTOLOC.FUNCTION LOAD [REPLACE] <bytes> | LIST | DELETE <name> | DUMP <name>`: user
+/// functions ([`crate::userfn`]).
+pub fn function(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard("AUTOLOC.FUNCTION", || crate::userfn::function(ctx, args))
 }
 
 /// `AUTOLOC.CONNECT <transport> [options]`: sets up a fast data-plane link for the calling

@@ -38,6 +38,10 @@ pub struct Config {
     /// The budget of data-plane invocations while the storage side is overloaded: costlier
     /// ones are pushed back to their callers with what they have read (ASFP).
     pub overload_budget: Duration,
+    /// Linear memory of one user-function instance, in MiB (`wasm-memory-mb`).
+    pub wasm_memory_mb: u64,
+    /// The largest user-function module `AUTOLOC.FUNCTION LOAD` takes, in MiB (`wasm-module-mb`).
+    pub wasm_module_mb: u64,
 }
 
 impl Default for Config {
@@ -49,6 +53,8 @@ impl Default for Config {
             tcp_bind: "127.0.0.1".into(),
             tcp_port: 0,
             overload_budget: Duration::from_micros(300),
+            wasm_memory_mb: 64,
+            wasm_module_mb: 8,
         }
     }
 }
@@ -57,12 +63,14 @@ impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "budget-us {} cores {:?} lock-us {} tcp {}:{}",
+            "budget-us {} cores {:?} lock-us {} tcp {}:{} wasm-memory-mb {} wasm-module-mb {}",
             self.budget.as_micros(),
             self.cores,
             self.lock_bound.as_micros(),
             self.tcp_bind,
-            self.tcp_port
+            self.tcp_port,
+            self.wasm_memory_mb,
+            self.wasm_module_mb
         )
     }
 }
@@ -103,13 +111,25 @@ impl Config {
                         .map_err(|_| format!("'tcp-bind' needs an IP address, got '{value}'"))?;
                     c.tcp_bind = value.to_string();
                 }
+                "wasm-memory-mb" => {
+                    c.wasm_memory_mb = number(&name, value)?;
+                    if !(2..=4096).contains(&c.wasm_memory_mb) {
+                        return Err("'wasm-memory-mb' must be in 2..=4096".into());
+                    }
+                }
+                "wasm-module-mb" => {
+                    c.wasm_module_mb = number(&name, value)?;
+                    if !(1..=256).contains(&c.wasm_module_mb) {
+                        return Err("'wasm-module-mb' must be in 1..=256".into());
+                    }
+                }
                 "tcp-port" => {
                     c.tcp_port = u16::try_from(number(&name, value)?)
                         .map_err(|_| "'tcp-port' must be at most 65535".to_string())?
                 }
                 _ => {
                     return Err(format!(
-                        "unknown argument '{name}' (known: budget-us, budget-ms, cores, lock-us, overload-budget-us, tcp-bind, tcp-port)"
+                        "unknown argument '{name}' (known: budget-us, budget-ms, cores, lock-us, overload-budget-us, tcp-bind, tcp-port, wasm-memory-mb, wasm-module-mb)"
                     ))
                 }
             }
@@ -138,6 +158,15 @@ pub fn get() -> &'static Config {
     CONFIG
         .get()
         .unwrap_or_else(|| DEFAULT.get_or_init(Config::default))
+}
+
+/// The limits of user functions under this configuration.
+pub fn wasm_limits(c: &Config) -> autoloc_functions::wasm::Limits {
+    autoloc_functions::wasm::Limits {
+        memory: (c.wasm_memory_mb as usize) << 20,
+        module: (c.wasm_module_mb as usize) << 20,
+        ..autoloc_functions::wasm::Limits::default()
+    }
 }
 
 /// The budget in force.

@@ -58,6 +58,22 @@ pub fn of(index: usize) -> &'static FunctionCounters {
     &COUNTERS[index.min(Registry::CAPACITY - 1)]
 }
 
+/// Zeroes the counters at `index`, for a function new to that slot.
+pub fn reset(index: usize) {
+    let c = of(index);
+    for a in [
+        &c.calls,
+        &c.errors,
+        &c.pushbacks,
+        &c.cpu_ns,
+        &c.keys_read,
+        &c.bytes_read,
+        &c.recent_cpu_ns,
+    ] {
+        a.store(0, Relaxed);
+    }
+}
+
 /// Adds one invocation of the function at `index`.
 pub fn record(index: usize, s: Sample) {
     let c = of(index);
@@ -86,7 +102,7 @@ pub fn fields() -> Vec<(String, u64)> {
         "budget_us".to_string(),
         crate::config::budget().as_micros() as u64,
     )];
-    for (i, f) in registry.iter().enumerate() {
+    for (i, f) in registry.all() {
         let c = of(i);
         let name = f.name();
         for (counter, value) in [

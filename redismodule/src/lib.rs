@@ -18,6 +18,8 @@
 //! - [`commands`]: `AUTOLOC.CALL`, `AUTOLOC.INVOKE`, `AUTOLOC.MGET`, `AUTOLOC.STATS`,
 //!   `AUTOLOC.FUNCTIONS`, `AUTOLOC.CONNECT`; every entry point catches panics and replies with an
 //!   error, since a panic inside redis-server would abort it.
+//! - [`userfn`]: user functions in WebAssembly: `AUTOLOC.FUNCTION LOAD | LIST | DELETE | DUMP`,
+//!   kept in the RDB and propagated to replicas and the AOF.
 //! - [`placement`]: placement tables reported by compute nodes (`AUTOLOC.REPORT`,
 //!   `AUTOLOC.PLACEMENT`, the shares in `INFO autoloc`).
 //! - [`dataplane`]: the data-plane threads: poll shm rings, the io_uring TCP server and RDMA
@@ -34,8 +36,10 @@ pub mod open;
 pub mod pause;
 pub mod placement;
 pub mod store;
+pub mod userfn;
 
 use redis_module::{redis_module, Context, RedisString, Status};
+use userfn::FUNCTIONS_TYPE;
 
 fn init(ctx: &Context, args: &[RedisString]) -> Status {
     // Segments that servers killed before their clients attached left behind.
@@ -48,6 +52,10 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     match config::Config::parse(&args) {
         Ok(c) => {
             if let Err(e) = lock::subscribe(ctx).and_then(|()| pause::watch(ctx)) {
+                ctx.log_warning(&format!("autoloc: {e}"));
+                return Status::Err;
+            }
+            if let Err(e) = autoloc_functions::wasm::configure(config::wasm_limits(&c)) {
                 ctx.log_warning(&format!("autoloc: {e}"));
                 return Status::Err;
             }
@@ -77,7 +85,7 @@ redis_module! {
     name: "autoloc",
     version: 1,
     allocator: (Alloc, ALLOC),
-    data_types: [],
+    data_types: [FUNCTIONS_TYPE],
     init: init,
     commands: [
         ["autoloc.call", commands::call, "write deny-oom", 0, 0, 0, ""],
@@ -86,6 +94,9 @@ redis_module! {
         ["autoloc.mget", commands::mget, "readonly fast", 0, 0, 0, ""],
         ["autoloc.stats", commands::stats, "readonly fast", 0, 0, 0, ""],
         ["autoloc.functions", commands::functions, "readonly fast", 0, 0, 0, ""],
+        // Not "write": LIST and DUMP serve on replicas; LOAD and DELETE refuse there unless
+        // they come from the master (userfn::function).
+        ["autoloc.function", commands::function, "deny-oom", 0, 0, 0, ""],
         ["autoloc.connect", commands::connect, "readonly", 0, 0, 0, ""],
         ["autoloc.report", commands::report, "readonly fast", 0, 0, 0, ""],
         ["autoloc.placement", commands::placement, "readonly fast", 0, 0, 0, ""],

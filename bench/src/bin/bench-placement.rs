@@ -336,11 +336,7 @@ impl Bench {
         let base = Runtime::connect(&self.url)
             .and_then(|rt| rt.with_transport(self.transport))
             .with_context(|| format!("connect to {} over {}", self.url, self.transport))?;
-        let names: Vec<String> = base
-            .registry()
-            .iter()
-            .map(|f| f.name().to_string())
-            .collect();
+        let names: Vec<String> = base.registry().names();
         let index = |f: &str| names.iter().position(|n| n == f);
         let fn_index: Vec<usize> = workload
             .functions

@@ -19,7 +19,7 @@ impl Publisher {
         use std::sync::atomic::{AtomicBool, Ordering};
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let node = format!("{}-{}", hostname(), std::process::id());
-        let names: Vec<String> = rt.registry().iter().map(|f| f.name().to_string()).collect();
+        let names: Vec<String> = rt.registry().names();
         let table = rt.table().clone();
         let conn = crate::Runtime::connect(&rt.url().to_string());
         let stop2 = stop.clone();

@@ -214,6 +214,8 @@ enum Link {
     },
     /// The TCP server: every TCP connection, each authenticated on its own.
     Tcp(Box<TcpServer>),
+    /// Any other link (RDMA, with the `rdma` feature).
+    #[cfg_attr(not(feature = "rdma"), allow(dead_code))]
     Other(Box<dyn ServerLink>),
 }
 

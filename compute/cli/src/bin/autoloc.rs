@@ -167,7 +167,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => {
             let inv = rt.invoke(&function, &args, placement)?;
-            let name = rt.registry().resolve(function.as_bytes())?.1.name();
+            let name = rt
+                .registry()
+                .resolve(function.as_bytes())?
+                .1
+                .name()
+                .to_string();
             if json {
                 let v = serde_json::json!({
                     "function": name,
@@ -197,9 +202,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let stats = rt.storage_stats()?;
             let budget = stats.get("budget_us");
             let table: BTreeMap<String, BTreeMap<String, u64>> = rt
-                .registry()
-                .iter()
-                .map(|f| (f.name().to_string(), stats.function(f.name())))
+                .functions()?
+                .into_iter()
+                .map(|f| {
+                    let counters = stats.function(&f.name);
+                    (f.name, counters)
+                })
                 .collect();
             if json {
                 println!(
@@ -232,8 +240,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             count,
         } => placement(&mut rt, json, interval_ms, count)?,
         Command::Functions => {
-            for f in rt.registry().iter() {
-                println!("{:<10} {}", f.name(), f.usage());
+            for f in rt.functions()? {
+                println!("{:<14} {}", f.name, f.usage);
             }
         }
         Command::Get { key, transport } => {
