@@ -44,9 +44,11 @@ pub struct BatchConfig {
     pub args: Vec<String>,
 }
 
-/// The arguments after the first that `function` takes by default (`k` for khop).
+/// The arguments after the first that `function` takes by default (`k` for khop); an example
+/// guest (`khop_wasm`, ...) takes its native twin's, `friends_wasm` the 10 best.
 pub fn default_args(function: &str, k: u32) -> Vec<String> {
-    match function {
+    match function.strip_suffix("_wasm").unwrap_or(function) {
+        "friends" => vec!["10".into()],
         "khop" => vec![k.to_string()],
         "digest" => vec!["10".into()],
         "pagerank" => vec!["20".into()],
@@ -139,7 +141,7 @@ pub fn run(rt: &Runtime, cfg: &BatchConfig) -> Result<BatchReport> {
         Placement::Auto => None,
     };
     if let Some(share) = fixed {
-        (0..rt.registry().len()).for_each(|i| rt.table().set_share(i, share));
+        (0..rt.registry().slots()).for_each(|i| rt.table().set_share(i, share));
     }
     let total = cfg.rounds * cfg.count;
     let next = AtomicU64::new(0);

@@ -173,13 +173,9 @@ pub fn run_batch(a: BatchArgs, choice: PlacementChoice, read_mode: crate::ReadMo
         crate::ReadMode::PerKey => crate::Transport::Resp,
         crate::ReadMode::Batched => crate::Transport::default_for(rt.url()),
     });
-    let rt = rt.with_transport(transport)?;
-    let function = rt
-        .registry()
-        .resolve(a.function.as_bytes())?
-        .1
-        .name()
-        .to_string();
+    let mut rt = rt.with_transport(transport)?;
+    // A user function is fetched now, so the controller's table knows it.
+    let function = rt.resolve(&a.function)?.1.name().to_string();
     let cfg = BatchConfig {
         args: if a.args.is_empty() {
             default_args(&function, a.k)

@@ -51,7 +51,10 @@ pub fn path(name: &str) -> Result<PathBuf> {
     if p.exists() {
         Ok(p)
     } else {
-        Err(Error::Usage(format!("no example guest '{name}' at {}", p.display())))
+        Err(Error::Usage(format!(
+            "no example guest '{name}' at {}",
+            p.display()
+        )))
     }
 }
 

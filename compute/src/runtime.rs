@@ -100,6 +100,9 @@ pub struct Invocation {
     pub bytes: u64,
 }
 
+/// A function found in the registry: its index (its counter slot) and itself.
+pub type Resolved = (usize, Arc<dyn Function>);
+
 /// A function the module runs, as `AUTOLOC.FUNCTION LIST` describes it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FunctionInfo {
@@ -385,10 +388,7 @@ impl Runtime {
         args: Vec<Vec<u8>>,
         placement: Placement,
     ) -> Result<ResolvedCall> {
-        let (index, f) = match self.registry.resolve(name.as_bytes()) {
-            Err(FnError::UnknownFunction(_)) => self.fetch(name)?,
-            found => found?,
-        };
+        let (index, f) = self.resolve(name)?;
         f.check(&args)?;
         let placement = match placement {
             Placement::Auto => match self.table.choose(index) {
@@ -405,18 +405,28 @@ impl Runtime {
         })
     }
 
+    /// The function called `name`: a built-in, a user function fetched before, or one fetched
+    /// from the module now.
+    pub fn resolve(&mut self, name: &str) -> Result<Resolved> {
+        match self.registry.resolve(name.as_bytes()) {
+            Err(FnError::UnknownFunction(_)) => self.fetch(name),
+            found => Ok(found?),
+        }
+    }
+
     /// Fetches the user function `name` from the module (`AUTOLOC.FUNCTION DUMP`), compiles it
     /// (once per content hash in this process) and registers it, in place of an older copy.
-    pub fn fetch(&mut self, name: &str) -> Result<(usize, Arc<dyn Function>)> {
-        let bytes = match self.command(&[b"AUTOLOC.FUNCTION".as_slice(), b"DUMP", name.as_bytes()])? {
-            Frame::Bulk(Some(b)) => b,
-            Frame::Error(e) => return Err(Error::Function(FnError::from_resp(&e))),
-            other => {
-                return Err(Error::Function(FnError::Malformed(format!(
-                    "AUTOLOC.FUNCTION DUMP replied {other:?}"
-                ))))
-            }
-        };
+    pub fn fetch(&mut self, name: &str) -> Result<Resolved> {
+        let bytes =
+            match self.command(&[b"AUTOLOC.FUNCTION".as_slice(), b"DUMP", name.as_bytes()])? {
+                Frame::Bulk(Some(b)) => b,
+                Frame::Error(e) => return Err(Error::Function(FnError::from_resp(&e))),
+                other => {
+                    return Err(Error::Function(FnError::Malformed(format!(
+                        "AUTOLOC.FUNCTION DUMP replied {other:?}"
+                    ))))
+                }
+            };
         let f = autoloc_functions::wasm::host().compile(&bytes)?;
         let index = self.registry.put(f.clone(), true)?;
         Ok((index, f))
@@ -491,7 +501,7 @@ impl Runtime {
             return results;
         }
         let mut again = Vec::new();
-        let mut refreshed: Vec<(String, Result<(usize, Arc<dyn Function>)>)> = Vec::new();
+        let mut refreshed: Vec<(String, Result<Resolved>)> = Vec::new();
         for &i in &stale {
             let name = calls[i].f.name().to_string();
             if !refreshed.iter().any(|(n, _)| *n == name) {
@@ -502,7 +512,12 @@ impl Runtime {
                 }
                 refreshed.push((name.clone(), fetched));
             }
-            match &refreshed.iter().find(|(n, _)| *n == name).expect("just fetched").1 {
+            match &refreshed
+                .iter()
+                .find(|(n, _)| *n == name)
+                .expect("just fetched")
+                .1
+            {
                 Ok((index, f)) => again.push((
                     i,
                     ResolvedCall {
@@ -695,7 +710,10 @@ fn wire_name(f: &dyn Function) -> String {
 }
 
 /// Polls two futures together to completion.
-async fn join<A: std::future::Future, B: std::future::Future>(a: A, b: B) -> (A::Output, B::Output) {
+async fn join<A: std::future::Future, B: std::future::Future>(
+    a: A,
+    b: B,
+) -> (A::Output, B::Output) {
     let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
     let (mut ra, mut rb) = (None, None);
     std::future::poll_fn(|cx| {

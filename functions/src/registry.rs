@@ -143,7 +143,10 @@ impl Registry {
     pub fn names(&self) -> Vec<String> {
         self.read()
             .iter()
-            .map(|f| f.as_ref().map_or_else(String::new, |f| f.name().to_string()))
+            .map(|f| {
+                f.as_ref()
+                    .map_or_else(String::new, |f| f.name().to_string())
+            })
             .collect()
     }
 
@@ -164,9 +167,10 @@ impl Registry {
 }
 
 fn find(slots: &[Option<Arc<dyn Function>>], name: &str) -> Option<usize> {
-    slots
-        .iter()
-        .position(|f| f.as_ref().is_some_and(|f| f.name().eq_ignore_ascii_case(name)))
+    slots.iter().position(|f| {
+        f.as_ref()
+            .is_some_and(|f| f.name().eq_ignore_ascii_case(name))
+    })
 }
 
 #[cfg(test)]

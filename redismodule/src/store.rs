@@ -228,11 +228,17 @@ impl<'c> KeyspaceStore<'c> {
         self.accesses.get()
     }
 
-    fn check_budget(&self) -> Result<(), Error> {
+    /// The lock time the invocation has used: the time since it started, less the time the
+    /// lock was given back meanwhile.
+    fn spent(&self) -> Duration {
         let released = self
             .hold
             .map_or(Duration::ZERO, |h| h.given_back() - self.given_back_before);
-        let spent = self.started.elapsed().saturating_sub(released);
+        self.started.elapsed().saturating_sub(released)
+    }
+
+    fn check_budget(&self) -> Result<(), Error> {
+        let spent = self.spent();
         if spent > self.budget {
             return Err(Error::Pushback {
                 budget_us: self.budget.as_micros() as u64,
@@ -300,5 +306,11 @@ impl Store for KeyspaceStore<'_> {
 
     fn checkpoint(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move { self.turn() })
+    }
+
+    fn time_left(&self) -> Option<Duration> {
+        // What is left of the budget; at least a little past it, so that a run stopped at its
+        // deadline finds the budget spent at its next checkpoint and is pushed back.
+        Some(self.budget.saturating_sub(self.spent()) + Duration::from_micros(50))
     }
 }

@@ -18,9 +18,7 @@ use std::sync::{Arc, Mutex};
 use autoloc_functions::wasm::{self, hex};
 use autoloc_functions::{Error, Function, OutputKind};
 use redis_module::native_types::RedisType;
-use redis_module::{
-    raw, Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue,
-};
+use redis_module::{raw, Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
 
 use crate::invoke::registry;
 
@@ -81,10 +79,7 @@ pub fn function(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         .unwrap_or_default();
     let changes = matches!(sub.as_slice(), b"LOAD" | b"DELETE");
     let flags = ctx.get_flags();
-    if changes
-        && flags.contains(ContextFlags::SLAVE)
-        && !flags.contains(ContextFlags::REPLICATED)
-    {
+    if changes && flags.contains(ContextFlags::SLAVE) && !flags.contains(ContextFlags::REPLICATED) {
         return Err(RedisError::Str(
             "READONLY You can't load or delete functions on a read only replica.",
         ));

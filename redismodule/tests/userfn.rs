@@ -50,7 +50,13 @@ fn check_twins(rt: &mut Runtime, start: u32, what: &str) {
 fn guests_match_their_native_twins_on_both_sides_and_every_transport() {
     let s = server(&["budget-ms", "1000"]);
     load_rmat(&s, 9, 8, 7);
-    for g in ["khop_wasm", "digest_wasm", "pagerank_wasm", "aggregate_wasm", "get_wasm"] {
+    for g in [
+        "khop_wasm",
+        "digest_wasm",
+        "pagerank_wasm",
+        "aggregate_wasm",
+        "get_wasm",
+    ] {
         load(&s, g);
     }
     for t in [Transport::Resp, Transport::Shm, Transport::Tcp] {
@@ -85,7 +91,13 @@ fn guests_match_their_twins_on_autolocs_social_json() {
     };
     let s = server(&["budget-ms", "1000"]);
     load_autoloc_json(&mut raw(&s), &dir.join("social.json"), false, false).unwrap();
-    for g in ["khop_wasm", "digest_wasm", "pagerank_wasm", "aggregate_wasm", "get_wasm"] {
+    for g in [
+        "khop_wasm",
+        "digest_wasm",
+        "pagerank_wasm",
+        "aggregate_wasm",
+        "get_wasm",
+    ] {
         load(&s, g);
     }
     let mut rt = runtime(&s).with_transport(Transport::Shm).unwrap();
@@ -125,7 +137,10 @@ fn load_list_dump_delete_and_replace_behave_like_function() {
     let mut c = raw(&s);
     let khop = guests::bytes("khop_wasm").unwrap();
     // A bad module changes nothing.
-    for bad in [b"not wasm at all".to_vec(), guests::bytes("badimport_wasm").unwrap()] {
+    for bad in [
+        b"not wasm at all".to_vec(),
+        guests::bytes("badimport_wasm").unwrap(),
+    ] {
         let e = err(cmd(&mut c, &[b"AUTOLOC.FUNCTION", b"LOAD", &bad]));
         assert!(e.starts_with("GUEST"), "{e}");
     }
@@ -149,10 +164,11 @@ fn load_list_dump_delete_and_replace_behave_like_function() {
     };
     let e = err(cmd(&mut c, &[b"AUTOLOC.FUNCTION", b"LOAD", &big]));
     assert!(e.starts_with("TOOLARGE"), "{e}");
-    let listed = |c: &mut autoloc_dataplane::Connection| match cmd(c, &[b"AUTOLOC.FUNCTION", b"LIST"]) {
-        Frame::Array(Some(rows)) => rows.len(),
-        other => panic!("{other:?}"),
-    };
+    let listed =
+        |c: &mut autoloc_dataplane::Connection| match cmd(c, &[b"AUTOLOC.FUNCTION", b"LIST"]) {
+            Frame::Array(Some(rows)) => rows.len(),
+            other => panic!("{other:?}"),
+        };
     assert_eq!(listed(&mut c), 5, "only the built-ins");
     assert_eq!(
         cmd(&mut c, &[b"AUTOLOC.FUNCTION", b"LOAD", &khop]),
@@ -192,21 +208,37 @@ fn a_replaced_function_is_fetched_again_never_run_stale() {
     for p in [Placement::Storage, Placement::Compute] {
         rt.invoke("get_wasm", &["k"], p).unwrap();
     }
-    let v1_hash = rt.registry().lookup("get_wasm").unwrap().1.version().unwrap();
+    let v1_hash = rt
+        .registry()
+        .lookup("get_wasm")
+        .unwrap()
+        .1
+        .version()
+        .unwrap();
     runtime(&s).load_function(&v2, true).unwrap();
     for p in [Placement::Compute, Placement::Storage] {
         let inv = rt.invoke("get_wasm", &["k"], p).unwrap();
         assert_eq!(inv.output, autoloc::Output::Value(Some(b"v".to_vec())));
-        let now = rt.registry().lookup("get_wasm").unwrap().1.version().unwrap();
+        let now = rt
+            .registry()
+            .lookup("get_wasm")
+            .unwrap()
+            .1
+            .version()
+            .unwrap();
         assert_ne!(now, v1_hash, "{p}: the copy was fetched again");
     }
     // Deleted: a call of the old copy fails instead of running it.
     runtime(&s).delete_function("get_wasm").unwrap_or(());
     cmd(&mut c, &[b"AUTOLOC.FUNCTION", b"DELETE", b"get_wasm"]);
     let mut rt2 = runtime(&s).with_transport(Transport::Shm).unwrap();
-    let e = rt2.invoke("get_wasm", &["k"], Placement::Compute).unwrap_err();
+    let e = rt2
+        .invoke("get_wasm", &["k"], Placement::Compute)
+        .unwrap_err();
     assert!(e.to_string().contains("unknown function"), "{e}");
-    let e = rt.invoke("get_wasm", &["k"], Placement::Compute).unwrap_err();
+    let e = rt
+        .invoke("get_wasm", &["k"], Placement::Compute)
+        .unwrap_err();
     assert!(e.to_string().contains("unknown function"), "{e}");
 }
 
@@ -226,8 +258,8 @@ fn loaded_functions_survive_a_restart_and_reach_replicas() {
     );
     // In the AOF, as the LOAD command itself, and in its RDB preamble after a rewrite.
     let module = autoloc::server::find_module().unwrap();
-    let mut a = autoloc::server::RedisServer::start_with(&module, &[], &[("appendonly", "yes")])
-        .unwrap();
+    let mut a =
+        autoloc::server::RedisServer::start_with(&module, &[], &[("appendonly", "yes")]).unwrap();
     let mut ac = raw(&a);
     small_graph(&mut ac);
     load(&a, "khop_wasm");
@@ -241,7 +273,10 @@ fn loaded_functions_survive_a_restart_and_reach_replicas() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !matches!(cmd(&mut ac, &[b"INFO", b"persistence"]), Frame::Bulk(Some(i)) if String::from_utf8_lossy(&i).contains("aof_rewrite_in_progress:0") && String::from_utf8_lossy(&i).contains("aof_rewrite_scheduled:0"))
     {
-        assert!(std::time::Instant::now() < deadline, "the rewrite never finished");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rewrite never finished"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     std::thread::sleep(std::time::Duration::from_millis(200));
@@ -255,11 +290,17 @@ fn loaded_functions_survive_a_restart_and_reach_replicas() {
     let r = server(&[]);
     let mut rc = raw(&r);
     let port = s.port().to_string();
-    cmd(&mut c, &[b"CONFIG", b"SET", b"repl-diskless-sync-delay", b"0"]);
+    cmd(
+        &mut c,
+        &[b"CONFIG", b"SET", b"repl-diskless-sync-delay", b"0"],
+    );
     cmd(&mut rc, &[b"REPLICAOF", b"127.0.0.1", port.as_bytes()]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let has = |rc: &mut autoloc_dataplane::Connection, name: &[u8]| {
-        matches!(cmd(rc, &[b"AUTOLOC.FUNCTION", b"DUMP", name]), Frame::Bulk(Some(_)))
+        matches!(
+            cmd(rc, &[b"AUTOLOC.FUNCTION", b"DUMP", name]),
+            Frame::Bulk(Some(_))
+        )
     };
     while !has(&mut rc, b"get_wasm") {
         assert!(
@@ -271,12 +312,19 @@ fn loaded_functions_survive_a_restart_and_reach_replicas() {
     }
     let e = err(cmd(
         &mut rc,
-        &[b"AUTOLOC.FUNCTION", b"LOAD", &guests::bytes("empty_wasm").unwrap()],
+        &[
+            b"AUTOLOC.FUNCTION",
+            b"LOAD",
+            &guests::bytes("empty_wasm").unwrap(),
+        ],
     ));
     assert!(e.starts_with("READONLY"), "{e}");
     load(&s, "digest_wasm");
     while !has(&mut rc, b"digest_wasm") {
-        assert!(std::time::Instant::now() < deadline, "the replica never got digest_wasm");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica never got digest_wasm"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }

@@ -7,7 +7,9 @@
 //! Workloads: `khop2`, `khop3`, `digest` (the 64 KiB `md5` blob, `--digest-rounds` rounds),
 //! `pagerank` (20 iterations), `aggregate` (64 keys), `mix` (40% khop k=2, 20% each of the
 //! others, interleaved) and `shift` (khop-heavy, then digest-heavy, then khop-heavy again,
-//! switched abruptly, like Kayak's bimodal workload).
+//! switched abruptly, like Kayak's bimodal workload). On request only (`--workloads userfn`):
+//! `userfn`, user functions in WebAssembly beside a built-in (1/3 khop k=2, 1/3 `khop_wasm` k=2,
+//! 1/6 each of `digest_wasm` and `friends_wasm` top 10), the example guests loaded first.
 //!
 //! Each (workload, policy) cell gets a fresh `Runtime` (so a fresh placement table) and a
 //! `Controller` running the policy; `--threads` compute threads, each on its own
@@ -69,7 +71,8 @@ const POLICIES: [&str; 5] = ["storage", "compute", "autoloc2021", "kayak", "adap
              with PASS/FAIL against the targets"
 )]
 struct Args {
-    /// Workloads to run, comma-separated (khop2, khop3, digest, pagerank, aggregate, mix, shift).
+    /// Workloads to run, comma-separated (khop2, khop3, digest, pagerank, aggregate, mix, shift;
+    /// default all of these), and userfn (user functions in WebAssembly, only when named).
     #[arg(long, value_delimiter = ',')]
     workloads: Vec<String>,
     /// Data plane: shm, tcp, rdma or resp.
@@ -130,6 +133,10 @@ enum Call {
     Digest,
     PageRank,
     Aggregate,
+    /// The example guests (user functions in WebAssembly).
+    KhopWasm(u32),
+    DigestWasm,
+    Friends,
 }
 
 impl Call {
@@ -139,13 +146,22 @@ impl Call {
             Call::Digest => "digest",
             Call::PageRank => "pagerank",
             Call::Aggregate => "aggregate",
+            Call::KhopWasm(_) => "khop_wasm",
+            Call::DigestWasm => "digest_wasm",
+            Call::Friends => "friends_wasm",
         }
+    }
+
+    /// Whether it is a user function (a guest to load before the cells).
+    fn is_guest(self) -> bool {
+        matches!(self, Call::KhopWasm(_) | Call::DigestWasm | Call::Friends)
     }
 
     fn args(self, vertex: &str, digest_rounds: &str) -> Vec<String> {
         match self {
-            Call::Khop(k) => vec![vertex.to_string(), k.to_string()],
-            Call::Digest => vec!["md5".into(), digest_rounds.to_string()],
+            Call::Khop(k) | Call::KhopWasm(k) => vec![vertex.to_string(), k.to_string()],
+            Call::Digest | Call::DigestWasm => vec!["md5".into(), digest_rounds.to_string()],
+            Call::Friends => vec![vertex.to_string(), "10".into()],
             Call::PageRank => vec![vertex.to_string(), "20".into()],
             Call::Aggregate => vec![vertex.to_string(), "64".into()],
         }
@@ -184,6 +200,12 @@ fn workload(name: &str) -> anyhow::Result<Workload> {
     // the throughput of the whole run.
     let khop_heavy = [(Call::Khop(3), 49), (Call::Digest, 1)];
     let digest_heavy = [(Call::Khop(3), 1), (Call::Digest, 9)];
+    let userfn = [
+        (Call::Khop(2), 2),
+        (Call::KhopWasm(2), 2),
+        (Call::DigestWasm, 1),
+        (Call::Friends, 1),
+    ];
     let (name, phases) = match name {
         "khop2" => ("khop2", single(Call::Khop(2))),
         "khop3" => ("khop3", single(Call::Khop(3))),
@@ -191,6 +213,7 @@ fn workload(name: &str) -> anyhow::Result<Workload> {
         "pagerank" => ("pagerank", single(Call::PageRank)),
         "aggregate" => ("aggregate", single(Call::Aggregate)),
         "mix" => ("mix", vec![pattern(&mix)]),
+        "userfn" => ("userfn", vec![pattern(&userfn)]),
         "shift" => (
             "shift",
             vec![
@@ -200,7 +223,8 @@ fn workload(name: &str) -> anyhow::Result<Workload> {
             ],
         ),
         other => bail!(
-            "unknown workload '{other}' (khop2, khop3, digest, pagerank, aggregate, mix, shift)"
+            "unknown workload '{other}' (khop2, khop3, digest, pagerank, aggregate, mix, shift, \
+             userfn)"
         ),
     };
     let mut functions = Vec::new();
@@ -333,9 +357,16 @@ impl Bench {
             .policy
             .parse()
             .map_err(|e| anyhow::anyhow!("policy {}: {e}", spec.policy))?;
-        let base = Runtime::connect(&self.url)
+        let mut base = Runtime::connect(&self.url)
             .and_then(|rt| rt.with_transport(self.transport))
             .with_context(|| format!("connect to {} over {}", self.url, self.transport))?;
+        // User functions join the registry (and so the table and the controller) when fetched.
+        for f in &workload.functions {
+            if base.registry().lookup(f).is_none() {
+                base.fetch(f)
+                    .with_context(|| format!("fetch the user function {f}"))?;
+            }
+        }
         let names: Vec<String> = base.registry().names();
         let index = |f: &str| names.iter().position(|n| n == f);
         let fn_index: Vec<usize> = workload
@@ -636,6 +667,7 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let load_start = load_average();
     let mut setup = Setup::start(&mut args, &machine)?;
+    load_guests(&setup.bench.url, &workloads)?;
     let cfgs = CellConfigs::new(&args);
     let mut params = parameters(&args, &mut setup);
 
@@ -710,6 +742,24 @@ fn prepare(args: &mut Args) -> anyhow::Result<Vec<Workload>> {
         args.workloads.clone()
     };
     names.iter().map(|n| workload(n.trim())).collect()
+}
+
+/// Loads the example guests the workloads call (built if needed) into the server.
+fn load_guests(url: &str, workloads: &[Workload]) -> anyhow::Result<()> {
+    let mut names: Vec<&str> = Vec::new();
+    for c in workloads.iter().flat_map(|w| w.phases.iter().flatten()) {
+        if c.is_guest() && !names.contains(&c.function()) {
+            names.push(c.function());
+        }
+    }
+    let mut rt = Runtime::connect(url)?;
+    for name in names {
+        eprintln!("loading the guest {name}...");
+        let bytes = autoloc::guests::bytes(name)?;
+        rt.load_function(&bytes, true)
+            .with_context(|| format!("AUTOLOC.FUNCTION LOAD {name}"))?;
+    }
+    Ok(())
 }
 
 /// The private redis-server with the graph loaded, and the bench over it.
@@ -866,7 +916,8 @@ fn parameters(args: &Args, setup: &mut Setup) -> BTreeMap<String, String> {
         "workloads".into(),
         format!(
             "khop k=2 and k=3; digest md5 x {} rounds; pagerank 20 iterations; aggregate 64 \
-             keys; mix 40% khop2 / 20% digest / 20% pagerank / 20% aggregate",
+             keys; mix 40% khop2 / 20% digest / 20% pagerank / 20% aggregate; userfn (when \
+             named) 1/3 khop2 / 1/3 khop_wasm k=2 / 1/6 digest_wasm / 1/6 friends_wasm top 10",
             args.digest_rounds
         ),
     );

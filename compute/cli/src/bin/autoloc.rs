@@ -27,6 +27,26 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+enum FunctionCmd {
+    /// Load a user function from a .wasm file (AUTOLOC.FUNCTION LOAD); prints its name.
+    Load {
+        file: std::path::PathBuf,
+        /// Replace a loaded function of the same name.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// List the functions the module runs: name, output kind, version (SHA-256 or builtin),
+    /// module size, usage.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a user function.
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Load a graph.
     #[command(subcommand)]
@@ -67,6 +87,9 @@ enum Command {
     },
     /// List the functions the module runs.
     Functions,
+    /// Load, list or delete user functions (WebAssembly modules; see functions/guest).
+    #[command(subcommand)]
+    Function(FunctionCmd),
     /// Print the value of a key (nothing and exit 1 if it does not exist).
     Get {
         key: String,
@@ -167,12 +190,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => {
             let inv = rt.invoke(&function, &args, placement)?;
-            let name = rt
-                .registry()
-                .resolve(function.as_bytes())?
-                .1
-                .name()
-                .to_string();
+            let name = rt.resolve(&function)?.1.name().to_string();
             if json {
                 let v = serde_json::json!({
                     "function": name,
@@ -239,6 +257,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             interval_ms,
             count,
         } => placement(&mut rt, json, interval_ms, count)?,
+        Command::Function(FunctionCmd::Load { file, replace }) => {
+            let bytes = std::fs::read(&file).with_context(|| format!("read {}", file.display()))?;
+            println!("{}", rt.load_function(&bytes, replace)?);
+        }
+        Command::Function(FunctionCmd::List { json }) => {
+            let list = rt.functions()?;
+            if json {
+                println!("{}", serde_json::to_string(&list)?);
+            } else {
+                for f in list {
+                    let version = if f.version == "builtin" {
+                        f.version.clone()
+                    } else {
+                        f.version[..16].to_string()
+                    };
+                    println!(
+                        "{:<16} {:<7} {:<16} {:>8}  {}",
+                        f.name, f.output, version, f.size, f.usage
+                    );
+                }
+            }
+        }
+        Command::Function(FunctionCmd::Delete { name }) => {
+            rt.delete_function(&name)?;
+            println!("OK");
+        }
         Command::Functions => {
             for f in rt.functions()? {
                 println!("{:<14} {}", f.name, f.usage);

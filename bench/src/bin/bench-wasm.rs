@@ -1,0 +1,1518 @@
+//! `bench-wasm`: user functions in WebAssembly against their native twins, side by side.
+//!
+//! Two private redis-servers with the module (`cores <server-core>`: the data-plane thread that
+//! runs storage-side functions is pinned there), started before the client thread is pinned to
+//! `--client-core`:
+//! - `social`: AutoLoc's `social.json` stored as AutoLoc stored it (JSON per vertex,
+//!   `load_autoloc_json(.., binary = false, ..)`), two blobs (4 KiB and 64 KiB) for `digest`,
+//!   and the guests `khop_wasm`, `digest_wasm` and `empty_wasm`;
+//! - `rmat`: an R-MAT graph (binary adjacency, `--scale`, `--edge-factor`) and `khop_wasm`.
+//!
+//! Measured in one run, each cell a warm-up then `--duration-ms` of requests one at a time:
+//! 1. khop k=2, the built-in `khop` against the guest `khop_wasm`, storage-side over shm
+//!    (`Placement::Storage`): from vertices 1 and 107 of social.json, and cycling over R-MAT
+//!    vertices of the 10%, 30%, 50%, 70%, 90% and 100% degree quantiles;
+//! 2. `digest <blob> 3` of the 4 KiB and the 64 KiB blob, `digest` against `digest_wasm`, the
+//!    same way;
+//! 3. what an invocation itself costs: `empty_wasm` (does nothing, returns nil) called in-process
+//!    through the host (`wasm::host().compile`, `Function::call` on a `MemStore`,
+//!    `exec::block_on`), beside the built-in `get` of a missing key there; both again
+//!    storage-side over shm, end to end. Also in-process: khop k=2 on social.json in a
+//!    `MemStore`, native against guest (the host's cost without Redis or a data plane);
+//! 4. loading 1 MiB modules: `AUTOLOC.FUNCTION LOAD REPLACE` end to end over RESP, and the
+//!    in-process compile (`wasm::host().compile`) of the same bytes, for `khop_wasm` padded to
+//!    1 MiB with a custom section, and for `bigcode_wasm`, a guest generated here whose code
+//!    section is ~1 MiB of real functions (a valid guest: it loads and runs). Every module's
+//!    bytes differ (a salted pad), so no compile cache answers;
+//! 5. khop k=2 from one RESP client, one at a time, on social.json: a Lua script through
+//!    EVALSHA (GET the start vertex's JSON, decode it with cjson, MGET every neighbour at once,
+//!    decode each, return the union of ids but the start, sorted) against `AUTOLOC.CALL khop`
+//!    and `AUTOLOC.CALL khop_wasm`.
+//!
+//! Every guest's result (and the script's) is checked equal to its native twin's before it is
+//! timed. `--module PATH` measures another build of the module.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _};
+use autoloc::load::{load_autoloc_json, write_graph, Graph};
+use autoloc::server::{find_module, RedisServer};
+use autoloc::{guests, Output, Placement, Runtime, Side, Transport};
+use autoloc_bench::harness::{self, measure, record, Bound, Check, Machine, Measured, Plan};
+use autoloc_dataplane::resp::DEFAULT_TIMEOUT;
+use autoloc_dataplane::{Connection, Frame, RedisUrl};
+use autoloc_functions::builtins::{get::Get, khop::Khop};
+use autoloc_functions::exec::block_on;
+use autoloc_functions::{Function, MemStore};
+use clap::Parser;
+use serde::Serialize;
+
+/// khop's k.
+const K: &str = "2";
+/// digest's rounds.
+const DIGEST_ROUNDS: &str = "3";
+/// The digest blobs: key and size.
+const BLOBS: [(&str, usize); 2] = [
+    ("autoloc-bench:blob:4k", 4 << 10),
+    ("autoloc-bench:blob:64k", 64 << 10),
+];
+/// A key that is never written.
+const MISSING: &str = "autoloc-bench:missing";
+/// Start vertices of khop on social.json.
+const SOCIAL_STARTS: [u32; 2] = [1, 107];
+/// Degree quantiles of the R-MAT start vertices.
+const RMAT_QUANTILES: [f64; 6] = [0.1, 0.3, 0.5, 0.7, 0.9, 1.0];
+/// Seed of the R-MAT graph.
+const SEED: u64 = 1;
+/// Size of the modules LOADed.
+const MODULE_BYTES: usize = 1 << 20;
+/// Name of the generated guest.
+const BIGCODE: &str = "bigcode_wasm";
+
+/// khop k=2 as AutoLoc's users would write it in Lua: KEYS[1] is the start vertex.
+const LUA_KHOP: &str = r#"
+local start = KEYS[1]
+local raw = redis.call('GET', start)
+if not raw then return redis.error_reply('no such key ' .. start) end
+local s = tonumber(start)
+local seen, out, keys = {}, {}, {}
+local function add(id)
+  local n = tonumber(id)
+  if n ~= s and not seen[n] then
+    seen[n] = true
+    out[#out + 1] = n
+  end
+end
+for _, id in ipairs(cjson.decode(raw)['neigh'] or {}) do
+  keys[#keys + 1] = tostring(id)
+  add(id)
+end
+if #keys > 0 then
+  local values = redis.call('MGET', unpack(keys))
+  for i = 1, #values do
+    local v = values[i]
+    if v then
+      for _, id in ipairs(cjson.decode(v)['neigh'] or {}) do add(id) end
+    end
+  end
+end
+table.sort(out)
+return out
+"#;
+
+#[derive(Debug, Parser)]
+#[command(
+    about = "User functions in WebAssembly against their native twins (khop, digest), the \
+             per-invocation overhead, LOAD of 1 MiB modules, and khop as a Lua script, with \
+             PASS/FAIL against the targets"
+)]
+struct Args {
+    /// Measured time per cell, in milliseconds.
+    #[arg(long, default_value_t = 1500)]
+    duration_ms: u64,
+    /// Warm-up per cell, in milliseconds (default: a fifth of the duration).
+    #[arg(long)]
+    warmup_ms: Option<u64>,
+    /// A smoke run of about 15 s: 150 ms cells, R-MAT scale at most 10, 2 LOADs of each module.
+    #[arg(long)]
+    quick: bool,
+    /// Core the client thread is pinned to.
+    #[arg(long, default_value_t = 0)]
+    client_core: usize,
+    /// Core of the module's data-plane thread (module argument `cores`).
+    #[arg(long, default_value_t = 1)]
+    server_core: usize,
+    /// The module's storage-side budget, in ms, also while its data-plane thread is busy
+    /// (module arguments `budget-ms` and `overload-budget-us`; their defaults are 5 ms and
+    /// 300 us). Above what khop from social.json's hub (vertex 107) takes, so that both twins
+    /// run to the end storage-side and the Lua script (which has no budget) is compared with
+    /// whole runs: back-to-back 10 ms invocations keep the thread over 90% busy, and then the
+    /// overload budget pushes a guest back where the built-in runs on to its end.
+    #[arg(long, default_value_t = 100)]
+    budget_ms: u64,
+    #[command(flatten)]
+    graph: harness::GraphArgs,
+    /// AutoLoc's social.json (default: ../shared/data/autoloc/social.json beside the checkout).
+    #[arg(long)]
+    social: Option<PathBuf>,
+    /// Timed LOADs (and in-process compiles) of each 1 MiB module.
+    #[arg(long, default_value_t = 5)]
+    loads: usize,
+    /// The module to load (default: this build's).
+    #[arg(long)]
+    module: Option<PathBuf>,
+    /// Write the machine, parameters, rows, comparisons, LOAD timings and checks as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// One measured cell.
+#[derive(Debug, Clone, Serialize)]
+struct Row {
+    /// What was computed, e.g. `khop k=2 social.json v1`.
+    workload: String,
+    /// The function (or script) run, e.g. `khop_wasm`.
+    function: String,
+    /// `native`, `wasm` or `lua`.
+    kind: &'static str,
+    /// How it was reached: `storage/shm`, `resp`, `in-process`.
+    path: &'static str,
+    /// Requests measured.
+    requests: u64,
+    /// Latency per request, ns.
+    p50_ns: u64,
+    /// See `p50_ns`.
+    p99_ns: u64,
+    /// See `p50_ns`.
+    p999_ns: u64,
+    /// Requests per second, one at a time.
+    ops_per_s: f64,
+    /// Invocations the storage side pushed back, warm-up included (storage/shm: they then ran
+    /// compute-side, in the row; resp: sent again until answered, every try in the row).
+    pushed_back: u64,
+}
+
+/// A candidate against its baseline on the same workload and path.
+#[derive(Debug, Clone, Serialize)]
+struct Comparison {
+    workload: String,
+    path: &'static str,
+    baseline: String,
+    candidate: String,
+    baseline_p50_ns: u64,
+    candidate_p50_ns: u64,
+    /// candidate p50 / baseline p50.
+    p50_ratio: f64,
+    /// candidate ops/s / baseline ops/s.
+    ops_ratio: f64,
+}
+
+/// The timings of one kind of module load.
+#[derive(Debug, Clone, Serialize)]
+struct LoadRow {
+    /// Which module.
+    module: String,
+    /// Its size.
+    bytes: usize,
+    /// Bytes of its code section.
+    code_bytes: usize,
+    /// Functions it defines.
+    functions: usize,
+    /// What was timed.
+    what: &'static str,
+    /// Each run, ms.
+    runs_ms: Vec<f64>,
+    /// Median of the runs, ms.
+    median_ms: f64,
+    /// The slowest run, ms.
+    max_ms: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct JsonCheck {
+    name: String,
+    value: Option<f64>,
+    target: String,
+    verdict: String,
+}
+
+#[derive(Debug, Serialize)]
+struct JsonReport<'a> {
+    machine: &'a Machine,
+    parameters: &'a BTreeMap<String, String>,
+    rows: &'a [Row],
+    comparisons: &'a [Comparison],
+    loads: &'a [LoadRow],
+    checks: Vec<JsonCheck>,
+    notes: &'a [String],
+}
+
+/// The example guests' bytes.
+#[derive(Debug)]
+struct Guests {
+    khop: Vec<u8>,
+    digest: Vec<u8>,
+    empty: Vec<u8>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if args.quick {
+        args.duration_ms = args.duration_ms.min(150);
+        args.graph.scale = args.graph.scale.min(10);
+        args.loads = args.loads.min(2);
+    }
+    ensure!(args.duration_ms > 0, "--duration-ms must be at least 1");
+    ensure!(args.loads > 0, "--loads must be at least 1");
+    let plan = Plan {
+        warmup: Duration::from_millis(args.warmup_ms.unwrap_or(args.duration_ms / 5)),
+        duration: Duration::from_millis(args.duration_ms),
+    };
+    let started = Instant::now();
+    let machine = Machine::detect();
+    let module = match &args.module {
+        Some(m) => m.clone(),
+        None => find_module()?,
+    };
+    // The host and its epoch ticker thread before this thread is pinned: a thread inherits its
+    // parent's affinity, and the ticker should not wake on the client's core.
+    let _ = autoloc_functions::wasm::host();
+    progress("building the example guests");
+    let guests = Guests {
+        khop: guests::bytes("khop_wasm")?,
+        digest: guests::bytes("digest_wasm")?,
+        empty: guests::bytes("empty_wasm")?,
+    };
+    let social_path = social_path(args.social.as_deref());
+
+    let mut params = BTreeMap::new();
+    let mut notes = Vec::new();
+    let core = args.server_core.to_string();
+    let budget = args.budget_ms.to_string();
+    let overload = (args.budget_ms * 1000).to_string();
+    let module_args = [
+        "cores",
+        core.as_str(),
+        "budget-ms",
+        budget.as_str(),
+        "overload-budget-us",
+        overload.as_str(),
+    ];
+    params.insert(
+        "server".to_string(),
+        format!(
+            "private redis-servers ({}), module {} arguments `{}` (its data-plane thread, which \
+             runs storage-side functions, on core {core})",
+            redis_version(),
+            module.display(),
+            module_args.join(" ")
+        ),
+    );
+
+    // The servers before this thread is pinned: a child inherits the affinity mask.
+    let social = match &social_path {
+        Some(path) => {
+            progress(&format!("(loading {} as JSON per vertex)", path.display()));
+            let server = RedisServer::start_with(&module, &module_args, &[])
+                .context("start a private redis-server with the AutoLoc module")?;
+            let mut c = connect(&server.url())?;
+            let report = load_autoloc_json(&mut c, path, false, false)?;
+            params.insert(
+                "social".into(),
+                format!(
+                    "{}: {} vertices, {} arcs, JSON per vertex (as AutoLoc stored it); khop \
+                     from vertices {:?}",
+                    path.display(),
+                    report.vertices,
+                    report.arcs,
+                    SOCIAL_STARTS
+                ),
+            );
+            for (key, size) in BLOBS {
+                let blob: Vec<u8> = (0..size).map(|i| (i * 131 % 251) as u8).collect();
+                expect_ok(
+                    c.call(&[b"SET".as_slice(), key.as_bytes(), &blob])?,
+                    "SET blob",
+                )?;
+            }
+            let mut rt = Runtime::connect(&server.url())?;
+            for g in [&guests.khop, &guests.digest, &guests.empty] {
+                rt.load_function(g, false)?;
+            }
+            Some(server)
+        }
+        None => {
+            let msg = "social.json not found (../shared/data/autoloc beside the checkout, or \
+                       --social): its cells, digest, the overhead end to end, LOAD and Lua are \
+                       skipped";
+            eprintln!("warning: {msg}");
+            notes.push(msg.to_string());
+            None
+        }
+    };
+    let graph_name = format!(
+        "R-MAT scale {} edge factor {} seed {SEED}",
+        args.graph.scale, args.graph.edge_factor
+    );
+    progress(&format!("(loading {graph_name})"));
+    let rmat = RedisServer::start_with(&module, &module_args, &[])
+        .context("start a private redis-server with the AutoLoc module")?;
+    let graph = Graph::rmat(args.graph.scale, args.graph.edge_factor, SEED)?;
+    let report = write_graph(&mut connect(&rmat.url())?, &graph, SEED, false)?;
+    Runtime::connect(&rmat.url())?.load_function(&guests.khop, false)?;
+    let starts = rmat_starts(&graph);
+    params.insert(
+        "rmat".into(),
+        format!(
+            "{graph_name}: {} vertices, {} arcs, binary adjacency; khop cycles over vertices \
+             (id:degree) {}",
+            report.vertices,
+            report.arcs,
+            starts
+                .iter()
+                .map(|(v, d)| format!("{v}:{d}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+    );
+
+    let pinned = pin(args.client_core);
+    params.insert(
+        "client_core".into(),
+        if pinned {
+            args.client_core.to_string()
+        } else {
+            format!("{} (pinning failed: unpinned)", args.client_core)
+        },
+    );
+    params.insert(
+        "cell".into(),
+        format!(
+            "{} ms warm-up + {} ms measured, one request at a time from one client thread",
+            plan.warmup.as_millis(),
+            plan.duration.as_millis()
+        ),
+    );
+    params.insert(
+        "functions".into(),
+        format!(
+            "khop k={K}; digest <blob> {DIGEST_ROUNDS} of {} B and {} B; empty_wasm vs get of a \
+             missing key",
+            BLOBS[0].1, BLOBS[1].1
+        ),
+    );
+    params.insert(
+        "guests".into(),
+        format!(
+            "khop_wasm {} B, digest_wasm {} B, empty_wasm {} B (wasm32-unknown-unknown, release)",
+            guests.khop.len(),
+            guests.digest.len(),
+            guests.empty.len()
+        ),
+    );
+    params.insert(
+        "loads".into(),
+        format!(
+            "{} of each {MODULE_BYTES} B module, each with other bytes (a salted pad), in-process \
+             compile then LOAD REPLACE over RESP",
+            args.loads
+        ),
+    );
+
+    let mut rows = Vec::new();
+    let mut loads = Vec::new();
+    let social_store = social_path.as_deref().map(social_store).transpose()?;
+    in_process(plan, &guests, social_store.as_ref(), &mut rows)?;
+    if let Some(server) = &social {
+        storage_social(plan, &server.url(), &mut rows, &mut notes)?;
+        lua(plan, &server.url(), &mut rows)?;
+        load_modules(args.loads, &server.url(), &guests.khop, &mut loads)?;
+    }
+    storage_rmat(plan, &rmat.url(), &starts, &mut rows)?;
+    drop(social);
+    drop(rmat);
+
+    let comparisons = comparisons(&rows);
+    let checks = checks(&rows, &comparisons, &loads);
+    for r in rows.iter().filter(|r| r.pushed_back > 0) {
+        let then = if r.path == "resp" {
+            "sent again until answered, every try's time counted"
+        } else {
+            "then run compute-side, counted in the row"
+        };
+        notes.push(format!(
+            "{} {} ({}): {} invocations pushed back by the module's budget ({then}; warm-up \
+             included)",
+            r.workload, r.function, r.path, r.pushed_back
+        ));
+    }
+    params.insert(
+        "load_average".into(),
+        format!(
+            "{} at the end (/proc/loadavg: other processes share these cores)",
+            load_average()
+        ),
+    );
+
+    harness::print_header(&machine, &params);
+    print!("{}", table(&rows));
+    println!();
+    println!("candidate against baseline, same workload and path (p50 and throughput ratios):");
+    print!("{}", comparison_table(&comparisons));
+    println!();
+    println!("loading 1 MiB modules:");
+    print!("{}", load_table(&loads));
+    println!();
+    println!("targets:");
+    for c in &checks {
+        println!("{}", c.line());
+    }
+    if !notes.is_empty() {
+        println!();
+        println!("notes:");
+        for n in &notes {
+            println!("  {n}");
+        }
+    }
+    println!();
+    println!("run took {:.1} s", started.elapsed().as_secs_f64());
+
+    if let Some(path) = &args.json {
+        let report = JsonReport {
+            machine: &machine,
+            parameters: &params,
+            rows: &rows,
+            comparisons: &comparisons,
+            loads: &loads,
+            checks: checks
+                .iter()
+                .map(|c| JsonCheck {
+                    name: c.name.clone(),
+                    value: c.value,
+                    target: match c.bound {
+                        Bound::AtLeast(t) => format!(">= {t}"),
+                        Bound::AtMost(t) => format!("<= {t}"),
+                    },
+                    verdict: format!("{:?}", c.verdict()).to_uppercase(),
+                })
+                .collect(),
+            notes: &notes,
+        };
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn progress(what: &str) {
+    eprintln!("measuring {what}...");
+}
+
+/// Pins the calling thread to `core`; false if that failed.
+fn pin(core: usize) -> bool {
+    let ok = core_affinity::set_for_current(core_affinity::CoreId { id: core });
+    if !ok {
+        eprintln!("warning: could not pin a thread to core {core}; it runs unpinned");
+    }
+    ok
+}
+
+fn connect(url: &str) -> anyhow::Result<Connection> {
+    let parsed: RedisUrl = url.parse().with_context(|| format!("redis URL {url}"))?;
+    Connection::connect(&parsed, DEFAULT_TIMEOUT).with_context(|| format!("connect to {url}"))
+}
+
+fn expect_ok(reply: Frame, what: &str) -> anyhow::Result<()> {
+    match reply {
+        Frame::Error(e) => bail!("{what}: {e}"),
+        _ => Ok(()),
+    }
+}
+
+/// The version of redis-server, from `redis-server --version`.
+fn redis_version() -> String {
+    std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("v=").map(|v| format!("redis {v}")))
+        })
+        .unwrap_or_else(|| "redis".into())
+}
+
+/// The 1, 5 and 15 minute load averages.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// `--social`, else AutoLoc's data beside the checkout (as the tests find it), else `None`.
+fn social_path(given: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = given {
+        return Some(p.to_path_buf());
+    }
+    [
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/autoloc/social.json"),
+        PathBuf::from("../shared/data/autoloc/social.json"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+}
+
+/// social.json in a `MemStore`, as `load_autoloc_json` writes it (each entry's JSON under its id).
+fn social_store(path: &Path) -> anyhow::Result<MemStore> {
+    let text = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    let parsed: serde_json::Value = serde_json::from_slice(&text)?;
+    let serde_json::Value::Object(map) = parsed else {
+        bail!("{}: expected an object of vertices", path.display());
+    };
+    let store = MemStore::new();
+    for (id, entry) in &map {
+        store.insert(id.as_bytes(), serde_json::to_vec(entry)?);
+    }
+    Ok(store)
+}
+
+/// R-MAT start vertices: one per degree quantile of the vertices with neighbours, `(id, degree)`.
+fn rmat_starts(graph: &Graph) -> Vec<(u32, usize)> {
+    let mut by_degree: Vec<(usize, u32)> = graph
+        .adjacency
+        .iter()
+        .enumerate()
+        .filter(|(v, adj)| graph.present[*v] && !adj.is_empty())
+        .map(|(v, adj)| (adj.len(), v as u32))
+        .collect();
+    by_degree.sort_unstable();
+    let mut out: Vec<(u32, usize)> = Vec::new();
+    if by_degree.is_empty() {
+        return out;
+    }
+    for q in RMAT_QUANTILES {
+        let (d, v) = by_degree[((by_degree.len() - 1) as f64 * q).round() as usize];
+        if !out.iter().any(|&(x, _)| x == v) {
+            out.push((v, d));
+        }
+    }
+    out
+}
+
+fn row(
+    workload: &str,
+    function: &str,
+    kind: &'static str,
+    path: &'static str,
+    m: &Measured,
+    pushed_back: u64,
+) -> Row {
+    let r = harness::row(
+        harness::Cell {
+            transport: path,
+            op: function,
+            value_bytes: 0,
+            in_flight: 1,
+        },
+        m,
+    );
+    Row {
+        workload: workload.to_string(),
+        function: function.to_string(),
+        kind,
+        path,
+        requests: m.ops,
+        p50_ns: r.p50_ns,
+        p99_ns: r.p99_ns,
+        p999_ns: r.p999_ns,
+        ops_per_s: r.ops_per_s,
+        pushed_back,
+    }
+}
+
+fn kind_of(function: &str) -> &'static str {
+    if function.ends_with("_wasm") {
+        "wasm"
+    } else {
+        "native"
+    }
+}
+
+fn strings(a: &[&str]) -> Vec<Vec<u8>> {
+    a.iter().map(|s| s.as_bytes().to_vec()).collect()
+}
+
+/// Times `f` on `store` in-process, cycling over `args`, checking each output against `want`.
+fn in_process_cell(
+    plan: Plan,
+    f: &dyn Function,
+    store: &MemStore,
+    args: &[Vec<u8>],
+    want: &Output,
+) -> anyhow::Result<Measured> {
+    measure(plan, |h| {
+        let t0 = Instant::now();
+        let out = block_on(f.call(store, args))?;
+        record(h, t0.elapsed());
+        ensure!(&out == want, "{}: unexpected output", f.name());
+        Ok(1)
+    })
+}
+
+/// The host without Redis: empty_wasm against the built-in get of a missing key, and khop on
+/// social.json in a `MemStore`, native against guest.
+fn in_process(
+    plan: Plan,
+    guests: &Guests,
+    social: Option<&MemStore>,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let host = autoloc_functions::wasm::host();
+    let empty = host.compile(&guests.empty)?;
+    let store = MemStore::new();
+    progress("in-process empty_wasm");
+    let m = in_process_cell(plan, &*empty, &store, &[], &Output::Value(None))?;
+    rows.push(row(
+        "invocation overhead",
+        "empty_wasm",
+        "wasm",
+        "in-process",
+        &m,
+        0,
+    ));
+    progress("in-process get (missing key)");
+    let m = in_process_cell(
+        plan,
+        &Get,
+        &store,
+        &strings(&[MISSING]),
+        &Output::Value(None),
+    )?;
+    rows.push(row(
+        "invocation overhead",
+        "get",
+        "native",
+        "in-process",
+        &m,
+        0,
+    ));
+    let Some(social) = social else {
+        return Ok(());
+    };
+    let khop_wasm = host.compile(&guests.khop)?;
+    for v in SOCIAL_STARTS {
+        let args = strings(&[&v.to_string(), K]);
+        let want = block_on(Khop.call(social, &args))?;
+        let got = block_on(khop_wasm.call(social, &args))?;
+        ensure!(
+            got == want,
+            "khop_wasm {v} {K} in-process differs from khop"
+        );
+        let workload = format!("khop k={K} social.json v{v}");
+        for f in [&Khop as &dyn Function, &*khop_wasm] {
+            progress(&format!("in-process {} {v} {K}", f.name()));
+            let m = in_process_cell(plan, f, social, &args, &want)?;
+            rows.push(row(
+                &workload,
+                f.name(),
+                kind_of(f.name()),
+                "in-process",
+                &m,
+                0,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `candidate` gives `baseline`'s output storage-side on every argument list.
+fn same_output(
+    rt: &mut Runtime,
+    baseline: &str,
+    candidate: &str,
+    arg_lists: &[Vec<String>],
+) -> anyhow::Result<()> {
+    for a in arg_lists {
+        let want = rt.invoke(baseline, a, Placement::Storage)?.output;
+        let got = rt.invoke(candidate, a, Placement::Storage)?.output;
+        ensure!(
+            got == want,
+            "{candidate} {} gives another result than {baseline}",
+            a.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// Storage-side invocations of `function` over the runtime's transport, one at a time, cycling
+/// over `arg_lists`; returns what was measured and how many were pushed back.
+fn storage_cell(
+    plan: Plan,
+    rt: &mut Runtime,
+    function: &str,
+    arg_lists: &[Vec<String>],
+) -> anyhow::Result<(Measured, u64)> {
+    let mut next = arg_lists.iter().cycle();
+    let mut pushed_back = 0u64;
+    let m = measure(plan, |h| {
+        let a = next.next().expect("argument lists");
+        let t0 = Instant::now();
+        let inv = rt.invoke(function, a, Placement::Storage)?;
+        record(h, t0.elapsed());
+        pushed_back += u64::from(inv.side != Side::Storage);
+        Ok(1)
+    })?;
+    Ok((m, pushed_back))
+}
+
+/// Each of `functions` on `arg_lists`, one cell each, back to back.
+fn storage_pair(
+    plan: Plan,
+    rt: &mut Runtime,
+    workload: &str,
+    functions: [&str; 2],
+    arg_lists: &[Vec<String>],
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    for f in functions {
+        progress(&format!("storage/shm {f} ({workload})"));
+        let (m, pushed) = storage_cell(plan, rt, f, arg_lists)?;
+        rows.push(row(workload, f, kind_of(f), "storage/shm", &m, pushed));
+    }
+    Ok(())
+}
+
+/// Storage-side over shm on social.json: khop, digest, and the invocation overhead end to end.
+fn storage_social(
+    plan: Plan,
+    url: &str,
+    rows: &mut Vec<Row>,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let mut rt = Runtime::connect(url)?.with_transport(Transport::Shm)?;
+    for v in SOCIAL_STARTS {
+        let a = vec![vec![v.to_string(), K.to_string()]];
+        same_output(&mut rt, "khop", "khop_wasm", &a)?;
+        let workload = format!("khop k={K} social.json v{v}");
+        storage_pair(plan, &mut rt, &workload, ["khop", "khop_wasm"], &a, rows)?;
+    }
+    for (key, size) in BLOBS {
+        let a = vec![vec![key.to_string(), DIGEST_ROUNDS.to_string()]];
+        same_output(&mut rt, "digest", "digest_wasm", &a)?;
+        let workload = format!(
+            "digest x{DIGEST_ROUNDS} {}",
+            harness::size_label(size as u64)
+        );
+        storage_pair(
+            plan,
+            &mut rt,
+            &workload,
+            ["digest", "digest_wasm"],
+            &a,
+            rows,
+        )?;
+    }
+    let out = rt
+        .invoke("empty_wasm", &[] as &[&str], Placement::Storage)?
+        .output;
+    ensure!(
+        out == Output::Value(None),
+        "empty_wasm returned {out:?}, not nil"
+    );
+    for (f, a) in [
+        ("empty_wasm", Vec::<String>::new()),
+        ("get", vec![MISSING.to_string()]),
+    ] {
+        progress(&format!("storage/shm {f} (invocation overhead)"));
+        let (m, pushed) = storage_cell(plan, &mut rt, f, &[a])?;
+        rows.push(row(
+            "invocation overhead",
+            f,
+            kind_of(f),
+            "storage/shm",
+            &m,
+            pushed,
+        ));
+    }
+    let stats = rt.storage_stats()?;
+    if let Some(d) = stats.get("dataplane_deferred").filter(|&d| d > 0) {
+        notes.push(format!(
+            "social server: {d} data-plane requests deferred to Redis's main thread (module \
+             counter dataplane_deferred)"
+        ));
+    }
+    Ok(())
+}
+
+/// khop k=2 on social.json from one RESP client: Lua through EVALSHA, AUTOLOC.CALL khop and
+/// AUTOLOC.CALL khop_wasm, their replies checked equal first.
+fn lua(plan: Plan, url: &str, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let mut conn = connect(url)?;
+    let sha = match conn.call(&["SCRIPT", "LOAD", LUA_KHOP])? {
+        Frame::Bulk(Some(s)) => String::from_utf8(s)?,
+        other => bail!("SCRIPT LOAD replied {other:?}"),
+    };
+    for v in SOCIAL_STARTS {
+        let vs = v.to_string();
+        let cmds: [(&str, &'static str, Vec<&str>); 3] = [
+            ("EVALSHA khop.lua", "lua", vec!["EVALSHA", &sha, "1", &vs]),
+            ("khop", "native", vec!["AUTOLOC.CALL", "khop", &vs, K]),
+            (
+                "khop_wasm",
+                "wasm",
+                vec!["AUTOLOC.CALL", "khop_wasm", &vs, K],
+            ),
+        ];
+        let mut pushed_back = 0;
+        let want = call_to_the_end(&mut conn, &cmds[1].2, &mut pushed_back)?;
+        match &want {
+            Frame::Array(Some(ids)) if !ids.is_empty() => {}
+            other => bail!("AUTOLOC.CALL khop {vs} {K} replied {other:?}"),
+        }
+        for (name, _, cmd) in &cmds {
+            let got = call_to_the_end(&mut conn, cmd, &mut pushed_back)?;
+            ensure!(
+                got == want,
+                "{name} from {vs}: another reply than AUTOLOC.CALL khop ({:.200})",
+                format!("{got:?}")
+            );
+        }
+        let workload = format!("khop k={K} social.json v{v}");
+        for (name, kind, cmd) in &cmds {
+            progress(&format!("resp {name} {vs}"));
+            let mut pushed_back = 0;
+            let m = measure(plan, |h| {
+                let t0 = Instant::now();
+                let reply = call_to_the_end(&mut conn, cmd, &mut pushed_back)?;
+                record(h, t0.elapsed());
+                if let Frame::Error(e) = reply {
+                    bail!("{name} {vs}: {e}");
+                }
+                Ok(1)
+            })?;
+            rows.push(row(&workload, name, kind, "resp", &m, pushed_back));
+        }
+    }
+    Ok(())
+}
+
+/// Sends `cmd` until it is not pushed back (a pushback is no answer: its caller would still
+/// have the work to do), counting the pushbacks.
+fn call_to_the_end(
+    conn: &mut Connection,
+    cmd: &[&str],
+    pushed_back: &mut u64,
+) -> anyhow::Result<Frame> {
+    for _ in 0..1000 {
+        match conn.call(cmd)? {
+            Frame::Error(e)
+                if autoloc_functions::Error::from_resp(&e).code()
+                    == autoloc_functions::ErrorCode::Pushback =>
+            {
+                *pushed_back += 1;
+            }
+            reply => return Ok(reply),
+        }
+    }
+    bail!("{}: pushed back 1000 times in a row", cmd.join(" "))
+}
+
+/// Storage-side khop over shm on R-MAT, cycling over `starts`.
+fn storage_rmat(
+    plan: Plan,
+    url: &str,
+    starts: &[(u32, usize)],
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let mut rt = Runtime::connect(url)?.with_transport(Transport::Shm)?;
+    let a: Vec<Vec<String>> = starts
+        .iter()
+        .map(|(v, _)| vec![v.to_string(), K.to_string()])
+        .collect();
+    same_output(&mut rt, "khop", "khop_wasm", &a)?;
+    let workload = format!("khop k={K} R-MAT {} vertices", starts.len());
+    storage_pair(plan, &mut rt, &workload, ["khop", "khop_wasm"], &a, rows)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn load_row(
+    module: &str,
+    bytes: &[u8],
+    what: &'static str,
+    mut runs_ms: Vec<f64>,
+) -> anyhow::Result<LoadRow> {
+    let (code_bytes, functions) = wasm_gen::code_section(bytes)?;
+    let order = runs_ms.clone();
+    runs_ms.sort_by(f64::total_cmp);
+    Ok(LoadRow {
+        module: module.to_string(),
+        bytes: bytes.len(),
+        code_bytes,
+        functions,
+        what,
+        median_ms: runs_ms[runs_ms.len() / 2],
+        max_ms: *runs_ms.last().expect("at least one run"),
+        runs_ms: order,
+    })
+}
+
+/// Loads of 1 MiB modules: khop_wasm padded with a custom section, and the generated
+/// bigcode_wasm. Each: `reps` in-process compiles, then `reps` LOAD REPLACE over RESP.
+fn load_modules(
+    reps: usize,
+    url: &str,
+    khop: &[u8],
+    loads: &mut Vec<LoadRow>,
+) -> anyhow::Result<()> {
+    let host = autoloc_functions::wasm::host();
+    let mut conn = connect(url)?;
+    let big = wasm_gen::bigcode_guest(BIGCODE, MODULE_BYTES - 64);
+    let kinds: [(&str, &str, &[u8]); 2] = [
+        ("khop_wasm + custom section", "khop_wasm", khop),
+        ("bigcode_wasm (generated code)", BIGCODE, &big),
+    ];
+    for (k, (label, name, base)) in kinds.into_iter().enumerate() {
+        // Salts differ between the two kinds and between runs: every module is new to every
+        // compile cache.
+        let modules: Vec<Vec<u8>> = (0..reps)
+            .map(|r| wasm_gen::pad_to(base, MODULE_BYTES, (k * 1000 + r) as u64))
+            .collect::<anyhow::Result<_>>()?;
+        progress(&format!("in-process compile of {label}"));
+        let mut compile = Vec::new();
+        for m in &modules {
+            let t0 = Instant::now();
+            let f = host.compile(m)?;
+            compile.push(ms(t0.elapsed()));
+            ensure!(f.name() == name, "compiled {} instead of {name}", f.name());
+        }
+        loads.push(load_row(label, &modules[0], "compile in-process", compile)?);
+        progress(&format!("AUTOLOC.FUNCTION LOAD REPLACE of {label}"));
+        let mut load = Vec::new();
+        for m in &modules {
+            let t0 = Instant::now();
+            let reply = conn.call(&[
+                b"AUTOLOC.FUNCTION".as_slice(),
+                b"LOAD",
+                b"REPLACE",
+                m.as_slice(),
+            ])?;
+            load.push(ms(t0.elapsed()));
+            match reply {
+                Frame::Bulk(Some(n)) if n == name.as_bytes() => {}
+                other => bail!("LOAD REPLACE of {label} replied {other:?}"),
+            }
+        }
+        loads.push(load_row(
+            label,
+            &modules[0],
+            "LOAD REPLACE (RESP, end to end)",
+            load,
+        )?);
+    }
+    // The generated guest runs, and khop_wasm is itself again.
+    match conn.call(&["AUTOLOC.CALL", BIGCODE])? {
+        Frame::Bulk(None) => {}
+        other => bail!("AUTOLOC.CALL {BIGCODE} replied {other:?}, not nil"),
+    }
+    expect_ok(
+        conn.call(&[b"AUTOLOC.FUNCTION".as_slice(), b"LOAD", b"REPLACE", khop])?,
+        "LOAD REPLACE khop_wasm",
+    )
+}
+
+fn find<'r>(rows: &'r [Row], workload: &str, function: &str, path: &str) -> Option<&'r Row> {
+    rows.iter()
+        .find(|r| r.workload == workload && r.function == function && r.path == path)
+}
+
+/// Every guest against its native twin, and the native and guest khop over RESP against Lua.
+fn comparisons(rows: &[Row]) -> Vec<Comparison> {
+    let mut out = Vec::new();
+    let mut push = |base: &Row, cand: &Row| {
+        out.push(Comparison {
+            workload: base.workload.clone(),
+            path: base.path,
+            baseline: base.function.clone(),
+            candidate: cand.function.clone(),
+            baseline_p50_ns: base.p50_ns,
+            candidate_p50_ns: cand.p50_ns,
+            p50_ratio: cand.p50_ns as f64 / base.p50_ns.max(1) as f64,
+            ops_ratio: cand.ops_per_s / base.ops_per_s.max(1e-9),
+        });
+    };
+    for cand in rows.iter().filter(|r| r.kind == "wasm") {
+        let twin = match cand.function.strip_suffix("_wasm") {
+            Some("empty") => "get",
+            Some(t) => t,
+            None => continue,
+        };
+        if let Some(base) = find(rows, &cand.workload, twin, cand.path) {
+            push(base, cand);
+        }
+    }
+    for base in rows.iter().filter(|r| r.kind == "lua") {
+        for f in ["khop", "khop_wasm"] {
+            if let Some(cand) = find(rows, &base.workload, f, base.path) {
+                push(base, cand);
+            }
+        }
+    }
+    out
+}
+
+/// The targets.
+fn checks(rows: &[Row], comparisons: &[Comparison], loads: &[LoadRow]) -> Vec<Check> {
+    let ratio = |workload: &str, baseline: &str, candidate: &str, path: &str| {
+        comparisons.iter().find(|c| {
+            c.workload == workload
+                && c.baseline == baseline
+                && c.candidate == candidate
+                && c.path == path
+        })
+    };
+    let mut out = Vec::new();
+    let mut khop_workloads: Vec<String> = SOCIAL_STARTS
+        .iter()
+        .map(|v| format!("khop k={K} social.json v{v}"))
+        .collect();
+    khop_workloads.extend(
+        rows.iter()
+            .filter(|r| r.workload.contains("R-MAT"))
+            .map(|r| r.workload.clone())
+            .take(1),
+    );
+    for w in &khop_workloads {
+        out.push(Check {
+            name: format!("{w}: wasm p50 / native p50 (storage/shm)"),
+            value: ratio(w, "khop", "khop_wasm", "storage/shm").map(|c| c.p50_ratio),
+            bound: Bound::AtMost(1.5),
+            unit: "x",
+        });
+    }
+    for (_, size) in BLOBS {
+        let w = format!(
+            "digest x{DIGEST_ROUNDS} {}",
+            harness::size_label(size as u64)
+        );
+        out.push(Check {
+            name: format!("{w}: wasm p50 / native p50 (storage/shm)"),
+            value: ratio(&w, "digest", "digest_wasm", "storage/shm").map(|c| c.p50_ratio),
+            bound: Bound::AtMost(2.0),
+            unit: "x",
+        });
+    }
+    out.push(Check {
+        name: "empty_wasm in-process (host + MemStore): p50 per invocation".into(),
+        value: find(rows, "invocation overhead", "empty_wasm", "in-process")
+            .map(|r| r.p50_ns as f64),
+        bound: Bound::AtMost(5000.0),
+        unit: "ns",
+    });
+    out.push(Check {
+        name: "LOAD REPLACE of a 1 MiB guest (padded khop_wasm): median".into(),
+        value: loads
+            .iter()
+            .find(|l| l.module.starts_with("khop_wasm") && l.what.starts_with("LOAD"))
+            .map(|l| l.median_ms),
+        bound: Bound::AtMost(1000.0),
+        unit: "ms",
+    });
+    for v in SOCIAL_STARTS {
+        let w = format!("khop k={K} social.json v{v}");
+        for f in ["khop", "khop_wasm"] {
+            out.push(Check {
+                name: format!("khop v{v} over RESP: {f} ops/s / Lua EVALSHA ops/s"),
+                value: ratio(&w, "EVALSHA khop.lua", f, "resp").map(|c| c.ops_ratio),
+                bound: Bound::AtLeast(2.0),
+                unit: "x",
+            });
+        }
+    }
+    out
+}
+
+/// The rows as an aligned table.
+fn table(rows: &[Row]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<30} {:<17} {:<6} {:<11} {:>10} {:>10} {:>10} {:>11} {:>8}",
+        "workload",
+        "function",
+        "kind",
+        "path",
+        "p50_ns",
+        "p99_ns",
+        "p999_ns",
+        "ops_per_s",
+        "pushback"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<30} {:<17} {:<6} {:<11} {:>10} {:>10} {:>10} {:>11.0} {:>8}",
+            r.workload,
+            r.function,
+            r.kind,
+            r.path,
+            r.p50_ns,
+            r.p99_ns,
+            r.p999_ns,
+            r.ops_per_s,
+            r.pushed_back
+        );
+    }
+    out
+}
+
+fn comparison_table(comparisons: &[Comparison]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<30} {:<11} {:<17} {:<10} {:>10} {:>10} {:>9} {:>9}",
+        "workload", "path", "baseline", "candidate", "base_p50", "cand_p50", "p50_x", "ops_x"
+    );
+    for c in comparisons {
+        let _ = writeln!(
+            out,
+            "{:<30} {:<11} {:<17} {:<10} {:>10} {:>10} {:>8.2}x {:>8.2}x",
+            c.workload,
+            c.path,
+            c.baseline,
+            c.candidate,
+            c.baseline_p50_ns,
+            c.candidate_p50_ns,
+            c.p50_ratio,
+            c.ops_ratio
+        );
+    }
+    out
+}
+
+fn load_table(loads: &[LoadRow]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<30} {:>8} {:>10} {:>9} {:<32} {:>10} {:>9}  runs_ms",
+        "module", "bytes", "code_bytes", "functions", "what", "median_ms", "max_ms"
+    );
+    for l in loads {
+        let runs: Vec<String> = l.runs_ms.iter().map(|r| format!("{r:.1}")).collect();
+        let _ = writeln!(
+            out,
+            "{:<30} {:>8} {:>10} {:>9} {:<32} {:>10.1} {:>9.1}  {}",
+            l.module,
+            l.bytes,
+            l.code_bytes,
+            l.functions,
+            l.what,
+            l.median_ms,
+            l.max_ms,
+            runs.join(" ")
+        );
+    }
+    out
+}
+
+/// Hand-encoded WebAssembly: a custom-section pad and a generated guest with ~1 MiB of code.
+mod wasm_gen {
+    use anyhow::{bail, ensure};
+    use rand::{RngCore, SeedableRng};
+
+    const I32: u8 = 0x7f;
+    const I64: u8 = 0x7e;
+    /// Where the generated guest's result bytes live in its memory.
+    const RESULT_AT: i64 = 512;
+    /// Where its `autoloc_alloc` puts the arguments.
+    const ARGS_AT: i32 = 4096;
+    /// Segments per generated function body.
+    const SEGMENTS: u32 = 24;
+
+    fn uleb(out: &mut Vec<u8>, mut v: u64) {
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+
+    fn sleb(out: &mut Vec<u8>, mut v: i64) {
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            let done = (v == 0 && b & 0x40 == 0) || (v == -1 && b & 0x40 != 0);
+            out.push(if done { b } else { b | 0x80 });
+            if done {
+                return;
+            }
+        }
+    }
+
+    fn uleb_len(v: u64) -> usize {
+        let mut out = Vec::new();
+        uleb(&mut out, v);
+        out.len()
+    }
+
+    fn name(out: &mut Vec<u8>, s: &[u8]) {
+        uleb(out, s.len() as u64);
+        out.extend_from_slice(s);
+    }
+
+    fn section(out: &mut Vec<u8>, id: u8, body: &[u8]) {
+        out.push(id);
+        uleb(out, body.len() as u64);
+        out.extend_from_slice(body);
+    }
+
+    fn reader(b: &[u8], at: &mut usize) -> anyhow::Result<u64> {
+        let (mut v, mut shift) = (0u64, 0);
+        loop {
+            let Some(&byte) = b.get(*at) else {
+                bail!("truncated LEB128 at {at}");
+            };
+            *at += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(v);
+            }
+            shift += 7;
+            ensure!(shift < 64, "LEB128 too long");
+        }
+    }
+
+    /// The size of the code section's contents and the number of function bodies in it.
+    pub fn code_section(module: &[u8]) -> anyhow::Result<(usize, usize)> {
+        ensure!(module.starts_with(b"\0asm"), "not a WebAssembly module");
+        let mut at = 8;
+        while at < module.len() {
+            let id = module[at];
+            at += 1;
+            let size = reader(module, &mut at)? as usize;
+            if id == 10 {
+                let mut p = at;
+                let count = reader(module, &mut p)? as usize;
+                return Ok((size, count));
+            }
+            at += size;
+        }
+        Ok((0, 0))
+    }
+
+    /// `module` with a custom section appended so that it is exactly `total` bytes, the pad's
+    /// bytes drawn from `salt` (other salts, other content hashes).
+    pub fn pad_to(module: &[u8], total: usize, salt: u64) -> anyhow::Result<Vec<u8>> {
+        const PAD: &[u8] = b"autoloc-bench-pad";
+        let Some(room) = total.checked_sub(module.len()) else {
+            bail!("the module is {} bytes, over {total}", module.len());
+        };
+        for width in 1..=5 {
+            let Some(size) = room.checked_sub(1 + width) else {
+                continue;
+            };
+            if uleb_len(size as u64) != width || size < 1 + PAD.len() {
+                continue;
+            }
+            let mut payload = vec![0u8; size - 1 - PAD.len()];
+            rand::rngs::SmallRng::seed_from_u64(salt).fill_bytes(&mut payload);
+            let mut body = Vec::with_capacity(size);
+            name(&mut body, PAD);
+            body.extend_from_slice(&payload);
+            let mut out = module.to_vec();
+            section(&mut out, 0, &body);
+            debug_assert_eq!(out.len(), total);
+            return Ok(out);
+        }
+        bail!("no custom section pads {} bytes to {total}", module.len())
+    }
+
+    /// A constant that varies with the function and the segment.
+    fn mix(i: u32, j: u32) -> u32 {
+        let mut x = (u64::from(i) << 32 | u64::from(j)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        x ^= x >> 29;
+        x as u32
+    }
+
+    /// The body of filler function `index` (type `(i32) -> i32`, two more i32 locals): a loop
+    /// of `SEGMENTS` segments of arithmetic, loads and stores in the upper half of the first
+    /// page, branches and calls of the previous filler. Never run; it is there to be compiled.
+    fn filler(index: u32, first_filler: u32) -> Vec<u8> {
+        let mut b = vec![1, 2, I32]; // one group of locals: 2 x i32
+        b.extend_from_slice(&[0x02, 0x40, 0x03, 0x40]); // block, loop
+        let addr = |b: &mut Vec<u8>| {
+            // (local 1 & 0x7ffc) | 0x8000
+            b.extend_from_slice(&[0x20, 1, 0x41]);
+            sleb(b, 0x7ffc);
+            b.extend_from_slice(&[0x71, 0x41]);
+            sleb(b, 0x8000);
+            b.push(0x72);
+        };
+        for j in 0..SEGMENTS {
+            let c = mix(index, j);
+            // local1 = local1 * c1 + local0
+            b.extend_from_slice(&[0x20, 1, 0x41]);
+            sleb(&mut b, i64::from(c as i32 | 1));
+            b.extend_from_slice(&[0x6c, 0x20, 0, 0x6a, 0x21, 1]);
+            // local2 ^= load(addr)
+            b.extend_from_slice(&[0x20, 2]);
+            addr(&mut b);
+            b.extend_from_slice(&[0x28, 2, 0, 0x73, 0x21, 2]);
+            // store(addr, local2)
+            addr(&mut b);
+            b.extend_from_slice(&[0x20, 2, 0x36, 2, 0]);
+            // local1 = rotl(local2, c & 31) + (local1 >> 5)
+            b.extend_from_slice(&[0x20, 2, 0x41]);
+            sleb(&mut b, i64::from(c & 31));
+            b.extend_from_slice(&[0x77, 0x20, 1, 0x41, 5, 0x76, 0x6a, 0x21, 1]);
+            if j % 4 == 3 {
+                // if local1 < c3 { local2 += 1 }
+                b.extend_from_slice(&[0x20, 1, 0x41]);
+                sleb(&mut b, i64::from((c >> 8) as i32));
+                b.extend_from_slice(&[0x49, 0x04, 0x40, 0x20, 2, 0x41, 1, 0x6a, 0x21, 2, 0x0b]);
+            }
+            if j % 8 == 7 && index > first_filler {
+                // local2 += previous(local1)
+                b.extend_from_slice(&[0x20, 1, 0x10]);
+                uleb(&mut b, u64::from(index - 1));
+                b.extend_from_slice(&[0x20, 2, 0x6a, 0x21, 2]);
+            }
+        }
+        // local0 -= 1; br_if (loop) local0
+        b.extend_from_slice(&[0x20, 0, 0x41, 1, 0x6b, 0x22, 0, 0x0d, 0]);
+        b.extend_from_slice(&[0x0b, 0x0b, 0x20, 1, 0x0b]); // end loop, end block, local1, end
+        b
+    }
+
+    /// A valid AutoLoc guest named `guest_name` (does nothing, returns nil) of at most `max`
+    /// bytes, nearly all of them its code section: the four ABI functions and as many filler
+    /// functions as fit.
+    pub fn bigcode_guest(guest_name: &str, max: usize) -> Vec<u8> {
+        let describe =
+            format!(r#"{{"name":"{guest_name}","usage":"{guest_name}","output":"value"}}"#);
+        // Types: 0 () -> (), 1 () -> i64, 2 (i32) -> i32, 3 (i32, i32) -> i64.
+        let types: &[u8] = &[
+            4, 0x60, 0, 0, 0x60, 0, 1, I64, 0x60, 1, I32, 1, I32, 0x60, 2, I32, I32, 1, I64,
+        ];
+        let mut bodies: Vec<Vec<u8>> = Vec::new();
+        bodies.push(vec![0, 0x0b]); // autoloc_abi_v1
+        let mut f = vec![0, 0x42];
+        sleb(&mut f, describe.len() as i64); // (0 << 32) | len
+        f.push(0x0b);
+        bodies.push(f); // autoloc_describe
+        let mut f = vec![0, 0x41];
+        sleb(&mut f, i64::from(ARGS_AT));
+        f.push(0x0b);
+        bodies.push(f); // autoloc_alloc
+        let mut f = vec![0, 0x42];
+        sleb(&mut f, (RESULT_AT << 32) | 2);
+        f.push(0x0b);
+        bodies.push(f); // autoloc_call: status 0, Value(None)
+        let first_filler = bodies.len() as u32;
+
+        let mut memory = Vec::new();
+        uleb(&mut memory, 1);
+        memory.extend_from_slice(&[0, 1]); // min 1 page, no max
+        let mut exports = Vec::new();
+        uleb(&mut exports, 5);
+        for (n, kind, index) in [
+            (&b"memory"[..], 2u8, 0u64),
+            (b"autoloc_abi_v1", 0, 0),
+            (b"autoloc_describe", 0, 1),
+            (b"autoloc_alloc", 0, 2),
+            (b"autoloc_call", 0, 3),
+        ] {
+            name(&mut exports, n);
+            exports.push(kind);
+            uleb(&mut exports, index);
+        }
+        let mut data = Vec::new();
+        uleb(&mut data, 2);
+        for (at, bytes) in [(0i64, describe.as_bytes()), (RESULT_AT, &[0u8, 0][..])] {
+            data.extend_from_slice(&[0, 0x41]);
+            sleb(&mut data, at);
+            data.push(0x0b);
+            name(&mut data, bytes);
+        }
+
+        // Everything but the function and code sections, with slack for their headers.
+        let fixed = 8 + 2 + types.len() + 4 + memory.len() + 4 + exports.len() + 4 + data.len();
+        let slack = 32;
+        let mut size = fixed + slack + bodies.iter().map(|b| 1 + b.len() + 1).sum::<usize>();
+        loop {
+            let b = filler(bodies.len() as u32, first_filler);
+            let add = 1 + uleb_len(b.len() as u64) + b.len();
+            if size + add > max {
+                break;
+            }
+            size += add;
+            bodies.push(b);
+        }
+
+        let mut functions = Vec::new();
+        uleb(&mut functions, bodies.len() as u64);
+        functions.extend_from_slice(&[0, 1, 2, 3]);
+        functions.resize(functions.len() + bodies.len() - 4, 2);
+        let mut code = Vec::new();
+        uleb(&mut code, bodies.len() as u64);
+        for b in &bodies {
+            uleb(&mut code, b.len() as u64);
+            code.extend_from_slice(b);
+        }
+
+        let mut out = b"\0asm\x01\0\0\0".to_vec();
+        section(&mut out, 1, types);
+        section(&mut out, 3, &functions);
+        section(&mut out, 5, &memory);
+        section(&mut out, 7, &exports);
+        section(&mut out, 10, &code);
+        section(&mut out, 11, &data);
+        debug_assert!(out.len() <= max, "{} > {max}", out.len());
+        out
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn leb128_round_trips() {
+            for v in [0u64, 1, 127, 128, 300, 1 << 20, u64::from(u32::MAX)] {
+                let mut b = Vec::new();
+                uleb(&mut b, v);
+                assert_eq!(reader(&b, &mut 0).unwrap(), v);
+            }
+            let mut b = Vec::new();
+            sleb(&mut b, -1);
+            assert_eq!(b, [0x7f]);
+            b.clear();
+            sleb(&mut b, 64);
+            assert_eq!(b, [0xc0, 0]);
+        }
+
+        #[test]
+        fn pad_reaches_the_size_exactly() {
+            let base = bigcode_guest("x", 10_000);
+            for total in [10_000, 10_127, 10_128, 10_129, 20_000, 1 << 20] {
+                let m = pad_to(&base, total, 7).unwrap();
+                assert_eq!(m.len(), total);
+                assert_eq!(code_section(&m).unwrap(), code_section(&base).unwrap());
+            }
+            assert_ne!(
+                pad_to(&base, 20_000, 1).unwrap(),
+                pad_to(&base, 20_000, 2).unwrap()
+            );
+        }
+
+        #[test]
+        fn bigcode_is_mostly_code_and_compiles_as_a_guest() {
+            let m = bigcode_guest("bigcode_test", 200_000);
+            let (code, functions) = code_section(&m).unwrap();
+            assert!(m.len() <= 200_000 && m.len() > 190_000, "{}", m.len());
+            assert!(code * 100 > m.len() * 99, "{code} of {}", m.len());
+            assert!(functions > 50);
+            let f = autoloc_functions::wasm::host().compile(&m).unwrap();
+            assert_eq!(autoloc_functions::Function::name(&*f), "bigcode_test");
+            let out = autoloc_functions::exec::block_on(autoloc_functions::Function::call(
+                &*f,
+                &autoloc_functions::MemStore::new(),
+                &[b"a".to_vec()],
+            ))
+            .unwrap();
+            assert_eq!(out, autoloc_functions::Output::Value(None));
+        }
+    }
+}

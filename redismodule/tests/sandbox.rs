@@ -1,0 +1,211 @@
+//! Hostile user functions inside redis-server: each gets a clear error, on either side, while
+//! the server stays up, keeps serving other clients and gives the memory back; wasmtime's trap
+//! handling never turns into a Redis crash report, and Redis's own crash report still works.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use autoloc::server::{find_module, RedisServer};
+use autoloc::{guests, Placement, Transport};
+use autoloc_dataplane::Frame;
+use common::*;
+
+/// A short compute-side limit for this process, so the runaway guests end quickly here.
+fn short_compute_limit() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        autoloc_functions::wasm::configure(autoloc_functions::wasm::Limits {
+            compute_time: Duration::from_millis(500),
+            ..autoloc_functions::wasm::Limits::default()
+        })
+        .unwrap();
+    });
+}
+
+fn load_all(s: &RedisServer, names: &[&str]) {
+    let mut rt = runtime(s);
+    for n in names {
+        rt.load_function(&guests::bytes(n).unwrap(), false).unwrap();
+    }
+}
+
+/// The resident memory of the server process, in KiB.
+fn rss_kib(s: &RedisServer) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn still_serving(s: &RedisServer) {
+    let mut c = raw(s);
+    assert_eq!(cmd(&mut c, &[b"PING"]), Frame::Simple("PONG".into()));
+    assert_eq!(
+        cmd(&mut c, &[b"AUTOLOC.CALL", b"get", b"k"]),
+        Frame::Bulk(Some(b"v".to_vec()))
+    );
+}
+
+fn no_crash_report(s: &RedisServer) {
+    let log = s.log();
+    assert!(
+        !log.contains("BUG REPORT") && !log.contains("crashed by signal"),
+        "{log}"
+    );
+}
+
+#[test]
+fn hostile_guests_get_clear_errors_and_the_server_keeps_serving() {
+    short_compute_limit();
+    let s = server(&["budget-ms", "200"]);
+    let mut c = raw(&s);
+    cmd(&mut c, &[b"SET", b"k", b"v"]);
+    load_all(
+        &s,
+        &[
+            "spin_wasm",
+            "loop_wasm",
+            "grow_wasm",
+            "recurse_wasm",
+            "oob_wasm",
+            "unreachable_wasm",
+            "huge_wasm",
+            "readmany_wasm",
+        ],
+    );
+    // (guest, arguments, what the error says, storage-side code)
+    let cases: [(&str, &[&str], &str, &str); 8] = [
+        ("spin_wasm", &[], "", "PUSHBACK"),
+        ("loop_wasm", &["k"], "", "PUSHBACK"),
+        ("grow_wasm", &[], "memory", "GUEST"),
+        ("recurse_wasm", &[], "stack overflow", "GUEST"),
+        ("oob_wasm", &[], "out-of-bounds", "GUEST"),
+        ("unreachable_wasm", &[], "unreachable", "GUEST"),
+        ("huge_wasm", &[], "", ""),
+        ("readmany_wasm", &["1000000"], "", ""),
+    ];
+    let before = rss_kib(&s);
+    for round in 0..2 {
+        for (guest, args, says, code) in cases {
+            // Storage-side, through Redis's own command.
+            let mut argv: Vec<&[u8]> = vec![b"AUTOLOC.CALL", guest.as_bytes()];
+            argv.extend(args.iter().map(|a| a.as_bytes()));
+            let started = Instant::now();
+            let e = err(cmd(&mut c, &argv));
+            eprintln!("{guest} AUTOLOC.CALL: {:?}: {e}", started.elapsed());
+            assert!(e.contains(says), "{guest}: {e}");
+            assert!(e.starts_with(code), "{guest}: {e}");
+            still_serving(&s);
+            // Through the library on the data plane: storage-side (then compute-side after a
+            // pushback) and compute-side.
+            let mut rt = runtime(&s).with_transport(Transport::Shm).unwrap();
+            for p in [Placement::Storage, Placement::Compute] {
+                let started = Instant::now();
+                let e = rt.invoke(guest, args, p).unwrap_err().to_string();
+                eprintln!("{guest} {p}: {:?}: {e}", started.elapsed());
+                assert!(e.contains(says), "{guest} {p}: {e}");
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "{guest} {p} ended"
+                );
+                still_serving(&s);
+            }
+        }
+        if round == 0 {
+            // Allocators keep some memory after the first round; later rounds must not grow.
+            let after_one = rss_kib(&s);
+            assert!(after_one >= before / 2);
+        }
+    }
+    let after = rss_kib(&s);
+    assert!(
+        after < before + 256 * 1024,
+        "memory is given back: {before} KiB before, {after} KiB after three rounds"
+    );
+    no_crash_report(&s);
+}
+
+#[test]
+fn a_guest_writes_only_what_its_callers_acl_allows() {
+    let s = server(&[]);
+    let mut c = raw(&s);
+    load_all(&s, &["writer_wasm"]);
+    cmd(
+        &mut c,
+        &[
+            b"ACL", b"SETUSER", b"alice", b"on", b">pw", b"~mine:*", b"+@all",
+        ],
+    );
+    let url = s.url().replace("redis://", "redis://alice:pw@");
+    let mut alice = autoloc::Runtime::connect(&url)
+        .unwrap()
+        .with_transport(Transport::Shm)
+        .unwrap();
+    for p in [Placement::Storage, Placement::Compute] {
+        let e = alice
+            .invoke("writer_wasm", &["theirs:1", "x"], p)
+            .unwrap_err();
+        assert_eq!(e.code(), autoloc_functions::ErrorCode::NoPerm, "{p}: {e}");
+        alice.invoke("writer_wasm", &["mine:1", "x"], p).unwrap();
+    }
+    assert_eq!(cmd(&mut c, &[b"EXISTS", b"theirs:1"]), Frame::Int(0));
+    assert_eq!(
+        cmd(&mut c, &[b"GET", b"mine:1"]),
+        Frame::Bulk(Some(b"x".to_vec()))
+    );
+}
+
+#[test]
+fn one_name_loaded_from_two_clients_at_once_is_loaded_once() {
+    let s = server(&[]);
+    let bytes = guests::bytes("get_wasm").unwrap();
+    let mut replies: Vec<Frame> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let (s, bytes) = (&s, &bytes);
+                scope.spawn(move || cmd(&mut raw(s), &[b"AUTOLOC.FUNCTION", b"LOAD", bytes]))
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    replies.sort_by_key(|f| matches!(f, Frame::Error(_)));
+    assert_eq!(replies[0], Frame::Bulk(Some(b"get_wasm".to_vec())));
+    assert!(matches!(&replies[1], Frame::Error(e) if e.contains("already exists")));
+}
+
+#[test]
+fn traps_never_crash_redis_and_its_own_crash_report_still_works() {
+    let mut s = RedisServer::start_with(
+        &find_module().unwrap(),
+        &[],
+        &[("enable-debug-command", "yes")],
+    )
+    .unwrap();
+    let mut c = raw(&s);
+    load_all(&s, &["oob_wasm", "unreachable_wasm", "recurse_wasm"]);
+    for guest in ["oob_wasm", "unreachable_wasm", "recurse_wasm"] {
+        let e = err(cmd(&mut c, &[b"AUTOLOC.CALL", guest.as_bytes()]));
+        assert!(e.starts_with("GUEST trap"), "{e}");
+    }
+    assert_eq!(cmd(&mut c, &[b"PING"]), Frame::Simple("PONG".into()));
+    no_crash_report(&s);
+    // wasmtime's signal handlers are installed (guests ran); a fault outside a guest still
+    // reaches Redis's handler, which writes its report.
+    let _ = c.call(&[b"DEBUG".as_slice(), b"SEGFAULT"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.is_running() {
+        assert!(
+            Instant::now() < deadline,
+            "DEBUG SEGFAULT did not end the server"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = s.log();
+    assert!(
+        log.contains("crashed by signal") && log.contains("BUG REPORT"),
+        "Redis's crash report: {log}"
+    );
+}
