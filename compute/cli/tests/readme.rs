@@ -8,7 +8,8 @@
 //! program is the first word after any `NAME=value` assignments) is one of them, bare or as
 //! `target/release/<name>` or `target/debug/<name>`. `cargo run --bin <name>` is refused with
 //! a message (write `target/release/<name>`), so that no CLI command escapes this test. Lines of
-//! other programs (`redis-server`, `redis-cli`, `ci/demo`, `cargo`) are not run here.
+//! other programs (`redis-server`, `redis-cli`, `ci/demo`, `cargo`) are not run here; the guests
+//! the README builds with `cargo` are built first (`autoloc::guests::build`).
 //!
 //! **How.** Each line runs as written with `bash -o pipefail -c`, from the repository root (so
 //! the README's relative paths, such as `../shared/data/autoloc/social.json`, resolve as they
@@ -358,6 +359,9 @@ fn run_line(line: &str, bindir: &Path, scratch: &Path) -> Ran {
 
 #[test]
 fn every_cli_command_in_the_readme_runs_as_written() {
+    // "Write your own function" loads a guest that `cargo build` of functions/guest makes (a
+    // line this test does not run): build the guests first.
+    autoloc::guests::build().unwrap();
     let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
     let bindir = Path::new(BATCH).parent().unwrap();
     let scratch = tempfile::tempdir().unwrap();
