@@ -6,6 +6,9 @@
 //!   JSON report and the SVG latency plot.
 //! - `src/bin/bench-dataplane.rs`: latency and throughput of each data plane (shm, tcp, rdma,
 //!   resp) for GET and storage-side khop, against the raw shared-memory ring ping-pong.
+//! - `src/bin/bench-wasm.rs`: user functions (WebAssembly guests) against their native twins
+//!   storage-side, the per-invocation cost of an empty guest, LOAD of 1 MiB modules, and khop as
+//!   a Lua script through `EVALSHA`.
 //! - `src/bin/bench-responsiveness.rs`: PING latency of Redis's own clients beside storage-side
 //!   and compute-side load, with the module's lock counters.
 //! - [`placement_bench`]: the pure parts of `bench-placement` (workloads, assignments,

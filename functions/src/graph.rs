@@ -65,23 +65,175 @@ pub fn for_each_neighbour(key: &[u8], value: &[u8], mut f: impl FnMut(u32)) -> R
     ))
 }
 
-fn for_each_json_neighbour(key: &[u8], value: &[u8], mut f: impl FnMut(u32)) -> Result<()> {
-    let parsed: serde_json::Value = serde_json::from_slice(value)
-        .map_err(|e| Error::bad_value(key, format!("bad JSON: {e}")))?;
-    let neigh = match parsed.get("neigh") {
-        Some(serde_json::Value::Array(items)) => items,
-        Some(_) => return Err(Error::bad_value(key, "\"neigh\" is not a list")),
-        None => return Err(Error::bad_value(key, "JSON vertex has no \"neigh\" list")),
-    };
-    for item in neigh {
-        let id = match item {
-            serde_json::Value::String(s) => s.parse::<u32>().ok(),
-            serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-            _ => None,
-        };
-        f(id.ok_or_else(|| Error::bad_value(key, format!("neighbour id {item} is not a u32")))?);
+fn for_each_json_neighbour(key: &[u8], value: &[u8], f: impl FnMut(u32)) -> Result<()> {
+    // A typed, borrowing parse: other fields ("feature") are skipped without being built, and
+    // each id goes to `f` as it is read, with no `Value` tree and no string allocated.
+    let mut de = serde_json::Deserializer::from_slice(value);
+    let visitor = VertexVisitor { f, bad_id: None };
+    let result = serde::Deserializer::deserialize_map(&mut de, visitor).and_then(|r| {
+        de.end()?;
+        Ok(r)
+    });
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(reason)) => Err(Error::bad_value(key, reason)),
+        Err(e) => Err(Error::bad_value(key, format!("bad JSON: {e}"))),
     }
-    Ok(())
+}
+
+/// Visits a JSON vertex object, calling `f` with each id of its `"neigh"` list.
+struct VertexVisitor<F> {
+    f: F,
+    bad_id: Option<String>,
+}
+
+impl<'de, F: FnMut(u32)> serde::de::Visitor<'de> for VertexVisitor<F> {
+    /// `Err(reason)` for a well-formed JSON object that is no vertex.
+    type Value = std::result::Result<(), String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON vertex object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        mut self,
+        mut map: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let mut seen = None;
+        while let Some(field) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if field != "neigh" {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            }
+            seen = Some(map.next_value_seed(NeighSeed {
+                f: &mut self.f,
+                bad_id: &mut self.bad_id,
+            })?);
+        }
+        Ok(match (seen, self.bad_id) {
+            (_, Some(id)) => Err(format!("neighbour id {id} is not a u32")),
+            (Some(true), None) => Ok(()),
+            (Some(false), None) => Err("\"neigh\" is not a list".into()),
+            (None, None) => Err("JSON vertex has no \"neigh\" list".into()),
+        })
+    }
+}
+
+/// The `"neigh"` value: `true` if it was a list (its ids passed to `f`), `false` otherwise.
+struct NeighSeed<'a, F> {
+    f: &'a mut F,
+    bad_id: &'a mut Option<String>,
+}
+
+impl<'de, F: FnMut(u32)> serde::de::DeserializeSeed<'de> for NeighSeed<'_, F> {
+    type Value = bool;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, F: FnMut(u32)> serde::de::Visitor<'de> for NeighSeed<'_, F> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of vertex ids")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<bool, A::Error> {
+        while let Some(id) = seq.next_element::<Id>()? {
+            match id.0 {
+                Ok(v) => (self.f)(v),
+                Err(shown) => {
+                    self.bad_id.get_or_insert(shown);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<bool, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(false)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> std::result::Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> std::result::Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> std::result::Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> std::result::Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> std::result::Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<bool, E> {
+        Ok(false)
+    }
+}
+
+/// One id of a `"neigh"` list: a string or a number; `Err` holds how it is shown in an error.
+struct Id(std::result::Result<u32, String>);
+
+impl<'de> serde::Deserialize<'de> for Id {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Id, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Id;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a vertex id")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<Id, E> {
+                Ok(Id(s.parse::<u32>().map_err(|_| format!("{s:?}"))))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> std::result::Result<Id, E> {
+                Ok(Id(u32::try_from(n).map_err(|_| n.to_string())))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> std::result::Result<Id, E> {
+                Ok(Id(u32::try_from(n).map_err(|_| n.to_string())))
+            }
+            fn visit_f64<E: serde::de::Error>(self, n: f64) -> std::result::Result<Id, E> {
+                Ok(Id(Err(n.to_string())))
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> std::result::Result<Id, E> {
+                Ok(Id(Err(b.to_string())))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<Id, E> {
+                Ok(Id(Err("null".into())))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Id, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Id(Err("a list".into())))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Id, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Id(Err("an object".into())))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The neighbours of a vertex as a vector (in stored order).
@@ -104,8 +256,24 @@ mod tests {
 
     #[test]
     fn json_layout_reads_string_and_number_ids() {
-        let v = br#"{"feature": ["a"], "neigh": ["3", 4]}"#;
-        assert_eq!(neighbours(b"1", v).unwrap(), vec![3, 4]);
+        let v = br#"{"feature": ["a", {"x": [1]}], "neigh": ["3", 4, "\u0035"]}"#;
+        assert_eq!(neighbours(b"1", v).unwrap(), vec![3, 4, 5]);
+    }
+
+    #[test]
+    fn json_that_is_no_vertex_says_why() {
+        for (v, says) in [
+            (&br#"{"feature": []}"#[..], "no \"neigh\""),
+            (br#"{"neigh": "1"}"#, "not a list"),
+            (br#"{"neigh": [1, -2]}"#, "-2 is not a u32"),
+            (br#"{"neigh": [1, 4294967296]}"#, "4294967296 is not a u32"),
+            (br#"{"neigh": [[1]]}"#, "a list is not a u32"),
+            (br#"{"neigh": [1]} trailing"#, "bad JSON"),
+            (br#"{"neigh": [1],}"#, "bad JSON"),
+        ] {
+            let e = neighbours(b"1", v).unwrap_err().to_string();
+            assert!(e.contains(says), "{}: {e}", String::from_utf8_lossy(v));
+        }
     }
 
     #[test]
