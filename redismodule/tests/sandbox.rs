@@ -85,7 +85,12 @@ fn hostile_guests_get_clear_errors_and_the_server_keeps_serving() {
         ("oob_wasm", &[], "out-of-bounds", "GUEST"),
         ("unreachable_wasm", &[], "unreachable", "GUEST"),
         ("huge_wasm", &[], "", ""),
-        ("readmany_wasm", &["1000000"], "", ""),
+        (
+            "readmany_wasm",
+            &["1000000"],
+            "exceeds the limit",
+            "TOOLARGE",
+        ),
     ];
     let before = rss_kib(&s);
     for round in 0..2 {

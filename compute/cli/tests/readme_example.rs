@@ -68,3 +68,19 @@ fn the_readme_library_example_is_the_example_file_and_runs() {
     // It ran against this server: its write is there.
     assert_eq!(rt.get(b"greeting").unwrap().as_deref(), Some(&b"hello"[..]));
 }
+
+/// `functions/guest/README.md` walks through writing `degrees_wasm`; the example guest of that
+/// name is that walkthrough, word for word (its `src/lib.rs`, the README's ```rust block), so
+/// the walkthrough builds (ci/test builds and tests the guests) and the top README's commands
+/// load what it describes.
+#[test]
+fn the_guest_walkthrough_is_the_degrees_wasm_example() {
+    let guide = std::fs::read_to_string(root().join("functions/guest/README.md")).unwrap();
+    let file =
+        std::fs::read_to_string(root().join("functions/guest/examples/degrees_wasm/src/lib.rs"))
+            .unwrap();
+    assert!(
+        rust_blocks(&guide).contains(&file),
+        "functions/guest/README.md's degrees_wasm lib.rs differs from examples/degrees_wasm/src/lib.rs"
+    );
+}

@@ -31,7 +31,10 @@ fn degrees(args: &[Vec<u8>]) -> Result<Output, GuestError> {
         found += 1;
         for_each_neighbour(&keys[i], value, |_| degree += 1)
     })?;
-    Ok(Output::Sum { sum: degree as f64, keys: found })
+    Ok(Output::Sum {
+        sum: degree as f64,
+        keys: found,
+    })
 }
 
 #[cfg(test)]
