@@ -68,7 +68,11 @@ pub fn for_each_neighbour(key: &[u8], value: &[u8], mut f: impl FnMut(u32)) -> R
 fn for_each_json_neighbour(key: &[u8], value: &[u8], f: impl FnMut(u32)) -> Result<()> {
     // A typed, borrowing parse: other fields ("feature") are skipped without being built, and
     // each id goes to `f` as it is read, with no `Value` tree and no string allocated.
-    let mut de = serde_json::Deserializer::from_slice(value);
+    // Skipped fields are not checked for UTF-8 by the parser: check the whole value, so that
+    // what is accepted is JSON (found by the graph_json fuzz target).
+    let text = std::str::from_utf8(value)
+        .map_err(|e| Error::bad_value(key, format!("bad JSON: not UTF-8 ({e})")))?;
+    let mut de = serde_json::Deserializer::from_str(text);
     let visitor = VertexVisitor { f, bad_id: None };
     let result = serde::Deserializer::deserialize_map(&mut de, visitor).and_then(|r| {
         de.end()?;
@@ -270,6 +274,11 @@ mod tests {
             (br#"{"neigh": [[1]]}"#, "a list is not a u32"),
             (br#"{"neigh": [1]} trailing"#, "bad JSON"),
             (br#"{"neigh": [1],}"#, "bad JSON"),
+            // Found by the graph_json fuzz target: invalid UTF-8 in a skipped field.
+            (
+                b"{\"feature\": [\"a\xdd\xdd\"], \"neigh\": [\"1\"]}",
+                "not UTF-8",
+            ),
         ] {
             let e = neighbours(b"1", v).unwrap_err().to_string();
             assert!(e.contains(says), "{}: {e}", String::from_utf8_lossy(v));
