@@ -104,8 +104,11 @@ impl<'de, F: FnMut(u32)> serde::de::Visitor<'de> for VertexVisitor<F> {
         mut map: A,
     ) -> std::result::Result<Self::Value, A::Error> {
         let mut seen = None;
+        let mut twice = false;
         while let Some(field) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if field != "neigh" {
+            if field != "neigh" || seen.is_some() {
+                // A second "neigh" (its ids were already passed on) makes no vertex.
+                twice |= field == "neigh";
                 map.next_value::<serde::de::IgnoredAny>()?;
                 continue;
             }
@@ -113,6 +116,9 @@ impl<'de, F: FnMut(u32)> serde::de::Visitor<'de> for VertexVisitor<F> {
                 f: &mut self.f,
                 bad_id: &mut self.bad_id,
             })?);
+        }
+        if twice {
+            return Ok(Err("\"neigh\" appears twice".into()));
         }
         Ok(match (seen, self.bad_id) {
             (_, Some(id)) => Err(format!("neighbour id {id} is not a u32")),
@@ -274,6 +280,8 @@ mod tests {
             (br#"{"neigh": [[1]]}"#, "a list is not a u32"),
             (br#"{"neigh": [1]} trailing"#, "bad JSON"),
             (br#"{"neigh": [1],}"#, "bad JSON"),
+            // Found by the graph_json fuzz target: two lists, where a JSON object keeps the last.
+            (br#"{"neigh": ["1", "2"], "neigh": ["1"]}"#, "appears twice"),
             // Found by the graph_json fuzz target: invalid UTF-8 in a skipped field.
             (
                 b"{\"feature\": [\"a\xdd\xdd\"], \"neigh\": [\"1\"]}",
