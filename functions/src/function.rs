@@ -137,6 +137,34 @@ pub enum OutputKind {
     Value,
 }
 
+impl OutputKind {
+    /// Every kind.
+    pub const ALL: [OutputKind; 5] = [
+        OutputKind::Ids,
+        OutputKind::Text,
+        OutputKind::Scores,
+        OutputKind::Sum,
+        OutputKind::Value,
+    ];
+
+    /// Its word: `ids`, `text`, `scores`, `sum`, `value` (a guest's description,
+    /// `AUTOLOC.FUNCTION LIST`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputKind::Ids => "ids",
+            OutputKind::Text => "text",
+            OutputKind::Scores => "scores",
+            OutputKind::Sum => "sum",
+            OutputKind::Value => "value",
+        }
+    }
+
+    /// The kind of a word [`OutputKind::as_str`] gives.
+    pub fn parse(word: &str) -> Option<OutputKind> {
+        OutputKind::ALL.into_iter().find(|k| k.as_str() == word)
+    }
+}
+
 /// The result of an invocation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
@@ -352,6 +380,14 @@ impl Default for Fnv {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_kinds_round_trip_as_words() {
+        for k in OutputKind::ALL {
+            assert_eq!(OutputKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(OutputKind::parse("Ids"), None);
+    }
 
     impl Output {
         /// Decodes what [`Output::to_reply`] made (the tests' check that it loses nothing).

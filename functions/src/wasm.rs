@@ -104,7 +104,14 @@ static HOST: OnceLock<Host> = OnceLock::new();
 
 /// Sets the limits of the process's host; fails once the host exists with other limits.
 pub fn configure(limits: Limits) -> Result<&'static Host> {
-    let host = HOST.get_or_init(|| Host::new(limits).expect("the wasm engine starts"));
+    if HOST.get().is_none() {
+        // An engine that cannot start is an error here (the module refuses to load), not a
+        // panic inside redis-server.
+        let host = Host::new(limits)
+            .map_err(|e| Error::Registry(format!("the WebAssembly engine cannot start: {e:#}")))?;
+        let _ = HOST.set(host);
+    }
+    let host = HOST.get().expect("set just above");
     if host.limits != limits {
         return Err(Error::Registry(
             "the WebAssembly host is already running with other limits".into(),
@@ -442,14 +449,9 @@ impl WasmFunction {
         if usage.len() > 512 || usage.contains('\n') {
             return Err(guest_error("usage must be one line of at most 512 bytes"));
         }
-        let kind = match field("output")?.as_str() {
-            "ids" => OutputKind::Ids,
-            "text" => OutputKind::Text,
-            "scores" => OutputKind::Scores,
-            "sum" => OutputKind::Sum,
-            "value" => OutputKind::Value,
-            other => return Err(guest_error(format!("unknown output kind '{other}'"))),
-        };
+        let output = field("output")?;
+        let kind = OutputKind::parse(&output)
+            .ok_or_else(|| guest_error(format!("unknown output kind '{output}'")))?;
         Ok((name, usage, kind))
     }
 

@@ -16,7 +16,7 @@ use std::os::raw::{c_int, c_void};
 use std::sync::{Arc, Mutex};
 
 use autoloc_functions::wasm::{self, hex};
-use autoloc_functions::{Error, Function, OutputKind};
+use autoloc_functions::{Error, Function};
 use redis_module::native_types::RedisType;
 use redis_module::{raw, Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
 
@@ -55,16 +55,6 @@ pub fn load(bytes: &[u8], replace: bool) -> Result<String, Error> {
         },
     );
     Ok(name)
-}
-
-fn kind_name(kind: OutputKind) -> &'static str {
-    match kind {
-        OutputKind::Ids => "ids",
-        OutputKind::Text => "text",
-        OutputKind::Scores => "scores",
-        OutputKind::Sum => "sum",
-        OutputKind::Value => "value",
-    }
 }
 
 fn err(e: &Error) -> RedisError {
@@ -124,7 +114,7 @@ pub fn function(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                         RedisValue::Array(vec![
                             RedisValue::BulkString(f.name().into()),
                             RedisValue::BulkString(f.usage().into()),
-                            RedisValue::BulkString(kind_name(f.output_kind()).into()),
+                            RedisValue::BulkString(f.output_kind().as_str().into()),
                             RedisValue::BulkString(match f.version() {
                                 Some(h) => hex(&h),
                                 None => "builtin".into(),

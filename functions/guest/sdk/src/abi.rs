@@ -62,17 +62,6 @@ fn pack(b: &[u8]) -> i64 {
     (((b.as_ptr() as usize as u32 as u64) << 32) | u64::from(b.len() as u32)) as i64
 }
 
-/// The `output` word of the description.
-pub fn kind_name(kind: OutputKind) -> &'static str {
-    match kind {
-        OutputKind::Ids => "ids",
-        OutputKind::Text => "text",
-        OutputKind::Scores => "scores",
-        OutputKind::Sum => "sum",
-        OutputKind::Value => "value",
-    }
-}
-
 fn json_string(s: &str, out: &mut String) {
     out.push('"');
     for c in s.chars() {
@@ -96,7 +85,7 @@ pub fn describe_json(name: &str, usage: &str, kind: OutputKind) -> String {
     s.push_str(",\"usage\":");
     json_string(usage, &mut s);
     s.push_str(",\"output\":");
-    json_string(kind_name(kind), &mut s);
+    json_string(kind.as_str(), &mut s);
     s.push('}');
     s
 }

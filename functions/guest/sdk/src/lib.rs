@@ -160,8 +160,8 @@ impl Guest {
             return Err(GuestError::failed(format!(
                 "{} returned a {} result but declares {}",
                 self.name,
-                abi::kind_name(out.kind()),
-                abi::kind_name(declared)
+                out.kind().as_str(),
+                declared.as_str()
             )));
         }
         // The ABI's `scores` are sorted by id: a result that is not would be malformed.
