@@ -17,11 +17,13 @@
 //! [`Limits`]: memory per instance (a [`wasmtime::StoreLimits`]), wasm stack, result size, and
 //! CPU: an epoch ticker interrupts a guest at its deadline, the store's [`Store::time_left`]
 //! (storage-side: the lock budget, then a [`Error::Pushback`]) or the compute-side limit; the
-//! guest is suspended, the store checkpointed, and the guest resumed or dropped.
+//! guest is suspended, the store checkpointed, and the guest resumed or dropped. The ticker
+//! sleeps until the earliest deadline of the invocations running ([`Ticker`]): most invocations
+//! end before theirs, and it does not wake for them.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -71,23 +73,15 @@ const KEEP_RESIDENT: usize = 4 << 20;
 /// one store access cannot hold Redis's lock for long (a read opens all its keys at once).
 pub const MAX_READ_KEYS: usize = 1 << 18;
 
-/// How often the epoch ticker interrupts running guests to look at their deadlines.
+/// How often the epoch ticker interrupts guests past their deadlines, until they stop.
 const TICK: Duration = Duration::from_micros(100);
-
-/// Ticks without a running invocation before the ticker sleeps until the next one (10 ms): a
-/// steady stream of short invocations keeps it awake instead of waking it (a syscall) each time.
-const IDLE_TICKS: u32 = 100;
 
 /// The process's one engine, its linker of the store ABI, its epoch ticker and compile cache.
 pub struct Host {
     engine: Engine,
     linker: Linker<Run>,
     limits: Limits,
-    /// Invocations running now: the ticker sleeps after a while without any.
-    running: Arc<AtomicUsize>,
-    /// Whether the ticker sleeps until an invocation starts.
-    parked: Arc<AtomicBool>,
-    ticker: std::thread::Thread,
+    ticker: Arc<Ticker>,
     /// Compiled modules by content hash: loading the same bytes again costs a lookup.
     compiled: Mutex<HashMap<[u8; 32], Arc<WasmFunction>>>,
 }
@@ -151,7 +145,14 @@ impl Host {
             // and calls it as a function, so the one-shot reset Redis relies on never happens:
             // a fault inside Redis's crash report (its memory test) re-entered the handler
             // forever, and the server never died (redismodule/tests/sandbox.rs).
-            .signals_based_traps(false);
+            .signals_based_traps(false)
+            // Those checks make guard pages useless, and a guard makes every instance's memory
+            // change protection: the next instance of a slot that grew past its initial size
+            // shrinks it with mprotect, a TLB shootdown on every core (a third of an empty
+            // invocation's time). Without a guard the slot keeps its pages read-write and is
+            // only reset.
+            .memory_guard_size(0)
+            .guard_before_linear_memory(false);
         // Every run is a fresh instance: take them from a pool of slots whose memory is kept
         // mapped and reset, instead of mapping and unmapping each one.
         let mut pool = wasmtime::PoolingAllocationConfig::new();
@@ -177,45 +178,11 @@ impl Host {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         abi::link(&mut linker)?;
-        let running = Arc::new(AtomicUsize::new(0));
-        let parked = Arc::new(AtomicBool::new(false));
-        let ticker = {
-            let (engine, running, parked) = (engine.clone(), running.clone(), parked.clone());
-            std::thread::Builder::new()
-                .name("autoloc-wasm-epoch".into())
-                .spawn(move || {
-                    let mut idle = 0;
-                    loop {
-                        idle = if running.load(Ordering::SeqCst) == 0 {
-                            idle + 1
-                        } else {
-                            0
-                        };
-                        if idle >= IDLE_TICKS {
-                            // Sleep until an invocation starts. `Running::start` raises
-                            // `running` before it reads `parked`; this sets `parked` before it
-                            // reads `running`: one of the two sees the other.
-                            parked.store(true, Ordering::SeqCst);
-                            if running.load(Ordering::SeqCst) == 0 {
-                                std::thread::park();
-                            }
-                            parked.store(false, Ordering::SeqCst);
-                            idle = 0;
-                            continue;
-                        }
-                        std::thread::sleep(TICK);
-                        engine.increment_epoch();
-                    }
-                })?
-                .thread()
-                .clone()
-        };
+        let ticker = Ticker::start(engine.clone())?;
         Ok(Host {
             engine,
             linker,
             limits,
-            running,
-            parked,
             ticker,
             compiled: Mutex::new(HashMap::new()),
         })
@@ -249,13 +216,7 @@ impl Host {
             return Err(guest_error("not a WebAssembly module (no \\0asm header)"));
         }
         let module = Module::new(&self.engine, bytes).map_err(|e| guest_error(format!("{e:#}")))?;
-        for export in abi::EXPORTS {
-            if module.get_export(export).is_none() {
-                return Err(guest_error(format!(
-                    "the module does not export '{export}' (see functions/guest/ABI.md)"
-                )));
-            }
-        }
+        let exports = abi::Exports::of(&module)?;
         let pre = self
             .linker
             .instantiate_pre(&module)
@@ -266,6 +227,7 @@ impl Host {
             kind: OutputKind::Value,
             hash,
             pre,
+            exports,
         };
         let describe = f.describe()?;
         f.name = describe.0;
@@ -352,6 +314,7 @@ pub struct WasmFunction {
     kind: OutputKind,
     hash: [u8; 32],
     pre: InstancePre<Run>,
+    exports: abi::Exports,
 }
 
 impl fmt::Debug for WasmFunction {
@@ -407,22 +370,24 @@ impl WasmFunction {
 
     /// Calls `autoloc_describe` and checks what it says.
     fn describe(&self) -> Result<(String, String, OutputKind)> {
-        let _running = Running::start();
-        let (mut store, _) = self.new_run(Instant::now() + Duration::from_secs(1));
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let _running = Running::start(deadline);
+        let (mut store, _) = self.new_run(deadline);
         let text = crate::exec::block_on(async {
             let instance = self
                 .pre
                 .instantiate_async(&mut store)
                 .await
                 .map_err(trap_error)?;
-            let describe = instance
-                .get_typed_func::<(), i64>(&mut store, "autoloc_describe")
-                .map_err(|e| guest_error(format!("autoloc_describe: {e:#}")))?;
+            let describe = self
+                .exports
+                .func::<(), i64>(&instance, &mut store, abi::Export::Describe)
+                .map_err(|e| guest_error(format!("autoloc_describe: {e}")))?;
             let packed = describe
                 .call_async(&mut store, ())
                 .await
                 .map_err(trap_error)?;
-            let memory = abi::memory(&instance, &mut store)?;
+            let memory = self.exports.memory(&instance, &mut store)?;
             abi::slice(memory.data(&store), packed, 64 << 10).map(<[u8]>::to_vec)
         })?;
         let v: serde_json::Value = serde_json::from_slice(&text)
@@ -462,13 +427,10 @@ impl WasmFunction {
             .instantiate_async(&mut *store)
             .await
             .map_err(trap_error)?;
-        let memory = abi::memory(&instance, &mut *store)?;
-        let alloc = instance
-            .get_typed_func::<i32, i32>(&mut *store, "autoloc_alloc")
-            .map_err(trap_error)?;
-        let call = instance
-            .get_typed_func::<(i32, i32), i64>(&mut *store, "autoloc_call")
-            .map_err(trap_error)?;
+        let memory = self.exports.memory(&instance, &mut *store)?;
+        let alloc = (self.exports).func::<i32, i32>(&instance, &mut *store, abi::Export::Alloc)?;
+        let call =
+            (self.exports).func::<(i32, i32), i64>(&instance, &mut *store, abi::Export::Call)?;
         let mut encoded = Vec::new();
         abi::put_list(&mut encoded, args.iter().map(Vec::as_slice));
         let len = i32::try_from(encoded.len()).map_err(|_| guest_error("arguments too large"))?;
@@ -503,8 +465,9 @@ impl WasmFunction {
             Some(left) => Instant::now() + left,
             None => compute_deadline,
         };
-        let _running = Running::start();
-        let (mut wasm, exchange) = self.new_run(deadline(store));
+        let first = deadline(store);
+        let running = Running::start(first);
+        let (mut wasm, exchange) = self.new_run(first);
         let mut guest = std::pin::pin!(self.run_guest(&mut wasm, args));
         loop {
             if let Some(out) = poll_once(guest.as_mut()).await {
@@ -539,8 +502,10 @@ impl WasmFunction {
                 // Suspended by wasmtime itself: resume it.
                 None => continue,
             };
+            let next = deadline(store);
+            running.set(next);
             let mut x = lock(&exchange);
-            x.deadline = deadline(store);
+            x.deadline = next;
             x.answer = Some(answer);
         }
     }
@@ -568,23 +533,126 @@ fn trap_error(e: wasmtime::Error) -> Error {
     }
 }
 
-/// Counts a running invocation for the epoch ticker while alive.
-struct Running;
+/// The epoch ticker: a thread that increments the engine's epoch when a running invocation is
+/// past its deadline (its guest then checks its deadline and suspends for a checkpoint), and
+/// otherwise sleeps until the earliest deadline. A ticker waking every 100 us whatever ran took
+/// a tenth of a core under a steady stream of guests; this one wakes about once per deadline.
+struct Ticker {
+    /// The deadline of each running invocation, by slot.
+    deadlines: Mutex<Deadlines>,
+    /// When the ticker wakes next, in ns after `base` (`u64::MAX`: not until it is unparked).
+    /// Written under `deadlines`, so a deadline set earlier than it always unparks the ticker.
+    wake_at: AtomicU64,
+    base: Instant,
+    thread: OnceLock<std::thread::Thread>,
+}
+
+#[derive(Default)]
+struct Deadlines {
+    at: Vec<Option<Instant>>,
+    free: Vec<usize>,
+}
+
+impl Ticker {
+    fn start(engine: Engine) -> std::io::Result<Arc<Ticker>> {
+        let ticker = Arc::new(Ticker {
+            deadlines: Mutex::new(Deadlines::default()),
+            wake_at: AtomicU64::new(u64::MAX),
+            base: Instant::now(),
+            thread: OnceLock::new(),
+        });
+        let t = ticker.clone();
+        let thread = std::thread::Builder::new()
+            .name("autoloc-wasm-epoch".into())
+            .spawn(move || t.run(&engine))?;
+        let _ = ticker.thread.set(thread.thread().clone());
+        Ok(ticker)
+    }
+
+    fn ns(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX - 1)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Deadlines> {
+        self.deadlines.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn run(&self, engine: &Engine) {
+        loop {
+            let now = Instant::now();
+            let sleep = {
+                let d = self.lock();
+                let earliest = d.at.iter().flatten().min().copied();
+                let (wake, sleep) = match earliest {
+                    None => (u64::MAX, None),
+                    Some(at) if at > now => (self.ns(at), Some(at - now)),
+                    Some(_) => (self.ns(now + TICK), Some(TICK)),
+                };
+                self.wake_at.store(wake, Ordering::SeqCst);
+                if earliest.is_some_and(|at| at <= now) {
+                    engine.increment_epoch();
+                }
+                sleep
+            };
+            match sleep {
+                Some(d) => std::thread::park_timeout(d),
+                None => std::thread::park(),
+            }
+        }
+    }
+
+    /// Sets slot `i`'s deadline, waking the ticker if it would sleep past it.
+    fn set(&self, i: usize, at: Instant) {
+        let wake = {
+            let mut d = self.lock();
+            d.at[i] = Some(at);
+            self.ns(at) < self.wake_at.load(Ordering::SeqCst)
+        };
+        if wake {
+            if let Some(t) = self.thread.get() {
+                t.unpark();
+            }
+        }
+    }
+
+    fn add(&self, at: Instant) -> usize {
+        let i = {
+            let mut d = self.lock();
+            match d.free.pop() {
+                Some(i) => i,
+                None => {
+                    d.at.push(None);
+                    d.at.len() - 1
+                }
+            }
+        };
+        self.set(i, at);
+        i
+    }
+
+    fn remove(&self, i: usize) {
+        let mut d = self.lock();
+        d.at[i] = None;
+        d.free.push(i);
+    }
+}
+
+/// A running invocation's deadline, known to the ticker while alive.
+struct Running(usize);
 
 impl Running {
-    fn start() -> Running {
-        let host = host();
-        host.running.fetch_add(1, Ordering::SeqCst);
-        if host.parked.load(Ordering::SeqCst) {
-            host.ticker.unpark();
-        }
-        Running
+    fn start(deadline: Instant) -> Running {
+        Running(host().ticker.add(deadline))
+    }
+
+    fn set(&self, deadline: Instant) {
+        host().ticker.set(self.0, deadline);
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        host().running.fetch_sub(1, Ordering::SeqCst);
+        host().ticker.remove(self.0);
     }
 }
 
@@ -614,8 +682,8 @@ impl Function for WasmFunction {
 mod abi {
     use super::*;
 
-    /// What every guest exports (`functions/guest/ABI.md`).
-    pub(super) const EXPORTS: [&str; 5] = [
+    /// What every guest exports (`functions/guest/ABI.md`), in the order of [`Export`].
+    const EXPORTS: [&str; 5] = [
         "memory",
         "autoloc_abi_v1",
         "autoloc_describe",
@@ -623,14 +691,65 @@ mod abi {
         "autoloc_call",
     ];
 
-    /// The guest's memory.
-    pub(super) fn memory(
-        instance: &wasmtime::Instance,
-        store: &mut WasmStore<Run>,
-    ) -> Result<Memory> {
-        instance
-            .get_memory(store, "memory")
-            .ok_or_else(|| guest_error("the module exports no memory 'memory'"))
+    /// One of [`EXPORTS`].
+    #[derive(Debug, Clone, Copy)]
+    pub(super) enum Export {
+        Memory = 0,
+        Describe = 2,
+        Alloc = 3,
+        Call = 4,
+    }
+
+    /// A module's exports, resolved once when it compiles: an instance then finds each by index
+    /// instead of by name (a name lookup and a type check per export per invocation).
+    pub(super) struct Exports([wasmtime::ModuleExport; 5]);
+
+    impl Exports {
+        /// Resolves every export of the ABI; a module without one is an error.
+        pub(super) fn of(module: &Module) -> Result<Exports> {
+            let find = |name: &str| {
+                module.get_export_index(name).ok_or_else(|| {
+                    guest_error(format!(
+                        "the module does not export '{name}' (see functions/guest/ABI.md)"
+                    ))
+                })
+            };
+            Ok(Exports([
+                find(EXPORTS[0])?,
+                find(EXPORTS[1])?,
+                find(EXPORTS[2])?,
+                find(EXPORTS[3])?,
+                find(EXPORTS[4])?,
+            ]))
+        }
+
+        /// The instance's memory.
+        pub(super) fn memory(
+            &self,
+            instance: &wasmtime::Instance,
+            store: &mut WasmStore<Run>,
+        ) -> Result<Memory> {
+            instance
+                .get_module_export(store, &self.0[Export::Memory as usize])
+                .and_then(wasmtime::Extern::into_memory)
+                .ok_or_else(|| guest_error("the export 'memory' is not a memory"))
+        }
+
+        /// One of the instance's functions, with its ABI signature checked.
+        pub(super) fn func<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
+            &self,
+            instance: &wasmtime::Instance,
+            store: &mut WasmStore<Run>,
+            export: Export,
+        ) -> Result<wasmtime::TypedFunc<P, R>> {
+            let name = EXPORTS[export as usize];
+            instance
+                .get_module_export(&mut *store, &self.0[export as usize])
+                .and_then(wasmtime::Extern::into_func)
+                .ok_or_else(|| guest_error(format!("the export '{name}' is not a function")))?
+                .typed::<P, R>(&*store)
+                .map_err(|e| guest_error(format!("the export '{name}' has the wrong type: {e:#}")))
+        }
     }
 
     /// The bytes a packed `(ptr << 32) | len` names, if in bounds and at most `max` long.
