@@ -63,8 +63,12 @@ impl Default for Limits {
     }
 }
 
-/// Instances that can exist at once in the process (one per invocation running now).
-const POOL_SLOTS: u32 = 256;
+/// Invocations that can run at once in the process, each on its own instance; more wait for one
+/// ([`Slots`]).
+pub const POOL_SLOTS: u32 = 256;
+
+/// Pooled instances beyond [`POOL_SLOTS`], for LOAD's `autoloc_describe` runs, which do not wait.
+const DESCRIBE_SLOTS: u32 = 16;
 
 /// Bytes of each pooled memory kept mapped between instances (see `pagemap_scan`).
 const KEEP_RESIDENT: usize = 4 << 20;
@@ -82,6 +86,7 @@ pub struct Host {
     linker: Linker<Run>,
     limits: Limits,
     ticker: Arc<Ticker>,
+    slots: Slots,
     /// Compiled modules by content hash: loading the same bytes again costs a lookup.
     compiled: Mutex<HashMap<[u8; 32], Arc<WasmFunction>>>,
 }
@@ -156,9 +161,10 @@ impl Host {
         // Every run is a fresh instance: take them from a pool of slots whose memory is kept
         // mapped and reset, instead of mapping and unmapping each one.
         let mut pool = wasmtime::PoolingAllocationConfig::new();
-        pool.total_core_instances(POOL_SLOTS)
-            .total_memories(POOL_SLOTS)
-            .total_tables(POOL_SLOTS)
+        let total = POOL_SLOTS + DESCRIBE_SLOTS;
+        pool.total_core_instances(total)
+            .total_memories(total)
+            .total_tables(total)
             .max_memory_size(limits.memory)
             .max_memories_per_module(1)
             .max_tables_per_module(1)
@@ -184,6 +190,7 @@ impl Host {
             linker,
             limits,
             ticker,
+            slots: Slots::new(POOL_SLOTS as usize),
             compiled: Mutex::new(HashMap::new()),
         })
     }
@@ -465,6 +472,8 @@ impl WasmFunction {
             Some(left) => Instant::now() + left,
             None => compute_deadline,
         };
+        // Past the pool, wait for an instance (compute-side, other invocations run meanwhile).
+        let _slot = host().slots.acquire().await;
         let first = deadline(store);
         let running = Running::start(first);
         let (mut wasm, exchange) = self.new_run(first);
@@ -634,6 +643,147 @@ impl Ticker {
         let mut d = self.lock();
         d.at[i] = None;
         d.free.push(i);
+    }
+}
+
+/// The invocations that may hold a pooled instance at once, and those waiting for one, in
+/// order: a permit is handed from the invocation that ends to the next waiting one.
+struct Slots(Mutex<SlotsInner>);
+
+struct SlotsInner {
+    free: usize,
+    next_ticket: u64,
+    queue: std::collections::VecDeque<u64>,
+    waiting: HashMap<u64, Waiter>,
+}
+
+enum Waiter {
+    Waiting(std::task::Waker),
+    /// Handed a permit, not yet polled to take it.
+    Granted,
+}
+
+impl Slots {
+    fn new(n: usize) -> Slots {
+        Slots(Mutex::new(SlotsInner {
+            free: n,
+            next_ticket: 0,
+            queue: Default::default(),
+            waiting: HashMap::new(),
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotsInner> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A permit, now or once one is handed over.
+    fn acquire(&self) -> Acquire<'_> {
+        Acquire {
+            slots: self,
+            ticket: None,
+            done: false,
+        }
+    }
+
+    /// Hands a permit to the first invocation waiting, or frees it.
+    fn release(&self) {
+        let wake = {
+            let mut s = self.lock();
+            let mut wake = None;
+            while let Some(t) = s.queue.pop_front() {
+                if let Some(w) = s.waiting.get_mut(&t) {
+                    if let Waiter::Waiting(waker) = std::mem::replace(w, Waiter::Granted) {
+                        wake = Some(waker);
+                        break;
+                    }
+                }
+            }
+            if wake.is_none() {
+                s.free += 1;
+            }
+            wake
+        };
+        if let Some(w) = wake {
+            w.wake();
+        }
+    }
+}
+
+struct Acquire<'a> {
+    slots: &'a Slots,
+    ticket: Option<u64>,
+    done: bool,
+}
+
+/// Holds one of [`Slots`]'s permits.
+struct Permit<'a>(&'a Slots);
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+impl<'a> std::future::Future for Acquire<'a> {
+    type Output = Permit<'a>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Permit<'a>> {
+        let slots = self.slots;
+        let mut s = slots.lock();
+        let granted = match self.ticket {
+            None if s.free > 0 && s.queue.is_empty() => {
+                s.free -= 1;
+                true
+            }
+            None => {
+                let t = s.next_ticket;
+                s.next_ticket += 1;
+                s.queue.push_back(t);
+                s.waiting.insert(t, Waiter::Waiting(cx.waker().clone()));
+                drop(s);
+                self.ticket = Some(t);
+                return std::task::Poll::Pending;
+            }
+            Some(t) => match s.waiting.get_mut(&t) {
+                Some(Waiter::Granted) => {
+                    s.waiting.remove(&t);
+                    true
+                }
+                Some(Waiter::Waiting(w)) => {
+                    w.clone_from(cx.waker());
+                    false
+                }
+                None => unreachable!("a ticket leaves the map only when its permit is taken"),
+            },
+        };
+        drop(s);
+        if granted {
+            self.done = true;
+            std::task::Poll::Ready(Permit(slots))
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+}
+
+impl Drop for Acquire<'_> {
+    fn drop(&mut self) {
+        let (Some(t), false) = (self.ticket, self.done) else {
+            return;
+        };
+        let granted = {
+            let mut s = self.slots.lock();
+            s.queue.retain(|&q| q != t);
+            matches!(s.waiting.remove(&t), Some(Waiter::Granted))
+        };
+        if granted {
+            // Dropped after a permit was handed to it: pass the permit on.
+            self.slots.release();
+        }
     }
 }
 
@@ -897,5 +1047,44 @@ mod abi {
         // CPU is bounded by the epoch deadline, so a checkpoint has nothing left to do.
         linker.func_wrap("autoloc", "checkpoint", |_: Caller<'_, Run>| {})?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    fn poll<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+        std::pin::Pin::new(f).poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn past_the_pool_invocations_wait_in_order_and_permits_are_handed_on() {
+        let slots = Slots::new(2);
+        let a = poll(&mut slots.acquire());
+        let b = poll(&mut slots.acquire());
+        assert!(a.is_ready() && b.is_ready());
+        let (mut c, mut d) = (slots.acquire(), slots.acquire());
+        assert!(poll(&mut c).is_pending());
+        assert!(poll(&mut d).is_pending());
+        // A newcomer does not overtake the queue, even once a permit is free.
+        drop(a);
+        let mut e = slots.acquire();
+        assert!(poll(&mut e).is_pending());
+        assert!(poll(&mut d).is_pending(), "the first in line gets it");
+        let Poll::Ready(c) = poll(&mut c) else {
+            panic!("c was first in line")
+        };
+        // d is dropped after being handed b's permit: the permit goes on to e.
+        drop(b);
+        drop(d);
+        let Poll::Ready(e) = poll(&mut e) else {
+            panic!("e was next")
+        };
+        drop((c, e));
+        assert_eq!(slots.lock().free, 2);
+        assert!(slots.lock().waiting.is_empty() && slots.lock().queue.is_empty());
     }
 }

@@ -83,6 +83,37 @@ fn guests_match_their_native_twins_on_both_sides_and_every_transport() {
     }
 }
 
+/// More guests in flight on one link than the host has pooled instances: those past the pool
+/// wait for an instance instead of failing.
+#[test]
+fn more_guests_in_flight_than_pooled_instances_all_finish() {
+    let s = server(&["budget-ms", "1000"]);
+    load_rmat(&s, 8, 4, 3);
+    load(&s, "khop_wasm");
+    let mut rt = runtime(&s).with_transport(Transport::Shm).unwrap();
+    let n = 3 * autoloc_functions::wasm::POOL_SLOTS as usize;
+    let calls: Vec<(&str, Vec<String>)> = (0..n)
+        .map(|i| ("khop_wasm", vec![(i % 256).to_string(), "2".into()]))
+        .collect();
+    let native: Vec<(&str, Vec<String>)> = (0..n)
+        .map(|i| ("khop", vec![(i % 256).to_string(), "2".into()]))
+        .collect();
+    let got = rt.invoke_many(&calls, Placement::Compute);
+    let want = rt.invoke_many(&native, Placement::Compute);
+    let mut ok = 0;
+    for (g, w) in got.into_iter().zip(want) {
+        match (g, w) {
+            (Ok(g), Ok(w)) => {
+                assert_eq!(g.output, w.output);
+                ok += 1;
+            }
+            (Err(g), Err(w)) => assert_eq!(g.code(), w.code()),
+            (g, w) => panic!("{g:?} vs {w:?}"),
+        }
+    }
+    assert!(ok > n / 2, "{ok} of {n} calls succeeded");
+}
+
 #[test]
 fn guests_match_their_twins_on_autolocs_social_json() {
     let Some(dir) = autoloc_data() else {
