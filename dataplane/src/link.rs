@@ -41,6 +41,11 @@ pub trait ServerLink: Send {
     fn has_pending(&self) -> bool;
     /// Whether the peer is gone for good, so the link can be dropped and its resources reclaimed.
     fn peer_gone(&self) -> bool;
+    /// Checks actively that the peer is still there, where it could vanish without a trace that
+    /// [`peer_gone`](ServerLink::peer_gone) sees (an RDMA peer that died: nothing tells its queue
+    /// pair's peer until a write to it fails). Cheap, never blocks; a server calls it now and
+    /// then (the module: every ~100 ms, before `peer_gone`). The default does nothing.
+    fn probe_peer(&mut self) {}
     /// A short name for logs, e.g. `shm /dev/shm/autoloc-12-3`.
     fn describe(&self) -> String;
     /// Sleeps until a request may be waiting, or at most `timeout`: the idle step of a thread

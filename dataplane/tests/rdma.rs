@@ -2,7 +2,8 @@
 //!
 //! Without a device only `no_device_is_one_clear_line` runs. The rest need a device, are ignored
 //! by default, and use the one named by `AUTOLOC_RDMA_DEVICE` (port `AUTOLOC_RDMA_PORT`, GID
-//! index `AUTOLOC_RDMA_GID_INDEX`); `ci/rxe-testbed` sets up Soft-RoCE and runs them:
+//! index `AUTOLOC_RDMA_GID_INDEX`, else chosen); `ci/rxe-testbed` sets up Soft-RoCE and runs them
+//! (`ci/rxe-vm` does, in a VM):
 //!
 //! ```text
 //! AUTOLOC_RDMA_DEVICE=rxe0 cargo test -p autoloc-dataplane --features rdma -- --ignored
@@ -16,6 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use autoloc_dataplane::link::{ClientLink, Replier, ServerLink};
+use autoloc_dataplane::rdma::gid::{read_gid_table, GidKind};
 use autoloc_dataplane::rdma::{
     devices, DeviceConfig, LinkConfig, QpInfo, RdmaClientLink, RdmaDevice, RdmaServerConn,
     ServerLimits, DEVICE_ENV,
@@ -171,6 +173,37 @@ fn device_is_listed() {
     let list = devices().unwrap();
     let dev = device();
     assert!(list.iter().any(|d| d.name == dev.name()), "{list:?}");
+}
+
+#[test]
+#[ignore = "requires an RDMA device"]
+fn a_usable_gid_is_chosen_without_being_told() {
+    let cfg = DeviceConfig {
+        gid_index: None,
+        ..DeviceConfig::from_env()
+    };
+    let dev = RdmaDevice::open(&cfg).unwrap();
+    let table = read_gid_table(std::path::Path::new("/sys"), dev.name(), cfg.port).unwrap();
+    let chosen = table
+        .iter()
+        .find(|c| c.index == dev.gid_index())
+        .unwrap_or_else(|| {
+            panic!(
+                "GID index {} is not in the table {table:?}",
+                dev.gid_index()
+            )
+        });
+    eprintln!("chose GID {chosen}");
+    // On RoCE (a table with RoCE v2 entries), a RoCE v2 GID on a netdev that is up, IPv4-mapped
+    // where there is one.
+    if table.iter().any(|c| c.kind == GidKind::RoceV2) {
+        assert_eq!(chosen.kind, GidKind::RoceV2, "{chosen}");
+        assert!(chosen.netdev_up, "{chosen}");
+        let mapped = table
+            .iter()
+            .any(|c| c.kind == GidKind::RoceV2 && c.netdev_up && c.is_ipv4_mapped());
+        assert_eq!(chosen.is_ipv4_mapped(), mapped, "{chosen}");
+    }
 }
 
 #[test]

@@ -14,8 +14,6 @@ use autoloc_functions::graph::encode_adjacency;
 use autoloc_functions::ErrorCode;
 use common::*;
 
-const ALL: [Transport; 3] = [Transport::Shm, Transport::Tcp, Transport::Resp];
-
 fn url_of(s: &autoloc::server::RedisServer, user: &str) -> String {
     format!("redis://{user}:pw@127.0.0.1:{}", s.port())
 }
@@ -64,7 +62,7 @@ fn keys_answer_to_the_callers_acl_on_every_path() {
         .call(&["AUTOLOC.CALL", "get", "secret:1"])
         .unwrap());
     assert!(e.starts_with("NOPERM") && e.contains("secret:1"), "{e}");
-    for t in ALL {
+    for t in all_transports() {
         let mut alice = Runtime::connect(&url_of(&s, "alice"))
             .unwrap()
             .with_transport(t)
@@ -228,7 +226,7 @@ fn a_link_reads_its_clients_database() {
     let mut c = raw(&s);
     c.call(&["SELECT", "3"]).unwrap();
     c.call(&["SET", "k", "in db 3"]).unwrap();
-    for t in ALL {
+    for t in all_transports() {
         let mut rt = Runtime::connect(&format!("{}/3", s.url()))
             .unwrap()
             .with_transport(t)
@@ -280,7 +278,7 @@ fn a_read_only_user_reads_on_every_transport_and_side() {
             Frame::Bulk(None)
         ]))
     );
-    for t in ALL {
+    for t in all_transports() {
         let mut ro = Runtime::connect(&url_of(&s, "ro"))
             .unwrap()
             .with_transport(t)
@@ -314,7 +312,7 @@ fn a_deleted_users_links_close_and_its_clients_come_back() {
     c.call(&["SET", "k", "v"]).unwrap();
     let user = ["ACL", "SETUSER", "dave", "on", ">pw", "~*", "+@all"];
     c.call(&user).unwrap();
-    for t in ALL {
+    for t in all_transports() {
         let mut dave = Runtime::connect(&url_of(&s, "dave"))
             .unwrap()
             .with_transport(t)

@@ -1,6 +1,8 @@
 //! The fast data plane end to end: every transport gives the same results as RESP, many
 //! invocations stay in flight on one link, and faults (dead client, dead server, malformed and
-//! oversized frames, missing permissions) are survived.
+//! oversized frames, missing permissions) are survived. Over shm and tcp everywhere, and over
+//! rdma too where a device is configured (`common::rdma_configured`: ci/rxe-vm runs these in a
+//! VM with Soft-RoCE), with rdma's own variants of the raw-ring tests `#[ignore]`d elsewhere.
 
 mod common;
 
@@ -13,8 +15,6 @@ use autoloc_dataplane::shm::ShmClient;
 use autoloc_dataplane::wire::{self, Limits, Message};
 use autoloc_dataplane::Frame;
 use common::*;
-
-const FAST: [Transport; 2] = [Transport::Shm, Transport::Tcp];
 
 fn stat(rt: &mut Runtime, name: &str) -> u64 {
     let stats = rt.storage_stats().unwrap();
@@ -52,7 +52,7 @@ fn every_transport_gives_the_results_of_resp() {
         })
         .collect();
     assert!(expected[3].is_err() && expected[9].is_ok());
-    for t in FAST {
+    for t in fast_transports() {
         let mut rt = runtime(&s).with_transport(t).unwrap();
         for placement in [Placement::Storage, Placement::Compute] {
             for (c, want) in calls.iter().zip(&expected) {
@@ -75,7 +75,7 @@ fn many_invocations_in_flight_on_one_link() {
     let s = server(&["budget-ms", "500"]);
     let g = load_rmat(&s, 10, 8, 4);
     let adj = adjacency(&g);
-    for t in FAST {
+    for t in fast_transports() {
         let mut rt = runtime(&s).with_transport(t).unwrap();
         let calls: Vec<(&str, Vec<String>)> = (0..64u32)
             .map(|v| ("khop", vec![(v * 13).to_string(), "2".into()]))
@@ -130,21 +130,30 @@ fn acl_and_auth_guard_the_control_path() {
     // No password: no ring.
     let anon = Runtime::connect(&s.url());
     assert!(anon.unwrap_err().to_string().contains("NOAUTH"));
-    // A user who may not run AUTOLOC.CONNECT: no ring either.
-    let reader = Runtime::connect(&format!("redis://reader:pw@127.0.0.1:{}", s.port())).unwrap();
-    let e = reader
-        .with_transport(Transport::Tcp)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("NOPERM"), "{e}");
-    // The authenticated default user gets one.
-    let mut ok = admin.with_transport(Transport::Shm).unwrap();
-    assert_eq!(
-        ok.invoke("get", &["nothing"], Placement::Storage)
-            .unwrap()
-            .output,
-        Output::Value(None)
-    );
+    for t in fast_transports() {
+        // A user who may not run AUTOLOC.CONNECT: no ring either.
+        let reader =
+            Runtime::connect(&format!("redis://reader:pw@127.0.0.1:{}", s.port())).unwrap();
+        let e = reader.with_transport(t).unwrap_err().to_string();
+        assert!(e.contains("NOPERM"), "{t}: {e}");
+        // The authenticated default user gets one.
+        let mut ok = Runtime::connect(&open).unwrap().with_transport(t).unwrap();
+        assert_eq!(
+            ok.invoke("get", &["nothing"], Placement::Storage)
+                .unwrap()
+                .output,
+            Output::Value(None),
+            "{t}"
+        );
+    }
+    // AUTOLOC.CONNECT itself refuses a caller without a password, whatever the transport.
+    let mut anon =
+        autoloc_dataplane::Connection::connect(&s.url().parse().unwrap(), Duration::from_secs(10))
+            .unwrap();
+    for t in ["shm", "tcp", "rdma"] {
+        let e = err(anon.call(&["AUTOLOC.CONNECT", t]).unwrap());
+        assert!(e.starts_with("NOAUTH"), "{t}: {e}");
+    }
 }
 
 #[test]
@@ -213,18 +222,115 @@ fn child_attaches_then_dies() {
     let Some(url) = std::env::var_os("AUTOLOC_TEST_CHILD_URL") else {
         return;
     };
+    let transport = std::env::var("AUTOLOC_TEST_CHILD_TRANSPORT")
+        .map(|t| t.parse().unwrap())
+        .unwrap_or(Transport::Shm);
     let mut rt = Runtime::connect(url.to_str().unwrap())
         .unwrap()
-        .with_transport(Transport::Shm)
+        .with_transport(transport)
         .unwrap();
     rt.invoke("get", &["x"], Placement::Storage).unwrap();
     std::process::abort();
 }
 
+/// A client that dies without a word (its queue pair gone with it) is found by the server's
+/// probes, its link closed and its registered memory freed; new clients are served.
+#[cfg(feature = "rdma")]
+#[test]
+#[ignore = "requires an RDMA device"]
+fn a_dead_rdma_client_is_detected_and_its_queue_pair_reclaimed() {
+    if std::env::var_os("AUTOLOC_TEST_CHILD_URL").is_some() {
+        return;
+    }
+    let s = server(&[]);
+    let mut rt = runtime(&s);
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_attaches_then_dies", "--nocapture"])
+        .env("AUTOLOC_TEST_CHILD_URL", s.url())
+        .env("AUTOLOC_TEST_CHILD_TRANSPORT", "rdma")
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child aborts on purpose");
+    assert_eq!(stat(&mut rt, "dataplane_links_opened"), 1);
+    let began = Instant::now();
+    while stat(&mut rt, "dataplane_links_closed") < 1 {
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "the dead rdma client's link was not reclaimed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("dead rdma client found after {:?}", began.elapsed());
+    let mut again = runtime(&s).with_transport(Transport::Rdma).unwrap();
+    assert!(again.invoke("get", &["x"], Placement::Storage).is_ok());
+    assert_eq!(stat(&mut rt, "dataplane_links_opened"), 2);
+}
+
+/// Junk and a frame header announcing 1 GiB, written raw into the rdma request ring, each get an
+/// error reply; a good request after them is served, and so is everyone else.
+#[cfg(feature = "rdma")]
+#[test]
+#[ignore = "requires an RDMA device"]
+fn junk_in_the_rdma_ring_gets_error_replies_and_the_server_keeps_serving() {
+    use autoloc_dataplane::link::ClientLink;
+    use autoloc_dataplane::rdma::{DeviceConfig, LinkConfig, QpInfo, RdmaClientLink, RdmaDevice};
+    let s = server(&[]);
+    let dev = RdmaDevice::open(&DeviceConfig::from_env()).unwrap();
+    let pending = RdmaClientLink::prepare(&dev, &LinkConfig::default()).unwrap();
+    let info = pending.info().to_text();
+    let Frame::Bulk(Some(answer)) = cmd(
+        &mut raw(&s),
+        &[b"AUTOLOC.CONNECT", b"rdma", info.as_bytes()],
+    ) else {
+        panic!("AUTOLOC.CONNECT rdma gave no queue-pair info")
+    };
+    let server_info = QpInfo::from_text(std::str::from_utf8(&answer).unwrap()).unwrap();
+    let mut link = pending.connect(&server_info).unwrap();
+    let huge = {
+        let mut h = vec![wire::MAGIC, wire::VERSION, 0x01, 0];
+        h.extend_from_slice(&(1u32 << 30).to_le_bytes());
+        h.extend_from_slice(&5u64.to_le_bytes());
+        h
+    };
+    link.send_raw(b"\xa1\x01\xee\x00junk-not-a-frame").unwrap();
+    link.send_raw(&huge).unwrap();
+    link.queue(7, &Message::Get { key: b"k" }).unwrap();
+    link.flush().unwrap();
+    let mut replies = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while replies.len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "no replies from the rdma server: {replies:?}"
+        );
+        link.poll(&mut |f| replies.push((f.request_id, format!("{:?}", f.message))))
+            .unwrap();
+        link.wait(Duration::from_millis(10)).unwrap();
+    }
+    assert!(replies[0].1.contains("code: Malformed"), "{replies:?}");
+    assert!(replies[1].1.starts_with("Error"), "{replies:?}");
+    assert_eq!(replies[2], (7, "Value { value: None }".to_string()));
+    // The link still works, and so does a new one.
+    link.queue(8, &Message::Get { key: b"k" }).unwrap();
+    link.flush().unwrap();
+    let mut more = 0;
+    while more == 0 {
+        assert!(Instant::now() < deadline, "no reply after the junk");
+        more = link.poll(&mut |f| assert_eq!(f.request_id, 8)).unwrap();
+        link.wait(Duration::from_millis(10)).unwrap();
+    }
+    let mut rt = runtime(&s).with_transport(Transport::Rdma).unwrap();
+    assert!(rt.invoke("get", &["k"], Placement::Storage).is_ok());
+    assert_eq!(
+        runtime(&s).command(&["PING"]).unwrap(),
+        Frame::Simple("PONG".into())
+    );
+}
+
 #[test]
 fn a_dead_server_fails_calls_in_bounded_time_and_the_client_reconnects() {
     let mut s = server(&[]);
-    for t in FAST {
+    for t in fast_transports() {
         let mut rt = runtime(&s)
             .with_transport(t)
             .unwrap()

@@ -41,7 +41,10 @@ use super::device::{
     CompletionQueue, Context, MemoryRegion, PreparedQueuePair, ProtectionDomain, QpCaps,
     QpSettings, QueuePair, WorkCompletion,
 };
-use super::layout::{word, Mirror, Op, RegionLayout, PEER_DETACHED, PEER_STATE_OFFSET};
+use super::gid;
+use super::layout::{
+    word, Mirror, Op, RegionLayout, PEER_ATTACHED, PEER_DETACHED, PEER_STATE_OFFSET,
+};
 use crate::frag::{self, Outbox, Reassembly, Room};
 use crate::link::{ClientLink, Replier, ServerLink};
 use crate::ring::{Consumer, Producer, RingConfig, RingError};
@@ -81,8 +84,9 @@ pub struct DeviceConfig {
     pub name: Option<String>,
     /// Port number, from 1.
     pub port: u8,
-    /// GID index (RoCE: 0 is the link-local GID, 1 often the IPv4-mapped one).
-    pub gid_index: u8,
+    /// GID index; `None` chooses one ([`RdmaDevice::open`]): on RoCE a RoCE v2 GID whose
+    /// netdev is up, the IPv4-mapped one first (see [`super::gid`]); on InfiniBand index 0.
+    pub gid_index: Option<u8>,
 }
 
 impl Default for DeviceConfig {
@@ -90,7 +94,7 @@ impl Default for DeviceConfig {
         Self {
             name: None,
             port: 1,
-            gid_index: 0,
+            gid_index: None,
         }
     }
 }
@@ -99,7 +103,7 @@ impl Default for DeviceConfig {
 pub const DEVICE_ENV: &str = "AUTOLOC_RDMA_DEVICE";
 /// Environment variable with the port number.
 pub const PORT_ENV: &str = "AUTOLOC_RDMA_PORT";
-/// Environment variable with the GID index.
+/// Environment variable with the GID index (overrides the choice [`RdmaDevice::open`] makes).
 pub const GID_INDEX_ENV: &str = "AUTOLOC_RDMA_GID_INDEX";
 
 impl DeviceConfig {
@@ -107,16 +111,15 @@ impl DeviceConfig {
     /// back to the default when unset or unparsable.
     pub fn from_env() -> Self {
         let d = Self::default();
-        let num = |var: &str, default: u8| {
+        let num = |var: &str| {
             std::env::var(var)
                 .ok()
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(default)
+                .and_then(|v| v.trim().parse::<u8>().ok())
         };
         Self {
             name: std::env::var(DEVICE_ENV).ok().filter(|s| !s.is_empty()),
-            port: num(PORT_ENV, d.port),
-            gid_index: num(GID_INDEX_ENV, d.gid_index),
+            port: num(PORT_ENV).unwrap_or(d.port),
+            gid_index: num(GID_INDEX_ENV).or(d.gid_index),
         }
     }
 }
@@ -130,8 +133,10 @@ pub struct RdmaDevice {
 }
 
 impl RdmaDevice {
-    /// Opens the device, checks the port is up and the GID index exists, allocates a PD. Without
-    /// any device this is [`Error::NoRdmaDevice`] with a one-line message.
+    /// Opens the device, checks the port is up, chooses the GID index unless `cfg` names one
+    /// (on RoCE: a RoCE v2 GID whose netdev is up, the IPv4-mapped one first; an error naming
+    /// every candidate if there is none), checks it exists, allocates a PD. Without any device
+    /// this is [`Error::NoRdmaDevice`] with a one-line message.
     pub fn open(cfg: &DeviceConfig) -> Result<Self> {
         let ctx = Context::open(cfg.name.as_deref())?;
         let port = ctx.query_port(cfg.port)?;
@@ -147,14 +152,32 @@ impl RdmaDevice {
                 ),
             });
         }
-        ctx.gid(cfg.port, cfg.gid_index)?;
+        let gid_index = match cfg.gid_index {
+            Some(i) => i,
+            // InfiniBand addresses by LID; its GID 0 is the port's own.
+            None if !port.is_ethernet() => 0,
+            None => {
+                let table = gid::read_gid_table(std::path::Path::new("/sys"), ctx.name(), cfg.port)
+                    .and_then(|t| gid::choose_gid(&t));
+                table.map_err(|why| Error::Rdma {
+                    op: "choose a GID",
+                    errno: libc::EADDRNOTAVAIL,
+                    message: format!(
+                        "port {} of {}: {why}; set {GID_INDEX_ENV} to choose one",
+                        cfg.port,
+                        ctx.name()
+                    ),
+                })?
+            }
+        };
+        ctx.gid(cfg.port, gid_index)?;
         let pd = ctx.alloc_pd()?;
         Ok(Self {
             ctx,
             pd,
             settings: QpSettings {
                 port: cfg.port,
-                gid_index: cfg.gid_index,
+                gid_index,
             },
         })
     }
@@ -162,6 +185,11 @@ impl RdmaDevice {
     /// The device's name.
     pub fn name(&self) -> &str {
         self.ctx.name()
+    }
+
+    /// The GID index its queue pairs use (chosen by [`open`](Self::open) or configured).
+    pub fn gid_index(&self) -> u8 {
+        self.settings.gid_index
     }
 }
 
@@ -269,6 +297,7 @@ impl Prepared {
                 posted: 0,
                 completed: 0,
                 last_signaled: 0,
+                probe_mark: 0,
                 failure: None,
                 timeout,
                 wcs: std::array::from_fn(|_| WorkCompletion::default()),
@@ -296,6 +325,8 @@ struct Sender {
     completed: u64,
     /// Id of the last signaled work request.
     last_signaled: u64,
+    /// `posted` at the last [`probe`](Self::probe).
+    probe_mark: u64,
     /// Why the queue pair is unusable, once it is.
     failure: Option<String>,
     timeout: Duration,
@@ -437,6 +468,42 @@ impl Sender {
         while self.completed < id && self.reap().is_ok() && Instant::now() < deadline {
             std::thread::yield_now();
         }
+    }
+
+    /// Finds out whether the peer's queue pair is still there when no traffic would: if nothing
+    /// was posted since the last probe, posts one signaled inline WRITE of [`PEER_ATTACHED`]
+    /// into the peer's state word, the value it holds while we are attached (we write
+    /// [`PEER_DETACHED`] there only in [`say_goodbye`](Self::say_goodbye), after which nothing is
+    /// posted; RC keeps the order), so the peer sees no change. A peer that died without a
+    /// goodbye (killed, crashed: its queue pair destroyed with its process) never acknowledges
+    /// it; the WRITE then completes with an error once its retries are spent (about half a
+    /// second: the queue pair's ACK timeout times its retry count), and a later reap marks the
+    /// link failed, so `peer_gone` says so.
+    fn probe(&mut self) {
+        if self.failure.is_some() || self.reap().is_err() || self.peer_detached() {
+            return;
+        }
+        if self.posted != self.probe_mark {
+            // Traffic since the last probe: its completions tell, errors included.
+            self.probe_mark = self.posted;
+            return;
+        }
+        if self.posted - self.completed + 1 > u64::from(SEND_DEPTH) {
+            return;
+        }
+        let remote = self.remote_addr + PEER_STATE_OFFSET as u64;
+        let id = self.posted + 1;
+        let mut batch = self.qp.batch();
+        if batch.write_u64(PEER_ATTACHED, remote, self.rkey).is_err() {
+            return;
+        }
+        // SAFETY: an inline write names no local memory.
+        if unsafe { batch.submit(id, true) }.is_err() {
+            return;
+        }
+        self.posted = id;
+        self.last_signaled = id;
+        self.probe_mark = id;
     }
 
     fn peer_detached(&self) -> bool {
@@ -621,6 +688,10 @@ impl ServerLink for RdmaServerConn {
         self.end.peer_gone()
     }
 
+    fn probe_peer(&mut self) {
+        self.end.sender.probe();
+    }
+
     fn describe(&self) -> String {
         self.end.describe()
     }
@@ -696,6 +767,16 @@ impl RdmaClientLink {
 }
 
 impl RdmaClientLink {
+    /// Writes `slot` into the request ring as one raw message, unframed, and copies it to the
+    /// server: what a broken or hostile client can do, for tests of the server's input checks
+    /// (as `ShmClient::try_send` is for shm). A full ring is `RingError::Full`.
+    pub fn send_raw(&mut self, slot: &[u8]) -> Result<()> {
+        let sender = &mut self.end.sender;
+        sender.check()?;
+        sender.tx.try_push(slot)?;
+        sender.flush()
+    }
+
     /// Writes what fits of a large request's remaining fragments and copies them to the server.
     fn pump(&mut self) -> Result<()> {
         let sender = &mut self.end.sender;

@@ -6,6 +6,8 @@
 //!   typestate handshake, batched posting). All of the transport's FFI lives here.
 //! - [`control`]: [`QpInfo`], what the ends exchange over the control path, and its strict text
 //!   encoding.
+//! - [`gid`]: which GID a queue pair is addressed by when none is configured (a RoCE v2 GID
+//!   whose netdev is up, IPv4-mapped first), read from sysfs.
 //! - [`layout`]: the registered region of one end (control line, request ring, response ring)
 //!   and [`layout::Mirror`], the device-free logic that says what to copy to the peer.
 //! - [`datapath`]: connection set-up and the [`ServerLink`](crate::link::ServerLink) /
@@ -58,6 +60,7 @@
 pub mod control;
 pub mod datapath;
 pub mod device;
+pub mod gid;
 pub mod layout;
 
 pub use control::{QpEndpoint, QpInfo, QpInfoError};

@@ -714,7 +714,11 @@ fn keep(e: &mut Entry) -> bool {
             }
             !server.peer_gone()
         }
-        Link::Other(l) => !l.peer_gone(),
+        Link::Other(l) => {
+            // An RDMA client that died is found only by writing to it.
+            l.probe_peer();
+            !l.peer_gone()
+        }
         Link::Shm {
             server,
             opened,

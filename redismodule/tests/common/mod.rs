@@ -6,9 +6,33 @@ use std::path::PathBuf;
 
 use autoloc::load::{write_graph, Graph};
 use autoloc::server::RedisServer;
-use autoloc::{Output, Runtime};
+use autoloc::{Output, Runtime, Transport};
 use autoloc_dataplane::{Connection, Frame};
 use autoloc_functions::graph::encode_adjacency;
+
+/// Whether the tests also run over rdma: the module has the `rdma` feature and
+/// `AUTOLOC_RDMA_DEVICE` names a device (ci/rxe-vm sets it in its VM). The client side needs the
+/// `autoloc/rdma` feature too (`cargo test -p autoloc-redismodule --features rdma,autoloc/rdma`):
+/// without it, asking for rdma fails the test, as it should.
+pub fn rdma_configured() -> bool {
+    cfg!(feature = "rdma") && std::env::var_os("AUTOLOC_RDMA_DEVICE").is_some_and(|d| !d.is_empty())
+}
+
+/// The ring transports: shm and tcp, and rdma where [`rdma_configured`].
+pub fn fast_transports() -> Vec<Transport> {
+    let mut t = vec![Transport::Shm, Transport::Tcp];
+    if rdma_configured() {
+        t.push(Transport::Rdma);
+    }
+    t
+}
+
+/// Every transport: the ring ones ([`fast_transports`]) and RESP.
+pub fn all_transports() -> Vec<Transport> {
+    let mut t = fast_transports();
+    t.push(Transport::Resp);
+    t
+}
 
 /// A private server with the module (built by this test run) and `module_args`.
 pub fn server(module_args: &[&str]) -> RedisServer {
