@@ -452,18 +452,9 @@ impl Sender {
         if self.failure.is_some() || self.peer_detached() {
             return;
         }
-        let remote = self.remote_addr + PEER_STATE_OFFSET as u64;
-        let id = self.posted + 1;
-        let mut batch = self.qp.batch();
-        if batch.write_u64(PEER_DETACHED, remote, self.rkey).is_err() {
+        let Some(id) = self.write_peer_state(PEER_DETACHED) else {
             return;
-        }
-        // SAFETY: an inline write names no local memory.
-        if unsafe { batch.submit(id, true) }.is_err() {
-            return;
-        }
-        self.posted = id;
-        self.last_signaled = id;
+        };
         let deadline = Instant::now() + DETACH_GRACE;
         while self.completed < id && self.reap().is_ok() && Instant::now() < deadline {
             std::thread::yield_now();
@@ -491,19 +482,23 @@ impl Sender {
         if self.posted - self.completed + 1 > u64::from(SEND_DEPTH) {
             return;
         }
+        if let Some(id) = self.write_peer_state(PEER_ATTACHED) {
+            self.probe_mark = id;
+        }
+    }
+
+    /// Posts one signaled inline WRITE of `value` into the peer's state word; its work request
+    /// id, or `None` if it could not be posted.
+    fn write_peer_state(&mut self, value: u64) -> Option<u64> {
         let remote = self.remote_addr + PEER_STATE_OFFSET as u64;
         let id = self.posted + 1;
         let mut batch = self.qp.batch();
-        if batch.write_u64(PEER_ATTACHED, remote, self.rkey).is_err() {
-            return;
-        }
+        batch.write_u64(value, remote, self.rkey).ok()?;
         // SAFETY: an inline write names no local memory.
-        if unsafe { batch.submit(id, true) }.is_err() {
-            return;
-        }
+        unsafe { batch.submit(id, true) }.ok()?;
         self.posted = id;
         self.last_signaled = id;
-        self.probe_mark = id;
+        Some(id)
     }
 
     fn peer_detached(&self) -> bool {
