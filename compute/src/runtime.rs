@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use autoloc_dataplane::delay::DelayLink;
 use autoloc_dataplane::resp::DEFAULT_TIMEOUT;
 use autoloc_dataplane::wire::{InvokeCost, List, Message};
 use autoloc_dataplane::{Connection, Frame, RedisUrl};
@@ -135,6 +136,8 @@ pub struct Runtime {
     registry: Arc<Registry>,
     read_mode: ReadMode,
     transport: Transport,
+    /// Added to every data-plane round trip by a [`DelayLink`] (zero: none).
+    emulated_rtt: Duration,
     session: Option<RefCell<Session>>,
 }
 
@@ -161,6 +164,7 @@ impl Runtime {
             registry,
             read_mode: ReadMode::Batched,
             transport: Transport::Resp,
+            emulated_rtt: Duration::ZERO,
             session: None,
         };
         rt.check_module()?;
@@ -198,7 +202,23 @@ impl Runtime {
             Runtime::connect_url(self.url.clone(), self.table.clone(), self.registry.clone())?;
         rt.read_mode = self.read_mode;
         rt.timeout = self.timeout;
+        rt.emulated_rtt = self.emulated_rtt;
         rt.with_transport(self.transport)
+    }
+
+    /// Adds `rtt` to every round trip of the data plane from now on, by holding each request
+    /// and each reply for half of it ([`DelayLink`]): a longer network than this host's, for
+    /// benchmarks (this kernel has no `netem`). What it measures is emulated; say so.
+    pub fn with_emulated_rtt(mut self, rtt: Duration) -> Result<Runtime> {
+        self.emulated_rtt = rtt;
+        self.session = None;
+        self.session()?;
+        Ok(self)
+    }
+
+    /// The emulated round trip added to the data plane (zero: none).
+    pub fn emulated_rtt(&self) -> Duration {
+        self.emulated_rtt
     }
 
     /// Sends requests over `transport` from now on (default [`Transport::Resp`]); sets the link
@@ -234,6 +254,11 @@ impl Runtime {
                     connect_link(self.connection()?, &url, transport, timeout)?
                 }
                 Err(e) => return Err(e),
+            };
+            let link = if self.emulated_rtt.is_zero() {
+                link
+            } else {
+                Box::new(DelayLink::new(link, self.emulated_rtt))
             };
             self.session = Some(RefCell::new(Session::new(link, timeout)));
         }

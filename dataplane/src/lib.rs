@@ -20,12 +20,15 @@
 //!   streamed as room appears and reassembled by the receiving end.
 //! - [`tcp`]: length-prefixed wire frames over TCP, driven by io_uring (hosts without RDMA).
 //! - `rdma` (feature `rdma`): the same frames over RC queue pairs with `rdma-sys`.
+//! - [`delay`]: a [`link::ClientLink`] that holds each frame half an emulated round trip each way
+//!   (where the kernel has no netem); figures taken through it are emulated and must say so.
 //! - [`backoff`]: idle backoff for polling threads (spin, yield, park on a futex doorbell).
 //!
 //! This crate and `redismodule` are the only ones with `unsafe`; each block says why it is sound.
 
 pub mod backoff;
 pub mod clock;
+pub mod delay;
 pub mod frag;
 pub mod link;
 #[cfg(feature = "rdma")]

@@ -102,6 +102,72 @@ fn many_invocations_in_flight_on_one_link() {
     }
 }
 
+/// The emulated-delay link (`Runtime::with_emulated_rtt`, what `bench-placement --rtt-us`
+/// uses): results are unchanged, every round trip takes at least the added time (so a
+/// compute-side khop pays it once per round trip and a storage-side one once), and many
+/// invocations in flight share the delay instead of queueing behind each other.
+#[test]
+fn an_emulated_round_trip_is_paid_per_round_trip_and_overlaps_in_flight() {
+    let s = server(&["budget-ms", "500"]);
+    let g = load_rmat(&s, 10, 8, 4);
+    let adj = adjacency(&g);
+    let rtt = Duration::from_millis(5);
+    for t in [Transport::Tcp, Transport::Resp] {
+        let mut rt = runtime(&s)
+            .with_transport(t)
+            .unwrap()
+            .with_emulated_rtt(rtt)
+            .unwrap();
+        assert_eq!(rt.emulated_rtt(), rtt);
+        let begun = Instant::now();
+        assert_eq!(rt.get(b"absent").unwrap(), None);
+        assert!(
+            begun.elapsed() >= rtt,
+            "{t}: get took {:?}",
+            begun.elapsed()
+        );
+        for placement in [Placement::Storage, Placement::Compute] {
+            let inv = rt
+                .invoke("khop", &["17", "3"], placement)
+                .unwrap_or_else(|e| panic!("{t} {placement}: {e}"));
+            assert_eq!(inv.output, Output::Ids(bfs(&adj, 17, 3)), "{t} {placement}");
+            let trips = if placement == Placement::Compute {
+                3
+            } else {
+                1
+            };
+            assert!(
+                inv.wall >= rtt * trips,
+                "{t} {placement}: {:?} for {trips} round trips of at least {rtt:?}",
+                inv.wall
+            );
+        }
+        // 32 storage-side calls in flight: the delays overlap (sequentially they would take
+        // 32 x 5 ms = 160 ms at least).
+        let calls: Vec<(&str, Vec<String>)> = (0..32u32)
+            .map(|v| ("khop", vec![(v * 7).to_string(), "1".into()]))
+            .collect();
+        let begun = Instant::now();
+        for (v, r) in (0..32u32).zip(rt.invoke_many(&calls, Placement::Storage)) {
+            assert_eq!(
+                r.unwrap().output,
+                Output::Ids(bfs(&adj, v * 7, 1)),
+                "{t} {v}"
+            );
+        }
+        let took = begun.elapsed();
+        assert!(took >= rtt, "{t}: {took:?}");
+        if t == Transport::Tcp {
+            assert!(
+                took < rtt * 32,
+                "{t}: 32 in flight took {took:?}: not overlapped"
+            );
+        }
+        // A clone keeps the delay.
+        assert_eq!(rt.try_clone().unwrap().emulated_rtt(), rtt);
+    }
+}
+
 #[test]
 fn acl_and_auth_guard_the_control_path() {
     let s = autoloc::server::RedisServer::start_with(
