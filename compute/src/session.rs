@@ -16,6 +16,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use autoloc_dataplane::clock::thread_cpu_ns;
 use autoloc_dataplane::link::ClientLink;
 use autoloc_dataplane::ring::RingError;
 use autoloc_dataplane::wire::{InvokeCost, List, Message};
@@ -496,8 +497,11 @@ pub fn run_all<'a, T>(session: &RefCell<Session>, tasks: Vec<Task<'a, T>>) -> Ve
 /// it (running the function, encoding its requests, decoding its replies), plus an even part of
 /// each pump (moving the burst of requests and replies) among the tasks still running then.
 /// Time spent waiting for replies is nobody's: it is idle time, not work (a spinning wait burns
-/// CPU only because nothing else is runnable). Wall time inside a poll stands for CPU time: a
-/// poll never blocks, and a thread CPU clock costs a system call per read.
+/// CPU only because nothing else is runnable). The clock is the thread's CPU clock, not the wall
+/// clock: with more compute threads than cores, a poll's wall time also holds the time the thread
+/// was preempted, which made a digest look 2.8 times dearer compute-side than it was with three
+/// threads on one core (`bench-placement --topology netns`). A read of it is a system call (about
+/// 250 ns here), so consecutive polls share one read between them.
 pub fn run_all_timed<'a, T>(
     session: &RefCell<Session>,
     tasks: Vec<Task<'a, T>>,
@@ -509,11 +513,13 @@ pub fn run_all_timed<'a, T>(
     let mut left = tasks.len();
     let mut deadline = Instant::now() + session.borrow().timeout();
     while left > 0 {
+        let mut clock = thread_cpu_ns();
         for ((slot, out), spent) in tasks.iter_mut().zip(results.iter_mut()).zip(&mut busy) {
             if let Some(task) = slot {
-                let started = Instant::now();
                 let poll = task.as_mut().poll(&mut cx);
-                *spent += started.elapsed().as_nanos() as u64;
+                let now = thread_cpu_ns();
+                *spent += now.saturating_sub(clock);
+                clock = now;
                 if let Poll::Ready(v) = poll {
                     *out = Some(v);
                     *slot = None;
@@ -525,7 +531,6 @@ pub fn run_all_timed<'a, T>(
             break;
         }
         let mut s = session.borrow_mut();
-        let started = Instant::now();
         match s.pump() {
             Ok(0) => {
                 // Nothing arrived: back off, or fail every waiting read past the deadline (the
@@ -533,7 +538,7 @@ pub fn run_all_timed<'a, T>(
                 let _ = s.idle(deadline);
             }
             Ok(_) => {
-                let share = started.elapsed().as_nanos() as u64 / left as u64;
+                let share = thread_cpu_ns().saturating_sub(clock) / left as u64;
                 for (slot, spent) in tasks.iter().zip(&mut busy) {
                     if slot.is_some() {
                         *spent += share;

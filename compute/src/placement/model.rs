@@ -164,10 +164,10 @@ pub struct Estimate {
 const PER_KEY_BYTES: f64 = 32.0;
 /// Storage CPU to serve one read request, ns, where no reply reports it (`bench-dataplane`: the
 /// module's path is about 0.9 us a request with its lock, more with the ring's wake-ups).
-const READ_CPU_NS: f64 = 2_000.0;
+pub const READ_CPU_NS: f64 = 2_000.0;
 /// Storage CPU to look up and copy out one key of a read, ns, where no reply reports it
 /// (`bench-dataplane` measures about 310 ns per key of an MGET inside the module).
-const READ_KEY_CPU_NS: f64 = 300.0;
+pub const READ_KEY_CPU_NS: f64 = 300.0;
 
 impl Estimate {
     /// The estimate from the decayed counters of each side; `None` with no samples at all.

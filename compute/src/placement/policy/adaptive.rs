@@ -77,9 +77,11 @@ impl Default for AdaptiveConfig {
 
 /// Ours. Each epoch:
 ///
-/// 1. **cost model**: per function, compute-side cost = round trips x RTT + bytes / bandwidth +
-///    compute CPU; storage-side cost = one RTT + storage CPU x price + queueing (+ the
-///    pushed-back fraction's compute-side cost). The cheaper side is the function's preference;
+/// 1. **cost model**: per function, compute-side cost = round trips x (RTT + storage wait) +
+///    bytes / bandwidth + compute CPU + the storage CPU serving its reads x price; storage-side
+///    cost = one RTT + one storage wait + storage CPU x price (+ the pushed-back fraction's
+///    compute-side cost). The storage wait is one per visit of the storage queue, measured over
+///    every function's storage-side calls. The cheaper side is the function's preference;
 ///    a side without samples is estimated from the other ([`Estimate::from_sides`]);
 /// 2. **storage load**: the storage-preferring functions share a budget of storage CPU (the
 ///    window's allowance x cores, less what compute-side reads take), filled in increasing order
@@ -157,19 +159,35 @@ impl Adaptive {
         let seconds = w.seconds.max(1e-9);
         self.epochs = self.epochs * cfg.decay + 1.0;
         let span = seconds * self.epochs;
-        let mut plans: Vec<Option<Plan>> = Vec::with_capacity(n);
-        for (i, f) in w.functions.iter().take(n).enumerate() {
-            let (s, c) = &mut self.stats[i];
+        for (f, (s, c)) in w.functions.iter().take(n).zip(&mut self.stats) {
             s.decay(cfg.decay);
             c.decay(cfg.decay);
             s.add(&f.storage);
             c.add(&f.compute);
+        }
+        // The storage side serves calls and compute-side reads from one queue, so its wait is
+        // one per visit, whoever visits: a call waits once, a compute-side run once per round
+        // trip. Charged to storage-side calls alone (as measured), it sent khop, pagerank and
+        // aggregate out at saturation, to a side 1.9x slower, because their reads queue just
+        // the same outside (`bench-placement --topology netns`).
+        let (queued, visits) = self.stats.iter().fold((0.0, 0.0), |(q, v), (s, _)| {
+            (q + s.queue_ns, v + s.invocations)
+        });
+        let visit_wait = if visits > 0.0 { queued / visits } else { 0.0 };
+        let mut plans: Vec<Option<Plan>> = Vec::with_capacity(n);
+        for (s, c) in self.stats.iter().take(n) {
             // Decayed sums over decayed epochs: a rate per second.
             let rate = (s.invocations - s.pushbacks + c.invocations).max(0.0) / span;
-            plans.push(Estimate::from_sides(s, c).map(|est| {
+            let i = plans.len();
+            plans.push(Estimate::from_sides(s, c).map(|mut est| {
+                est.queue_ns = visit_wait;
+                est.read_queue_ns = est.round_trips * visit_wait;
+                // Storage CPU has its price on either side: inside it runs the function,
+                // outside it serves the function's reads (for aggregate's 64 keys, about as
+                // much).
                 let (cs, cc) = (
                     est.storage_cost_ns(costs, cfg.storage_cpu_price),
-                    est.compute_cost_ns(costs),
+                    est.compute_cost_ns(costs) + cfg.storage_cpu_price * est.read_cpu_ns,
                 );
                 // A side keeps its function until the other is cheaper by a margin: a function
                 // whose two costs are close (one round trip either way) would flip on noise.
@@ -205,8 +223,11 @@ impl Adaptive {
 
         // 2. The storage budget, shrunk by pushbacks.
         let util = w.storage_util();
-        let allowance = if w.allowance.is_finite() && w.allowance > 0.0 {
-            w.allowance.min(1.0)
+        // An allowance of 0 is a real answer (the storage side's other load takes all of it),
+        // not an unset one: read as 0.85, it kept every function inside a storage side already
+        // at 100% (`bench-sim --per-node`).
+        let allowance = if w.allowance.is_finite() {
+            w.allowance.clamp(0.0, 1.0)
         } else {
             0.85
         };
@@ -246,8 +267,18 @@ impl Adaptive {
                 .flatten()
                 .is_some_and(|p| !p.prefers_storage)
         });
-        let busy =
-            w.compute_util >= cfg.compute_busy - if lending_to.is_some() { LEND_HOLD } else { 0.0 };
+        // While lending, the compute node is judged as it would be without the loan: the loan
+        // takes its own load off the compute node, and judged on the lowered load, lending was
+        // withdrawn and restarted every other epoch (`bench-sim`: 16 storage cores, 1 node).
+        let util_without_loan = lending_to.map_or(w.compute_util, |m| {
+            let (Some(p), Some(f)) = (plans[m], w.functions.get(m)) else {
+                return w.compute_util;
+            };
+            let freed = f.share * p.rate * (p.est.compute_cpu_ns - p.est.call_cpu_ns).max(0.0);
+            w.compute_util + freed / (w.compute_cores.max(1e-9) * 1e9)
+        });
+        let busy = util_without_loan
+            >= cfg.compute_busy - if lending_to.is_some() { LEND_HOLD } else { 0.0 };
         let lend = busy.then_some(Lend {
             capacity_ns: w.compute_cores.max(0.0) * 1e9,
         });
