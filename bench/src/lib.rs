@@ -11,8 +11,13 @@
 //!   a Lua script through `EVALSHA`.
 //! - `src/bin/bench-responsiveness.rs`: PING latency of Redis's own clients beside storage-side
 //!   and compute-side load, with the module's lock counters.
+//! - [`netns`]: a remote compute node on one machine (a network namespace and a veth pair).
 //! - [`placement_bench`]: the pure parts of `bench-placement` (workloads, assignments,
-//!   convergence, report rows); `src/bin/bench-placement.rs` measures every placement policy.
+//!   convergence, report rows, bootstrap intervals and verdicts); `src/bin/bench-placement.rs`
+//!   measures every placement policy, locally or from a network namespace, at saturation and
+//!   at a fixed offered load.
+//! - `src/bin/bench-sim.rs`: the placement simulator calibrated from `bench-placement`'s
+//!   measured costs, swept over round trip, compute nodes and storage cores.
 //! - `src/bin/demo-table.rs`: the comparison table `ci/demo` prints from `batch --json` reports.
 //! - [`soak`]: the soak under faults; `src/bin/soak.rs` runs it (60 s in `ci/test`).
 //!
@@ -21,5 +26,6 @@
 #![forbid(unsafe_code)]
 
 pub mod harness;
+pub mod netns;
 pub mod placement_bench;
 pub mod soak;

@@ -140,6 +140,9 @@ pub struct PlacementRow {
     pub storage_share_final: BTreeMap<String, f64>,
     /// Mean storage CPU utilisation over the measured epochs (the controller's window), 0..1+.
     pub storage_util: f64,
+    /// Mean CPU utilisation of the compute node (this process over its cores) over the
+    /// measured epochs, as the controller saw it.
+    pub compute_util: f64,
     /// Invocations that failed.
     pub errors: u64,
     /// The first failure, if any.
@@ -159,6 +162,70 @@ pub struct PlacementRow {
     /// within 5% (stricter; noise alone often keeps it from settling).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub convergence_ms_strict: Option<Vec<Option<u64>>>,
+    /// Open-loop cells: the offered load, invocations per second (Poisson arrivals).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offered_per_s: Option<f64>,
+    /// Open-loop cells: p50 and p99 of every run, us (the row's are their medians).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub p50_runs: Vec<f64>,
+    /// See `p50_runs`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub p99_runs: Vec<f64>,
+    /// Each function's cost per invocation over the measured time, from the placement table.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub costs: BTreeMap<String, FnCost>,
+}
+
+/// What one function cost per invocation in a cell, as the placement table measured it: the
+/// numbers the policy saw when it set the function's share.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FnCost {
+    /// Invocations that ran storage-side.
+    pub storage_runs: u64,
+    /// Storage CPU of a storage-side run, us.
+    pub storage_cpu_us: f64,
+    /// Invocations that ran compute-side.
+    pub compute_runs: u64,
+    /// Compute CPU of a compute-side run, us.
+    pub compute_cpu_us: f64,
+    /// Round trips of a compute-side run.
+    pub round_trips: f64,
+    /// Bytes a compute-side run moved.
+    pub bytes: f64,
+    /// Keys a compute-side run read.
+    pub keys: f64,
+    /// Wall time of a storage-side / compute-side run, us.
+    pub storage_wall_us: f64,
+    /// See `storage_wall_us`.
+    pub compute_wall_us: f64,
+}
+
+impl FnCost {
+    /// Per-invocation means of the two sides' counters over a cell.
+    pub fn from_sides(
+        storage: &autoloc::table::SideSnapshot,
+        compute: &autoloc::table::SideSnapshot,
+    ) -> FnCost {
+        let per = |total: u64, n: u64| {
+            if n == 0 {
+                0.0
+            } else {
+                total as f64 / n as f64
+            }
+        };
+        let (ns, nc) = (storage.invocations, compute.invocations);
+        FnCost {
+            storage_runs: ns,
+            storage_cpu_us: per(storage.storage_cpu_ns, ns) / 1e3,
+            compute_runs: nc,
+            compute_cpu_us: per(compute.cpu_ns, nc) / 1e3,
+            round_trips: per(compute.round_trips, nc),
+            bytes: per(compute.bytes, nc),
+            keys: per(compute.keys_read, nc),
+            storage_wall_us: per(storage.wall_ns, ns) / 1e3,
+            compute_wall_us: per(compute.wall_ns, nc) / 1e3,
+        }
+    }
 }
 
 /// One point of a `shift` time series.
@@ -191,9 +258,194 @@ pub struct ShiftSeries {
     pub points: Vec<SeriesPoint>,
 }
 
+/// The median of `v` (the mean of the two middle values for an even count); `None` if empty.
+pub fn median(v: &[f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let m = s.len() / 2;
+    Some(if s.len() % 2 == 1 {
+        s[m]
+    } else {
+        0.5 * (s[m - 1] + s[m])
+    })
+}
+
+/// A ratio of two medians with its bootstrap confidence interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RatioCi {
+    /// median(a) / median(b).
+    pub ratio: f64,
+    /// Lower end of the 95% interval.
+    pub lo: f64,
+    /// Upper end of the 95% interval (infinite, `null` in JSON, with too few runs).
+    pub hi: f64,
+}
+
+/// Win, tie or loss of a ratio against 1.0, called only by its interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CiVerdict {
+    /// The whole interval is above 1.
+    Win,
+    /// The interval includes 1.
+    Tie,
+    /// The whole interval is below 1.
+    Loss,
+}
+
+impl RatioCi {
+    /// The verdict against 1.0.
+    pub fn verdict(&self) -> CiVerdict {
+        if self.lo > 1.0 {
+            CiVerdict::Win
+        } else if self.hi < 1.0 {
+            CiVerdict::Loss
+        } else {
+            CiVerdict::Tie
+        }
+    }
+}
+
+/// Fewer runs than this on either side give no interval (`[0, inf]`: a tie).
+pub const MIN_RUNS: usize = 3;
+
+/// Resamples of [`ratio_ci`].
+pub const BOOTSTRAP_RESAMPLES: usize = 10_000;
+
+/// median(`a`) / median(`b`) and its 95% percentile-bootstrap interval: `a` and `b` (the
+/// throughputs of every repetition of two cells) are each resampled with replacement, the ratio
+/// of the resamples' medians taken `resamples` times, and the 2.5th and 97.5th percentiles of
+/// those ratios are the interval. Deterministic for a `seed`. Under [`MIN_RUNS`] runs on a side
+/// the interval is `[0, inf]`. `None` if either side is empty or
+/// has a non-positive median.
+pub fn ratio_ci(a: &[f64], b: &[f64], resamples: usize, seed: u64) -> Option<RatioCi> {
+    use rand::{Rng, SeedableRng};
+    let (ma, mb) = (median(a)?, median(b)?);
+    if mb <= 0.0 {
+        return None;
+    }
+    if a.len() < MIN_RUNS || b.len() < MIN_RUNS {
+        // Too few runs to resample: no interval, so no verdict but a tie.
+        return Some(RatioCi {
+            ratio: ma / mb,
+            lo: 0.0,
+            hi: f64::INFINITY,
+        });
+    }
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let mut draw = |v: &[f64], buf: &mut Vec<f64>| {
+        buf.clear();
+        buf.extend((0..v.len()).map(|_| v[rng.gen_range(0..v.len())]));
+        median(buf).unwrap_or(0.0)
+    };
+    let (mut ba, mut bb) = (Vec::new(), Vec::new());
+    let mut ratios: Vec<f64> = (0..resamples.max(1))
+        .filter_map(|_| {
+            let (x, y) = (draw(a, &mut ba), draw(b, &mut bb));
+            (y > 0.0).then(|| x / y)
+        })
+        .collect();
+    if ratios.is_empty() {
+        return None;
+    }
+    ratios.sort_by(f64::total_cmp);
+    let at = |q: f64| ratios[((ratios.len() - 1) as f64 * q).round() as usize];
+    Some(RatioCi {
+        ratio: ma / mb,
+        lo: at(0.025),
+        hi: at(0.975),
+    })
+}
+
+/// Wins, ties and losses of one policy against one baseline over the workloads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    /// The baseline.
+    pub baseline: String,
+    /// Workloads where the interval of policy / baseline is above 1.
+    pub wins: usize,
+    /// Where it includes 1.
+    pub ties: usize,
+    /// Where it is below 1.
+    pub losses: usize,
+    /// The workloads lost.
+    pub lost: Vec<String>,
+}
+
+impl Tally {
+    /// Counts `verdict` on `workload`.
+    pub fn count(&mut self, workload: &str, verdict: CiVerdict) {
+        match verdict {
+            CiVerdict::Win => self.wins += 1,
+            CiVerdict::Tie => self.ties += 1,
+            CiVerdict::Loss => {
+                self.losses += 1;
+                self.lost.push(workload.to_string());
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+
+    #[test]
+    fn bootstrap_separates_clear_differences_and_ties_noise() {
+        let fast = [110.0, 112.0, 108.0, 111.0, 109.0];
+        let slow = [100.0, 101.0, 99.0, 100.5, 99.5];
+        let ci = ratio_ci(&fast, &slow, BOOTSTRAP_RESAMPLES, 7).unwrap();
+        assert!((ci.ratio - 1.1).abs() < 0.01, "{ci:?}");
+        assert!(
+            ci.lo > 1.0 && ci.lo <= ci.ratio && ci.ratio <= ci.hi,
+            "{ci:?}"
+        );
+        assert_eq!(ci.verdict(), CiVerdict::Win);
+        assert_eq!(
+            ratio_ci(&slow, &fast, BOOTSTRAP_RESAMPLES, 7)
+                .unwrap()
+                .verdict(),
+            CiVerdict::Loss
+        );
+        // Overlapping runs: a 2% difference in medians inside 10% noise is a tie.
+        let a = [100.0, 112.0, 95.0, 104.0, 108.0];
+        let b = [98.0, 110.0, 93.0, 103.0, 106.0];
+        let ci = ratio_ci(&a, &b, BOOTSTRAP_RESAMPLES, 7).unwrap();
+        assert_eq!(ci.verdict(), CiVerdict::Tie, "{ci:?}");
+        // Same seed, same interval; nothing to compare against, no interval.
+        assert_eq!(ratio_ci(&a, &b, 1000, 3), ratio_ci(&a, &b, 1000, 3));
+        assert_eq!(ratio_ci(&a, &[], 1000, 3), None);
+        assert_eq!(ratio_ci(&a, &[0.0, 0.0], 1000, 3), None);
+        // One run each: a ratio, but no interval and no verdict.
+        let one = ratio_ci(&[2.0], &[1.0], 1000, 3).unwrap();
+        assert_eq!(
+            (one.ratio, one.lo, one.verdict()),
+            (2.0, 0.0, CiVerdict::Tie)
+        );
+    }
+
+    #[test]
+    fn tally_counts_and_names_losses() {
+        let mut t = Tally {
+            baseline: "kayak".into(),
+            ..Tally::default()
+        };
+        t.count("mix", CiVerdict::Win);
+        t.count("khop2", CiVerdict::Tie);
+        t.count("digest", CiVerdict::Loss);
+        assert_eq!((t.wins, t.ties, t.losses), (1, 1, 1));
+        assert_eq!(t.lost, vec!["digest".to_string()]);
+    }
 
     #[test]
     fn interleave_respects_weights_and_spreads() {

@@ -88,7 +88,8 @@ impl RedisServer {
     }
 
     /// Starts redis-server loading `module` with `module_args`, plus `config` as extra
-    /// `--name value` pairs.
+    /// `--name value` pairs. It listens on 127.0.0.1 unless `config` has `bind` (addresses
+    /// separated by spaces; [`RedisServer::url`] still names 127.0.0.1, so keep it in the list).
     pub fn start_with(
         module: &Path,
         module_args: &[&str],
@@ -133,19 +134,17 @@ impl RedisServer {
             .append(true)
             .open(&stderr_path)
             .map_err(|e| format!("open {}: {e}", stderr_path.display()))?;
+        // Loopback only, unless `config` names the addresses (`bind`, space-separated).
+        let bind: Vec<&str> = config.iter().find(|(k, _)| *k == "bind").map_or_else(
+            || vec!["127.0.0.1"],
+            |(_, v)| v.split_whitespace().collect(),
+        );
         let mut cmd = Command::new("redis-server");
         cmd.arg("--port")
             .arg(port.to_string())
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-            ])
+            .arg("--bind")
+            .args(bind)
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(dir.path())
             .arg("--logfile")
@@ -153,7 +152,7 @@ impl RedisServer {
             .arg("--loadmodule")
             .arg(module)
             .args(module_args);
-        for (k, v) in config {
+        for (k, v) in config.iter().filter(|(k, _)| *k != "bind") {
             cmd.arg(format!("--{k}")).arg(v);
         }
         let child = cmd

@@ -33,13 +33,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use autoloc::load::{write_graph, Graph, LoadReport};
+use autoloc::placement::model::{READ_CPU_NS, READ_KEY_CPU_NS};
+use autoloc::placement::sim::{Calibration, FnProfile};
 use autoloc::placement::{evaluate, Controller, ControllerConfig, Evaluation, Policy};
 use autoloc::server::RedisServer;
+use autoloc::table::SideSnapshot;
 use autoloc::{Placement, Runtime, Side, Transport};
 use autoloc_bench::harness::{self, Bound, Check, Machine};
+use autoloc_bench::netns::Netns;
 use autoloc_bench::placement_bench::{
-    assignments, convergence_ms, oracle_string, stays_within_ms, PlacementRow, SeriesPoint,
-    ShiftSeries,
+    assignments, convergence_ms, median, oracle_string, ratio_ci, stays_within_ms, CiVerdict,
+    FnCost, PlacementRow, RatioCi, SeriesPoint, ShiftSeries, Tally, BOOTSTRAP_RESAMPLES,
 };
 use autoloc_dataplane::resp::DEFAULT_TIMEOUT;
 use autoloc_dataplane::{Connection, RedisUrl};
@@ -52,15 +56,46 @@ const BUCKET_MS: u64 = 100;
 /// Seed of the R-MAT graph and the blob.
 const SEED: u64 = 1;
 /// Every workload, in report order.
-const WORKLOADS: [&str; 7] = [
+const WORKLOADS: [&str; 8] = [
     "khop2",
     "khop3",
     "digest",
     "pagerank",
     "aggregate",
+    "contrast",
     "mix",
     "shift",
 ];
+
+/// Where the compute threads run relative to Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Topology {
+    /// The same network namespace: the data plane crosses loopback (or shared memory).
+    Local,
+    /// A network namespace of their own, joined to Redis's by a veth pair: a remote compute
+    /// node on one machine.
+    Netns,
+}
+
+impl std::str::FromStr for Topology {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Topology, String> {
+        match s {
+            "local" => Ok(Topology::Local),
+            "netns" => Ok(Topology::Netns),
+            _ => Err(format!("unknown topology '{s}' (local or netns)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Topology::Local => "local",
+            Topology::Netns => "netns",
+        })
+    }
+}
 /// The policies run on every workload (the oracle comes from fixed assignments).
 const POLICIES: [&str; 5] = ["storage", "compute", "autoloc2021", "kayak", "adaptive"];
 
@@ -75,9 +110,26 @@ struct Args {
     /// default all of these), and userfn (user functions in WebAssembly, only when named).
     #[arg(long, value_delimiter = ',')]
     workloads: Vec<String>,
-    /// Data plane: shm, tcp, rdma or resp.
+    /// Data plane: shm, tcp, rdma or resp (shm and rdma only with `--topology local`).
     #[arg(long, default_value = "shm")]
     transport: Transport,
+    /// `local`: compute threads beside Redis, over loopback or shared memory. `netns`: the
+    /// compute threads in a network namespace of their own, reaching Redis through a veth pair
+    /// (link-local addresses, created and removed by the bench; needs root, skips otherwise).
+    #[arg(long, default_value = "local")]
+    topology: Topology,
+    /// Emulated round trip added to every data-plane exchange, us: each request and each reply
+    /// is held for half of it (a DelayLink). Every figure it produces is labelled emulated.
+    #[arg(long, default_value_t = 0)]
+    rtt_us: u64,
+    /// Offered load of the open-loop cells, as a fraction of the lower of the storage and
+    /// compute saturation throughputs measured in this run (0: no open-loop cells).
+    #[arg(long, default_value_t = 0.5)]
+    open_load: f64,
+    /// Threads of an open-loop cell; each collects its Poisson arrivals and submits all that
+    /// arrived since its last submission as one batch.
+    #[arg(long, default_value_t = 2)]
+    open_threads: usize,
     /// Measured time per cell, ms (a multiple of 100).
     #[arg(long, default_value_t = 2000)]
     duration_ms: u64,
@@ -90,9 +142,10 @@ struct Args {
     /// Measured time of a screening cell of the oracle search on `mix`, ms.
     #[arg(long, default_value_t = 700)]
     search_ms: u64,
-    /// Runs of each cell; a row is the run of median throughput (every run's throughput is in
-    /// the JSON as `throughput_runs`).
-    #[arg(long, default_value_t = 3)]
+    /// Runs of each cell, interleaved; a row is the run of median throughput (every run's
+    /// throughput is in the JSON as `throughput_runs`, and the confidence intervals of the
+    /// ratios are bootstrapped from them).
+    #[arg(long, default_value_t = 5)]
     reps: usize,
     /// A smoke run of about 40 s: short cells, short phases, one run each.
     #[arg(long)]
@@ -199,6 +252,9 @@ fn workload(name: &str) -> anyhow::Result<Workload> {
     // and k=3 keeps the two phases' call rates within 3x of each other, so that both weigh in
     // the throughput of the whole run.
     let khop_heavy = [(Call::Khop(3), 49), (Call::Digest, 1)];
+    // The two ends at once: khop k=3 (dozens of reads, little CPU) and digest (one read, milliseconds
+    // of CPU), about half of the CPU each.
+    let contrast = [(Call::Khop(3), 6), (Call::Digest, 1)];
     let digest_heavy = [(Call::Khop(3), 1), (Call::Digest, 9)];
     let userfn = [
         (Call::Khop(2), 2),
@@ -213,6 +269,7 @@ fn workload(name: &str) -> anyhow::Result<Workload> {
         "pagerank" => ("pagerank", single(Call::PageRank)),
         "aggregate" => ("aggregate", single(Call::Aggregate)),
         "mix" => ("mix", vec![pattern(&mix)]),
+        "contrast" => ("contrast", vec![pattern(&contrast)]),
         "userfn" => ("userfn", vec![pattern(&userfn)]),
         "shift" => (
             "shift",
@@ -223,8 +280,8 @@ fn workload(name: &str) -> anyhow::Result<Workload> {
             ],
         ),
         other => bail!(
-            "unknown workload '{other}' (khop2, khop3, digest, pagerank, aggregate, mix, shift, \
-             userfn)"
+            "unknown workload '{other}' (khop2, khop3, digest, pagerank, aggregate, contrast, mix, \
+             shift, userfn)"
         ),
     };
     let mut functions = Vec::new();
@@ -250,6 +307,9 @@ struct CellConfig {
     duration: Duration,
     /// Pause between a thread's batches (light load), if any.
     think: Option<Duration>,
+    /// Open loop: Poisson arrivals at this many invocations per second over all threads
+    /// (`in_flight` is then ignored); `None`: closed loop.
+    open_rate: Option<f64>,
 }
 
 /// What a policy is in a cell: its name in the report, and its policy string.
@@ -333,6 +393,43 @@ struct Totals {
     compute: u64,
 }
 
+impl Totals {
+    /// Counts one batch's results: failures always; while `hist` is given (measuring), each
+    /// success's side, pushback and latency (`latency(i, invocation)` for the `i`th call).
+    /// Returns how many succeeded.
+    fn count(
+        &mut self,
+        calls: &[(&str, Vec<String>)],
+        results: Vec<autoloc::Result<autoloc::Invocation>>,
+        mut hist: Option<&mut Histogram<u64>>,
+        latency: impl Fn(usize, &autoloc::Invocation) -> Duration,
+    ) -> u64 {
+        let mut ok = 0;
+        for (i, ((name, args), r)) in calls.iter().zip(results).enumerate() {
+            match r {
+                Ok(inv) => {
+                    ok += 1;
+                    if let Some(hist) = hist.as_deref_mut() {
+                        harness::record(hist, latency(i, &inv));
+                        self.pushed_back += u64::from(inv.pushed_back);
+                        match inv.side {
+                            Side::Storage => self.storage += 1,
+                            Side::Compute => self.compute += 1,
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.errors += 1;
+                    if self.first_error.is_none() {
+                        self.first_error = Some(format!("{name} {}: {e}", args.join(" ")));
+                    }
+                }
+            }
+        }
+        ok
+    }
+}
+
 /// The environment every cell runs in.
 struct Bench {
     url: String,
@@ -343,9 +440,44 @@ struct Bench {
     storage_cores: f64,
     /// Cores of the compute node the controller measures its CPU over.
     compute_cores: f64,
+    /// Added to every data-plane round trip (a DelayLink); zero: none.
+    emulated_rtt: Duration,
 }
 
 impl Bench {
+    /// The link as a compute thread sees it: the median of 500 data-plane round trips (a
+    /// `get` of a missing key), us, and the bandwidth of `get md5` (64 KiB) beyond that round
+    /// trip, bytes per second.
+    fn probe_link(&self) -> anyhow::Result<(f64, f64)> {
+        let mut rt = self.runtime()?;
+        let mut timed = |key: &[u8]| -> anyhow::Result<f64> {
+            let mut us = Vec::with_capacity(500);
+            for _ in 0..500 {
+                let t = Instant::now();
+                rt.get(key).context("link probe")?;
+                us.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            Ok(median(&us).unwrap_or(0.0))
+        };
+        let rtt = timed(b"autoloc:bench:rtt-probe")?;
+        let blob = timed(b"md5")?;
+        let bandwidth = 65_536.0 / ((blob - rtt).max(0.1) * 1e-6);
+        Ok((rtt, bandwidth))
+    }
+
+    /// A runtime on the bench's transport (and emulated round trip).
+    fn runtime(&self) -> anyhow::Result<Runtime> {
+        let rt = Runtime::connect(&self.url)
+            .and_then(|rt| rt.with_transport(self.transport))
+            .with_context(|| format!("connect to {} over {}", self.url, self.transport))?;
+        if self.emulated_rtt.is_zero() {
+            Ok(rt)
+        } else {
+            rt.with_emulated_rtt(self.emulated_rtt)
+                .context("set up the emulated round trip")
+        }
+    }
+
     /// Runs `workload` under `spec` with `cfg`.
     fn cell(
         &self,
@@ -357,9 +489,7 @@ impl Bench {
             .policy
             .parse()
             .map_err(|e| anyhow::anyhow!("policy {}: {e}", spec.policy))?;
-        let mut base = Runtime::connect(&self.url)
-            .and_then(|rt| rt.with_transport(self.transport))
-            .with_context(|| format!("connect to {} over {}", self.url, self.transport))?;
+        let mut base = self.runtime()?;
         // User functions join the registry (and so the table and the controller) when fetched.
         for f in &workload.functions {
             if base.registry().lookup(f).is_none() {
@@ -412,6 +542,17 @@ impl Bench {
         let mut measured_secs = 0.0;
         let mut measured_ops = 0u64;
         let mut measure_start_ms = 0u64;
+        let snapshots = || -> Vec<(SideSnapshot, SideSnapshot)> {
+            fn_index
+                .iter()
+                .map(|&i| {
+                    let slot = table.slot(i);
+                    (slot.snapshot(Side::Storage), slot.snapshot(Side::Compute))
+                })
+                .collect()
+        };
+        let mut before = Vec::new();
+        let mut after = Vec::new();
         let cell_start = Instant::now();
         std::thread::scope(|s| -> anyhow::Result<()> {
             for (t, rt) in runtimes.into_iter().enumerate() {
@@ -423,6 +564,7 @@ impl Bench {
             std::thread::sleep(cfg.warmup);
             // Measure from here: counter samples every bucket, on deadlines.
             shared.measuring.store(true, Ordering::Relaxed);
+            before = snapshots();
             let start = Instant::now();
             measure_start_ms = (start - cell_start).as_millis() as u64;
             let first = shared.completed.load(Ordering::Relaxed);
@@ -446,6 +588,7 @@ impl Bench {
                 }
             }
             shared.measuring.store(false, Ordering::Relaxed);
+            after = snapshots();
             measured_secs = (last_t - start).as_secs_f64();
             measured_ops = last - first;
             shared.stop.store(true, Ordering::Relaxed);
@@ -455,16 +598,19 @@ impl Bench {
         drop(controller);
         let mut background: Vec<f64> = history.iter().map(|r| r.background).collect();
         background.dedup();
-        let util: Vec<f64> = history
+        let measured: Vec<_> = history
             .iter()
             .filter(|r| r.t_ms > measure_start_ms)
-            .map(|r| r.storage_util)
             .collect();
-        let storage_util = if util.is_empty() {
-            0.0
-        } else {
-            util.iter().sum::<f64>() / util.len() as f64
+        let mean = |f: fn(&autoloc::placement::EpochRecord) -> f64| {
+            if measured.is_empty() {
+                0.0
+            } else {
+                measured.iter().map(|r| f(r)).sum::<f64>() / measured.len() as f64
+            }
         };
+        let storage_util = mean(|r| r.storage_util);
+        let compute_util = mean(|r| r.compute_util);
         let hist = shared
             .latency
             .into_inner()
@@ -509,6 +655,7 @@ impl Bench {
                 .map(|(f, &i)| (f.to_string(), table.share(i)))
                 .collect(),
             storage_util,
+            compute_util,
             errors: totals.errors,
             first_error: totals.first_error,
             pushed_back: totals.pushed_back,
@@ -516,6 +663,20 @@ impl Bench {
             compute_side: totals.compute,
             convergence_ms: (phases > 1).then(|| per_shift(convergence_ms)),
             convergence_ms_strict: (phases > 1).then(|| per_shift(stays_within_ms)),
+            offered_per_s: cfg.open_rate,
+            p50_runs: Vec::new(),
+            p99_runs: Vec::new(),
+            costs: workload
+                .functions
+                .iter()
+                .zip(before.iter().zip(&after))
+                .map(|(f, ((s0, c0), (s1, c1)))| {
+                    (
+                        f.to_string(),
+                        FnCost::from_sides(&s1.since(s0), &c1.since(c0)),
+                    )
+                })
+                .collect(),
         };
         Ok(Measured {
             row,
@@ -553,9 +714,20 @@ impl Bench {
             .into_iter()
             .map(|mut ms| {
                 let all: Vec<f64> = ms.iter().map(|m| m.row.throughput_per_s).collect();
+                let p50s: Vec<f64> = ms.iter().map(|m| m.row.p50_us).collect();
+                let p99s: Vec<f64> = ms.iter().map(|m| m.row.p99_us).collect();
                 ms.sort_by(|a, b| a.row.throughput_per_s.total_cmp(&b.row.throughput_per_s));
                 let mut median = ms.swap_remove(ms.len() / 2);
                 median.row.throughput_runs = all;
+                if cfg.open_rate.is_some() {
+                    // Open loop: latency is the measure; each percentile is the runs' median.
+                    median.row.p50_us =
+                        autoloc_bench::placement_bench::median(&p50s).unwrap_or(0.0);
+                    median.row.p99_us =
+                        autoloc_bench::placement_bench::median(&p99s).unwrap_or(0.0);
+                    median.row.p50_runs = p50s;
+                    median.row.p99_runs = p99s;
+                }
                 median
             })
             .collect())
@@ -573,6 +745,9 @@ impl Bench {
     ) {
         if let Some(core) = core {
             core_affinity::set_for_current(core_affinity::CoreId { id: core });
+        }
+        if let Some(rate) = cfg.open_rate {
+            return self.open_worker(rt, t, rate / cfg.threads as f64, workload, shared);
         }
         let mut hist = harness::histogram();
         let mut totals = Totals::default();
@@ -594,39 +769,78 @@ impl Bench {
                 .collect();
             let measuring = shared.measuring.load(Ordering::Relaxed);
             let results = rt.invoke_many(&calls, Placement::Auto);
-            let mut ok = 0;
-            for ((name, args), r) in calls.iter().zip(results) {
-                match r {
-                    Ok(inv) => {
-                        ok += 1;
-                        if measuring {
-                            harness::record(&mut hist, inv.wall);
-                            totals.pushed_back += u64::from(inv.pushed_back);
-                            match inv.side {
-                                Side::Storage => totals.storage += 1,
-                                Side::Compute => totals.compute += 1,
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        totals.errors += 1;
-                        if totals.first_error.is_none() {
-                            totals.first_error = Some(format!("{name} {}: {e}", args.join(" ")));
-                        }
-                    }
-                }
-            }
+            let measured = measuring.then_some(&mut hist);
+            let ok = totals.count(&calls, results, measured, |_, inv| inv.wall);
             shared.completed.fetch_add(ok, Ordering::Relaxed);
             if let Some(think) = cfg.think {
                 std::thread::sleep(think);
             }
         }
-        let _ = shared
+        shared.merge(&hist, totals);
+    }
+
+    /// One open-loop thread: Poisson arrivals at `rate` per second. Every arrival since the
+    /// last submission goes out as one `invoke_many` batch; an invocation's latency counts from
+    /// its arrival, so the wait for the previous batch to finish is in it (no coordinated
+    /// omission).
+    fn open_worker(
+        &self,
+        mut rt: Runtime,
+        t: usize,
+        rate: f64,
+        workload: &Workload,
+        shared: &Shared,
+    ) {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(SEED + t as u64);
+        let mut gap = move || Duration::from_secs_f64(-(1.0 - rng.gen::<f64>()).ln() / rate);
+        let mut hist = harness::histogram();
+        let mut totals = Totals::default();
+        let mut seq = t * 7;
+        let mut vertex = t * 1009;
+        let mut next = Instant::now() + gap();
+        while !shared.stop.load(Ordering::Relaxed) {
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait.min(Duration::from_millis(50)));
+                continue;
+            }
+            let phase = &workload.phases[shared.phase.load(Ordering::Relaxed)];
+            let now = Instant::now();
+            let mut arrivals = Vec::new();
+            let mut calls: Vec<(&str, Vec<String>)> = Vec::new();
+            while next <= now && calls.len() < 4096 {
+                let c = phase[seq % phase.len()];
+                seq += 1;
+                vertex = (vertex + 7919) % self.vertices.len();
+                calls.push((
+                    c.function(),
+                    c.args(&self.vertices[vertex], &self.digest_rounds),
+                ));
+                arrivals.push(next);
+                next += gap();
+            }
+            let measuring = shared.measuring.load(Ordering::Relaxed);
+            let sent = Instant::now();
+            let results = rt.invoke_many(&calls, Placement::Auto);
+            let measured = measuring.then_some(&mut hist);
+            let ok = totals.count(&calls, results, measured, |i, inv| {
+                (sent - arrivals[i]) + inv.wall
+            });
+            shared.completed.fetch_add(ok, Ordering::Relaxed);
+        }
+        shared.merge(&hist, totals);
+    }
+}
+
+impl Shared {
+    /// Adds a thread's latencies and totals.
+    fn merge(&self, hist: &Histogram<u64>, totals: Totals) {
+        let _ = self
             .latency
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .add(&hist);
-        let mut m = shared.totals.lock().unwrap_or_else(PoisonError::into_inner);
+            .add(hist);
+        let mut m = self.totals.lock().unwrap_or_else(PoisonError::into_inner);
         m.errors += totals.errors;
         if m.first_error.is_none() {
             m.first_error = totals.first_error;
@@ -646,10 +860,19 @@ struct JsonReport<'a> {
     /// The oracle search's screening cells (mix) and candidates (shift).
     oracle_candidates: &'a [PlacementRow],
     light_load: Option<&'a PlacementRow>,
+    /// Open-loop cells at a fixed offered load.
+    open_loop: &'a [PlacementRow],
+    /// adaptive / each baseline, with intervals.
+    verdicts: &'a [VerdictRow],
+    /// Wins, ties, losses per baseline.
+    tallies: &'a [Tally],
     checks: Vec<JsonCheck>,
     shift_series: &'a [ShiftSeries],
     /// The forecasts of storage load, scored on the traces recorded in adaptive's cells.
     forecasts: &'a [ForecastRow],
+    /// The measured costs for `bench-sim --calibration`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    calibration: Option<&'a Calibration>,
 }
 
 #[derive(Debug, Serialize)]
@@ -666,7 +889,19 @@ fn main() -> anyhow::Result<()> {
     let machine = Machine::detect();
     let started = Instant::now();
     let load_start = load_average();
-    let mut setup = Setup::start(&mut args, &machine)?;
+    let mut setup = match Setup::start(&mut args, &machine) {
+        Ok(s) => s,
+        Err(e) => match e.downcast_ref::<Skip>() {
+            Some(Skip(why)) => {
+                println!(
+                    "bench-placement --topology netns: skipped: cannot create the compute \
+                     node's network namespace: {why}"
+                );
+                return Ok(());
+            }
+            None => return Err(e),
+        },
+    };
     load_guests(&setup.bench.url, &workloads)?;
     let cfgs = CellConfigs::new(&args);
     let mut params = parameters(&args, &mut setup);
@@ -687,10 +922,21 @@ fn main() -> anyhow::Result<()> {
         ),
     );
 
-    let checks = checks(&results.rows, &light);
-    print_report(&machine, &params, &results, &light, &checks, elapsed);
+    let (verdicts, tallies) = verdicts(&results.rows);
+    let checks = checks(&results.rows, &verdicts, &light);
+    let link = link_label(&args, setup.rtt_us);
+    let calibration = calibration(&results.rows, &link, setup.rtt_us, setup.bandwidth);
+    let report = Report {
+        results: &results,
+        light: &light,
+        verdicts: &verdicts,
+        tallies: &tallies,
+        checks: &checks,
+        calibration: calibration.as_ref(),
+    };
+    print_report(&machine, &params, &report, elapsed);
     if let Some(path) = &args.json {
-        write_json(path, &machine, &params, &results, &light, &checks)?;
+        write_json(path, &machine, &params, &report)?;
         eprintln!("wrote {}", path.display());
     }
     if let Some(path) = &args.plot {
@@ -698,11 +944,10 @@ fn main() -> anyhow::Result<()> {
             eprintln!("--plot: the shift workload was not run; nothing to plot");
         } else {
             let footnote = format!(
-                "{} cores, {}, kernel {}; transport {}; {} threads x {} in flight; module on core {}; phases of {} ms",
+                "{} cores, {}, kernel {}; {link}; {} threads x {} in flight; module on core {}; phases of {} ms",
                 machine.cores,
                 machine.cpu,
                 machine.kernel,
-                args.transport,
                 args.threads,
                 args.in_flight,
                 args.server_core,
@@ -714,6 +959,82 @@ fn main() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The link the compute threads use, in words, with its measured round trip; an emulated
+/// delay is named as such.
+fn link_label(args: &Args, rtt_us: f64) -> String {
+    let topology = match args.topology {
+        Topology::Local => "local (same namespace)",
+        Topology::Netns => "netns (compute in its own network namespace, over a veth pair)",
+    };
+    let emulated = if args.rtt_us > 0 {
+        format!(" + EMULATED {} us round trip (DelayLink)", args.rtt_us)
+    } else {
+        String::new()
+    };
+    format!(
+        "{topology}, {}{emulated}: data-plane round trip {rtt_us:.1} us measured",
+        args.transport
+    )
+}
+
+/// The measured costs in the simulator's terms (`bench-sim --calibration`): each function of
+/// `mix` from its own workload's cells, storage-side costs from the `storage` cell and
+/// compute-side ones from the `compute` cell, weighted as in `mix`.
+fn calibration(
+    rows: &[PlacementRow],
+    link: &str,
+    rtt_us: f64,
+    bandwidth: f64,
+) -> Option<Calibration> {
+    let cost = |w: &str, p: &str, f: &str| {
+        rows.iter()
+            .find(|r| r.workload == w && r.policy == p)
+            .and_then(|r| r.costs.get(f))
+    };
+    let functions: Vec<FnProfile> = [
+        ("khop2", "khop", 0.4),
+        ("digest", "digest", 0.2),
+        ("pagerank", "pagerank", 0.2),
+        ("aggregate", "aggregate", 0.2),
+    ]
+    .iter()
+    .filter_map(|&(w, f, weight)| {
+        let (st, cp) = (cost(w, "storage", f)?, cost(w, "compute", f)?);
+        Some(FnProfile {
+            name: f.to_string(),
+            weight,
+            storage_cpu_ns: st.storage_cpu_us * 1e3,
+            compute_cpu_ns: cp.compute_cpu_us * 1e3,
+            round_trips: cp.round_trips,
+            bytes: cp.bytes,
+            // The module does not report the CPU of a data-plane read: the policy's model of it
+            // (per request and per key), so that the simulator and the policy agree.
+            read_cpu_ns: (READ_CPU_NS * cp.round_trips.max(1.0) + READ_KEY_CPU_NS * cp.keys)
+                / cp.round_trips.max(1.0),
+            keys: cp.keys,
+        })
+    })
+    .collect();
+    (!functions.is_empty()).then(|| Calibration {
+        source: link.to_string(),
+        rtt_ns: rtt_us * 1e3,
+        bandwidth,
+        functions,
+    })
+}
+
+/// Why the bench cannot run here (printed, and the bench exits successfully).
+#[derive(Debug)]
+struct Skip(String);
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Skip {}
 
 /// Applies `--quick`, rounds the times to whole buckets, checks the ranges, and returns the
 /// workloads to run.
@@ -736,6 +1057,27 @@ fn prepare(args: &mut Args) -> anyhow::Result<Vec<Workload>> {
         (1..=4096).contains(&args.in_flight),
         "--in-flight must be in 1..=4096"
     );
+    anyhow::ensure!(
+        (0.0..1.0).contains(&args.open_load),
+        "--open-load must be in [0, 1): a fraction of the saturation throughput"
+    );
+    anyhow::ensure!(
+        (1..=256).contains(&args.open_threads),
+        "--open-threads must be in 1..=256"
+    );
+    anyhow::ensure!(
+        args.rtt_us <= 1_000_000,
+        "--rtt-us must be at most 1000000 (1 s)"
+    );
+    if args.topology == Topology::Netns
+        && matches!(args.transport, Transport::Shm | Transport::Rdma)
+    {
+        bail!(
+            "--topology netns models a compute node on another host, reached over a network: \
+             use --transport tcp or resp ({} needs no network namespace to cross)",
+            args.transport
+        );
+    }
     let names: Vec<String> = if args.workloads.is_empty() {
         WORKLOADS.iter().map(|s| s.to_string()).collect()
     } else {
@@ -765,11 +1107,18 @@ fn load_guests(url: &str, workloads: &[Workload]) -> anyhow::Result<()> {
 /// The private redis-server with the graph loaded, and the bench over it.
 struct Setup {
     server: RedisServer,
-    /// A plain connection to it (loading, `INFO server`).
+    /// A plain connection to it (loading, `INFO server`), from the storage's namespace.
     control: Connection,
     /// What was loaded.
     load: LoadReport,
     bench: Bench,
+    /// Median data-plane round trip (a `get` of a missing key) from a compute thread, us,
+    /// emulated part included.
+    rtt_us: f64,
+    /// Bandwidth of a 64 KiB `get` beyond its round trip, bytes per second.
+    bandwidth: f64,
+    /// The compute node's namespace (`--topology netns`); dropped last, which deletes it.
+    netns: Option<Netns>,
 }
 
 impl Setup {
@@ -782,12 +1131,42 @@ impl Setup {
                 .collect();
         }
         let core = args.server_core.to_string();
-        let server = RedisServer::start(&["cores", &core])
-            .context("start a private redis-server with the AutoLoc module")?;
-        let url = server.url();
-        let parsed: RedisUrl = url.parse().with_context(|| format!("redis URL {url}"))?;
+        let netns = match args.topology {
+            Topology::Local => None,
+            Topology::Netns => Some(Netns::create().map_err(Skip)?),
+        };
+        // Across the veth, Redis asks for a password (as any Redis reachable from another host
+        // should) and the tcp data plane listens on the storage's address.
+        let password = format!("{:016x}", rand::random::<u64>());
+        let (server, url, control_url) = match &netns {
+            None => {
+                let server = RedisServer::start(&["cores", &core])
+                    .context("start a private redis-server with the AutoLoc module")?;
+                let url = server.url();
+                (server, url.clone(), url)
+            }
+            Some(ns) => {
+                let addr = ns.storage_addr().to_string();
+                let bind = format!("127.0.0.1 {addr}");
+                let server = RedisServer::start_with(
+                    &autoloc::server::find_module()?,
+                    &["cores", &core, "tcp-bind", &addr],
+                    &[("bind", bind.as_str()), ("requirepass", password.as_str())],
+                )
+                .context("start a private redis-server with the AutoLoc module")?;
+                let port = server.port();
+                (
+                    server,
+                    format!("redis://:{password}@{addr}:{port}"),
+                    format!("redis://:{password}@127.0.0.1:{port}"),
+                )
+            }
+        };
+        let parsed: RedisUrl = control_url
+            .parse()
+            .with_context(|| format!("redis URL {control_url}"))?;
         let mut control = Connection::connect(&parsed, DEFAULT_TIMEOUT)
-            .with_context(|| format!("connect to {url}"))?;
+            .with_context(|| format!("connect to {control_url}"))?;
         eprintln!(
             "loading R-MAT scale {} edge factor {}...",
             args.graph.scale, args.graph.edge_factor
@@ -804,9 +1183,15 @@ impl Setup {
             .collect();
         anyhow::ensure!(!vertices.is_empty(), "the graph has no edges");
 
+        if let Some(ns) = &netns {
+            // From here on this thread, and every thread it starts, is the compute node.
+            ns.enter()
+                .map_err(|e| anyhow::anyhow!("enter the namespace {}: {e}", ns.name()))?;
+        }
         let bench = Bench {
             url: url.clone(),
             transport: args.transport,
+            emulated_rtt: Duration::from_micros(args.rtt_us),
             vertices,
             digest_rounds: args.digest_rounds.to_string(),
             client_cores: args.client_cores.clone(),
@@ -817,11 +1202,15 @@ impl Setup {
                 args.client_cores.len() as f64
             },
         };
+        let (rtt_us, bandwidth) = bench.probe_link()?;
         Ok(Setup {
             server,
             control,
             load,
             bench,
+            rtt_us,
+            bandwidth,
+            netns,
         })
     }
 }
@@ -831,6 +1220,8 @@ struct CellConfigs {
     full: CellConfig,
     shift: CellConfig,
     search: CellConfig,
+    /// Open loop (its rate set per workload).
+    open: CellConfig,
 }
 
 impl CellConfigs {
@@ -841,6 +1232,12 @@ impl CellConfigs {
             warmup: Duration::from_millis(args.warmup_ms),
             duration: Duration::from_millis(args.duration_ms),
             think: None,
+            open_rate: None,
+        };
+        let open = CellConfig {
+            threads: args.open_threads,
+            in_flight: 1,
+            ..full.clone()
         };
         let shift = CellConfig {
             duration: Duration::from_millis(3 * args.phase_ms),
@@ -855,6 +1252,7 @@ impl CellConfigs {
             full,
             shift,
             search,
+            open,
         }
     }
 }
@@ -873,6 +1271,30 @@ fn parameters(args: &Args, setup: &mut Setup) -> BTreeMap<String, String> {
         ),
     );
     params.insert("transport".into(), args.transport.to_string());
+    params.insert("link".into(), link_label(args, setup.rtt_us));
+    if let Some(ns) = &setup.netns {
+        params.insert(
+            "topology".into(),
+            format!(
+                "netns: compute threads in the network namespace {} ({}), Redis and its data \
+                 plane on {} in this one (requirepass set), joined by a veth pair",
+                ns.name(),
+                ns.compute_addr(),
+                ns.storage_addr()
+            ),
+        );
+    }
+    if args.open_load > 0.0 {
+        params.insert(
+            "open loop".into(),
+            format!(
+                "{} threads, Poisson arrivals at {} x the lower of the storage and compute \
+                 saturation throughputs; every arrival since a thread's last submission goes \
+                 out as one batch; latency counts from arrival; min({}, 3) runs per cell",
+                args.open_threads, args.open_load, args.reps
+            ),
+        );
+    }
     params.insert(
         "graph".into(),
         format!(
@@ -916,7 +1338,8 @@ fn parameters(args: &Args, setup: &mut Setup) -> BTreeMap<String, String> {
         "workloads".into(),
         format!(
             "khop k=2 and k=3; digest md5 x {} rounds; pagerank 20 iterations; aggregate 64 \
-             keys; mix 40% khop2 / 20% digest / 20% pagerank / 20% aggregate; userfn (when \
+             keys; contrast 6 khop k=3 : 1 digest (high fan-out, little CPU / one read, much \
+             CPU); mix 40% khop2 / 20% digest / 20% pagerank / 20% aggregate; userfn (when \
              named) 1/3 khop2 / 1/3 khop_wasm k=2 / 1/6 digest_wasm / 1/6 friends_wasm top 10",
             args.digest_rounds
         ),
@@ -943,6 +1366,8 @@ struct Results {
     candidates: Vec<PlacementRow>,
     series: Vec<ShiftSeries>,
     forecasts: Vec<ForecastRow>,
+    /// Open-loop cells: every policy and the oracle's assignment at one offered load.
+    open: Vec<PlacementRow>,
 }
 
 /// One workload: every policy's cells, the oracle, the shift's time series, adaptive's
@@ -961,7 +1386,7 @@ fn run_workload(
         .map(|p| PolicySpec::named(p, &w.functions))
         .collect();
     let mut cells = bench.medians(w, &specs, cfg, args.reps)?;
-    let oracle = oracle_search(
+    let (oracle, oracle_shares) = oracle_search(
         bench,
         w,
         &cells,
@@ -971,6 +1396,27 @@ fn run_workload(
         &mut results.candidates,
     )?;
     cells.push(oracle);
+    if args.open_load > 0.0 && !is_shift {
+        // One offered load for every policy: a fraction of the slower static placement's
+        // saturation throughput, so that every static placement could carry it.
+        let tp = |label: &str| {
+            cells
+                .iter()
+                .find(|c| c.row.policy == label)
+                .map_or(0.0, |c| c.row.throughput_per_s)
+        };
+        let rate = args.open_load * tp("storage").min(tp("compute"));
+        if rate > 0.0 {
+            let open_cfg = CellConfig {
+                open_rate: Some(rate),
+                ..cfgs.open.clone()
+            };
+            let mut open_specs = specs.clone();
+            open_specs.push(PolicySpec::fixed(&w.functions, &oracle_shares));
+            let open = bench.medians(w, &open_specs, &open_cfg, args.reps.min(3))?;
+            results.open.extend(open.into_iter().map(|m| m.row));
+        }
+    }
     if is_shift {
         results
             .series
@@ -995,16 +1441,16 @@ fn oracle_search(
     search_cfg: &CellConfig,
     reps: usize,
     candidates: &mut Vec<PlacementRow>,
-) -> anyhow::Result<Measured> {
+) -> anyhow::Result<(Measured, Vec<f64>)> {
     let is_shift = w.phases.len() > 1;
     let n = w.functions.len();
-    let mut oracle: Option<Measured> = None;
-    let consider = |best: &mut Option<Measured>, m: Measured| {
+    let mut oracle: Option<(Measured, Vec<f64>)> = None;
+    let consider = |best: &mut Option<(Measured, Vec<f64>)>, m: Measured, shares: &[f64]| {
         if best
             .as_ref()
-            .is_none_or(|b| m.row.throughput_per_s > b.row.throughput_per_s)
+            .is_none_or(|b| m.row.throughput_per_s > b.0.row.throughput_per_s)
         {
-            *best = Some(m);
+            *best = Some((m, shares.to_vec()));
         }
     };
     // All-storage and all-compute are the storage and compute cells.
@@ -1016,7 +1462,7 @@ fn oracle_search(
         let mut m = c.clone();
         m.row.policy = "oracle".into();
         m.row.assignment = Some(oracle_string(&w.functions, &shares));
-        consider(&mut oracle, m);
+        consider(&mut oracle, m, &shares);
     }
     let mixed: Vec<Vec<f64>> = assignments(n)
         .into_iter()
@@ -1041,9 +1487,13 @@ fn oracle_search(
             .iter()
             .map(|a| PolicySpec::fixed(&w.functions, a))
             .collect();
-        for m in bench.medians(w, &specs, cfg, reps)? {
+        for (m, shares) in bench
+            .medians(w, &specs, cfg, reps)?
+            .into_iter()
+            .zip(&finalists)
+        {
             candidates.push(m.row.clone());
-            consider(&mut oracle, m);
+            consider(&mut oracle, m, shares);
         }
     }
     Ok(oracle.expect("at least two assignments"))
@@ -1110,17 +1560,61 @@ fn light_load(bench: &Bench, full: &CellConfig) -> anyhow::Result<PlacementRow> 
         .row)
 }
 
+/// Everything a run reports, beside the machine and the parameters.
+struct Report<'a> {
+    results: &'a Results,
+    light: &'a PlacementRow,
+    verdicts: &'a [VerdictRow],
+    tallies: &'a [Tally],
+    checks: &'a [Check],
+    calibration: Option<&'a Calibration>,
+}
+
 /// The text report on stdout.
 fn print_report(
     machine: &Machine,
     params: &BTreeMap<String, String>,
-    results: &Results,
-    light: &PlacementRow,
-    checks: &[Check],
+    report: &Report<'_>,
     elapsed: Duration,
 ) {
+    let results = report.results;
     harness::print_header(machine, params);
+    println!("saturation (closed loop), the run of median throughput per cell:");
     print!("{}", table(&results.rows));
+    println!();
+    println!(
+        "adaptive / baseline, median throughput ratio [95% bootstrap interval over the \
+         interleaved runs]; W, T, L: the interval is above, includes, is below 1:"
+    );
+    print!("{}", verdict_table(report.verdicts));
+    for t in report.tallies {
+        println!(
+            "adaptive vs {:<12} wins {}  ties {}  losses {}{}",
+            t.baseline,
+            t.wins,
+            t.ties,
+            t.losses,
+            if t.lost.is_empty() {
+                String::new()
+            } else {
+                format!(" (lost: {})", t.lost.join(", "))
+            }
+        );
+    }
+    println!();
+    if !results.open.is_empty() {
+        println!(
+            "open loop (Poisson arrivals at the offered load; latency from arrival; p50/p99 are \
+             medians over the runs):"
+        );
+        print!("{}", open_table(&results.open));
+        println!();
+    }
+    println!(
+        "cost per invocation as the placement table measured it (st_: a storage-side run; \
+         cp_: a compute-side run, its CPU on the compute node):"
+    );
+    print!("{}", cost_table(&results.rows));
     println!();
     if !results.candidates.is_empty() {
         println!("oracle candidates (fixed assignments; screening cells are shorter):");
@@ -1130,7 +1624,7 @@ fn print_report(
     println!(
         "light load (1 thread, 1 in flight, 1 ms pause between invocations, storage not saturated):"
     );
-    print!("{}", table(std::slice::from_ref(light)));
+    print!("{}", table(std::slice::from_ref(report.light)));
     println!();
     println!(
         "storage load forecasts (other load per publisher sample during adaptive's cells; fitted \
@@ -1138,8 +1632,27 @@ fn print_report(
     );
     print!("{}", forecast_table(&results.forecasts));
     println!();
+    if let Some(c) = report.calibration {
+        println!(
+            "calibration for bench-sim ({}; bandwidth {:.0} MB/s): {}",
+            c.source,
+            c.bandwidth / 1e6,
+            c.functions
+                .iter()
+                .map(|f| format!(
+                    "{} st {:.0} us, cp {:.0} us, {:.1} rt",
+                    f.name,
+                    f.storage_cpu_ns / 1e3,
+                    f.compute_cpu_ns / 1e3,
+                    f.round_trips
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        println!();
+    }
     println!("targets:");
-    for c in checks {
+    for c in report.checks {
         println!("{}", c.line());
     }
     println!();
@@ -1151,17 +1664,20 @@ fn write_json(
     path: &Path,
     machine: &Machine,
     params: &BTreeMap<String, String>,
-    results: &Results,
-    light: &PlacementRow,
-    checks: &[Check],
+    report: &Report<'_>,
 ) -> anyhow::Result<()> {
-    let report = JsonReport {
+    let results = report.results;
+    let json = JsonReport {
         machine,
         parameters: params,
         rows: &results.rows,
         oracle_candidates: &results.candidates,
-        light_load: Some(light),
-        checks: checks
+        light_load: Some(report.light),
+        open_loop: &results.open,
+        verdicts: report.verdicts,
+        tallies: report.tallies,
+        checks: report
+            .checks
             .iter()
             .map(|c| JsonCheck {
                 name: c.name.clone(),
@@ -1175,8 +1691,9 @@ fn write_json(
             .collect(),
         shift_series: &results.series,
         forecasts: &results.forecasts,
+        calibration: report.calibration,
     };
-    let text = serde_json::to_string_pretty(&report)?;
+    let text = serde_json::to_string_pretty(&json)?;
     std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))
 }
 
@@ -1234,13 +1751,14 @@ fn table(rows: &[PlacementRow]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<10} {:<12} {:>16} {:>9} {:>10} {:>8} {:>8} {:>7}  {:<44} convergence_ms",
+        "{:<10} {:<12} {:>16} {:>9} {:>10} {:>8} {:>8} {:>8} {:>7}  {:<44} convergence_ms",
         "workload",
         "policy",
         "throughput_per_s",
         "p50_us",
         "p99_us",
         "st_util",
+        "cp_util",
         "pushback",
         "errors",
         "storage_share_final"
@@ -1264,13 +1782,14 @@ fn table(rows: &[PlacementRow]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<10} {:<12} {:>16.0} {:>9.1} {:>10.1} {:>8.2} {:>8} {:>7}  {:<44} {}",
+            "{:<10} {:<12} {:>16.0} {:>9.1} {:>10.1} {:>8.2} {:>8.2} {:>8} {:>7}  {:<44} {}",
             r.workload,
             r.policy,
             r.throughput_per_s,
             r.p50_us,
             r.p99_us,
             r.storage_util,
+            r.compute_util,
             r.pushed_back,
             r.errors,
             shares.join(" "),
@@ -1295,91 +1814,148 @@ fn worst(c: &[Option<u64>]) -> Option<u64> {
     }
 }
 
-/// The targets, checked against the rows.
-fn checks(rows: &[PlacementRow], light: &PlacementRow) -> Vec<Check> {
-    let tp = |w: &str, p: &str| {
+/// Baselines adaptive is compared with, in report order.
+const BASELINES: [&str; 5] = ["storage", "compute", "autoloc2021", "kayak", "oracle"];
+
+/// Adaptive against one baseline on one workload: the ratio of median throughputs with its
+/// bootstrap interval (from every repetition of both cells), and the verdict it supports.
+#[derive(Debug, Clone, Serialize)]
+struct VerdictRow {
+    workload: String,
+    /// A baseline of [`BASELINES`], or `best static` (the better of storage and compute).
+    baseline: String,
+    ci: RatioCi,
+    verdict: CiVerdict,
+}
+
+/// Every adaptive / baseline ratio with its interval, and per baseline the wins, ties and
+/// losses over the workloads.
+fn verdicts(rows: &[PlacementRow]) -> (Vec<VerdictRow>, Vec<Tally>) {
+    let runs = |w: &str, p: &str| {
         rows.iter()
             .find(|r| r.workload == w && r.policy == p)
-            .map(|r| r.throughput_per_s)
+            .map(|r| {
+                if r.throughput_runs.is_empty() {
+                    vec![r.throughput_per_s]
+                } else {
+                    r.throughput_runs.clone()
+                }
+            })
     };
-    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-        _ => None,
-    };
-    let best_static = |w: &str| match (tp(w, "storage"), tp(w, "compute")) {
-        (Some(s), Some(c)) => Some(s.max(c)),
-        (s, c) => s.or(c),
-    };
-    let mut out = Vec::new();
     let mut workloads: Vec<&str> = Vec::new();
     for r in rows {
         if !workloads.contains(&r.workload.as_str()) {
             workloads.push(&r.workload);
         }
     }
-    for &w in &workloads {
-        let adaptive = tp(w, "adaptive");
-        match w {
-            "mix" => {
-                out.push(Check {
-                    name: "mix: adaptive / best global static (storage, compute)".into(),
-                    value: ratio(adaptive, best_static(w)),
-                    bound: Bound::AtLeast(1.15),
-                    unit: "x",
-                });
-                out.push(Check {
-                    name: "mix: adaptive / oracle (best fixed assignment)".into(),
-                    value: ratio(adaptive, tp(w, "oracle")),
-                    bound: Bound::AtLeast(0.95),
-                    unit: "x",
-                });
+    let mut tallies: Vec<Tally> = BASELINES
+        .iter()
+        .map(|b| Tally {
+            baseline: b.to_string(),
+            ..Tally::default()
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (wi, &w) in workloads.iter().enumerate() {
+        let Some(adaptive) = runs(w, "adaptive") else {
+            continue;
+        };
+        let best_static = match (runs(w, "storage"), runs(w, "compute")) {
+            (Some(s), Some(c)) => Some(if median(&s) >= median(&c) { s } else { c }),
+            (s, c) => s.or(c),
+        };
+        let baselines = BASELINES
+            .iter()
+            .map(|b| (b.to_string(), runs(w, b)))
+            .chain(std::iter::once(("best static".to_string(), best_static)));
+        for (bi, (baseline, other)) in baselines.enumerate() {
+            let Some(other) = other else { continue };
+            let seed = SEED ^ ((wi as u64) << 8) ^ bi as u64;
+            let Some(ci) = ratio_ci(&adaptive, &other, BOOTSTRAP_RESAMPLES, seed) else {
+                continue;
+            };
+            let verdict = ci.verdict();
+            if let Some(t) = tallies.iter_mut().find(|t| t.baseline == baseline) {
+                t.count(w, verdict);
             }
-            "shift" => {
-                // "Above": strictly, so the bound is a hair over 1.
-                out.push(Check {
-                    name: "shift: adaptive / oracle (above 1)".into(),
-                    value: ratio(adaptive, tp(w, "oracle")),
-                    bound: Bound::AtLeast(1.0 + 1e-9),
-                    unit: "x",
-                });
-                let conv = rows
-                    .iter()
-                    .find(|r| r.workload == w && r.policy == "adaptive")
-                    .and_then(|r| r.convergence_ms.as_ref())
-                    .and_then(|c| worst(c));
-                out.push(Check {
-                    name: "shift: adaptive convergence after each shift (worst; 300 ms mean within 5%)".into(),
-                    value: conv.map(ms_or_inf),
-                    bound: Bound::AtMost(1000.0),
-                    unit: "ms",
-                });
-                let strict = rows
-                    .iter()
-                    .find(|r| r.workload == w && r.policy == "adaptive")
-                    .and_then(|r| r.convergence_ms_strict.as_ref())
-                    .and_then(|c| worst(c));
-                out.push(Check {
-                    name: "shift: every 100 ms bucket within 5% after (informative)".into(),
-                    value: strict.map(ms_or_inf),
-                    bound: Bound::AtMost(1000.0),
-                    unit: "ms",
-                });
-            }
-            _ => out.push(Check {
-                name: format!("{w}: adaptive / best global static (storage, compute)"),
-                value: ratio(adaptive, best_static(w)),
-                bound: Bound::AtLeast(0.95),
-                unit: "x",
-            }),
-        }
-        for other in ["autoloc2021", "kayak"] {
-            out.push(Check {
-                name: format!("{w}: adaptive / {other}"),
-                value: ratio(adaptive, tp(w, other)),
-                bound: Bound::AtLeast(1.0),
-                unit: "x",
+            out.push(VerdictRow {
+                workload: w.to_string(),
+                baseline,
+                ci,
+                verdict,
             });
         }
+    }
+    (out, tallies)
+}
+
+/// The targets, checked against the rows and the verdicts.
+fn checks(rows: &[PlacementRow], verdicts: &[VerdictRow], light: &PlacementRow) -> Vec<Check> {
+    let ratio = |w: &str, b: &str| {
+        verdicts
+            .iter()
+            .find(|v| v.workload == w && v.baseline == b)
+            .map(|v| v.ci.ratio)
+    };
+    let mut out = vec![Check {
+        name: "adaptive's losses (95% CI below 1) to storage, compute, autoloc2021, kayak, on \
+               any workload"
+            .into(),
+        value: (!verdicts.is_empty()).then(|| {
+            verdicts
+                .iter()
+                .filter(|v| {
+                    v.verdict == CiVerdict::Loss
+                        && ["storage", "compute", "autoloc2021", "kayak"]
+                            .contains(&v.baseline.as_str())
+                })
+                .count() as f64
+        }),
+        bound: Bound::AtMost(0.0),
+        unit: "",
+    }];
+    for w in ["mix", "shift"] {
+        if !rows.iter().any(|r| r.workload == w) {
+            continue;
+        }
+        out.push(Check {
+            name: format!("{w}: adaptive / best static (storage, compute), median ratio"),
+            value: ratio(w, "best static"),
+            bound: Bound::AtLeast(1.15),
+            unit: "x",
+        });
+        out.push(Check {
+            name: format!("{w}: adaptive / oracle (best fixed assignment), median ratio"),
+            value: ratio(w, "oracle"),
+            bound: Bound::AtLeast(0.95),
+            unit: "x",
+        });
+    }
+    if let Some(r) = rows
+        .iter()
+        .find(|r| r.workload == "shift" && r.policy == "adaptive")
+    {
+        out.push(Check {
+            name: "shift: adaptive convergence after each shift (worst; 300 ms mean within 5%)"
+                .into(),
+            value: r
+                .convergence_ms
+                .as_ref()
+                .and_then(|c| worst(c))
+                .map(ms_or_inf),
+            bound: Bound::AtMost(1000.0),
+            unit: "ms",
+        });
+        out.push(Check {
+            name: "shift: every 100 ms bucket within 5% after (informative)".into(),
+            value: r
+                .convergence_ms_strict
+                .as_ref()
+                .and_then(|c| worst(c))
+                .map(ms_or_inf),
+            bound: Bound::AtMost(1000.0),
+            unit: "ms",
+        });
     }
     out.push(Check {
         name: "light load: khop storage share, % (above 90)".into(),
@@ -1393,6 +1969,112 @@ fn checks(rows: &[PlacementRow], light: &PlacementRow) -> Vec<Check> {
         bound: Bound::AtMost(10.0 - 1e-9),
         unit: "%",
     });
+    out
+}
+
+/// The verdict table: one line per workload, adaptive / each baseline as `ratio [lo, hi] W|T|L`.
+fn verdict_table(verdicts: &[VerdictRow]) -> String {
+    use std::fmt::Write as _;
+    let cols: Vec<&str> = BASELINES
+        .iter()
+        .copied()
+        .chain(std::iter::once("best static"))
+        .collect();
+    let mut out = format!("{:<10}", "workload");
+    for c in &cols {
+        let _ = write!(out, " {:>22}", format!("/ {c}"));
+    }
+    out.push('\n');
+    let mut workloads: Vec<&str> = Vec::new();
+    for v in verdicts {
+        if !workloads.contains(&v.workload.as_str()) {
+            workloads.push(&v.workload);
+        }
+    }
+    for w in workloads {
+        let _ = write!(out, "{w:<10}");
+        for c in &cols {
+            let cell = verdicts
+                .iter()
+                .find(|v| v.workload == w && v.baseline == *c)
+                .map_or_else(String::new, |v| {
+                    let mark = match v.verdict {
+                        CiVerdict::Win => "W",
+                        CiVerdict::Tie => "T",
+                        CiVerdict::Loss => "L",
+                    };
+                    format!("{:.2} [{:.2},{:.2}] {mark}", v.ci.ratio, v.ci.lo, v.ci.hi)
+                });
+            let _ = write!(out, " {cell:>22}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The open-loop table: per workload and policy, offered and carried load, p50 and p99.
+fn open_table(rows: &[PlacementRow]) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "{:<10} {:<12} {:>10} {:>10} {:>10} {:>10}  {:<40}\n",
+        "workload", "policy", "offered/s", "carried/s", "p50_us", "p99_us", "storage_share_final"
+    );
+    for r in rows {
+        let shares: Vec<String> = r
+            .storage_share_final
+            .iter()
+            .map(|(f, s)| format!("{f}={s:.2}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<10} {:<12} {:>10.0} {:>10.0} {:>10.1} {:>10.1}  {}",
+            r.workload,
+            r.policy,
+            r.offered_per_s.unwrap_or(0.0),
+            r.throughput_per_s,
+            r.p50_us,
+            r.p99_us,
+            shares.join(" ")
+        );
+        if let Some(e) = &r.first_error {
+            let _ = writeln!(out, "{:<10}   first error: {e}", "");
+        }
+    }
+    out
+}
+
+/// What each function cost per invocation in each policy's cell, from the placement table.
+fn cost_table(rows: &[PlacementRow]) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!(
+        "{:<10} {:<12} {:<10} {:>8} {:>10} {:>8} {:>10} {:>7} {:>9}\n",
+        "workload",
+        "policy",
+        "function",
+        "st_runs",
+        "st_cpu_us",
+        "cp_runs",
+        "cp_cpu_us",
+        "rtrips",
+        "bytes"
+    );
+    for r in rows {
+        for (f, c) in &r.costs {
+            let _ = writeln!(
+                out,
+                "{:<10} {:<12} {:<10} {:>8} {:>10.1} {:>8} {:>10.1} {:>7.1} {:>9.0}",
+                r.workload,
+                r.policy,
+                f,
+                c.storage_runs,
+                c.storage_cpu_us,
+                c.compute_runs,
+                c.compute_cpu_us,
+                c.round_trips,
+                c.bytes
+            );
+        }
+    }
     out
 }
 
