@@ -223,3 +223,28 @@ fn adaptive_lends_an_idle_storage_core_to_a_busy_compute_node() {
         );
     }
 }
+
+/// A storage side far larger than the compute node (16 cores against one node of 4): lending
+/// digest to it lowers the compute node's load, and judged on that lowered load, lending was
+/// withdrawn the next epoch and restarted the one after, every other epoch, at 0.70-0.77 of
+/// the oracle (`bench-sim`). Judged without the loan, it holds.
+#[test]
+fn lending_to_a_large_idle_storage_side_holds_steady() {
+    use autoloc::placement::sim::{steady_state, Calibration, Scale, Settle};
+    let scale = Scale {
+        nodes: 1,
+        cores_per_node: 4.0,
+        in_flight_per_node: 16.0,
+        storage_cores: 16.0,
+        rtt_ns: 50_000.0,
+        bandwidth: 1e9,
+    };
+    let sys = System::scaled(&scale, Calibration::builtin().functions);
+    let (_, oracle) = sys.best();
+    let mut adaptive = Policy::default();
+    let steady = steady_state(&sys, 1, &mut adaptive, &Settle::default());
+    assert!(
+        steady.throughput >= 0.9 * oracle && steady.min_throughput >= 0.85 * oracle,
+        "adaptive {steady:?} against the oracle's {oracle:.0}/s"
+    );
+}
