@@ -211,9 +211,7 @@ impl Runtime {
     /// benchmarks (this kernel has no `netem`). What it measures is emulated; say so.
     pub fn with_emulated_rtt(mut self, rtt: Duration) -> Result<Runtime> {
         self.emulated_rtt = rtt;
-        self.session = None;
-        self.session()?;
-        Ok(self)
+        self.relink()
     }
 
     /// The emulated round trip added to the data plane (zero: none).
@@ -225,6 +223,12 @@ impl Runtime {
     /// up now (through `AUTOLOC.CONNECT` for the fast transports).
     pub fn with_transport(mut self, transport: Transport) -> Result<Runtime> {
         self.transport = transport;
+        self.relink()
+    }
+
+    /// Drops the data-plane link and sets up a new one as configured now, so that a setup
+    /// error shows here rather than at the first invocation.
+    fn relink(mut self) -> Result<Runtime> {
         self.session = None;
         self.session()?;
         Ok(self)

@@ -1935,27 +1935,23 @@ fn checks(rows: &[PlacementRow], verdicts: &[VerdictRow], light: &PlacementRow) 
         .iter()
         .find(|r| r.workload == "shift" && r.policy == "adaptive")
     {
-        out.push(Check {
-            name: "shift: adaptive convergence after each shift (worst; 300 ms mean within 5%)"
-                .into(),
-            value: r
-                .convergence_ms
-                .as_ref()
-                .and_then(|c| worst(c))
-                .map(ms_or_inf),
-            bound: Bound::AtMost(1000.0),
-            unit: "ms",
-        });
-        out.push(Check {
-            name: "shift: every 100 ms bucket within 5% after (informative)".into(),
-            value: r
-                .convergence_ms_strict
-                .as_ref()
-                .and_then(|c| worst(c))
-                .map(ms_or_inf),
-            bound: Bound::AtMost(1000.0),
-            unit: "ms",
-        });
+        for (name, convergence) in [
+            (
+                "shift: adaptive convergence after each shift (worst; 300 ms mean within 5%)",
+                &r.convergence_ms,
+            ),
+            (
+                "shift: every 100 ms bucket within 5% after (informative)",
+                &r.convergence_ms_strict,
+            ),
+        ] {
+            out.push(Check {
+                name: name.into(),
+                value: convergence.as_ref().and_then(|c| worst(c)).map(ms_or_inf),
+                bound: Bound::AtMost(1000.0),
+                unit: "ms",
+            });
+        }
     }
     out.push(Check {
         name: "light load: khop storage share, % (above 90)".into(),
