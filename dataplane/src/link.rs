@@ -115,7 +115,7 @@ pub fn serve_raw(
 }
 
 /// Replies go straight into the response ring's slots (as fragments if they are larger than a
-/// slot), published at the end of the burst or whenever the ring fills.
+/// slot), published every [`PUBLISH_EVERY`] replies, at the end of the burst and whenever the ring fills.
 struct ShmReplier<'a> {
     room: ShmRoom<'a>,
     outbox: &'a mut Outbox,
@@ -126,6 +126,12 @@ impl Replier for ShmReplier<'_> {
         frag::reply(&mut self.room, self.outbox, request_id, message)
     }
 }
+
+/// Replies an shm server publishes at once within a burst. Publishing each would cost a fence
+/// per reply (the doorbell check); publishing only at the end of a burst of 16 kept the client
+/// idle while the server served them, and the server idle while the client answered: 1.6 M GETs/s
+/// with 16 in flight where either side alone does more than 2.5 M.
+const PUBLISH_EVERY: usize = 4;
 
 /// How long a server waits for room in a client's response ring, per slot, before giving the
 /// link up. It may hold Redis's lock meanwhile, so this is short: a live client drains its
@@ -201,6 +207,11 @@ impl ServerLink for ShmServer {
                 &mut replier,
                 handle,
             )?);
+            // Replies are published a few at a time, not only when the burst ends: the client
+            // works on the first ones (and sends the next requests) while the rest are served.
+            if served.is_multiple_of(PUBLISH_EVERY) {
+                replier.room.tx.flush();
+            }
         }
         drop(burst);
         replier.room.tx.flush();
@@ -246,8 +257,10 @@ pub struct ShmClientLink {
     reassembly: Reassembly,
 }
 
-/// Idle steps between two checks that the server is still alive.
+/// Waits between two checks that the server is still alive.
 const LIVENESS_EVERY: u32 = 256;
+/// Most spinning steps one [`ShmClientLink::wait`] takes before returning to its caller.
+const SPIN_BATCH: u32 = 32;
 
 impl ShmClientLink {
     /// Wraps an attached client; `backoff` says how it waits for replies.
@@ -321,7 +334,16 @@ impl ClientLink for ShmClientLink {
             std::thread::yield_now();
             return Ok(());
         }
-        self.client.wait(&mut self.backoff);
+        // While spinning, spin here until a reply is in, up to a batch of steps: the caller's
+        // turn around its wait loop (a clock read for its deadline, a poll) costs more than a
+        // step, and would otherwise be paid between every two looks at the ring.
+        for _ in 0..SPIN_BATCH {
+            if self.client.wait(&mut self.backoff) != crate::backoff::Phase::Spin
+                || self.client.has_pending()
+            {
+                break;
+            }
+        }
         Ok(())
     }
 

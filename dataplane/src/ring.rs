@@ -47,7 +47,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use self::sync::{AtomicU32, AtomicU64, Ordering};
-use crate::backoff::{Backoff, Doorbell};
+use crate::backoff::{Backoff, Doorbell, Phase};
 
 /// Atomics the ring's protocol runs on: std's, or loom's model under `--cfg loom`.
 pub(crate) mod sync {
@@ -775,9 +775,9 @@ impl Consumer {
     }
 
     /// One idle step: spin, yield, or park on the doorbell until the producer publishes.
-    pub fn wait(&mut self, backoff: &mut Backoff) {
+    pub fn wait(&mut self, backoff: &mut Backoff) -> Phase {
         let this = &*self;
-        backoff.snooze(this.doorbell(), || !this.has_pending());
+        backoff.snooze(this.doorbell(), || !this.has_pending())
     }
 
     /// This ring's doorbell, for callers that run their own idle loop.

@@ -411,8 +411,8 @@ macro_rules! duplex_methods {
         }
 
         /// One idle step on the receive ring (spin, yield, or park until the peer sends).
-        pub fn wait(&mut self, backoff: &mut Backoff) {
-            self.rx.wait(backoff);
+        pub fn wait(&mut self, backoff: &mut Backoff) -> crate::backoff::Phase {
+            self.rx.wait(backoff)
         }
 
         /// The receive and send rings, borrowed together (e.g. to reply while a burst is held).

@@ -54,9 +54,9 @@ pub enum Access {
 /// A user looked up for a series of checks; freed when dropped.
 struct User(*mut raw::RedisModuleUser);
 
-/// Users looked up during one [`LockScope`], by name; `None` for a user who may read and write
-/// every key (as of the last [`refresh_standing`]).
-type ScopeUsers = Vec<(std::sync::Arc<str>, Option<User>)>;
+/// Users looked up during one [`LockScope`], by name (not those allowed every key, who need no
+/// lookup).
+type ScopeUsers = Vec<(std::sync::Arc<str>, User)>;
 
 /// A thread's [`LockScope`]: whether one is open, and its users (the vector keeps its room from
 /// one scope to the next).
@@ -76,6 +76,33 @@ thread_local! {
 /// per-key check until the next refresh, at most 100 ms later, so a narrowed ACL applies within
 /// that time.
 static ALL_KEYS: std::sync::Mutex<Vec<std::sync::Arc<str>>> = std::sync::Mutex::new(Vec::new());
+/// Changes each time [`ALL_KEYS`] does (written under its mutex).
+static ALL_KEYS_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+thread_local! {
+    /// This thread's copy of [`ALL_KEYS`] and the generation it was copied at: the per-request
+    /// check reads one atomic and this copy, not the mutex (two locked instructions per lock
+    /// hold, each of which waits for every store still in flight, such as a reply just written
+    /// to a ring another core reads).
+    static ALL_KEYS_SEEN: std::cell::RefCell<(u64, Vec<std::sync::Arc<str>>)> =
+        const { std::cell::RefCell::new((0, Vec::new())) };
+}
+
+/// Whether `user` may access every key, as of the last [`refresh_standing`].
+fn allowed_all_keys(user: &std::sync::Arc<str>) -> bool {
+    use std::sync::atomic::Ordering;
+    ALL_KEYS_SEEN.with(|seen| {
+        let mut seen = seen.borrow_mut();
+        if ALL_KEYS_GENERATION.load(Ordering::Acquire) != seen.0 {
+            let all = ALL_KEYS.lock().unwrap_or_else(|p| p.into_inner());
+            seen.1.clone_from(&all);
+            seen.0 = ALL_KEYS_GENERATION.load(Ordering::Relaxed);
+        }
+        seen.1
+            .iter()
+            .any(|u| std::sync::Arc::ptr_eq(u, user) || u == user)
+    })
+}
 
 /// Where a user stands, by `ACL GETUSER`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +120,11 @@ pub fn refresh_standing(standings: &[(std::sync::Arc<str>, Standing)]) {
         .filter(|(_, s)| *s == Standing::Active { all_keys: true })
         .map(|(u, _)| u.clone())
         .collect();
-    *ALL_KEYS.lock().unwrap_or_else(|p| p.into_inner()) = all;
+    let mut current = ALL_KEYS.lock().unwrap_or_else(|p| p.into_inner());
+    if *current != all {
+        *current = all;
+        ALL_KEYS_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// While alive, the users this thread looks up are kept and reused: a data-plane thread opens
@@ -221,19 +252,14 @@ impl Caller {
             }
             let users = &mut s.users;
             if let Some((_, u)) = users.iter().find(|(n, _)| *n == self.user) {
-                return Some(Ok(u.as_ref().map(|u| u.0)));
+                return Some(Ok(Some(u.0)));
             }
-            let all_keys = ALL_KEYS
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(&self.user);
-            if all_keys {
-                users.push((self.user.clone(), None));
+            if allowed_all_keys(&self.user) {
                 return Some(Ok(None));
             }
             Some(self.lookup(ctx).map(|u| {
                 let ptr = u.0;
-                users.push((self.user.clone(), Some(u)));
+                users.push((self.user.clone(), u));
                 Some(ptr)
             }))
         });

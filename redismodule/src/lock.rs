@@ -133,6 +133,20 @@ impl ThreadContext {
             _owner: std::marker::PhantomData,
         }
     }
+
+    /// Takes Redis's lock if no one holds it; `None` (nothing taken) if someone does.
+    pub fn try_lock(&self) -> Option<Locked<'_>> {
+        let try_lock = acl::module_api!(RedisModule_ThreadSafeContextTryLock).ok()?;
+        // SAFETY: `self.0` is a live thread-safe context; on success (REDISMODULE_OK) the lock is
+        // held and the guard unlocks it exactly once; on failure nothing was taken.
+        if unsafe { try_lock(self.0) } != raw::REDISMODULE_OK as i32 {
+            return None;
+        }
+        Some(Locked {
+            ctx: Context::new(self.0),
+            _owner: std::marker::PhantomData,
+        })
+    }
 }
 
 impl Drop for ThreadContext {
@@ -246,10 +260,12 @@ impl Hold {
     /// Before answering anything: with the AOF on, waits until every write a data-plane thread
     /// has made is in it, so that no answer shows a value that a crash could still lose (another
     /// data-plane thread may have written it and be waiting in [`Hold::settle`]). Costs two
-    /// atomic loads when nothing is pending.
-    pub fn settle_others(&self) {
+    /// atomic loads when nothing is pending; `before_release` runs first if the lock is to be
+    /// given back (to close the keys the caller holds open).
+    pub fn settle_others(&self, before_release: impl FnOnce()) {
         let written = WRITTEN.load(Ordering::Acquire);
         if FLUSHING.load(Ordering::Acquire) < written && AOF_ON.load(Ordering::Relaxed) {
+            before_release();
             self.wait_flushed(written);
         }
     }

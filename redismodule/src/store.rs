@@ -31,16 +31,83 @@ pub fn value_of<'k>(key: &'k RedisKey, name: &[u8]) -> Result<Option<&'k [u8]>, 
 }
 
 /// A key's name as a Redis string, byte for byte (a name may hold any byte, NUL too; the
-/// `redis-module` crate's `create_string` goes through a C string, which refuses NUL).
+/// `redis-module` crate's `create_string` goes through a C string, which refuses NUL). Called
+/// under Redis's lock (the strings are reference-counted without atomics).
+///
+/// Short names come from a small cache per thread: most reads name keys read before, and making
+/// a module string costs an allocation and a free in Redis's allocator, each with a locked
+/// instruction that waits for every store still in flight (such as the reply just written to a
+/// ring that another core polls). A cached string is shared by reference count: Redis never
+/// changes a string it does not own alone, and keeps a reference of its own to any it holds on
+/// to (an open key, a propagated command).
 pub fn key_name(ctx: &Context, name: &[u8]) -> RedisString {
-    RedisString::create_from_slice(ctx.ctx, name)
+    if name.len() > names::LONGEST {
+        return RedisString::create_from_slice(ctx.ctx, name);
+    }
+    names::get(name)
 }
 
-/// Opens every key of `names` into `opened` and reads them under the read rule, once `caller`'s
-/// ACL allows it to read every one of them (`NOPERM` naming the first it may not): the values
-/// borrow Redis's own memory (no copy) for as long as `opened` lives, which must be while
-/// Redis's lock is held. Every key the module reads, for a function, a data-plane `Get` or
-/// `MultiGet`, `AUTOLOC.MGET`, or a pushback's read set, is read here.
+mod names {
+    use std::cell::RefCell;
+    use std::ptr::null_mut;
+
+    use redis_module::{raw, RedisString};
+
+    /// Cached names per thread, and the longest name cached.
+    const SLOTS: usize = 256;
+    pub(super) const LONGEST: usize = 128;
+
+    thread_local! {
+        /// A direct-mapped cache: each slot holds one reference to its string, or null. Never
+        /// freed (at most `SLOTS` short strings per thread, and the threads live as long as
+        /// redis-server).
+        static CACHE: RefCell<[*mut raw::RedisModuleString; SLOTS]> =
+            const { RefCell::new([null_mut(); SLOTS]) };
+    }
+
+    /// FNV-1a, folded: names are short and chosen by clients, but a collision only costs a miss.
+    fn slot(name: &[u8]) -> usize {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in name {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        (h ^ (h >> 29)) as usize % SLOTS
+    }
+
+    pub(super) fn get(name: &[u8]) -> RedisString {
+        let i = slot(name);
+        CACHE.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let held = cache[i];
+            if !held.is_null() && RedisString::string_as_slice(held) == name {
+                // Another reference to the cached string, given back when the handle drops.
+                return RedisString::new(None, held);
+            }
+            let made = RedisString::create_from_slice(null_mut(), name);
+            if !held.is_null() {
+                if let Ok(free) = crate::acl::module_api!(RedisModule_FreeString) {
+                    // SAFETY: `held` is the cache's own reference, made with no context (so no
+                    // auto-memory pool holds it) and given back exactly once, here, as it leaves
+                    // the cache; Redis's lock is held (`key_name`'s contract).
+                    unsafe { free(null_mut(), held) };
+                }
+            }
+            // The handle returned keeps a reference of its own; the cache keeps `made`'s.
+            let handle = RedisString::new(None, made.inner);
+            cache[i] = made.inner;
+            std::mem::forget(made);
+            handle
+        })
+    }
+}
+
+/// Opens every key of `names` onto the end of `opened` and reads them under the read rule, once
+/// `caller`'s ACL allows it to read every one of them (`NOPERM` naming the first it may not):
+/// the values borrow Redis's own memory (no copy) for as long as `opened` keeps the keys, which
+/// must be while Redis's lock is held. Keys already in `opened` stay open (the data plane closes
+/// a burst's keys once its replies are published). Every key the module reads, for a function, a
+/// data-plane `Get` or `MultiGet`, `AUTOLOC.MGET`, or a pushback's read set, is read here.
 pub fn read_keys<'k, N: AsRef<[u8]>>(
     ctx: &Context,
     caller: &Caller,
@@ -61,12 +128,13 @@ pub fn read_keys<'k, N: AsRef<[u8]>>(
         }
     };
     caller.check_names(ctx, strings, Access::Read)?;
-    opened.clear();
+    let first = opened.len();
     // An open key holds its own reference to its name.
     crate::open::open_for_read(ctx, strings, opened);
-    match (opened.as_slice(), names) {
+    let mine = &opened[first..];
+    match (mine, names) {
         ([key], [name]) => Ok(Values::One([value_of(key, name.as_ref())?])),
-        _ => opened
+        _ => mine
             .iter()
             .zip(names)
             .map(|(key, name)| value_of(key, name.as_ref()))

@@ -102,6 +102,71 @@ fn many_invocations_in_flight_on_one_link() {
     }
 }
 
+/// Reads and writes queued together on one link, so that the server takes many in one burst
+/// under one hold of Redis's lock: every read sees the writes queued before it, and none after
+/// (a read's keys stay open until the burst's replies are published, and are closed before a
+/// write runs). More distinct names than the module caches per thread (256), short and long
+/// ones, a NUL in one, and values that Redis stores encoded (short strings, shared integers),
+/// each read twice in a burst.
+#[test]
+fn reads_and_writes_queued_together_see_each_other_in_order() {
+    use autoloc::session::Reply;
+    use autoloc_dataplane::wire::List;
+    let s = server(&[]);
+    for t in fast_transports() {
+        let mut rt = runtime(&s).with_transport(t).unwrap();
+        let mut names: Vec<Vec<u8>> = (0..600)
+            .map(|i| format!("pipe:{t}:{i}").into_bytes())
+            .collect();
+        names.push(format!("pipe:{t}:{}", "long".repeat(50)).into_bytes());
+        names.push(format!("pipe:{t}:nul\0byte").into_bytes());
+        for round in 0..2 {
+            for (chunk_no, chunk) in names.chunks(6).enumerate() {
+                let session = rt.session().unwrap();
+                let mut session = session.borrow_mut();
+                let mut expect = Vec::new();
+                for (j, key) in chunk.iter().enumerate() {
+                    let text = format!("v{round}:{chunk_no}:{j}").into_bytes();
+                    let number = ((chunk_no * 6 + j) % 10_000).to_string().into_bytes();
+                    let both = [key.as_slice(), key.as_slice()];
+                    let sent = [
+                        (Message::Set { key, value: &text }, Reply::Ok),
+                        (Message::Get { key }, Reply::Value(Some(text.clone()))),
+                        (Message::Get { key }, Reply::Value(Some(text.clone()))),
+                        (
+                            Message::Set {
+                                key,
+                                value: &number,
+                            },
+                            Reply::Ok,
+                        ),
+                        (
+                            Message::MultiGet {
+                                keys: List::new(&both),
+                            },
+                            Reply::Values(vec![Some(number.clone()), Some(number.clone())]),
+                        ),
+                    ];
+                    for (m, want) in sent {
+                        expect.push((session.send(&m).unwrap(), want, m.kind()));
+                    }
+                }
+                let deadline = Instant::now() + Duration::from_secs(30);
+                for (id, want, kind) in expect {
+                    let got = loop {
+                        session.pump().unwrap();
+                        if let Some(r) = session.take(id) {
+                            break r.reply;
+                        }
+                        session.idle(deadline).unwrap();
+                    };
+                    assert_eq!(got, want, "{t} round {round} chunk {chunk_no}: {kind:?}");
+                }
+            }
+        }
+    }
+}
+
 /// The emulated-delay link (`Runtime::with_emulated_rtt`, what `bench-placement --rtt-us`
 /// uses): results are unchanged, every round trip takes at least the added time (so a
 /// compute-side khop pays it once per round trip and a storage-side one once), and many

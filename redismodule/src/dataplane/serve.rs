@@ -34,8 +34,9 @@ pub(super) fn handle(
         let _ = error_frame(out, id, &e);
         return;
     };
-    // Nothing is answered while another data-plane thread's write is not in the AOF yet.
-    hold.settle_others();
+    // Nothing is answered while another data-plane thread's write is not in the AOF yet. The
+    // keys that reads earlier in the burst left open are closed before the lock is given back.
+    hold.settle_others(|| opened.clear());
     if let Err(e) = select_db(ctx, caller.db) {
         let _ = error_frame(out, id, &e);
         return;
@@ -43,9 +44,9 @@ pub(super) fn handle(
     let served = catch_unwind(AssertUnwindSafe(|| {
         serve_one(ctx, hold, opened, caller, frame, out, seen, overloaded)
     }));
-    // Closed even if it panicked: no key stays open once the request is done.
-    opened.clear();
     if served.is_err() {
+        // No key stays open past a panic.
+        opened.clear();
         let _ = out.reply(
             id,
             &Message::Error {
@@ -82,6 +83,14 @@ fn serve_one(
     overloaded: bool,
 ) {
     let id = frame.request_id;
+    if !matches!(
+        frame.message,
+        Message::Get { .. } | Message::MultiGet { .. }
+    ) {
+        // Writes and invocations run with no key open: they may give the lock back, and a
+        // write may change a key an open handle points at.
+        opened.clear();
+    }
     let sent = match frame.message {
         Message::Get { key } => match read_keys(ctx, caller, &[key], opened) {
             Ok(values) => out.reply(id, &Message::Value { value: values[0] }),
@@ -127,9 +136,9 @@ fn serve_one(
             error_frame(out, id, &e)
         }
     };
-    // Keys are closed before the next request (and before the lock can be given back); the
-    // vector keeps its room for the next one.
-    opened.clear();
+    // A read's keys stay open until the burst's replies are published (the data-plane loop
+    // closes them then): closing a key frees memory, with a locked instruction that would
+    // first wait for the reply just written to reach the client's core, and only then publish.
     if let Err(e) = sent {
         // The reply could not be encoded (over the wire's limit): say why instead. A broken
         // link is noticed by the serve loop, which drops it.
