@@ -17,7 +17,20 @@ pub const MAGIC: &[u8; 4] = b"ALG1";
 
 /// The key of vertex `v`.
 pub fn vertex_key(v: u32) -> Vec<u8> {
-    v.to_string().into_bytes()
+    // Digits written by hand: `to_string` goes through `fmt`, which cost more than the read
+    // itself in a WebAssembly guest's `khop`.
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    let mut n = v;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    digits[at..].to_vec()
 }
 
 /// Encodes a neighbour list (sorted and deduplicated here) as a binary adjacency value.
@@ -32,6 +45,36 @@ pub fn encode_adjacency(neighbours: &[u32]) -> Vec<u8> {
         out.extend_from_slice(&v.to_le_bytes());
     }
     out
+}
+
+/// A vertex's neighbours as a store hands them over ([`crate::Store::read_neighbours`]): its
+/// stored value, still to decode, or ids its store decoded already.
+#[derive(Debug, Clone, Copy)]
+pub enum Neighbours<'a> {
+    /// The value stored at `key` (decoded by [`for_each_neighbour`]).
+    Value {
+        /// Where it is stored (named in errors).
+        key: &'a [u8],
+        /// What is stored there.
+        value: &'a [u8],
+    },
+    /// Decoded ids, each a little-endian `u32` (a multiple of 4 bytes).
+    Ids(&'a [u8]),
+}
+
+impl Neighbours<'_> {
+    /// Calls `f` with each neighbour, in stored order.
+    pub fn for_each(&self, mut f: impl FnMut(u32)) -> Result<()> {
+        match *self {
+            Neighbours::Value { key, value } => for_each_neighbour(key, value, f),
+            Neighbours::Ids(ids) => {
+                for chunk in ids.chunks_exact(4) {
+                    f(u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]));
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Calls `f` with every neighbour of the vertex whose value is `value` (stored at `key`, named
@@ -65,7 +108,19 @@ pub fn for_each_neighbour(key: &[u8], value: &[u8], mut f: impl FnMut(u32)) -> R
     ))
 }
 
-fn for_each_json_neighbour(key: &[u8], value: &[u8], f: impl FnMut(u32)) -> Result<()> {
+fn for_each_json_neighbour(key: &[u8], value: &[u8], mut f: impl FnMut(u32)) -> Result<()> {
+    if let Some(list) = plain::neigh_list(value) {
+        plain::for_each_id(list, &mut f);
+        return Ok(());
+    }
+    json_neighbours_general(key, value, f)
+}
+
+/// The general JSON vertex decoder: whatever [`for_each_neighbour`] reads as JSON, it reads this
+/// way when the value is not in the plain shape of [`plain`] (and then names the first fault).
+/// Public for the `graph_json` fuzz target, which checks that both decoders agree.
+#[doc(hidden)]
+pub fn json_neighbours_general(key: &[u8], value: &[u8], f: impl FnMut(u32)) -> Result<()> {
     // A typed, borrowing parse: other fields ("feature") are skipped without being built, and
     // each id goes to `f` as it is read, with no `Value` tree and no string allocated.
     // Skipped fields are not checked for UTF-8 by the parser: check the whole value, so that
@@ -246,6 +301,200 @@ impl<'de> serde::Deserialize<'de> for Id {
     }
 }
 
+/// The fast path of the JSON decoder, for the shape AutoLoc's data has: one flat object whose
+/// strings hold no escapes and no byte outside printable ASCII, whose other fields are scalars
+/// or lists of scalars, with integers only, and whose `"neigh"` list holds plain ids (decimal
+/// digits, bare or quoted, at most `u32::MAX`).
+///
+/// It only ever says yes or "not mine": any value outside that shape, valid or not, goes to the
+/// general decoder ([`json_neighbours_general`]), which decides and names the fault. So what it
+/// accepts is a subset of what the general decoder accepts, with the same ids (the `graph_json`
+/// fuzz target checks both on every input). It validates the whole value before the first id
+/// is passed on, so a value it gives up on has passed nothing.
+///
+/// Why: the general decoder is serde's, built for any shape; on AutoLoc's values it spent most
+/// of `khop`'s time (natively and, twice as slow, in a WebAssembly guest), on `"feature"`
+/// strings it only skips and on ids it reads as strings before parsing them.
+mod plain {
+    /// The bytes between the brackets of the `"neigh"` list, if `value` is in the plain shape.
+    pub(super) fn neigh_list(value: &[u8]) -> Option<&[u8]> {
+        let mut p = Cursor { v: value, i: 0 };
+        p.ws();
+        p.eat(b'{')?;
+        p.ws();
+        let mut neigh = None;
+        loop {
+            let key = p.string()?;
+            p.ws();
+            p.eat(b':')?;
+            p.ws();
+            if key == b"neigh" {
+                if neigh.is_some() {
+                    return None;
+                }
+                neigh = Some(p.ids()?);
+            } else {
+                p.value()?;
+            }
+            p.ws();
+            match p.next()? {
+                b',' => p.ws(),
+                b'}' => break,
+                _ => return None,
+            }
+        }
+        p.ws();
+        (p.i == value.len()).then_some(())?;
+        neigh
+    }
+
+    /// Calls `f` with each id of a list [`neigh_list`] returned (validated there).
+    pub(super) fn for_each_id(list: &[u8], f: &mut impl FnMut(u32)) {
+        let mut id = 0u32;
+        let mut digits = false;
+        for &b in list {
+            if b.is_ascii_digit() {
+                // At most u32::MAX: checked by `Cursor::ids`.
+                id = id.wrapping_mul(10).wrapping_add(u32::from(b - b'0'));
+                digits = true;
+            } else if digits {
+                f(id);
+                id = 0;
+                digits = false;
+            }
+        }
+        if digits {
+            f(id);
+        }
+    }
+
+    struct Cursor<'a> {
+        v: &'a [u8],
+        i: usize,
+    }
+
+    impl<'a> Cursor<'a> {
+        fn peek(&self) -> Option<u8> {
+            self.v.get(self.i).copied()
+        }
+
+        fn next(&mut self) -> Option<u8> {
+            let b = self.peek()?;
+            self.i += 1;
+            Some(b)
+        }
+
+        fn eat(&mut self, want: u8) -> Option<()> {
+            (self.next()? == want).then_some(())
+        }
+
+        fn ws(&mut self) {
+            while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+                self.i += 1;
+            }
+        }
+
+        /// A string of printable ASCII without escapes; its contents.
+        fn string(&mut self) -> Option<&'a [u8]> {
+            self.eat(b'"')?;
+            let start = self.i;
+            loop {
+                match self.next()? {
+                    b'"' => return Some(&self.v[start..self.i - 1]),
+                    b'\\' => return None,
+                    0x20..=0x7e => {}
+                    _ => return None,
+                }
+            }
+        }
+
+        /// Decimal digits, `1..=max` of them with no leading zero unless `leading_zero`; their
+        /// value.
+        fn digits(&mut self, max: usize, leading_zero: bool) -> Option<u64> {
+            let start = self.i;
+            let mut n = 0u64;
+            while let Some(b @ b'0'..=b'9') = self.peek() {
+                n = n * 10 + u64::from(b - b'0');
+                self.i += 1;
+                if self.i - start > max {
+                    return None;
+                }
+            }
+            let len = self.i - start;
+            let zero_led = len > 1 && self.v[start] == b'0';
+            (len > 0 && (leading_zero || !zero_led)).then_some(n)
+        }
+
+        /// A scalar: a plain string, an integer of at most 15 digits, `true`, `false`, `null`.
+        fn scalar(&mut self) -> Option<()> {
+            match self.peek()? {
+                b'"' => self.string().map(drop),
+                b'-' => {
+                    self.i += 1;
+                    self.digits(15, false).map(drop)
+                }
+                b'0'..=b'9' => self.digits(15, false).map(drop),
+                b't' => self.word(b"true"),
+                b'f' => self.word(b"false"),
+                b'n' => self.word(b"null"),
+                _ => None,
+            }
+        }
+
+        fn word(&mut self, w: &[u8]) -> Option<()> {
+            let end = self.i + w.len();
+            (self.v.get(self.i..end)? == w).then_some(())?;
+            self.i = end;
+            Some(())
+        }
+
+        /// A scalar or a list of scalars.
+        fn value(&mut self) -> Option<()> {
+            if self.peek()? != b'[' {
+                return self.scalar();
+            }
+            self.list(Self::scalar).map(drop)
+        }
+
+        /// A list of plain ids; the bytes between its brackets.
+        fn ids(&mut self) -> Option<&'a [u8]> {
+            self.list(|p| {
+                let quoted = p.peek()? == b'"';
+                if quoted {
+                    p.i += 1;
+                }
+                // Quoted, as `str::parse::<u32>` reads it (leading zeros allowed); bare, as
+                // JSON writes a number.
+                let n = p.digits(10, quoted)?;
+                if quoted {
+                    p.eat(b'"')?;
+                }
+                (n <= u64::from(u32::MAX)).then_some(())
+            })
+        }
+
+        /// `[item, ...]` (possibly empty); the bytes between its brackets.
+        fn list(&mut self, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<&'a [u8]> {
+            self.eat(b'[')?;
+            let start = self.i;
+            self.ws();
+            if self.peek()? == b']' {
+                self.i += 1;
+                return Some(&self.v[start..self.i - 1]);
+            }
+            loop {
+                item(self)?;
+                self.ws();
+                match self.next()? {
+                    b',' => self.ws(),
+                    b']' => return Some(&self.v[start..self.i - 1]),
+                    _ => return None,
+                }
+            }
+        }
+    }
+}
+
 /// The neighbours of a vertex as a vector (in stored order).
 pub fn neighbours(key: &[u8], value: &[u8]) -> Result<Vec<u32>> {
     let mut out = Vec::new();
@@ -256,6 +505,13 @@ pub fn neighbours(key: &[u8], value: &[u8]) -> Result<Vec<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vertex_keys_are_decimal_ids() {
+        for v in [0, 7, 10, 4035, 1_000_000, u32::MAX] {
+            assert_eq!(vertex_key(v), v.to_string().into_bytes());
+        }
+    }
 
     #[test]
     fn binary_round_trip_sorts_and_dedups() {
@@ -290,6 +546,76 @@ mod tests {
         ] {
             let e = neighbours(b"1", v).unwrap_err().to_string();
             assert!(e.contains(says), "{}: {e}", String::from_utf8_lossy(v));
+        }
+    }
+
+    /// What the general decoder reads from `v`, with its error as text.
+    fn general(v: &[u8]) -> std::result::Result<Vec<u32>, String> {
+        let mut ids = Vec::new();
+        json_neighbours_general(b"k", v, |n| ids.push(n))
+            .map(|()| ids)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_plain_path_reads_autoloc_values_and_agrees_with_the_general_decoder() {
+        let social = br#"{"feature": ["gender", "location", "id", "128", "78"], "neigh": ["315", "236", "53"]}"#;
+        let list = plain::neigh_list(social).expect("AutoLoc's own shape is plain");
+        let mut ids = Vec::new();
+        plain::for_each_id(list, &mut |n| ids.push(n));
+        assert_eq!(ids, vec![315, 236, 53]);
+        assert_eq!(Ok(ids), general(social));
+        for v in [
+            &br#"{"neigh": []}"#[..],
+            br#" { "neigh" : [ 1 , "2",3 ] , "x" : -0 , "y": [true, false, null, "s", 12] } "#,
+            br#"{"neigh": ["0042949672", 4294967295, 0]}"#,
+            br#"{"neigh": [1], "feature": []}"#,
+        ] {
+            let list =
+                plain::neigh_list(v).unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(v)));
+            let mut ids = Vec::new();
+            plain::for_each_id(list, &mut |n| ids.push(n));
+            assert_eq!(Ok(ids), general(v), "{}", std::str::from_utf8(v).unwrap());
+        }
+    }
+
+    #[test]
+    fn the_plain_path_leaves_every_other_shape_to_the_general_decoder() {
+        for v in [
+            &br#"{}"#[..],
+            br#"{"feature": []}"#,
+            br#"{"neigh": ["1"], "neigh": ["2"]}"#,
+            br#"{"neigh": ["\u0035"]}"#,
+            br#"{"neigh": [4294967296]}"#,
+            br#"{"neigh": ["4294967296"]}"#,
+            br#"{"neigh": ["+5"]}"#,
+            br#"{"neigh": ["0004294967295"]}"#,
+            br#"{"neigh": [05]}"#,
+            br#"{"neigh": [5.0]}"#,
+            br#"{"neigh": [5e0]}"#,
+            br#"{"neigh": [-1]}"#,
+            br#"{"neigh": [[1]]}"#,
+            br#"{"neigh": "1"}"#,
+            br#"{"neigh": [1],}"#,
+            br#"{"neigh": [1,]}"#,
+            br#"{"neigh": [1]} x"#,
+            br#"{"neigh": [1]"#,
+            br#"{"x": {"a": 1}, "neigh": [1]}"#,
+            br#"{"x": [[1]], "neigh": [1]}"#,
+            br#"{"x": 1.5, "neigh": [1]}"#,
+            br#"{"x": 1234567890123456, "neigh": [1]}"#,
+            br#"{"x": tru, "neigh": [1]}"#,
+            b"{\"x\": \"caf\xc3\xa9\", \"neigh\": [1]}",
+            b"{\"x\": \"a\tb\", \"neigh\": [1]}",
+            b"{\"neigh\": [1]}\x0b",
+        ] {
+            assert_eq!(plain::neigh_list(v), None, "{}", String::from_utf8_lossy(v));
+            // And the whole decoder still reads it as it did: ids or a named fault.
+            let mut ids = Vec::new();
+            let whole = for_each_neighbour(b"k", v, |n| ids.push(n))
+                .map(|()| ids)
+                .map_err(|e| e.to_string());
+            assert_eq!(whole, general(v));
         }
     }
 

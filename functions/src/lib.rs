@@ -34,7 +34,7 @@ pub mod wasm;
 pub use error::{Error, ErrorCode};
 pub use function::{Args, Function, Output, OutputKind, Reply};
 pub use registry::Registry;
-pub use store::{MemStore, Store, StoreExt, StoreFuture, Visit};
+pub use store::{MemStore, NeighbourVisit, Store, StoreExt, StoreFuture, Visit};
 
 /// Result of a function or store operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::graph::Neighbours;
 use crate::Error;
 
 /// The future a store operation returns. Storage-side stores complete it at once; compute-side
@@ -13,6 +14,11 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + 'a
 /// a missing key. The value is borrowed: storage-side it points into Redis's own memory and is
 /// valid only during the call, so a function decodes what it needs and keeps no reference.
 pub type Visit<'a> = &'a mut dyn FnMut(usize, Option<&[u8]>) -> Result<(), Error>;
+
+/// Called once per vertex read by [`Store::read_neighbours`], in the order the keys were given:
+/// `(index, neighbours)`, with `None` for a missing key.
+pub type NeighbourVisit<'a> =
+    &'a mut dyn for<'n> FnMut(usize, Option<Neighbours<'n>>) -> Result<(), Error>;
 
 /// Where a function reads and writes keys.
 ///
@@ -26,6 +32,32 @@ pub trait Store {
     /// a key holding something other than a string fails the whole read with
     /// [`Error::WrongType`] before any value is visited.
     fn read<'a>(&'a self, keys: &'a [Vec<u8>], visit: Visit<'a>) -> StoreFuture<'a, ()>;
+
+    /// Reads the vertices stored at `keys` ([`crate::graph`]'s layouts) and calls `visit` with
+    /// each one's neighbours, in order: one store access, as [`read`](Store::read), under its
+    /// rule. A value that is no vertex fails the read with [`Error::BadValue`] naming its key.
+    ///
+    /// By default the neighbours come as the stored value, decoded as `visit` walks them. A
+    /// store that decodes faster than its caller overrides it: a WebAssembly guest's store has
+    /// its host decode natively and hand over the ids.
+    fn read_neighbours<'a>(
+        &'a self,
+        keys: &'a [Vec<u8>],
+        visit: NeighbourVisit<'a>,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.read(keys, &mut |i, value| {
+                visit(
+                    i,
+                    value.map(|value| Neighbours::Value {
+                        key: &keys[i],
+                        value,
+                    }),
+                )
+            })
+            .await
+        })
+    }
 
     /// Sets `key` to `value`.
     fn write<'a>(&'a self, key: &'a [u8], value: &'a [u8]) -> StoreFuture<'a, ()>;

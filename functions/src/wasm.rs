@@ -284,6 +284,8 @@ impl std::error::Error for Failed {}
 enum Request {
     /// Read these keys.
     Read(Vec<Vec<u8>>),
+    /// Read the vertices at these keys and decode their neighbours.
+    Neighbours(Vec<Vec<u8>>),
     /// Write a key.
     Write(Vec<u8>, Vec<u8>),
     /// Its deadline passed: checkpoint (storage-side, the budget check).
@@ -490,6 +492,15 @@ impl WasmFunction {
                         .read(&keys, &mut |_, v| {
                             abi::put_value(&mut encoded, v);
                             Ok(())
+                        })
+                        .await
+                        .map(|()| encoded)
+                }
+                Some(Request::Neighbours(keys)) => {
+                    let mut encoded = Vec::new();
+                    store
+                        .read_neighbours(&keys, &mut |_, neighbours| {
+                            abi::put_neighbours(&mut encoded, neighbours)
                         })
                         .await
                         .map(|()| encoded)
@@ -966,6 +977,24 @@ mod abi {
         }
     }
 
+    /// Appends one vertex's neighbours as the ABI encodes them: a `u32` tag (`u32::MAX` for a
+    /// missing key, else the count) and that many `u32` ids; a value that is no vertex fails.
+    pub(super) fn put_neighbours(
+        out: &mut Vec<u8>,
+        neighbours: Option<crate::graph::Neighbours<'_>>,
+    ) -> crate::Result<()> {
+        let Some(neighbours) = neighbours else {
+            out.extend_from_slice(&u32::MAX.to_le_bytes());
+            return Ok(());
+        };
+        let at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        neighbours.for_each(|id| out.extend_from_slice(&id.to_le_bytes()))?;
+        let count = (out.len() - at - 4) / 4;
+        out[at..at + 4].copy_from_slice(&(count as u32).to_le_bytes());
+        Ok(())
+    }
+
     /// Suspends the guest until its request is answered.
     async fn answer(exchange: &Shared, request: Request) -> wasmtime::Result<Vec<u8>> {
         lock(exchange).request = Some(request);
@@ -980,14 +1009,28 @@ mod abi {
         answer.map_err(|e| Failed(e).into())
     }
 
-    fn read(
-        mut caller: Caller<'_, Run>,
+    type Reply<'a> = Box<dyn std::future::Future<Output = wasmtime::Result<i32>> + Send + 'a>;
+
+    fn read(caller: Caller<'_, Run>, args: (i32, i32, i32, i32)) -> Reply<'_> {
+        fetch(caller, args, "read", Request::Read)
+    }
+
+    fn neighbours(caller: Caller<'_, Run>, args: (i32, i32, i32, i32)) -> Reply<'_> {
+        fetch(caller, args, "neighbours", Request::Neighbours)
+    }
+
+    /// `read` and `neighbours`: a list of keys in, one store access, the encoded reply copied
+    /// into the guest's buffer if it fits (else kept for `take`), its length returned.
+    fn fetch<'a>(
+        mut caller: Caller<'a, Run>,
         (keys_ptr, keys_len, out_ptr, out_cap): (i32, i32, i32, i32),
-    ) -> Box<dyn std::future::Future<Output = wasmtime::Result<i32>> + Send + '_> {
+        what: &'static str,
+        request: fn(Vec<Vec<u8>>) -> Request,
+    ) -> Reply<'a> {
         Box::new(async move {
             let memory = caller_memory(&mut caller)?;
             let keys = get_list(bytes(memory.data(&caller), keys_ptr, keys_len)?)
-                .ok_or_else(|| host_error("read: malformed key list"))?;
+                .ok_or_else(|| host_error(format!("{what}: malformed key list")))?;
             if keys.len() > MAX_READ_KEYS {
                 return Err(Failed(Error::TooLarge {
                     len: keys.len(),
@@ -996,13 +1039,13 @@ mod abi {
                 .into());
             }
             let exchange = caller.data().exchange.clone();
-            let encoded = answer(&exchange, Request::Read(keys)).await?;
+            let encoded = answer(&exchange, request(keys)).await?;
             let len = i32::try_from(encoded.len())
-                .map_err(|_| host_error("read: values larger than 2 GiB"))?;
+                .map_err(|_| host_error(format!("{what}: reply larger than 2 GiB")))?;
             let (data, run) = memory.data_and_store_mut(&mut caller);
             if encoded.len() <= out_cap as u32 as usize {
                 data.get_mut(range(out_ptr, len))
-                    .ok_or_else(|| host_error("read: output buffer outside its memory"))?
+                    .ok_or_else(|| host_error(format!("{what}: output buffer outside its memory")))?
                     .copy_from_slice(&encoded);
             } else {
                 run.taken = encoded;
@@ -1042,6 +1085,7 @@ mod abi {
     /// Wires the store ABI into `linker`; nothing else is importable.
     pub(super) fn link(linker: &mut Linker<Run>) -> wasmtime::Result<()> {
         linker.func_wrap_async("autoloc", "read", read)?;
+        linker.func_wrap_async("autoloc", "neighbours", neighbours)?;
         linker.func_wrap("autoloc", "take", take)?;
         linker.func_wrap_async("autoloc", "write", write)?;
         // CPU is bounded by the epoch deadline, so a checkpoint has nothing left to do.

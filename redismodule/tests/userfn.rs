@@ -114,6 +114,34 @@ fn more_guests_in_flight_than_pooled_instances_all_finish() {
     assert!(ok > n / 2, "{ok} of {n} calls succeeded");
 }
 
+/// The host decodes vertices for a guest (the `neighbours` import): a value that is no vertex
+/// and a key of another type fail the guest as they fail its twin, with the same code and the
+/// key named, on both sides and over shm and RESP.
+#[test]
+fn a_guest_reaching_what_is_no_vertex_fails_like_its_twin() {
+    let s = server(&[]);
+    let mut c = raw(&s);
+    cmd(&mut c, &[b"SET", b"1", br#"{"neigh": ["2", "3"]}"#]);
+    cmd(&mut c, &[b"SET", b"2", b"not a vertex"]);
+    cmd(&mut c, &[b"SET", b"10", br#"{"neigh": ["11"]}"#]);
+    cmd(&mut c, &[b"RPUSH", b"11", b"x"]);
+    load(&s, "khop_wasm");
+    for t in [Transport::Shm, Transport::Resp] {
+        let mut rt = runtime(&s).with_transport(t).unwrap();
+        for p in [Placement::Storage, Placement::Compute] {
+            for (start, code, names) in [("1", "BADVALUE", "'2'"), ("10", "WRONGTYPE", "'11'")] {
+                let args = [start.to_string(), "2".to_string()];
+                let native = rt.invoke("khop", &args, p).unwrap_err();
+                let guest = rt.invoke("khop_wasm", &args, p).unwrap_err();
+                let what = format!("khop_wasm {start} 2 {p} over {t}: {guest}");
+                assert_eq!(guest.code(), native.code(), "{what}");
+                assert_eq!(guest.code().to_string(), code, "{what}");
+                assert!(guest.to_string().contains(names), "{what}");
+            }
+        }
+    }
+}
+
 #[test]
 fn guests_match_their_twins_on_autolocs_social_json() {
     let Some(dir) = autoloc_data() else {

@@ -6,7 +6,7 @@
 
 use super::IdSet;
 use crate::function::{Args, Function, Invocation, OutputKind};
-use crate::graph::{for_each_neighbour, vertex_key};
+use crate::graph::vertex_key;
 use crate::{Error, Output, Result, Store};
 
 /// The largest `k` accepted.
@@ -52,7 +52,6 @@ pub async fn khop(store: &dyn Store, start: u32, k: u32) -> Result<Vec<u32>> {
     let mut seen = IdSet::default();
     seen.insert(start);
     let mut frontier = vec![start];
-    let mut found = Vec::new();
     for depth in 0..k {
         if frontier.is_empty() {
             break;
@@ -60,8 +59,8 @@ pub async fn khop(store: &dyn Store, start: u32, k: u32) -> Result<Vec<u32>> {
         let keys: Vec<Vec<u8>> = frontier.iter().map(|&v| vertex_key(v)).collect();
         let mut next = Vec::new();
         store
-            .read(&keys, &mut |i, value| match value {
-                Some(value) => for_each_neighbour(&keys[i], value, |n| {
+            .read_neighbours(&keys, &mut |i, neighbours| match neighbours {
+                Some(neighbours) => neighbours.for_each(|n| {
                     if seen.insert(n) {
                         next.push(n);
                     }
@@ -71,9 +70,12 @@ pub async fn khop(store: &dyn Store, start: u32, k: u32) -> Result<Vec<u32>> {
                 None => Ok(()),
             })
             .await?;
-        found.extend_from_slice(&next);
         frontier = next;
     }
-    found.sort_unstable();
+    // Everything seen but `start`, in order.
+    let mut found = seen.into_sorted();
+    if let Ok(at) = found.binary_search(&start) {
+        found.remove(at);
+    }
     Ok(found)
 }

@@ -1,4 +1,4 @@
-//! The host's four imports (module `autoloc`), behind safe functions over slices.
+//! The host's five imports (module `autoloc`), behind safe functions over slices.
 //!
 //! On `wasm32` these are the real imports and the only `unsafe` of the crate. Elsewhere (a native
 //! `cargo test`) they are served by [`crate::mock`], an in-memory host, so a guest's logic can be
@@ -10,6 +10,8 @@ mod imp {
     unsafe extern "C" {
         #[link_name = "read"]
         fn autoloc_read(keys_ptr: i32, keys_len: i32, out_ptr: i32, out_cap: i32) -> i32;
+        #[link_name = "neighbours"]
+        fn autoloc_neighbours(keys_ptr: i32, keys_len: i32, out_ptr: i32, out_cap: i32) -> i32;
         #[link_name = "take"]
         fn autoloc_take(out_ptr: i32, out_cap: i32) -> i32;
         #[link_name = "write"]
@@ -30,6 +32,20 @@ mod imp {
         // only the former, writes only within the latter and keeps neither pointer.
         let n = unsafe {
             autoloc_read(
+                abi(keys.as_ptr() as usize),
+                abi(keys.len()),
+                abi(out.as_mut_ptr() as usize),
+                abi(out.len()),
+            )
+        };
+        n as u32 as usize
+    }
+
+    pub(crate) fn neighbours(keys: &[u8], out: &mut [u8]) -> usize {
+        // SAFETY: as for `read`: the host reads only `keys`, writes only within `out`, and
+        // keeps neither pointer.
+        let n = unsafe {
+            autoloc_neighbours(
                 abi(keys.as_ptr() as usize),
                 abi(keys.len()),
                 abi(out.as_mut_ptr() as usize),
@@ -66,7 +82,7 @@ mod imp {
 
 #[cfg(not(target_arch = "wasm32"))]
 mod imp {
-    pub(crate) use crate::mock::{checkpoint, read, take, write};
+    pub(crate) use crate::mock::{checkpoint, neighbours, read, take, write};
 }
 
-pub(crate) use imp::{checkpoint, read, take, write};
+pub(crate) use imp::{checkpoint, neighbours, read, take, write};

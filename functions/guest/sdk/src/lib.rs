@@ -8,7 +8,8 @@
 //! - [`export!`]: declares the function (name, usage, output kind, entry) and generates the
 //!   exports `autoloc_abi_v1`, `autoloc_describe`, `autoloc_alloc`, `autoloc_call`.
 //! - The store, synchronously: [`read`] (many keys, one store access), [`read_each`] (the same,
-//!   visiting borrowed values without copying them), [`get`], [`write`], [`checkpoint`].
+//!   visiting borrowed values without copying them), [`neighbours_each`] (vertices, decoded by
+//!   the host), [`get`], [`write`], [`checkpoint`].
 //! - [`HostStore`]: the same imports as an [`autoloc_functions::Store`], so any
 //!   [`autoloc_functions::Function`] runs in a guest unchanged ([`run_function`], or
 //!   `export!`'s `function:` form).
@@ -73,7 +74,8 @@ use std::fmt;
 
 pub use autoloc_functions as functions;
 use autoloc_functions::exec::block_on;
-use autoloc_functions::store::{StoreFuture, Visit};
+use autoloc_functions::graph::Neighbours;
+use autoloc_functions::store::{NeighbourVisit, StoreFuture, Visit};
 pub use autoloc_functions::{Error, Function, Output, OutputKind, Store};
 
 /// Why an entry failed, as it reaches the caller.
@@ -281,8 +283,11 @@ thread_local! {
     static READ_BUF: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
-/// The reply buffer's first size: a reply that does not fit costs a second host call (`take`).
-const READ_BUF_MIN: usize = 16 * 1024;
+/// The reply buffer's first size: a reply that does not fit costs a second host call (`take`),
+/// a plain call (no suspension), cheaper than zeroing a larger buffer in every fresh instance
+/// (and resetting the pages it dirtied when the instance is done): 16 KiB here cost a tenth of
+/// a small `khop_wasm`.
+const READ_BUF_MIN: usize = 1024;
 /// A reply buffer grown past this is freed after use rather than kept for the next read.
 const READ_BUF_KEEP: usize = 1024 * 1024;
 
@@ -291,7 +296,7 @@ const READ_BUF_KEEP: usize = 1024 * 1024;
 /// error `visit` returns stops the visit and is returned. No keys, no store access.
 pub fn read_each<K, E>(
     keys: &[K],
-    mut visit: impl FnMut(usize, Option<&[u8]>) -> Result<(), E>,
+    visit: impl FnMut(usize, Option<&[u8]>) -> Result<(), E>,
 ) -> Result<(), E>
 where
     K: AsRef<[u8]>,
@@ -299,6 +304,41 @@ where
     if keys.is_empty() {
         return Ok(());
     }
+    fetch(keys, host::read, |reply| {
+        visit_reply(reply, keys.len(), 1, visit)
+    })
+}
+
+/// Reads the vertices stored at `keys` (AutoLoc's graph layouts, binary or JSON) in one store
+/// access and calls `visit(index, neighbours)` for each, in order, with `None` for a missing
+/// key. The host decodes them, natively: in a guest's `khop`, decoding JSON in WebAssembly took
+/// longer than all else together. A value that is no vertex ends the invocation with an error
+/// naming its key (as a store error does). The first error `visit` returns stops the visit and
+/// is returned. No keys, no store access.
+pub fn neighbours_each<K, E>(
+    keys: &[K],
+    mut visit: impl FnMut(usize, Option<Neighbours<'_>>) -> Result<(), E>,
+) -> Result<(), E>
+where
+    K: AsRef<[u8]>,
+{
+    if keys.is_empty() {
+        return Ok(());
+    }
+    fetch(keys, host::neighbours, |reply| {
+        visit_reply(reply, keys.len(), 4, |i, ids| {
+            visit(i, ids.map(Neighbours::Ids))
+        })
+    })
+}
+
+/// One store access through `import` (`read` or `neighbours`): the keys encoded, the reply
+/// (fetched with `take` if it did not fit the reused buffer) handed to `walk`.
+fn fetch<K: AsRef<[u8]>, T>(
+    keys: &[K],
+    import: fn(&[u8], &mut [u8]) -> usize,
+    walk: impl FnOnce(&[u8]) -> T,
+) -> T {
     let mut list = Vec::new();
     abi::encode_list(keys, &mut list);
     // Taken out, not borrowed: a `read` from inside `visit` just uses a buffer of its own.
@@ -306,34 +346,40 @@ where
     if buf.len() < READ_BUF_MIN {
         buf.resize(READ_BUF_MIN, 0);
     }
-    let n = host::read(&list, &mut buf);
+    let n = import(&list, &mut buf);
     drop(list);
     if n > buf.len() {
         buf.resize(n, 0);
         let m = host::take(&mut buf[..n]);
-        assert_eq!(m, n, "autoloc: take returned {m} bytes, read announced {n}");
+        assert_eq!(
+            m, n,
+            "autoloc: take returned {m} bytes, the store access announced {n}"
+        );
     }
-    let result = visit_reply(&buf[..n], keys.len(), &mut visit);
+    let result = walk(&buf[..n]);
     if buf.len() <= READ_BUF_KEEP {
         READ_BUF.set(buf);
     }
     result
 }
 
-/// Walks a `read` reply. The host is trusted: a malformed reply is a bug there, and traps.
+/// Walks a reply of `count` entries, each a `u32` tag (`MISSING`, or the number of `unit`-byte
+/// items that follow). The host is trusted: a malformed reply is a bug there, and traps.
 fn visit_reply<E>(
     mut reply: &[u8],
     count: usize,
-    visit: &mut impl FnMut(usize, Option<&[u8]>) -> Result<(), E>,
+    unit: usize,
+    mut visit: impl FnMut(usize, Option<&[u8]>) -> Result<(), E>,
 ) -> Result<(), E> {
-    const BAD: &str = "autoloc: malformed read reply from the host";
+    const BAD: &str = "autoloc: malformed reply from the host";
     for i in 0..count {
         let (tag, rest) = abi::split_u32(reply).expect(BAD);
         if tag == abi::MISSING {
             reply = rest;
             visit(i, None)?;
         } else {
-            let (value, rest) = rest.split_at_checked(tag as usize).expect(BAD);
+            let len = (tag as usize).checked_mul(unit).expect(BAD);
+            let (value, rest) = rest.split_at_checked(len).expect(BAD);
             reply = rest;
             visit(i, Some(value))?;
         }
@@ -388,6 +434,14 @@ pub struct HostStore;
 impl Store for HostStore {
     fn read<'a>(&'a self, keys: &'a [Vec<u8>], visit: Visit<'a>) -> StoreFuture<'a, ()> {
         Box::pin(async move { read_each(keys, visit) })
+    }
+
+    fn read_neighbours<'a>(
+        &'a self,
+        keys: &'a [Vec<u8>],
+        visit: NeighbourVisit<'a>,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move { neighbours_each(keys, visit) })
     }
 
     fn write<'a>(&'a self, key: &'a [u8], value: &'a [u8]) -> StoreFuture<'a, ()> {

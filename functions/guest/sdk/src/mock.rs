@@ -48,7 +48,7 @@ pub fn value(key: impl AsRef<[u8]>) -> Option<Vec<u8>> {
     with(|h| h.map.get(key.as_ref()).cloned())
 }
 
-/// How many `read` calls the guest made since the last [`reset`].
+/// How many `read` and `neighbours` calls the guest made since the last [`reset`].
 pub fn reads() -> usize {
     with(|h| h.reads)
 }
@@ -69,16 +69,35 @@ pub fn checkpoints() -> usize {
 }
 
 pub(crate) fn read(keys: &[u8], out: &mut [u8]) -> usize {
+    serve(keys, out, |reply, _, v| {
+        reply.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        reply.extend_from_slice(v);
+    })
+}
+
+/// `neighbours`, decoded as the host does; a value that is no vertex panics (the host would end
+/// the invocation with that error).
+pub(crate) fn neighbours(keys: &[u8], out: &mut [u8]) -> usize {
+    serve(keys, out, |reply, key, v| {
+        let mut ids = Vec::new();
+        autoloc_functions::graph::for_each_neighbour(key, v, |n| ids.push(n))
+            .unwrap_or_else(|e| panic!("the host ends the invocation: {e}"));
+        reply.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+        ids.iter()
+            .for_each(|n| reply.extend_from_slice(&n.to_le_bytes()));
+    })
+}
+
+/// One store access (`read` or `neighbours`): for each key, `MISSING` or what `entry` appends
+/// for its value; written to `out` if it fits, kept for `take` either way; its length.
+fn serve(keys: &[u8], out: &mut [u8], entry: impl Fn(&mut Vec<u8>, &[u8], &[u8])) -> usize {
     with(|h| {
         h.reads += 1;
         let mut reply = Vec::new();
         for key in crate::abi::decode_list(keys).expect("the guest sent a malformed key list") {
             match h.map.get(&key) {
-                Some(v) => {
-                    reply.extend_from_slice(&(v.len() as u32).to_le_bytes());
-                    reply.extend_from_slice(v);
-                }
-                None => reply.extend_from_slice(&u32::MAX.to_le_bytes()),
+                Some(v) => entry(&mut reply, &key, v),
+                None => reply.extend_from_slice(&crate::abi::MISSING.to_le_bytes()),
             }
         }
         if let Some(dst) = out.get_mut(..reply.len()) {

@@ -1,5 +1,5 @@
 //! `badimport_wasm`: a hostile test guest that imports `autoloc.launch_missiles`, which the ABI
-//! does not have, and calls it. The host must refuse the module (nothing beyond the four imports
+//! does not have, and calls it. The host must refuse the module (nothing beyond the five imports
 //! may be imported) and never run it.
 
 use autoloc_guest::functions::{Output, OutputKind};
