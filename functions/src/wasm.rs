@@ -34,7 +34,7 @@ use wasmtime::{
 };
 
 use crate::function::Invocation;
-use crate::{Error, Function, Output, OutputKind, Result, Store};
+use crate::{Error, ErrorCode, Function, Output, OutputKind, Result, Store};
 
 /// What one guest may use.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -464,6 +464,7 @@ impl WasmFunction {
                 String::from_utf8_lossy(msg)
             ))),
             Some((2, msg)) => Err(guest_error(String::from_utf8_lossy(msg))),
+            Some((3, reply)) => Err(data_error(&String::from_utf8_lossy(reply))),
             _ => Err(guest_error("result has no status byte")),
         }
     }
@@ -528,6 +529,17 @@ impl WasmFunction {
             x.deadline = next;
             x.answer = Some(answer);
         }
+    }
+}
+
+/// A guest's failure on what it read (ABI status 3, an error reply): its code if it is one of
+/// a read's (`NOKEY`, `BADVALUE`, `WRONGTYPE`), else a `GUEST` error. A guest must not pass for
+/// the host: a `PUSHBACK` would send its caller off to replay it, a `NOPERM` blame an ACL.
+fn data_error(reply: &str) -> Error {
+    let e = Error::from_resp(reply);
+    match e.code() {
+        ErrorCode::NoKey | ErrorCode::BadValue | ErrorCode::WrongType => e,
+        _ => guest_error(reply),
     }
 }
 
@@ -1102,6 +1114,26 @@ mod tests {
 
     fn poll<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
         std::pin::Pin::new(f).poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn a_guest_keeps_only_the_codes_of_what_a_read_found() {
+        for (reply, code) in [
+            ("NOKEY no such key '9'", ErrorCode::NoKey),
+            ("BADVALUE bad value at '2': junk", ErrorCode::BadValue),
+            ("WRONGTYPE '11' holds another type", ErrorCode::WrongType),
+            ("PUSHBACK budget 1 us spent", ErrorCode::Guest),
+            ("NOPERM no permissions", ErrorCode::Guest),
+            ("BUSY later", ErrorCode::Guest),
+            ("no code at all", ErrorCode::Guest),
+            ("", ErrorCode::Guest),
+        ] {
+            let e = data_error(reply);
+            assert_eq!(e.code(), code, "{reply}");
+            if code == ErrorCode::Guest {
+                assert!(e.to_string().contains(reply), "{e}");
+            }
+        }
     }
 
     #[test]

@@ -115,8 +115,9 @@ fn more_guests_in_flight_than_pooled_instances_all_finish() {
 }
 
 /// The host decodes vertices for a guest (the `neighbours` import): a value that is no vertex
-/// and a key of another type fail the guest as they fail its twin, with the same code and the
-/// key named, on both sides and over shm and RESP.
+/// and a key of another type fail the guest as they fail its twin, and so does a missing start
+/// that the guest's own code finds (ABI status 3): the same code, the key named, on both sides
+/// and over shm and RESP.
 #[test]
 fn a_guest_reaching_what_is_no_vertex_fails_like_its_twin() {
     let s = server(&[]);
@@ -129,7 +130,12 @@ fn a_guest_reaching_what_is_no_vertex_fails_like_its_twin() {
     for t in [Transport::Shm, Transport::Resp] {
         let mut rt = runtime(&s).with_transport(t).unwrap();
         for p in [Placement::Storage, Placement::Compute] {
-            for (start, code, names) in [("1", "BADVALUE", "'2'"), ("10", "WRONGTYPE", "'11'")] {
+            for (start, code, names) in [
+                ("1", "BADVALUE", "'2'"),
+                ("10", "WRONGTYPE", "'11'"),
+                // Found by the guest's own code (the built-in's, compiled in): status 3.
+                ("99", "NOKEY", "'99'"),
+            ] {
                 let args = [start.to_string(), "2".to_string()];
                 let native = rt.invoke("khop", &args, p).unwrap_err();
                 let guest = rt.invoke("khop_wasm", &args, p).unwrap_err();

@@ -14,6 +14,9 @@ pub const STATUS_OK: u8 = 0;
 pub const STATUS_ARGS: u8 = 1;
 /// Result status: the function failed, a message follows.
 pub const STATUS_FAILED: u8 = 2;
+/// Result status: the function failed on what it read; an error reply follows, `CODE message`,
+/// its code `NOKEY`, `BADVALUE` or `WRONGTYPE`, which reaches the caller as a built-in's would.
+pub const STATUS_DATA: u8 = 3;
 
 /// The `read` reply's tag of a key that does not exist.
 pub const MISSING: u32 = u32::MAX;
@@ -116,6 +119,7 @@ pub fn encode_result(result: Result<Output, GuestError>) -> Vec<u8> {
             let (status, message) = match e {
                 GuestError::Args(m) => (STATUS_ARGS, m),
                 GuestError::Failed(m) => (STATUS_FAILED, m),
+                GuestError::Data(m) => (STATUS_DATA, m),
             };
             let mut b = Vec::with_capacity(1 + message.len());
             b.push(status);

@@ -85,6 +85,11 @@ pub enum GuestError {
     Args(String),
     /// The function failed (status 2).
     Failed(String),
+    /// The function failed on what it read (status 3): an error reply, `CODE message`, with the
+    /// code of a missing key, a value it cannot decode or a key of another type (`NOKEY`,
+    /// `BADVALUE`, `WRONGTYPE`), which its caller gets as from a built-in. Made from an
+    /// [`Error`] of those kinds.
+    Data(String),
 }
 
 impl GuestError {
@@ -98,18 +103,19 @@ impl GuestError {
         GuestError::Failed(message.into())
     }
 
-    /// The status byte it travels with: 1 or 2.
+    /// The status byte it travels with: 1, 2 or 3.
     pub fn status(&self) -> u8 {
         match self {
             GuestError::Args(_) => abi::STATUS_ARGS,
             GuestError::Failed(_) => abi::STATUS_FAILED,
+            GuestError::Data(_) => abi::STATUS_DATA,
         }
     }
 
     /// The message.
     pub fn message(&self) -> &str {
         match self {
-            GuestError::Args(m) | GuestError::Failed(m) => m,
+            GuestError::Args(m) | GuestError::Failed(m) | GuestError::Data(m) => m,
         }
     }
 }
@@ -122,12 +128,16 @@ impl fmt::Display for GuestError {
 
 impl std::error::Error for GuestError {}
 
-/// [`Error::Arity`] and [`Error::BadArgument`] are argument errors (status 1); every other
-/// error is a failure (status 2). The message is the error's `Display`.
+/// [`Error::Arity`] and [`Error::BadArgument`] are argument errors (status 1), with the error's
+/// `Display` as message; a missing key, a bad value and a wrong type keep their code (status 3,
+/// the error's reply); every other error is a failure (status 2).
 impl From<Error> for GuestError {
     fn from(e: Error) -> GuestError {
         match e {
             Error::Arity { .. } | Error::BadArgument { .. } => GuestError::Args(e.to_string()),
+            Error::NoKey(_) | Error::BadValue { .. } | Error::WrongType(_) => {
+                GuestError::Data(e.to_resp())
+            }
             e => GuestError::Failed(e.to_string()),
         }
     }

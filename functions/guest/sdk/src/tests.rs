@@ -108,7 +108,7 @@ fn argument_errors_are_renamed_and_get_status_1() {
     assert!(m.starts_with("bad argument <start> for 'khop_wasm'"), "{m}");
     mock::reset();
     let got = run_function(&Khop, "khop_wasm", "", &args(&["9", "1"]));
-    assert_eq!(got, Err(GuestError::Failed("no such key '9'".into())));
+    assert_eq!(got, Err(GuestError::Data("NOKEY no such key '9'".into())));
 }
 
 #[test]

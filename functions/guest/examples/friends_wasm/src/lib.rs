@@ -146,10 +146,10 @@ mod tests {
         assert_eq!(AUTOLOC_GUEST.invoke(&args(&["1", "0"]))[0], 1);
         assert_eq!(
             AUTOLOC_GUEST.invoke(&args(&["1", "2"])),
-            b"\x02no such key '1'"
+            b"\x03NOKEY no such key '1'"
         );
         mock::insert("1", "junk");
-        assert_eq!(AUTOLOC_GUEST.invoke(&args(&["1", "2"]))[0], 2);
+        assert_eq!(AUTOLOC_GUEST.invoke(&args(&["1", "2"]))[0], 3);
         mock::insert("1", encode_adjacency(&[]));
         assert_eq!(
             AUTOLOC_GUEST.run(&args(&["1", "2"])),
