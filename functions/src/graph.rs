@@ -17,20 +17,8 @@ pub const MAGIC: &[u8; 4] = b"ALG1";
 
 /// The key of vertex `v`.
 pub fn vertex_key(v: u32) -> Vec<u8> {
-    // Digits written by hand: `to_string` goes through `fmt`, which cost more than the read
-    // itself in a WebAssembly guest's `khop`.
-    let mut digits = [0u8; 10];
-    let mut at = digits.len();
-    let mut n = v;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    digits[at..].to_vec()
+    // Not `to_string`: `fmt` cost more than the read itself in a WebAssembly guest's `khop`.
+    itoa::Buffer::new().format(v).as_bytes().to_vec()
 }
 
 /// Encodes a neighbour list (sorted and deduplicated here) as a binary adjacency value.
@@ -64,13 +52,11 @@ pub enum Neighbours<'a> {
 
 impl Neighbours<'_> {
     /// Calls `f` with each neighbour, in stored order.
-    pub fn for_each(&self, mut f: impl FnMut(u32)) -> Result<()> {
+    pub fn for_each(&self, f: impl FnMut(u32)) -> Result<()> {
         match *self {
             Neighbours::Value { key, value } => for_each_neighbour(key, value, f),
             Neighbours::Ids(ids) => {
-                for chunk in ids.chunks_exact(4) {
-                    f(u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]));
-                }
+                for_each_le_u32(ids, f);
                 Ok(())
             }
         }
@@ -79,7 +65,7 @@ impl Neighbours<'_> {
 
 /// Calls `f` with every neighbour of the vertex whose value is `value` (stored at `key`, named
 /// in errors).
-pub fn for_each_neighbour(key: &[u8], value: &[u8], mut f: impl FnMut(u32)) -> Result<()> {
+pub fn for_each_neighbour(key: &[u8], value: &[u8], f: impl FnMut(u32)) -> Result<()> {
     if let Some(rest) = value.strip_prefix(MAGIC) {
         let (count, ids) = rest
             .split_first_chunk::<4>()
@@ -94,9 +80,7 @@ pub fn for_each_neighbour(key: &[u8], value: &[u8], mut f: impl FnMut(u32)) -> R
                 ),
             ));
         }
-        for chunk in ids.chunks_exact(4) {
-            f(u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]));
-        }
+        for_each_le_u32(ids, f);
         return Ok(());
     }
     if value.first() == Some(&b'{') {
@@ -106,6 +90,13 @@ pub fn for_each_neighbour(key: &[u8], value: &[u8], mut f: impl FnMut(u32)) -> R
         key,
         "not a vertex (neither binary adjacency nor AutoLoc JSON)",
     ))
+}
+
+/// Calls `f` with each little-endian `u32` of `bytes` (a trailing partial one is ignored).
+fn for_each_le_u32(bytes: &[u8], mut f: impl FnMut(u32)) {
+    for chunk in bytes.chunks_exact(4) {
+        f(u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]));
+    }
 }
 
 fn for_each_json_neighbour(key: &[u8], value: &[u8], mut f: impl FnMut(u32)) -> Result<()> {

@@ -977,11 +977,14 @@ mod abi {
             .ok_or_else(|| host_error(format!("pointer {ptr}+{len} is outside its memory")))
     }
 
+    /// The tag of a key that does not exist, in `read` and `neighbours` replies.
+    const MISSING: u32 = u32::MAX;
+
     /// Appends one read value as the ABI encodes it: a `u32` tag (`u32::MAX` for none, else the
     /// length) and the bytes.
     pub(super) fn put_value(out: &mut Vec<u8>, v: Option<&[u8]>) {
         match v {
-            None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
+            None => out.extend_from_slice(&MISSING.to_le_bytes()),
             Some(v) => {
                 out.extend_from_slice(&(v.len() as u32).to_le_bytes());
                 out.extend_from_slice(v);
@@ -996,7 +999,7 @@ mod abi {
         neighbours: Option<crate::graph::Neighbours<'_>>,
     ) -> crate::Result<()> {
         let Some(neighbours) = neighbours else {
-            out.extend_from_slice(&u32::MAX.to_le_bytes());
+            out.extend_from_slice(&MISSING.to_le_bytes());
             return Ok(());
         };
         let at = out.len();

@@ -98,9 +98,8 @@ fn allowed_all_keys(user: &std::sync::Arc<str>) -> bool {
             seen.1.clone_from(&all);
             seen.0 = ALL_KEYS_GENERATION.load(Ordering::Relaxed);
         }
-        seen.1
-            .iter()
-            .any(|u| std::sync::Arc::ptr_eq(u, user) || u == user)
+        // `Arc<str>`'s equality compares the pointers first.
+        seen.1.contains(user)
     })
 }
 

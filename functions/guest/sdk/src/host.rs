@@ -26,12 +26,16 @@ mod imp {
         n as u32 as i32
     }
 
-    pub(crate) fn read(keys: &[u8], out: &mut [u8]) -> usize {
-        // SAFETY: `keys` is readable for `keys.len()` bytes and `out` writable for `out.len()`
-        // bytes (initialised, exclusively borrowed) for the whole call; by the ABI the host reads
-        // only the former, writes only within the latter and keeps neither pointer.
+    /// A store access of the ABI's shape `(keys, out) -> length`: `read` or `neighbours`.
+    type Access = unsafe extern "C" fn(i32, i32, i32, i32) -> i32;
+
+    fn access(import: Access, keys: &[u8], out: &mut [u8]) -> usize {
+        // SAFETY: `import` is `read` or `neighbours`. `keys` is readable for `keys.len()` bytes
+        // and `out` writable for `out.len()` bytes (initialised, exclusively borrowed) for the
+        // whole call; by the ABI the host reads only the former, writes only within the latter
+        // and keeps neither pointer.
         let n = unsafe {
-            autoloc_read(
+            import(
                 abi(keys.as_ptr() as usize),
                 abi(keys.len()),
                 abi(out.as_mut_ptr() as usize),
@@ -41,18 +45,12 @@ mod imp {
         n as u32 as usize
     }
 
+    pub(crate) fn read(keys: &[u8], out: &mut [u8]) -> usize {
+        access(autoloc_read, keys, out)
+    }
+
     pub(crate) fn neighbours(keys: &[u8], out: &mut [u8]) -> usize {
-        // SAFETY: as for `read`: the host reads only `keys`, writes only within `out`, and
-        // keeps neither pointer.
-        let n = unsafe {
-            autoloc_neighbours(
-                abi(keys.as_ptr() as usize),
-                abi(keys.len()),
-                abi(out.as_mut_ptr() as usize),
-                abi(out.len()),
-            )
-        };
-        n as u32 as usize
+        access(autoloc_neighbours, keys, out)
     }
 
     pub(crate) fn take(out: &mut [u8]) -> usize {

@@ -311,12 +311,7 @@ pub fn read_each<K, E>(
 where
     K: AsRef<[u8]>,
 {
-    if keys.is_empty() {
-        return Ok(());
-    }
-    fetch(keys, host::read, |reply| {
-        visit_reply(reply, keys.len(), 1, visit)
-    })
+    access(keys, host::read, 1, visit)
 }
 
 /// Reads the vertices stored at `keys` (AutoLoc's graph layouts, binary or JSON) in one store
@@ -332,23 +327,23 @@ pub fn neighbours_each<K, E>(
 where
     K: AsRef<[u8]>,
 {
-    if keys.is_empty() {
-        return Ok(());
-    }
-    fetch(keys, host::neighbours, |reply| {
-        visit_reply(reply, keys.len(), 4, |i, ids| {
-            visit(i, ids.map(Neighbours::Ids))
-        })
+    access(keys, host::neighbours, 4, |i, ids| {
+        visit(i, ids.map(Neighbours::Ids))
     })
 }
 
 /// One store access through `import` (`read` or `neighbours`): the keys encoded, the reply
-/// (fetched with `take` if it did not fit the reused buffer) handed to `walk`.
-fn fetch<K: AsRef<[u8]>, T>(
+/// (fetched with `take` if it did not fit the reused buffer) walked by [`visit_reply`] with
+/// entries of `unit`-byte items. No keys, no store access.
+fn access<K: AsRef<[u8]>, E>(
     keys: &[K],
     import: fn(&[u8], &mut [u8]) -> usize,
-    walk: impl FnOnce(&[u8]) -> T,
-) -> T {
+    unit: usize,
+    visit: impl FnMut(usize, Option<&[u8]>) -> Result<(), E>,
+) -> Result<(), E> {
+    if keys.is_empty() {
+        return Ok(());
+    }
     let mut list = Vec::new();
     abi::encode_list(keys, &mut list);
     // Taken out, not borrowed: a `read` from inside `visit` just uses a buffer of its own.
@@ -366,7 +361,7 @@ fn fetch<K: AsRef<[u8]>, T>(
             "autoloc: take returned {m} bytes, the store access announced {n}"
         );
     }
-    let result = walk(&buf[..n]);
+    let result = visit_reply(&buf[..n], keys.len(), unit, visit);
     if buf.len() <= READ_BUF_KEEP {
         READ_BUF.set(buf);
     }
