@@ -733,7 +733,7 @@ impl Outcome {
 /// with [`FnError::Stale`].
 fn wire_name(f: &dyn Function) -> String {
     match f.version() {
-        Some(v) => format!("{}@{}", f.name(), &autoloc_functions::wasm::hex(&v)[..16]),
+        Some(v) => format!("{}@{}", f.name(), autoloc_functions::hex::encode(&v[..8])),
         None => f.name().to_string(),
     }
 }

@@ -31,7 +31,7 @@ impl Secret {
 
     /// The secret as 32 lowercase hex digits.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        autoloc_functions::hex::encode(&self.0)
     }
 
     /// Parses 32 hex digits.

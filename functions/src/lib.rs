@@ -10,6 +10,7 @@
 //! - [`function`]: the [`Function`] trait, argument parsing ([`Args`]) and results ([`Output`]).
 //! - [`registry`]: the table of functions by name ([`Registry`]).
 //! - [`graph`]: vertex value layouts: AutoLoc's JSON and the compact binary adjacency.
+//! - [`hex`]: lowercase hex for digests, module versions and secrets.
 //! - [`exec`]: the small executor that polls a function to completion, and [`exec::yield_now`].
 //! - [`builtins`]: `khop`, `digest`, `pagerank`, `aggregate`, `get`.
 //! - [`error`]: [`Error`], one variant per way an invocation can fail, each with a wire code.
@@ -26,6 +27,7 @@ pub mod error;
 pub mod exec;
 pub mod function;
 pub mod graph;
+pub mod hex;
 pub mod registry;
 pub mod store;
 #[cfg(feature = "wasm")]

@@ -129,11 +129,6 @@ pub fn content_hash(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-/// Hex of a hash.
-pub fn hex(hash: &[u8]) -> String {
-    hash.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn guest_error(reason: impl fmt::Display) -> Error {
     Error::Guest(reason.to_string())
 }
@@ -330,7 +325,7 @@ impl fmt::Debug for WasmFunction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WasmFunction")
             .field("name", &self.name)
-            .field("hash", &hex(&self.hash[..8]))
+            .field("hash", &crate::hex::encode(&self.hash[..8]))
             .finish()
     }
 }

@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 use std::os::raw::{c_int, c_void};
 use std::sync::{Arc, Mutex};
 
-use autoloc_functions::wasm::{self, hex};
+use autoloc_functions::hex;
+use autoloc_functions::wasm;
 use autoloc_functions::{Error, Function};
 use redis_module::native_types::RedisType;
 use redis_module::{raw, Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
@@ -116,7 +117,7 @@ pub fn function(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                             RedisValue::BulkString(f.usage().into()),
                             RedisValue::BulkString(f.output_kind().as_str().into()),
                             RedisValue::BulkString(match f.version() {
-                                Some(h) => hex(&h),
+                                Some(h) => hex::encode(&h),
                                 None => "builtin".into(),
                             }),
                             RedisValue::Integer(size as i64),
@@ -135,13 +136,11 @@ pub fn function(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 /// [`Error::Stale`].
 pub fn check_version(f: &dyn Function, wanted: Option<&[u8]>) -> Result<(), Error> {
     match (f.version(), wanted) {
-        (Some(have), Some(want)) if !hex(&have).as_bytes().starts_with(want) || want.is_empty() => {
-            Err(Error::Stale(format!(
-                "function '{}' was replaced (now version {}); fetch it again",
-                f.name(),
-                &hex(&have)[..16]
-            )))
-        }
+        (Some(have), Some(want)) if !hex::has_prefix(&have, want) => Err(Error::Stale(format!(
+            "function '{}' was replaced (now version {}); fetch it again",
+            f.name(),
+            &hex::encode(&have[..8])
+        ))),
         _ => Ok(()),
     }
 }

@@ -60,13 +60,9 @@ impl Function for DigestFn {
                 h = m.finalize();
                 since_checkpoint += blob.len() + 16;
             }
-            Ok(Output::Text(hex(&h)))
+            Ok(Output::Text(crate::hex::encode(&h)))
         })
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -75,6 +71,9 @@ mod tests {
 
     #[test]
     fn md5_of_empty_matches_rfc1321() {
-        assert_eq!(hex(&Md5::digest(b"")), "d41d8cd98f00b204e9800998ecf8427e");
+        assert_eq!(
+            crate::hex::encode(&Md5::digest(b"")),
+            "d41d8cd98f00b204e9800998ecf8427e"
+        );
     }
 }
