@@ -56,9 +56,19 @@ impl Neighbours<'_> {
         match *self {
             Neighbours::Value { key, value } => for_each_neighbour(key, value, f),
             Neighbours::Ids(ids) => {
-                for_each_le_u32(ids, f);
+                le_u32s(ids).for_each(f);
                 Ok(())
             }
+        }
+    }
+
+    /// The neighbours as little-endian `u32`s, when they are held that way (decoded ids, or a
+    /// binary adjacency value), to be read in bulk ([`le_u32s`]); `None` for JSON, which only
+    /// [`Neighbours::for_each`] reads. A value that is no vertex fails as there.
+    pub fn le_ids(&self) -> Result<Option<&[u8]>> {
+        match *self {
+            Neighbours::Value { key, value } => binary_ids(key, value),
+            Neighbours::Ids(ids) => Ok(Some(ids)),
         }
     }
 }
@@ -66,6 +76,18 @@ impl Neighbours<'_> {
 /// Calls `f` with every neighbour of the vertex whose value is `value` (stored at `key`, named
 /// in errors).
 pub fn for_each_neighbour(key: &[u8], value: &[u8], f: impl FnMut(u32)) -> Result<()> {
+    match binary_ids(key, value)? {
+        Some(ids) => {
+            le_u32s(ids).for_each(f);
+            Ok(())
+        }
+        None => for_each_json_neighbour(key, value, f),
+    }
+}
+
+/// A binary adjacency value's ids (checked against its count); `None` for a JSON object; an
+/// error for anything else.
+fn binary_ids<'a>(key: &[u8], value: &'a [u8]) -> Result<Option<&'a [u8]>> {
     if let Some(rest) = value.strip_prefix(MAGIC) {
         let (count, ids) = rest
             .split_first_chunk::<4>()
@@ -80,11 +102,10 @@ pub fn for_each_neighbour(key: &[u8], value: &[u8], f: impl FnMut(u32)) -> Resul
                 ),
             ));
         }
-        for_each_le_u32(ids, f);
-        return Ok(());
+        return Ok(Some(ids));
     }
     if value.first() == Some(&b'{') {
-        return for_each_json_neighbour(key, value, f);
+        return Ok(None);
     }
     Err(Error::bad_value(
         key,
@@ -92,11 +113,13 @@ pub fn for_each_neighbour(key: &[u8], value: &[u8], f: impl FnMut(u32)) -> Resul
     ))
 }
 
-/// Calls `f` with each little-endian `u32` of `bytes` (a trailing partial one is ignored).
-fn for_each_le_u32(bytes: &[u8], mut f: impl FnMut(u32)) {
-    for chunk in bytes.chunks_exact(4) {
-        f(u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]));
-    }
+/// Each little-endian `u32` of `bytes` (a trailing partial one is ignored).
+pub fn le_u32s(bytes: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    // One 4-byte load each: built from four indexed bytes, a WebAssembly guest did four loads,
+    // each with its bounds check.
+    bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().expect("chunks of 4")))
 }
 
 fn for_each_json_neighbour(key: &[u8], value: &[u8], mut f: impl FnMut(u32)) -> Result<()> {

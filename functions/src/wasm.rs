@@ -997,6 +997,13 @@ mod abi {
             out.extend_from_slice(&MISSING.to_le_bytes());
             return Ok(());
         };
+        if let Some(ids) = neighbours.le_ids()? {
+            // Binary adjacency, or ids decoded already: the ABI's encoding, copied whole.
+            let ids = &ids[..ids.len() / 4 * 4];
+            out.extend_from_slice(&((ids.len() / 4) as u32).to_le_bytes());
+            out.extend_from_slice(ids);
+            return Ok(());
+        }
         let at = out.len();
         out.extend_from_slice(&[0; 4]);
         neighbours.for_each(|id| out.extend_from_slice(&id.to_le_bytes()))?;

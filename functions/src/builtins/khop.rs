@@ -60,11 +60,17 @@ pub async fn khop(store: &dyn Store, start: u32, k: u32) -> Result<Vec<u32>> {
         let mut next = Vec::new();
         store
             .read_neighbours(&keys, &mut |i, neighbours| match neighbours {
-                Some(neighbours) => neighbours.for_each(|n| {
-                    if seen.insert(n) {
-                        next.push(n);
+                Some(neighbours) => match neighbours.le_ids()? {
+                    Some(ids) => {
+                        seen.insert_le(ids, &mut next);
+                        Ok(())
                     }
-                }),
+                    None => neighbours.for_each(|n| {
+                        if seen.insert(n) {
+                            next.push(n);
+                        }
+                    }),
+                },
                 None if depth == 0 => Err(Error::no_key(&keys[i])),
                 // A dangling neighbour: reached, counted, no neighbours of its own.
                 None => Ok(()),

@@ -74,6 +74,45 @@ impl IdSet {
         new
     }
 
+    /// Adds each id of `ids` (little-endian `u32`s), appending those it did not hold to `new`.
+    ///
+    /// The same as [`IdSet::insert`] for each, in one loop whose bitmap and counts stay in
+    /// registers: called once per id through a closure, the set's fields were loaded and stored
+    /// for every id, and each access of a WebAssembly guest is bounds-checked.
+    pub fn insert_le(&mut self, ids: &[u8], new: &mut Vec<u32>) {
+        new.reserve(ids.len() / 4);
+        let mut rest = ids;
+        while !rest.is_empty() {
+            // Ids the bitmap covers, up to the first it does not.
+            let bits = self.bits.as_mut_slice();
+            let mut added = 0;
+            let mut taken = 0;
+            for id in crate::graph::le_u32s(rest) {
+                let Some(w) = bits.get_mut((id / 64) as usize) else {
+                    break;
+                };
+                taken += 4;
+                let bit = 1u64 << (id % 64);
+                if *w & bit == 0 {
+                    *w |= bit;
+                    new.push(id);
+                    added += 1;
+                }
+            }
+            self.len += added;
+            rest = &rest[taken..];
+            // That one through `insert` (which may grow the bitmap or hash it), then on.
+            if let Some(id) = crate::graph::le_u32s(rest).next() {
+                if self.insert(id) {
+                    new.push(id);
+                }
+                rest = &rest[4..];
+            } else {
+                break;
+            }
+        }
+    }
+
     /// Its ids in increasing order: the bitmap's, then the hashed ones (all beyond it) sorted.
     pub fn into_sorted(self) -> Vec<u32> {
         let mut out = Vec::with_capacity(self.len);
@@ -122,16 +161,39 @@ mod tests {
     use super::IdSet;
     use std::collections::HashSet;
 
-    /// Inserts the same ids into an `IdSet` and a `HashSet`: the same answers, the same members.
+    /// Inserts the same ids into an `IdSet` and a `HashSet`, one by one and in bulk (runs of
+    /// 1 to 9 through `insert_le`): the same answers, the same members.
     fn agrees(ids: impl IntoIterator<Item = u32>) {
+        let ids: Vec<u32> = ids.into_iter().collect();
         let mut set = IdSet::default();
+        let mut bulk = IdSet::default();
         let mut model = HashSet::new();
-        for id in ids {
-            assert_eq!(set.insert(id), model.insert(id), "insert {id}");
+        let mut new = Vec::new();
+        let mut rest = &ids[..];
+        for n in 0.. {
+            if rest.is_empty() {
+                break;
+            }
+            let (run, after) = rest.split_at(rest.len().min(n % 9 + 1));
+            rest = after;
+            let mut want = Vec::new();
+            for &id in run {
+                let fresh = model.insert(id);
+                assert_eq!(set.insert(id), fresh, "insert {id}");
+                if fresh {
+                    want.push(id);
+                }
+            }
+            let le: Vec<u8> = run.iter().flat_map(|id| id.to_le_bytes()).collect();
+            new.clear();
+            bulk.insert_le(&le, &mut new);
+            assert_eq!(new, want, "insert_le {run:?}");
         }
         assert_eq!(set.len, model.len());
+        assert_eq!(bulk.len, model.len());
         let mut sorted: Vec<u32> = model.into_iter().collect();
         sorted.sort_unstable();
+        assert_eq!(bulk.into_sorted(), sorted);
         assert_eq!(set.into_sorted(), sorted);
     }
 
