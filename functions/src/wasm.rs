@@ -70,8 +70,9 @@ pub const POOL_SLOTS: u32 = 256;
 /// Pooled instances beyond [`POOL_SLOTS`], for LOAD's `autoloc_describe` runs, which do not wait.
 const DESCRIBE_SLOTS: u32 = 16;
 
-/// Bytes of each pooled memory kept mapped between instances (see `pagemap_scan`).
-const KEEP_RESIDENT: usize = 4 << 20;
+/// Bytes of each pooled memory kept mapped and reset in place between instances (see
+/// `pagemap_scan`): about what khop_wasm dirties from a small vertex (16 pages), twice over.
+const KEEP_RESIDENT: usize = 128 << 10;
 
 /// The most keys one `read` of a guest may name: a larger read is a `TOOLARGE` error, so that
 /// one store access cannot hold Redis's lock for long (a read opens all its keys at once).
@@ -163,18 +164,21 @@ impl Host {
             .max_memory_size(limits.memory)
             .max_memories_per_module(1)
             .max_tables_per_module(1)
-            // Reset a slot's memory by rewriting only the pages the last instance dirtied
-            // (found with the PAGEMAP_SCAN ioctl, Linux 6.7+), keeping them mapped: the next
-            // instance takes no page faults there. Beyond it, and without the ioctl, memory is
-            // given back with madvise, in batches: each madvise costs a TLB shootdown on every
-            // core running one of the process's threads.
+            // Reset a slot's memory by rewriting the pages that are present (found with the
+            // PAGEMAP_SCAN ioctl, Linux 6.7+), keeping them mapped: the next instance takes no
+            // page faults there. Without write-protect tracking every present page counts as
+            // written, so a page stays on the bill of every later reset once any instance
+            // touched it: the budget of KEEP_RESIDENT is what a small invocation dirties, and a
+            // larger one's pages beyond it are given back with madvise, at once (a batch held
+            // its slot, so the next invocations took colder ones).
             .pagemap_scan(wasmtime::Enabled::Auto)
             .linear_memory_keep_resident(KEEP_RESIDENT)
             .table_keep_resident(KEEP_RESIDENT)
-            .decommit_batch_size(32);
-        // Copy the (small) data segments into memory rather than mapping them copy-on-write:
-        // a guest writes most of them, and each first write is a page fault.
-        config.memory_init_cow(false);
+            .decommit_batch_size(1);
+        // Map the data segments copy-on-write from the module's image: only the pages a guest
+        // writes are copied, where copying them all cost 1 us of khop_wasm's 14 (33 KB of
+        // read-only data); a page it never writes stays the image's and is never reset.
+        config.memory_init_cow(true);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
