@@ -666,6 +666,30 @@ mod tests {
     }
 
     #[test]
+    fn bulk_ids_are_the_binary_ones_and_fail_as_the_decoder_does() {
+        let binary = encode_adjacency(&[7, 3, 1 << 20]);
+        let value = |value: &'static [u8]| Neighbours::Value { key: b"1", value };
+        let held = Neighbours::Value {
+            key: b"1",
+            value: &binary,
+        };
+        let ids = held.le_ids().unwrap().unwrap();
+        assert_eq!(le_u32s(ids).collect::<Vec<_>>(), [3, 7, 1 << 20]);
+        assert_eq!(Neighbours::Ids(ids).le_ids().unwrap(), Some(ids));
+        assert_eq!(value(br#"{"neigh": [1]}"#).le_ids().unwrap(), None);
+        let mut short = binary.clone();
+        short.pop();
+        let short: &'static [u8] = short.leak();
+        for junk in [short, b"ALG1", b"hello", b""] {
+            let bulk = value(junk).le_ids().unwrap_err().to_string();
+            let each = value(junk).for_each(|_| ()).unwrap_err().to_string();
+            assert_eq!(bulk, each);
+        }
+        // A trailing partial id is not one.
+        assert_eq!(le_u32s(&[5, 0, 0, 0, 7, 0, 0]).collect::<Vec<_>>(), [5]);
+    }
+
+    #[test]
     fn huge_count_does_not_overflow() {
         let mut v = MAGIC.to_vec();
         v.extend_from_slice(&u32::MAX.to_le_bytes());

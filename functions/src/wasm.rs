@@ -125,6 +125,11 @@ pub fn host() -> &'static Host {
     HOST.get_or_init(|| Host::new(Limits::default()).expect("the wasm engine starts"))
 }
 
+/// Whether the machine has swap: `/proc/swaps` lists a device or file (or cannot be read).
+fn swap_on() -> bool {
+    std::fs::read_to_string("/proc/swaps").map_or(true, |t| t.lines().count() > 1)
+}
+
 /// The content hash a module is cached and versioned by, as 64 hex digits.
 pub fn content_hash(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
@@ -166,19 +171,32 @@ impl Host {
             .max_tables_per_module(1)
             // Reset a slot's memory by rewriting the pages that are present (found with the
             // PAGEMAP_SCAN ioctl, Linux 6.7+), keeping them mapped: the next instance takes no
-            // page faults there. Without write-protect tracking every present page counts as
-            // written, so a page stays on the bill of every later reset once any instance
-            // touched it: the budget of KEEP_RESIDENT is what a small invocation dirties, and a
-            // larger one's pages beyond it are given back with madvise, at once (a batch held
-            // its slot, so the next invocations took colder ones).
-            .pagemap_scan(wasmtime::Enabled::Auto)
+            // page faults there. Without write-protect tracking every present private page
+            // counts as written, so a page stays on the bill of every later reset once any
+            // instance touched it: the budget of KEEP_RESIDENT is what a small invocation
+            // dirties, and a larger one's pages beyond it are given back with madvise, at once
+            // (a batch held its slot, so the next invocations took colder ones). The scan skips
+            // a page that is swapped out, which would then keep what the last instance wrote
+            // (wasmtime#14357): with swap on, the slot is reset without the scan (its first
+            // KEEP_RESIDENT bytes zeroed, the rest given back).
+            .pagemap_scan(if swap_on() {
+                wasmtime::Enabled::No
+            } else {
+                wasmtime::Enabled::Auto
+            })
             .linear_memory_keep_resident(KEEP_RESIDENT)
             .table_keep_resident(KEEP_RESIDENT)
             .decommit_batch_size(1);
         // Map the data segments copy-on-write from the module's image: only the pages a guest
         // writes are copied, where copying them all cost 1 us of khop_wasm's 14 (33 KB of
-        // read-only data); a page it never writes stays the image's and is never reset.
-        config.memory_init_cow(true);
+        // read-only data); a page it never writes stays the image's and is never reset. An
+        // image spans its segments: one only where that is at most twice their bytes or 64 KiB
+        // (under wasmtime's default of 16 MiB, a module of a few hundred bytes with two bytes
+        // 8 MiB apart held 8 MiB in its compiled image and 8 more in the memfd mapped from it,
+        // past what the module size limit means to bound).
+        config
+            .memory_init_cow(true)
+            .memory_guaranteed_dense_image_size(64 << 10);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
@@ -1123,6 +1141,89 @@ mod tests {
 
     fn poll<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
         std::pin::Pin::new(f).poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    /// A module: one memory of `pages`, and a one-byte data segment at each of `offsets`.
+    fn module_with_bytes_at(pages: u32, offsets: &[u32]) -> Vec<u8> {
+        fn leb(mut v: u64, signed: bool, out: &mut Vec<u8>) {
+            loop {
+                let byte = (v & 0x7f) as u8;
+                v >>= 7;
+                let done = if signed {
+                    v == 0 && byte & 0x40 == 0
+                } else {
+                    v == 0
+                };
+                out.push(if done { byte } else { byte | 0x80 });
+                if done {
+                    return;
+                }
+            }
+        }
+        let mut m = b"\0asm\x01\0\0\0".to_vec();
+        let mut memory = vec![1, 0];
+        leb(pages.into(), false, &mut memory);
+        m.push(5);
+        leb(memory.len() as u64, false, &mut m);
+        m.extend(memory);
+        let mut data = Vec::new();
+        leb(offsets.len() as u64, false, &mut data);
+        for &at in offsets {
+            data.extend([0, 0x41]);
+            // i32.const takes a signed LEB128 (of offsets below 2^31 here).
+            assert!(at < 1 << 31);
+            leb(u64::from(at), true, &mut data);
+            data.extend([0x0b, 1, 0x5a]);
+        }
+        m.push(11);
+        leb(data.len() as u64, false, &mut m);
+        m.extend(data);
+        m
+    }
+
+    #[test]
+    fn neighbours_reach_a_guest_as_the_abi_encodes_them_whatever_their_layout() {
+        use crate::graph::{encode_adjacency, Neighbours};
+        // The ABI's encoding, written id by id.
+        let want = |ids: &[u32]| {
+            let mut out = (ids.len() as u32).to_le_bytes().to_vec();
+            ids.iter().for_each(|id| out.extend(id.to_le_bytes()));
+            out
+        };
+        let put = |n: Option<Neighbours<'_>>| {
+            let mut out = Vec::new();
+            abi::put_neighbours(&mut out, n).map(|()| out)
+        };
+        let binary = encode_adjacency(&[9, 2, 70_000]);
+        let value = |value| Some(Neighbours::Value { key: b"1", value });
+        assert_eq!(put(value(&binary)).unwrap(), want(&[2, 9, 70_000]));
+        assert_eq!(
+            put(value(br#"{"neigh": ["4", 5]}"#)).unwrap(),
+            want(&[4, 5])
+        );
+        let ids = [3u8, 0, 0, 0, 1, 0, 0, 0, 0xff, 0xff];
+        assert_eq!(put(Some(Neighbours::Ids(&ids))).unwrap(), want(&[3, 1]));
+        assert_eq!(put(None).unwrap(), u32::MAX.to_le_bytes());
+        assert!(put(value(b"junk")).is_err());
+    }
+
+    #[test]
+    fn sparse_data_segments_get_no_copy_on_write_image() {
+        let engine = &host().engine;
+        let size = |bytes: &[u8]| {
+            Module::new(engine, bytes)
+                .unwrap()
+                .serialize()
+                .unwrap()
+                .len()
+        };
+        // Two bytes 8 MiB apart: an image would hold the 8 MiB between them.
+        let sparse = size(&module_with_bytes_at(129, &[0, 8 << 20]));
+        let one = size(&module_with_bytes_at(129, &[0]));
+        assert!(
+            sparse < one + (64 << 10),
+            "{sparse} B compiled against {one} B"
+        );
     }
 
     #[test]

@@ -189,8 +189,17 @@ mod tests {
             bulk.insert_le(&le, &mut new);
             assert_eq!(new, want, "insert_le {run:?}");
         }
+        // All at once: one run across the bitmap's growth.
+        let mut once = IdSet::default();
+        let le: Vec<u8> = ids.iter().flat_map(|id| id.to_le_bytes()).collect();
+        new.clear();
+        once.insert_le(&le, &mut new);
+        let mut seen = HashSet::new();
+        let firsts: Vec<u32> = ids.iter().copied().filter(|&id| seen.insert(id)).collect();
+        assert_eq!(new, firsts);
         assert_eq!(set.len, model.len());
         assert_eq!(bulk.len, model.len());
+        assert_eq!(once.len, model.len());
         let mut sorted: Vec<u32> = model.into_iter().collect();
         sorted.sort_unstable();
         assert_eq!(bulk.into_sorted(), sorted);
