@@ -134,6 +134,37 @@ fn hostile_guests_get_clear_errors_and_the_server_keeps_serving() {
 }
 
 #[test]
+fn an_instance_never_sees_what_an_earlier_one_left() {
+    // Pooled slots are reset, not remapped: a page the last instance wrote, in its data or past
+    // the reset budget in a grown heap, must read as fresh in the next one (the data segments
+    // are mapped copy-on-write, and fresh heap pages are taken as zero without being written).
+    short_compute_limit();
+    let s = server(&[]);
+    load_all(&s, &["residue_wasm"]);
+    let mut c = raw(&s);
+    let mut rt = runtime(&s).with_transport(Transport::Shm).unwrap();
+    for bytes in ["4096", "2097152", "4096", "65536", "2097152", "100", "4096"] {
+        let out = cmd(
+            &mut c,
+            &[b"AUTOLOC.CALL", b"residue_wasm", bytes.as_bytes()],
+        );
+        assert_eq!(
+            out,
+            Frame::Bulk(Some(b"clean".to_vec())),
+            "AUTOLOC.CALL after {bytes}"
+        );
+        for p in [Placement::Storage, Placement::Compute] {
+            let out = rt.invoke("residue_wasm", &[bytes], p).unwrap().output;
+            assert_eq!(
+                out,
+                autoloc::Output::Value(Some(b"clean".to_vec())),
+                "{p} after {bytes}"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_guest_writes_only_what_its_callers_acl_allows() {
     let s = server(&[]);
     let mut c = raw(&s);
