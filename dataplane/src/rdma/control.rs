@@ -129,9 +129,7 @@ impl QpInfo {
             e.qpn & MAX_24,
             e.psn & MAX_24
         );
-        for b in e.gid {
-            let _ = write!(s, "{b:02x}");
-        }
+        s.push_str(&autoloc_functions::hex::encode(&e.gid));
         let _ = write!(
             s,
             ":{:01x}:{:016x}:{:08x}:{:08x}:{:08x}:{:08x}:{:08x}",
