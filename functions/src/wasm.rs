@@ -71,8 +71,10 @@ pub const POOL_SLOTS: u32 = 256;
 const DESCRIBE_SLOTS: u32 = 16;
 
 /// Bytes of each pooled memory kept mapped and reset in place between instances (see
-/// `pagemap_scan`): about what khop_wasm dirties from a small vertex (16 pages), twice over.
-const KEEP_RESIDENT: usize = 128 << 10;
+/// `pagemap_scan`). A 128 KiB budget, which gives a large invocation's pages back each time,
+/// measured worse inside redis-server (`bench-wasm`, three runs each: R-MAT khop_wasm/khop
+/// 3.77-3.97x against 3.17-3.39x, digest of 64 KiB values 0.94x against 0.90x native).
+const KEEP_RESIDENT: usize = 4 << 20;
 
 /// The most keys one `read` of a guest may name: a larger read is a `TOOLARGE` error, so that
 /// one store access cannot hold Redis's lock for long (a read opens all its keys at once).
@@ -172,10 +174,11 @@ impl Host {
             // Reset a slot's memory by rewriting the pages that are present (found with the
             // PAGEMAP_SCAN ioctl, Linux 6.7+), keeping them mapped: the next instance takes no
             // page faults there. Without write-protect tracking every present private page
-            // counts as written, so a page stays on the bill of every later reset once any
-            // instance touched it: the budget of KEEP_RESIDENT is what a small invocation
-            // dirties, and a larger one's pages beyond it are given back with madvise, at once
-            // (a batch held its slot, so the next invocations took colder ones). The scan skips
+            // counts as written, so a page stays on the bill of every later reset of its slot
+            // once any instance touched it (within KEEP_RESIDENT; past it pages are given back
+            // with madvise). Those are given back at once: batched, a slot waited in the queue
+            // and the next invocations took colder ones, each with its own pages to reset (a
+            // small khop_wasm after one from R-MAT's hub: 18 us, against 11). The scan skips
             // a page that is swapped out, which would then keep what the last instance wrote
             // (wasmtime#14357): with swap on, the slot is reset without the scan (its first
             // KEEP_RESIDENT bytes zeroed, the rest given back).

@@ -135,15 +135,17 @@ fn hostile_guests_get_clear_errors_and_the_server_keeps_serving() {
 
 #[test]
 fn an_instance_never_sees_what_an_earlier_one_left() {
-    // Pooled slots are reset, not remapped: a page the last instance wrote, in its data or past
-    // the reset budget in a grown heap, must read as fresh in the next one (the data segments
-    // are mapped copy-on-write, and fresh heap pages are taken as zero without being written).
+    // Pooled slots are reset, not remapped: a page the last instance wrote, in its data or in a
+    // grown heap (8 MiB runs: past the pages a slot keeps resident, which are given back), must
+    // read as fresh in the next one (the data segments are mapped copy-on-write, and fresh heap
+    // pages are taken as zero without being written).
     short_compute_limit();
-    let s = server(&[]);
+    // A budget for the 8 MiB runs (a debug build writes them slowly).
+    let s = server(&["budget-ms", "200"]);
     load_all(&s, &["residue_wasm"]);
     let mut c = raw(&s);
     let mut rt = runtime(&s).with_transport(Transport::Shm).unwrap();
-    for bytes in ["4096", "2097152", "4096", "65536", "2097152", "100", "4096"] {
+    for bytes in ["4096", "8388608", "4096", "65536", "8388608", "100", "4096"] {
         let out = cmd(
             &mut c,
             &[b"AUTOLOC.CALL", b"residue_wasm", bytes.as_bytes()],
