@@ -733,7 +733,11 @@ impl Outcome {
 /// with [`FnError::Stale`].
 fn wire_name(f: &dyn Function) -> String {
     match f.version() {
-        Some(v) => format!("{}@{}", f.name(), autoloc_functions::hex::encode(&v[..8])),
+        Some(v) => {
+            let mut name = format!("{}@", f.name());
+            autoloc_functions::hex::push(&mut name, &v[..8]);
+            name
+        }
         None => f.name().to_string(),
     }
 }

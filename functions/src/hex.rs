@@ -6,11 +6,17 @@ const DIGITS: &[u8; 16] = b"0123456789abcdef";
 /// `bytes` as lowercase hex, two digits per byte.
 pub fn encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
+    push(&mut out, bytes);
+    out
+}
+
+/// Appends `bytes` to `out` as lowercase hex.
+pub fn push(out: &mut String, bytes: &[u8]) {
+    out.reserve(bytes.len() * 2);
     for &b in bytes {
         out.push(DIGITS[usize::from(b >> 4)] as char);
         out.push(DIGITS[usize::from(b & 15)] as char);
     }
-    out
 }
 
 /// Whether `prefix` is a non-empty prefix of `bytes` written as lowercase hex (without writing
@@ -35,6 +41,9 @@ mod tests {
         let want: String = all.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(encode(&all), want);
         assert_eq!(encode(&[]), "");
+        let mut s = "v@".to_string();
+        push(&mut s, &[0xab, 0x01]);
+        assert_eq!(s, "v@ab01");
     }
 
     #[test]

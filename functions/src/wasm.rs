@@ -1146,40 +1146,20 @@ mod tests {
         std::pin::Pin::new(f).poll(&mut Context::from_waker(Waker::noop()))
     }
 
-    /// A module: one memory of `pages`, and a one-byte data segment at each of `offsets`.
-    fn module_with_bytes_at(pages: u32, offsets: &[u32]) -> Vec<u8> {
-        fn leb(mut v: u64, signed: bool, out: &mut Vec<u8>) {
-            loop {
-                let byte = (v & 0x7f) as u8;
-                v >>= 7;
-                let done = if signed {
-                    v == 0 && byte & 0x40 == 0
-                } else {
-                    v == 0
-                };
-                out.push(if done { byte } else { byte | 0x80 });
-                if done {
-                    return;
-                }
-            }
-        }
+    /// A data segment: active in memory 0, `i32.const 0`, one byte.
+    const BYTE_AT_0: &[u8] = &[0, 0x41, 0, 0x0b, 1, 0x5a];
+    /// The same at `i32.const 8 << 20` (signed LEB128: 0x80 0x80 0x80 0x04).
+    const BYTE_AT_8_MIB: &[u8] = &[0, 0x41, 0x80, 0x80, 0x80, 0x04, 0x0b, 1, 0x5a];
+
+    /// A module of one memory of 129 pages (8 MiB and a page) with `segments` (few and short:
+    /// each count and length fits one LEB128 byte).
+    fn module_with(segments: &[&[u8]]) -> Vec<u8> {
+        let mut data = vec![segments.len() as u8];
+        segments.iter().for_each(|s| data.extend_from_slice(s));
         let mut m = b"\0asm\x01\0\0\0".to_vec();
-        let mut memory = vec![1, 0];
-        leb(pages.into(), false, &mut memory);
-        m.push(5);
-        leb(memory.len() as u64, false, &mut m);
-        m.extend(memory);
-        let mut data = Vec::new();
-        leb(offsets.len() as u64, false, &mut data);
-        for &at in offsets {
-            data.extend([0, 0x41]);
-            // i32.const takes a signed LEB128 (of offsets below 2^31 here).
-            assert!(at < 1 << 31);
-            leb(u64::from(at), true, &mut data);
-            data.extend([0x0b, 1, 0x5a]);
-        }
-        m.push(11);
-        leb(data.len() as u64, false, &mut m);
+        // The memory section: one memory, no maximum, at least 129 pages.
+        m.extend([5, 4, 1, 0, 0x81, 0x01]);
+        m.extend([11, data.len() as u8]);
         m.extend(data);
         m
     }
@@ -1221,8 +1201,8 @@ mod tests {
                 .len()
         };
         // Two bytes 8 MiB apart: an image would hold the 8 MiB between them.
-        let sparse = size(&module_with_bytes_at(129, &[0, 8 << 20]));
-        let one = size(&module_with_bytes_at(129, &[0]));
+        let sparse = size(&module_with(&[BYTE_AT_0, BYTE_AT_8_MIB]));
+        let one = size(&module_with(&[BYTE_AT_0]));
         assert!(
             sparse < one + (64 << 10),
             "{sparse} B compiled against {one} B"

@@ -129,7 +129,7 @@ impl QpInfo {
             e.qpn & MAX_24,
             e.psn & MAX_24
         );
-        s.push_str(&autoloc_functions::hex::encode(&e.gid));
+        autoloc_functions::hex::push(&mut s, &e.gid);
         let _ = write!(
             s,
             ":{:01x}:{:016x}:{:08x}:{:08x}:{:08x}:{:08x}:{:08x}",

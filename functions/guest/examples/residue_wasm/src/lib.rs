@@ -21,9 +21,7 @@ autoloc_guest::export! {
 /// memory).
 const MARK: u32 = 0xa5a5_a5a5;
 
-#[allow(clippy::declare_interior_mutable_const)]
-const FRESH: AtomicU32 = AtomicU32::new(MARK);
-static WORDS: [AtomicU32; 16] = [FRESH; 16];
+static WORDS: [AtomicU32; 16] = [const { AtomicU32::new(MARK) }; 16];
 
 fn residue(args: &[Vec<u8>]) -> Result<Output, GuestError> {
     let bytes: usize = match args {
