@@ -633,6 +633,10 @@ impl<S: Store> Store for ReadSetStore<S> {
     fn checkpoint(&self) -> StoreFuture<'_, ()> {
         self.inner.checkpoint()
     }
+
+    fn principal(&self) -> &str {
+        self.inner.principal()
+    }
 }
 
 #[cfg(test)]

@@ -71,6 +71,14 @@ pub trait Store {
     fn time_left(&self) -> Option<std::time::Duration> {
         None
     }
+
+    /// Whom the invocation runs for, where state may outlive it: a WebAssembly guest's instance
+    /// serves later invocations only of the same principal. Storage-side the caller's ACL user;
+    /// by default (compute-side) the process, which holds every credential its links use and
+    /// every value they read.
+    fn principal(&self) -> &str {
+        ""
+    }
 }
 
 /// Convenience reads on any [`Store`].

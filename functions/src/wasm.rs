@@ -11,7 +11,15 @@
 //! the invocation's [`Exchange`] and suspends the guest; the invocation's future performs the
 //! request on the store (giving Redis's lock back storage-side, letting other invocations run
 //! compute-side), leaves the answer, and resumes the guest where it stopped. One instance
-//! serves the whole invocation, and is dropped with it.
+//! serves the whole invocation.
+//!
+//! # Instances kept between invocations
+//! Instantiating and resetting a pooled instance costs about 4 us, a third of a small
+//! `khop_wasm`. A guest that declares `"reuse": true` (the SDK's guests do) keeps its instance
+//! for the next invocation of the same function for the same principal ([`Store::principal`]:
+//! storage-side the ACL user) on the same thread ([`idle`]). An instance is never handed to
+//! another user or function, and it is dropped, not kept, when its call did not return (a trap,
+//! a store error, a pushback) or its memory grew past [`IDLE_MEMORY_MAX`].
 //!
 //! # Limits
 //! [`Limits`]: memory per instance (a [`wasmtime::StoreLimits`]), wasm stack, result size, and
@@ -69,6 +77,16 @@ pub const POOL_SLOTS: u32 = 256;
 
 /// Pooled instances beyond [`POOL_SLOTS`], for LOAD's `autoloc_describe` runs, which do not wait.
 const DESCRIBE_SLOTS: u32 = 16;
+
+/// Pooled instances beyond those, kept idle between invocations ([`idle`]), in the process.
+const IDLE_SLOTS: u32 = 64;
+
+/// Idle instances one thread keeps; past it the one used least recently is dropped.
+const IDLE_PER_THREAD: usize = 8;
+
+/// An instance whose memory grew past this is dropped after its call: an idle instance holds
+/// its memory, and a reset (its next instance) rewrites every page of it.
+const IDLE_MEMORY_MAX: usize = KEEP_RESIDENT;
 
 /// Bytes of each pooled memory kept mapped and reset in place between instances (see
 /// `pagemap_scan`). A 128 KiB budget, which gives a large invocation's pages back each time,
@@ -164,7 +182,7 @@ impl Host {
         // Every run is a fresh instance: take them from a pool of slots whose memory is kept
         // mapped and reset, instead of mapping and unmapping each one.
         let mut pool = wasmtime::PoolingAllocationConfig::new();
-        let total = POOL_SLOTS + DESCRIBE_SLOTS;
+        let total = POOL_SLOTS + DESCRIBE_SLOTS + IDLE_SLOTS;
         pool.total_core_instances(total)
             .total_memories(total)
             .total_tables(total)
@@ -252,14 +270,16 @@ impl Host {
             name: String::new(),
             usage: String::new(),
             kind: OutputKind::Value,
+            reuse: false,
             hash,
             pre,
             exports,
         };
         let describe = f.describe()?;
-        f.name = describe.0;
-        f.usage = describe.1;
-        f.kind = describe.2;
+        f.name = describe.name;
+        f.usage = describe.usage;
+        f.kind = describe.kind;
+        f.reuse = describe.reuse;
         let f = Arc::new(f);
         let mut cache = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= 256 {
@@ -341,6 +361,8 @@ pub struct WasmFunction {
     name: String,
     usage: String,
     kind: OutputKind,
+    /// Whether its instances may serve more than one invocation (its `"reuse"`).
+    reuse: bool,
     hash: [u8; 32],
     pre: InstancePre<Run>,
     exports: abi::Exports,
@@ -352,6 +374,103 @@ impl fmt::Debug for WasmFunction {
             .field("name", &self.name)
             .field("hash", &crate::hex::encode(&self.hash[..8]))
             .finish()
+    }
+}
+
+/// What a guest says of itself (`autoloc_describe`).
+struct Description {
+    name: String,
+    usage: String,
+    kind: OutputKind,
+    reuse: bool,
+}
+
+/// An instance and what one invocation uses of it, resolved when it was made.
+struct Ready {
+    store: WasmStore<Run>,
+    exchange: Shared,
+    memory: Memory,
+    alloc: wasmtime::TypedFunc<i32, i32>,
+    call: wasmtime::TypedFunc<(i32, i32), i64>,
+}
+
+impl Ready {
+    /// Prepares a kept instance for its next invocation: nothing pending, a new deadline.
+    fn rearm(&mut self, deadline: Instant) {
+        *lock(&self.exchange) = Exchange {
+            request: None,
+            answer: None,
+            deadline,
+        };
+        self.store.data_mut().taken = Vec::new();
+        self.store.set_epoch_deadline(1);
+    }
+}
+
+/// Instances kept between invocations, per thread, by function version and principal.
+mod idle {
+    use super::*;
+    use std::cell::RefCell;
+    use std::sync::atomic::AtomicU32;
+
+    /// Idle instances in the process (each holds a pooled slot of the [`IDLE_SLOTS`]).
+    static COUNT: AtomicU32 = AtomicU32::new(0);
+
+    /// One idle instance; its slot is counted until it is dropped or taken.
+    struct Kept {
+        hash: [u8; 32],
+        principal: Box<str>,
+        ready: Ready,
+        _counted: Counted,
+    }
+
+    struct Counted;
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            COUNT.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    thread_local! {
+        /// Least recently kept first.
+        static KEPT: RefCell<Vec<Kept>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// The instance this thread kept last for `hash` and `principal`, if any.
+    pub(super) fn take(hash: &[u8; 32], principal: &str) -> Option<Ready> {
+        KEPT.with_borrow_mut(|kept| {
+            let at = kept
+                .iter()
+                .rposition(|k| k.hash == *hash && *k.principal == *principal)?;
+            Some(kept.remove(at).ready)
+        })
+    }
+
+    /// Keeps `ready` for the next invocation of `hash` for `principal` on this thread, unless
+    /// the process keeps [`IDLE_SLOTS`] already (then it is dropped).
+    pub(super) fn keep(hash: [u8; 32], principal: &str, ready: Ready) {
+        let counted = COUNT
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < IDLE_SLOTS).then_some(n + 1)
+            })
+            .is_ok();
+        if !counted {
+            return;
+        }
+        let evicted = KEPT.with_borrow_mut(|kept| {
+            let evicted = (kept.len() >= IDLE_PER_THREAD).then(|| kept.remove(0));
+            kept.push(Kept {
+                hash,
+                principal: principal.into(),
+                ready,
+                _counted: Counted,
+            });
+            evicted
+        });
+        // Dropped outside the borrow: a store's drop runs wasmtime's code, not ours, but
+        // nothing should hold the list meanwhile.
+        drop(evicted);
     }
 }
 
@@ -376,7 +495,7 @@ impl WasmFunction {
         self.hash
     }
 
-    fn new_run(&self, deadline: Instant) -> (WasmStore<Run>, Shared) {
+    fn new_store(&self, deadline: Instant) -> (WasmStore<Run>, Shared) {
         let limits = host().limits;
         let exchange = Arc::new(Mutex::new(Exchange {
             request: None,
@@ -397,11 +516,31 @@ impl WasmFunction {
         (store, exchange)
     }
 
+    /// A new instance in a store of its own, its ABI exports resolved.
+    async fn instantiate(&self, deadline: Instant) -> Result<Ready> {
+        let (mut store, exchange) = self.new_store(deadline);
+        let instance = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(trap_error)?;
+        let memory = self.exports.memory(&instance, &mut store)?;
+        let alloc = (self.exports).func(&instance, &mut store, abi::Export::Alloc)?;
+        let call = (self.exports).func(&instance, &mut store, abi::Export::Call)?;
+        Ok(Ready {
+            store,
+            exchange,
+            memory,
+            alloc,
+            call,
+        })
+    }
+
     /// Calls `autoloc_describe` and checks what it says.
-    fn describe(&self) -> Result<(String, String, OutputKind)> {
+    fn describe(&self) -> Result<Description> {
         let deadline = Instant::now() + Duration::from_secs(1);
         let _running = Running::start(deadline);
-        let (mut store, _) = self.new_run(deadline);
+        let (mut store, _) = self.new_store(deadline);
         let text = crate::exec::block_on(async {
             let instance = self
                 .pre
@@ -446,36 +585,45 @@ impl WasmFunction {
         let output = field("output")?;
         let kind = OutputKind::parse(&output)
             .ok_or_else(|| guest_error(format!("unknown output kind '{output}'")))?;
-        Ok((name, usage, kind))
+        let reuse = match v.get("reuse") {
+            None => false,
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(guest_error(
+                    "autoloc_describe: 'reuse' is not true or false",
+                ))
+            }
+        };
+        Ok(Description {
+            name,
+            usage,
+            kind,
+            reuse,
+        })
     }
 
-    /// Instantiates the guest, hands it the arguments and runs `autoloc_call` to its result.
-    async fn run_guest(&self, store: &mut WasmStore<Run>, args: &[Vec<u8>]) -> Result<Output> {
-        let instance = self
-            .pre
-            .instantiate_async(&mut *store)
-            .await
-            .map_err(trap_error)?;
-        let memory = self.exports.memory(&instance, &mut *store)?;
-        let alloc = (self.exports).func::<i32, i32>(&instance, &mut *store, abi::Export::Alloc)?;
-        let call =
-            (self.exports).func::<(i32, i32), i64>(&instance, &mut *store, abi::Export::Call)?;
+    /// Hands the guest the arguments and runs `autoloc_call` to its result. An error of the
+    /// outer `Result` leaves the instance unfit for another call; the inner one is the guest's
+    /// answer.
+    async fn run_guest(&self, ready: &mut Ready, args: &[Vec<u8>]) -> Result<Result<Output>> {
+        let store = &mut ready.store;
         let mut encoded = Vec::new();
         abi::put_list(&mut encoded, args.iter().map(Vec::as_slice));
         let len = i32::try_from(encoded.len()).map_err(|_| guest_error("arguments too large"))?;
-        let at = alloc
+        let at = (ready.alloc)
             .call_async(&mut *store, len)
             .await
             .map_err(trap_error)?;
-        memory
+        ready
+            .memory
             .write(&mut *store, at as u32 as usize, &encoded)
             .map_err(|_| guest_error("autoloc_alloc returned memory out of bounds"))?;
-        let packed = call
+        let packed = (ready.call)
             .call_async(&mut *store, (at, len))
             .await
             .map_err(trap_error)?;
-        let result = abi::slice(memory.data(&*store), packed, host().limits.result)?;
-        match result.split_first() {
+        let result = abi::slice(ready.memory.data(&*store), packed, host().limits.result)?;
+        Ok(match result.split_first() {
             Some((0, out)) => Output::decode(self.kind, out)
                 .map_err(|e| guest_error(format!("result does not match its kind: {e}"))),
             Some((1, msg)) => Err(Error::Usage(format!(
@@ -486,7 +634,7 @@ impl WasmFunction {
             Some((2, msg)) => Err(guest_error(String::from_utf8_lossy(msg))),
             Some((3, reply)) => Err(data_error(&String::from_utf8_lossy(reply))),
             _ => Err(guest_error("result has no status byte")),
-        }
+        })
     }
 
     async fn invoke(&self, store: &dyn Store, args: &[Vec<u8>]) -> Result<Output> {
@@ -499,56 +647,73 @@ impl WasmFunction {
         let _slot = host().slots.acquire().await;
         let first = deadline(store);
         let running = Running::start(first);
-        let (mut wasm, exchange) = self.new_run(first);
-        let mut guest = std::pin::pin!(self.run_guest(&mut wasm, args));
-        loop {
-            if let Some(out) = poll_once(guest.as_mut()).await {
-                return out;
+        let kept = self
+            .reuse
+            .then(|| idle::take(&self.hash, store.principal()));
+        let mut ready = match kept.flatten() {
+            Some(mut ready) => {
+                ready.rearm(first);
+                ready
             }
-            let request = lock(&exchange).request.take();
-            let answer = match request {
-                Some(Request::Read(keys)) => {
-                    let mut encoded = Vec::new();
-                    store
-                        .read(&keys, &mut |_, v| {
-                            abi::put_value(&mut encoded, v);
-                            Ok(())
-                        })
-                        .await
-                        .map(|()| encoded)
+            None => self.instantiate(first).await?,
+        };
+        let exchange = ready.exchange.clone();
+        let out = {
+            let mut guest = std::pin::pin!(self.run_guest(&mut ready, args));
+            loop {
+                if let Some(out) = poll_once(guest.as_mut()).await {
+                    break out?;
                 }
-                Some(Request::Neighbours(keys)) => {
-                    let mut encoded = Vec::new();
-                    store
-                        .read_neighbours(&keys, &mut |_, neighbours| {
-                            abi::put_neighbours(&mut encoded, neighbours)
-                        })
-                        .await
-                        .map(|()| encoded)
-                }
-                Some(Request::Write(key, value)) => {
-                    store.write(&key, &value).await.map(|()| Vec::new())
-                }
-                Some(Request::Checkpoint) => {
-                    // Storage-side the store answers with a pushback once the budget is spent.
-                    store.checkpoint().await?;
-                    if store.time_left().is_none() && Instant::now() >= compute_deadline {
-                        return Err(guest_error(format!(
-                            "ran for more than the compute-side limit of {} ms",
-                            host().limits.compute_time.as_millis()
-                        )));
+                let request = lock(&exchange).request.take();
+                let answer = match request {
+                    Some(Request::Read(keys)) => {
+                        let mut encoded = Vec::new();
+                        store
+                            .read(&keys, &mut |_, v| {
+                                abi::put_value(&mut encoded, v);
+                                Ok(())
+                            })
+                            .await
+                            .map(|()| encoded)
                     }
-                    Ok(Vec::new())
-                }
-                // Suspended by wasmtime itself: resume it.
-                None => continue,
-            };
-            let next = deadline(store);
-            running.set(next);
-            let mut x = lock(&exchange);
-            x.deadline = next;
-            x.answer = Some(answer);
+                    Some(Request::Neighbours(keys)) => {
+                        let mut encoded = Vec::new();
+                        store
+                            .read_neighbours(&keys, &mut |_, neighbours| {
+                                abi::put_neighbours(&mut encoded, neighbours)
+                            })
+                            .await
+                            .map(|()| encoded)
+                    }
+                    Some(Request::Write(key, value)) => {
+                        store.write(&key, &value).await.map(|()| Vec::new())
+                    }
+                    Some(Request::Checkpoint) => {
+                        // Storage-side the store answers with a pushback once the budget is spent.
+                        store.checkpoint().await?;
+                        if store.time_left().is_none() && Instant::now() >= compute_deadline {
+                            return Err(guest_error(format!(
+                                "ran for more than the compute-side limit of {} ms",
+                                host().limits.compute_time.as_millis()
+                            )));
+                        }
+                        Ok(Vec::new())
+                    }
+                    // Suspended by wasmtime itself: resume it.
+                    None => continue,
+                };
+                let next = deadline(store);
+                running.set(next);
+                let mut x = lock(&exchange);
+                x.deadline = next;
+                x.answer = Some(answer);
+            }
+        };
+        // The call returned: the instance is whole, fit for the next one if small enough.
+        if self.reuse && ready.memory.data_size(&ready.store) <= IDLE_MEMORY_MAX {
+            idle::keep(self.hash, store.principal(), ready);
         }
+        out
     }
 }
 

@@ -381,4 +381,8 @@ impl Store for KeyspaceStore<'_> {
         // deadline finds the budget spent at its next checkpoint and is pushed back.
         Some(self.budget.saturating_sub(self.spent()) + Duration::from_micros(50))
     }
+
+    fn principal(&self) -> &str {
+        &self.caller.user
+    }
 }

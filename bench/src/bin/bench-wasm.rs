@@ -5,7 +5,7 @@
 //! `--client-core`:
 //! - `social`: AutoLoc's `social.json` stored as AutoLoc stored it (JSON per vertex,
 //!   `load_autoloc_json(.., binary = false, ..)`), two blobs (4 KiB and 64 KiB) for `digest`,
-//!   and the guests `khop_wasm`, `digest_wasm` and `empty_wasm`;
+//!   and the guests `khop_wasm`, `digest_wasm`, `empty_wasm` and `fresh_wasm`;
 //! - `rmat`: an R-MAT graph (binary adjacency, `--scale`, `--edge-factor`) and `khop_wasm`.
 //!
 //! Measured in one run, each cell a warm-up then `--duration-ms` of requests one at a time:
@@ -14,9 +14,11 @@
 //!    vertices of the 10%, 30%, 50%, 70%, 90% and 100% degree quantiles;
 //! 2. `digest <blob> 3` of the 4 KiB and the 64 KiB blob, `digest` against `digest_wasm`, the
 //!    same way;
-//! 3. what an invocation itself costs: `empty_wasm` (does nothing, returns nil) called in-process
-//!    through the host (`wasm::host().compile`, `Function::call` on a `MemStore`,
-//!    `exec::block_on`), beside the built-in `get` of a missing key there; both again
+//! 3. what an invocation itself costs: `empty_wasm` (does nothing, returns nil; its instance is
+//!    kept from one call to the next) and `fresh_wasm` (the same declared `reuse: false`: a new
+//!    instance per call) called in-process through the host (`wasm::host().compile`,
+//!    `Function::call` on a `MemStore`, `exec::block_on`), beside the built-in `get` of a
+//!    missing key there; all again
 //!    storage-side over shm, end to end. Also in-process: khop k=2 on social.json in a
 //!    `MemStore`, native against guest (the host's cost without Redis or a data plane);
 //! 4. loading 1 MiB modules: `AUTOLOC.FUNCTION LOAD REPLACE` end to end over RESP, and the
@@ -240,6 +242,7 @@ struct Guests {
     khop: Vec<u8>,
     digest: Vec<u8>,
     empty: Vec<u8>,
+    fresh: Vec<u8>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -269,6 +272,7 @@ fn main() -> anyhow::Result<()> {
         khop: guests::bytes("khop_wasm")?,
         digest: guests::bytes("digest_wasm")?,
         empty: guests::bytes("empty_wasm")?,
+        fresh: guests::bytes("fresh_wasm")?,
     };
     let social_path = social_path(args.social.as_deref());
 
@@ -323,7 +327,7 @@ fn main() -> anyhow::Result<()> {
                 )?;
             }
             let mut rt = Runtime::connect(&server.url())?;
-            for g in [&guests.khop, &guests.digest, &guests.empty] {
+            for g in [&guests.khop, &guests.digest, &guests.empty, &guests.fresh] {
                 rt.load_function(g, false)?;
             }
             Some(server)
@@ -383,8 +387,8 @@ fn main() -> anyhow::Result<()> {
     params.insert(
         "functions".into(),
         format!(
-            "khop k={K}; digest <blob> {DIGEST_ROUNDS} of {} B and {} B; empty_wasm vs get of a \
-             missing key",
+            "khop k={K}; digest <blob> {DIGEST_ROUNDS} of {} B and {} B; empty_wasm (instance \
+             kept) and fresh_wasm (new instance per call) vs get of a missing key",
             BLOBS[0].1, BLOBS[1].1
         ),
     );
@@ -657,18 +661,20 @@ fn in_process(
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
     let host = autoloc_functions::wasm::host();
-    let empty = host.compile(&guests.empty)?;
     let store = MemStore::new();
-    progress("in-process empty_wasm");
-    let m = in_process_cell(plan, &*empty, &store, &[], &Output::Value(None))?;
-    rows.push(row(
-        "invocation overhead",
-        "empty_wasm",
-        "wasm",
-        "in-process",
-        &m,
-        0,
-    ));
+    for (name, bytes) in [("empty_wasm", &guests.empty), ("fresh_wasm", &guests.fresh)] {
+        let guest = host.compile(bytes)?;
+        progress(&format!("in-process {name}"));
+        let m = in_process_cell(plan, &*guest, &store, &[], &Output::Value(None))?;
+        rows.push(row(
+            "invocation overhead",
+            name,
+            "wasm",
+            "in-process",
+            &m,
+            0,
+        ));
+    }
     progress("in-process get (missing key)");
     let m = in_process_cell(
         plan,
@@ -801,15 +807,13 @@ fn storage_social(
             rows,
         )?;
     }
-    let out = rt
-        .invoke("empty_wasm", &[] as &[&str], Placement::Storage)?
-        .output;
-    ensure!(
-        out == Output::Value(None),
-        "empty_wasm returned {out:?}, not nil"
-    );
+    for f in ["empty_wasm", "fresh_wasm"] {
+        let out = rt.invoke(f, &[] as &[&str], Placement::Storage)?.output;
+        ensure!(out == Output::Value(None), "{f} returned {out:?}, not nil");
+    }
     for (f, a) in [
         ("empty_wasm", Vec::<String>::new()),
+        ("fresh_wasm", Vec::new()),
         ("get", vec![MISSING.to_string()]),
     ] {
         progress(&format!("storage/shm {f} (invocation overhead)"));
@@ -1057,7 +1061,7 @@ fn comparisons(rows: &[Row]) -> Vec<Comparison> {
     };
     for cand in rows.iter().filter(|r| r.kind == "wasm") {
         let twin = match cand.function.strip_suffix("_wasm") {
-            Some("empty") => "get",
+            Some("empty" | "fresh") => "get",
             Some(t) => t,
             None => continue,
         };
@@ -1116,9 +1120,10 @@ fn checks(rows: &[Row], comparisons: &[Comparison], loads: &[LoadRow]) -> Vec<Ch
             unit: "x",
         });
     }
+    // The target is on instantiate and call: a new instance per call.
     out.push(Check {
-        name: "empty_wasm in-process (host + MemStore): p50 per invocation".into(),
-        value: find(rows, "invocation overhead", "empty_wasm", "in-process")
+        name: "fresh_wasm in-process (new instance + call, MemStore): p50".into(),
+        value: find(rows, "invocation overhead", "fresh_wasm", "in-process")
             .map(|r| r.p50_ns as f64),
         bound: Bound::AtMost(5000.0),
         unit: "ns",

@@ -80,8 +80,9 @@ fn json_string(s: &str, out: &mut String) {
     out.push('"');
 }
 
-/// The description `autoloc_describe` returns: `{"name":..,"usage":..,"output":..}`.
-pub fn describe_json(name: &str, usage: &str, kind: OutputKind) -> String {
+/// The description `autoloc_describe` returns:
+/// `{"name":..,"usage":..,"output":..,"reuse":..}`.
+pub fn describe_json(name: &str, usage: &str, kind: OutputKind, reuse: bool) -> String {
     let mut s = String::with_capacity(48 + name.len() + usage.len());
     s.push_str("{\"name\":");
     json_string(name, &mut s);
@@ -89,7 +90,11 @@ pub fn describe_json(name: &str, usage: &str, kind: OutputKind) -> String {
     json_string(usage, &mut s);
     s.push_str(",\"output\":");
     json_string(kind.as_str(), &mut s);
-    s.push('}');
+    s.push_str(if reuse {
+        ",\"reuse\":true}"
+    } else {
+        ",\"reuse\":false}"
+    });
     s
 }
 

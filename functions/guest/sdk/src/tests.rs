@@ -140,8 +140,8 @@ fn results_encode_with_their_status() {
 #[test]
 fn description_is_escaped_json() {
     assert_eq!(
-        abi::describe_json("a_1", "a_1 \"x\" \\ \t", OutputKind::Scores),
-        r#"{"name":"a_1","usage":"a_1 \"x\" \\ \u0009","output":"scores"}"#
+        abi::describe_json("a_1", "a_1 \"x\" \\ \t", OutputKind::Scores, false),
+        r#"{"name":"a_1","usage":"a_1 \"x\" \\ \u0009","output":"scores","reuse":false}"#
     );
 }
 
@@ -162,7 +162,7 @@ export! {
 fn the_macro_declares_and_checks_the_kind() {
     assert_eq!(
         AUTOLOC_GUEST.describe(),
-        r#"{"name":"sdk_test","usage":"sdk_test <kind>","output":"ids"}"#
+        r#"{"name":"sdk_test","usage":"sdk_test <kind>","output":"ids","reuse":true}"#
     );
     assert_eq!(AUTOLOC_GUEST.invoke(&args(&["ids"])), [0, 3, 0, 0, 0]);
     assert_eq!(AUTOLOC_GUEST.invoke(&args(&[]))[0], 1);
@@ -184,6 +184,7 @@ fn unsorted_scores_are_a_failure() {
             let ids: Vec<u32> = a.iter().map(|x| x[0].into()).collect();
             Ok(Output::Scores(ids.into_iter().map(|v| (v, 1.0)).collect()))
         },
+        reuse: true,
     };
     assert!(guest.run(&args(&["1", "2"])).is_ok());
     assert!(guest.run(&args(&[])).is_ok());
