@@ -238,16 +238,23 @@ impl Output {
     /// make and read than RESP for large results.
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
+            // Sized once and written in place: an append per id checked the capacity each time.
             Output::Ids(ids) => {
-                out.reserve(ids.len() * 4);
-                ids.iter()
-                    .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+                let at = out.len();
+                out.resize(at + ids.len() * 4, 0);
+                for (c, v) in out[at..].chunks_exact_mut(4).zip(ids) {
+                    c.copy_from_slice(&v.to_le_bytes());
+                }
             }
             Output::Text(t) => out.extend_from_slice(t.as_bytes()),
-            Output::Scores(s) => s.iter().for_each(|(v, x)| {
-                out.extend_from_slice(&v.to_le_bytes());
-                out.extend_from_slice(&x.to_bits().to_le_bytes());
-            }),
+            Output::Scores(s) => {
+                let at = out.len();
+                out.resize(at + s.len() * 12, 0);
+                for (c, (v, x)) in out[at..].chunks_exact_mut(12).zip(s) {
+                    c[..4].copy_from_slice(&v.to_le_bytes());
+                    c[4..].copy_from_slice(&x.to_bits().to_le_bytes());
+                }
+            }
             Output::Sum { sum, keys } => {
                 out.extend_from_slice(&sum.to_bits().to_le_bytes());
                 out.extend_from_slice(&keys.to_le_bytes());

@@ -80,11 +80,15 @@ impl IdSet {
     /// registers: called once per id through a closure, the set's fields were loaded and stored
     /// for every id, and each access of a WebAssembly guest is bounds-checked.
     pub fn insert_le(&mut self, ids: &[u8], new: &mut Vec<u32>) {
-        new.reserve(ids.len() / 4);
+        // Room for every id at once, written by index and cut to what was added: a `push` per
+        // id loaded and stored the vector's length and capacity each time in a guest.
+        let mut at = new.len();
+        new.resize(at + ids.len() / 4, 0);
         let mut rest = ids;
         while !rest.is_empty() {
             // Ids the bitmap covers, up to the first it does not.
             let bits = self.bits.as_mut_slice();
+            let out = &mut new[at..];
             let mut added = 0;
             let mut taken = 0;
             for id in crate::graph::le_u32s(rest) {
@@ -95,36 +99,44 @@ impl IdSet {
                 let bit = 1u64 << (id % 64);
                 if *w & bit == 0 {
                     *w |= bit;
-                    new.push(id);
+                    out[added] = id;
                     added += 1;
                 }
             }
             self.len += added;
+            at += added;
             rest = &rest[taken..];
             // That one through `insert` (which may grow the bitmap or hash it), then on.
             if let Some(id) = crate::graph::le_u32s(rest).next() {
                 if self.insert(id) {
-                    new.push(id);
+                    new[at] = id;
+                    at += 1;
                 }
                 rest = &rest[4..];
             } else {
                 break;
             }
         }
+        new.truncate(at);
     }
 
     /// Its ids in increasing order: the bitmap's, then the hashed ones (all beyond it) sorted.
     pub fn into_sorted(self) -> Vec<u32> {
-        let mut out = Vec::with_capacity(self.len);
+        let mut out = vec![0; self.len];
+        let dense = self.len - self.sparse.len();
+        let mut at = 0;
         for (i, &word) in self.bits.iter().enumerate() {
             let mut w = word;
             while w != 0 {
-                out.push(i as u32 * 64 + w.trailing_zeros());
+                out[at] = i as u32 * 64 + w.trailing_zeros();
+                at += 1;
                 w &= w - 1;
             }
         }
-        let dense = out.len();
-        out.extend(self.sparse);
+        debug_assert_eq!(at, dense);
+        for (o, id) in out[dense..].iter_mut().zip(self.sparse) {
+            *o = id;
+        }
         out[dense..].sort_unstable();
         out
     }
