@@ -88,6 +88,9 @@ const IDLE_PER_THREAD: usize = 8;
 /// its memory, and a reset (its next instance) rewrites every page of it.
 const IDLE_MEMORY_MAX: usize = KEEP_RESIDENT;
 
+/// A kept instance unused this long is dropped, not handed out (at its thread's next call).
+const IDLE_AGE: Duration = Duration::from_secs(10);
+
 /// Bytes of each pooled memory kept mapped and reset in place between instances (see
 /// `pagemap_scan`). A 128 KiB budget, which gives a large invocation's pages back each time,
 /// measured worse inside redis-server (`bench-wasm`, three runs each: R-MAT khop_wasm/khop
@@ -179,8 +182,8 @@ impl Host {
             // only reset.
             .memory_guard_size(0)
             .guard_before_linear_memory(false);
-        // Every run is a fresh instance: take them from a pool of slots whose memory is kept
-        // mapped and reset, instead of mapping and unmapping each one.
+        // Instances come from a pool of slots whose memory is kept mapped and reset, instead of
+        // mapping and unmapping each one.
         let mut pool = wasmtime::PoolingAllocationConfig::new();
         let total = POOL_SLOTS + DESCRIBE_SLOTS + IDLE_SLOTS;
         pool.total_core_instances(total)
@@ -416,15 +419,38 @@ mod idle {
     /// Idle instances in the process (each holds a pooled slot of the [`IDLE_SLOTS`]).
     static COUNT: AtomicU32 = AtomicU32::new(0);
 
-    /// One idle instance; its slot is counted until it is dropped or taken.
+    /// Bumped by [`forget`]: an instance kept before is dropped, not handed out.
+    static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+    /// One idle instance.
     struct Kept {
         hash: [u8; 32],
         principal: Box<str>,
+        generation: u64,
+        since: Instant,
         ready: Ready,
-        _counted: Counted,
+        counted: Counted,
     }
 
+    impl Kept {
+        fn stale(&self, now: Instant, generation: u64) -> bool {
+            self.generation != generation || now.duration_since(self.since) > IDLE_AGE
+        }
+    }
+
+    /// One of the process's [`IDLE_SLOTS`] places, given back when dropped.
     struct Counted;
+
+    impl Counted {
+        fn new() -> Option<Counted> {
+            COUNT
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n < IDLE_SLOTS).then_some(n + 1)
+                })
+                .ok()
+                .map(|_| Counted)
+        }
+    }
 
     impl Drop for Counted {
         fn drop(&mut self) {
@@ -437,41 +463,82 @@ mod idle {
         static KEPT: RefCell<Vec<Kept>> = const { RefCell::new(Vec::new()) };
     }
 
-    /// The instance this thread kept last for `hash` and `principal`, if any.
+    /// The instance this thread kept last for `hash` and `principal`, if it is not stale.
     pub(super) fn take(hash: &[u8; 32], principal: &str) -> Option<Ready> {
-        KEPT.with_borrow_mut(|kept| {
-            let at = kept
-                .iter()
-                .rposition(|k| k.hash == *hash && *k.principal == *principal)?;
-            Some(kept.remove(at).ready)
-        })
+        let kept = KEPT
+            .try_with(|kept| {
+                let mut kept = kept.borrow_mut();
+                let at = kept
+                    .iter()
+                    .rposition(|k| k.hash == *hash && *k.principal == *principal)?;
+                Some(kept.remove(at))
+            })
+            .ok()
+            .flatten()?;
+        // A stale one is dropped here, outside the borrow.
+        (!kept.stale(Instant::now(), GENERATION.load(Ordering::Relaxed))).then_some(kept.ready)
     }
 
-    /// Keeps `ready` for the next invocation of `hash` for `principal` on this thread, unless
-    /// the process keeps [`IDLE_SLOTS`] already (then it is dropped).
+    /// Keeps `ready` for the next invocation of `hash` for `principal` on this thread. Stale
+    /// instances are dropped first; past [`IDLE_PER_THREAD`] here, or [`IDLE_SLOTS`] in the
+    /// process, this thread's oldest makes room (with none here, `ready` is dropped).
     pub(super) fn keep(hash: [u8; 32], principal: &str, ready: Ready) {
-        let counted = COUNT
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < IDLE_SLOTS).then_some(n + 1)
-            })
-            .is_ok();
-        if !counted {
-            return;
-        }
-        let evicted = KEPT.with_borrow_mut(|kept| {
-            let evicted = (kept.len() >= IDLE_PER_THREAD).then(|| kept.remove(0));
-            kept.push(Kept {
-                hash,
-                principal: principal.into(),
-                ready,
-                _counted: Counted,
-            });
-            evicted
+        let now = Instant::now();
+        let generation = GENERATION.load(Ordering::Relaxed);
+        let mut dropped: Vec<Ready> = Vec::new();
+        // Past the thread's end (its locals gone), nothing is kept: `ready` drops with the
+        // closure.
+        let _ = KEPT.try_with(|kept| {
+            let mut kept = kept.borrow_mut();
+            let mut i = 0;
+            while i < kept.len() {
+                if kept[i].stale(now, generation) {
+                    dropped.push(kept.remove(i).ready);
+                } else {
+                    i += 1;
+                }
+            }
+            let mut oldest = |kept: &mut Vec<Kept>| {
+                let Kept { ready, counted, .. } = kept.remove(0);
+                dropped.push(ready);
+                counted
+            };
+            let counted = if kept.len() >= IDLE_PER_THREAD {
+                Some(oldest(&mut kept))
+            } else if let Some(c) = Counted::new() {
+                Some(c)
+            } else if !kept.is_empty() {
+                Some(oldest(&mut kept))
+            } else {
+                None
+            };
+            match counted {
+                Some(counted) => kept.push(Kept {
+                    hash,
+                    principal: principal.into(),
+                    generation,
+                    since: now,
+                    ready,
+                    counted,
+                }),
+                None => dropped.push(ready),
+            }
         });
-        // Dropped outside the borrow: a store's drop runs wasmtime's code, not ours, but
-        // nothing should hold the list meanwhile.
-        drop(evicted);
+        // Dropped outside the borrow.
+        drop(dropped);
     }
+
+    /// Drops every kept instance, at each thread's next call.
+    pub(super) fn forget() {
+        GENERATION.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Drops every instance kept between invocations (at each thread's next call): the Redis module
+/// calls it when an ACL user is deleted or disabled, so that a user created again under the
+/// same name never gets the old one's instance.
+pub fn forget_kept_instances() {
+    idle::forget();
 }
 
 /// Polls `fut` once: `Some` with its output if it is done, `None` if it is suspended.
@@ -665,6 +732,9 @@ impl WasmFunction {
                     break out?;
                 }
                 let request = lock(&exchange).request.take();
+                // An import waits for its answer; a guest the epoch suspended does not, and an
+                // answer left for it would be taken by its next import instead of that one's.
+                let awaited = !matches!(request, Some(Request::Checkpoint));
                 let answer = match request {
                     Some(Request::Read(keys)) => {
                         let mut encoded = Vec::new();
@@ -706,7 +776,9 @@ impl WasmFunction {
                 running.set(next);
                 let mut x = lock(&exchange);
                 x.deadline = next;
-                x.answer = Some(answer);
+                if awaited {
+                    x.answer = Some(answer);
+                }
             }
         };
         // The call returned: the instance is whole, fit for the next one if small enough.

@@ -173,9 +173,14 @@ fn an_instance_serves_only_its_callers_and_a_new_one_sees_nothing_earlier() {
     for bytes in [
         "4096", "8388608", "4096", "65536", "4096", "8388608", "100", "4096",
     ] {
-        for tag in ["", "trap", "x"] {
+        for tag in ["1", "trap", "2"] {
             for (user, conn, rt) in &mut callers {
-                let tag = if tag == "x" { *user } else { tag };
+                let tag = if tag == "trap" {
+                    tag.to_string()
+                } else {
+                    format!("{user}{tag}")
+                };
+                let tag = tag.as_str();
                 let args = [bytes, tag];
                 for path in ["AUTOLOC.CALL", "storage", "compute"] {
                     let out = match path {
@@ -230,8 +235,8 @@ fn an_instance_serves_only_its_callers_and_a_new_one_sees_nothing_earlier() {
                         // is not fixed; whose it is, is: its own user's, never after a trap.
                         assert!(
                             out == "clean"
-                                || out == "kept from "
-                                || out == format!("kept from {user}"),
+                                || out == format!("kept from {user}1")
+                                || out == format!("kept from {user}2"),
                             "{at}: {out}"
                         );
                     }
@@ -241,6 +246,35 @@ fn an_instance_serves_only_its_callers_and_a_new_one_sees_nothing_earlier() {
         }
     }
     assert!(reused > 20, "instances were kept: {reused} calls");
+    // A user deleted and created again under the same name starts afresh: the data plane's
+    // reaper (every 100 ms) sees alice gone, and every kept instance is dropped.
+    for (user, conn, _) in &mut callers {
+        let tag = format!("{user}3");
+        let argv = [
+            b"AUTOLOC.CALL".as_slice(),
+            b"residue_wasm",
+            b"4096",
+            tag.as_bytes(),
+        ];
+        cmd(conn, &argv);
+    }
+    let mut c = raw(&s);
+    cmd(&mut c, &[b"ACL", b"DELUSER", b"alice"]);
+    std::thread::sleep(Duration::from_millis(500));
+    drop(callers);
+    cmd(
+        &mut c,
+        &[b"ACL", b"SETUSER", b"alice", b"on", b">pw", b"~*", b"+@all"],
+    );
+    let mut alice = raw(&s);
+    cmd(&mut alice, &[b"AUTH", b"alice", b"pw"]);
+    for conn in [&mut alice, &mut c] {
+        assert_eq!(
+            cmd(conn, &[b"AUTOLOC.CALL", b"residue_wasm", b"4096"]),
+            Frame::Bulk(Some(b"clean".to_vec())),
+            "after ACL DELUSER"
+        );
+    }
     no_crash_report(&s);
 }
 

@@ -682,8 +682,8 @@ fn run(inbox: &Inbox) {
 }
 
 /// Closes the links of users deleted or disabled since they connected, forgets the TCP
-/// connections of such users (their requests are then refused), and notes which users may
-/// access every key ([`acl::refresh_standing`]).
+/// connections of such users (their requests are then refused) and every guest instance kept
+/// between calls, and notes which users may access every key ([`acl::refresh_standing`]).
 fn forget_gone_users(tsc: &ThreadContext, links: &mut Vec<Entry>) {
     let tcp_users: Vec<Caller> = tcp_identities()
         .as_ref()
@@ -713,6 +713,10 @@ fn forget_gone_users(tsc: &ThreadContext, links: &mut Vec<Entry>) {
         .map(|c| c.user.clone())
         .collect();
     drop(guard);
+    if verdicts.iter().any(|(_, s)| *s == Standing::Gone) {
+        // A user created again under the same name must not get the old one's instances.
+        autoloc_functions::wasm::forget_kept_instances();
+    }
     acl::refresh_standing(&verdicts);
     if !gone.is_empty() {
         if let Some(ids) = tcp_identities().as_mut() {
