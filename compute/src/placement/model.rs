@@ -166,8 +166,10 @@ const PER_KEY_BYTES: f64 = 32.0;
 /// module's path is about 0.9 us a request with its lock, more with the ring's wake-ups).
 pub const READ_CPU_NS: f64 = 2_000.0;
 /// Storage CPU to look up and copy out one key of a read, ns, where no reply reports it
-/// (`bench-dataplane` measures about 310 ns per key of an MGET inside the module).
-pub const READ_KEY_CPU_NS: f64 = 300.0;
+/// (`bench/results/bench-dataplane.txt`: a MultiGet of 16 keys of 64 B costs 154 ns per key
+/// more than a GET; this was 300 ns, from an older build, and priced serving aggregate's 64 keys
+/// above running it inside, so its reads could never free storage CPU).
+pub const READ_KEY_CPU_NS: f64 = 150.0;
 
 impl Estimate {
     /// The estimate from the decayed counters of each side; `None` with no samples at all.

@@ -41,10 +41,13 @@ pub enum ReasonKind {
     /// Storage CPU left over lent while compute is busy: `a` = storage, `b` = compute
     /// utilisation.
     Lent,
+    /// Storage at its budget while compute idles: part of a storage-preferring function runs
+    /// compute-side; `a` = storage, `b` = compute utilisation.
+    Offloaded,
 }
 
 impl ReasonKind {
-    const ALL: [ReasonKind; 16] = [
+    const ALL: [ReasonKind; 17] = [
         ReasonKind::NoSamples,
         ReasonKind::Fixed,
         ReasonKind::Oracle,
@@ -61,6 +64,7 @@ impl ReasonKind {
         ReasonKind::AutoLocStorage,
         ReasonKind::Kayak,
         ReasonKind::Lent,
+        ReasonKind::Offloaded,
     ];
 }
 
@@ -166,6 +170,10 @@ impl fmt::Display for Reason {
             ReasonKind::Lent => write!(
                 f,
                 "storage has room ({a:.2}), compute busy ({b:.2}): storage CPU lent"
+            ),
+            ReasonKind::Offloaded => write!(
+                f,
+                "storage at its budget ({a:.2}), compute idle ({b:.2}): part run outside"
             ),
         }
     }

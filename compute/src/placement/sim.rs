@@ -957,6 +957,36 @@ mod tests {
     }
 
     #[test]
+    fn idle_compute_takes_part_of_a_function_whose_reads_are_cheaper_than_running_it() {
+        // aggregate-like: one read of 64 keys (2 us + 64 x 150 ns to serve), 18 us inside, 28 us
+        // outside. One storage core at its allowance inside; one node of one core, which idles
+        // with everything inside: splitting uses both (`bench-placement --topology netns`).
+        let aggregate = FnProfile {
+            storage_cpu_ns: 18_000.0,
+            compute_cpu_ns: 28_000.0,
+            read_cpu_ns: 11_600.0,
+            keys: 64.0,
+            ..FnProfile::new("aggregate", 1.0, 18_000.0, 1.0, 1_000.0)
+        };
+        let sc = Scale {
+            cores_per_node: 1.0,
+            ..scale(1, 1.0, 20.0)
+        };
+        let r = compare(&sc, &[aggregate], &parsed(), &Settle::default());
+        let adaptive = &r.policies[4];
+        let storage = &r.policies[0];
+        assert!(adaptive.steady.shares[0] < 0.9, "{r:?}");
+        assert!(
+            adaptive.steady.throughput > 1.1 * storage.steady.throughput,
+            "{r:?}"
+        );
+        assert!(
+            adaptive.steady.throughput > 0.95 * r.oracle.throughput,
+            "{r:?}"
+        );
+    }
+
+    #[test]
     fn winners_count_ties_within_the_margin() {
         let r = compare(
             &scale(1, 16.0, 1.0),

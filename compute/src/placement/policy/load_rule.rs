@@ -56,25 +56,83 @@ pub(super) struct Lend {
     pub(super) capacity_ns: f64,
 }
 
+/// Offloading is on: the storage side is at its budget while the compute node, with this
+/// capacity, idles.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Offload {
+    /// Compute CPU ns per second (cores x 1e9).
+    pub(super) capacity_ns: f64,
+}
+
 /// The load rule: [`knapsack`] over the storage-preferring functions in `order`, then, with
 /// `lend` and storage CPU left over with no storage-preferring function split, the leftover lent
 /// to the compute-preferring functions, those that free the most compute CPU per storage CPU
 /// first: each gets the share that balances both sides' CPU, and the first that cannot go
-/// wholly inside is the marginal function. Targets per function and the marginal function.
+/// wholly inside is the marginal function. Targets per function, the marginal function, and
+/// whether it offloaded.
+///
+/// With `offload` instead (the mirror of lending: storage at its budget, the compute node idle),
+/// the function the budget splits, or else the last storage-preferring one wholly inside, if its
+/// reads cost the storage less than running it, gets the share that balances both sides' CPU
+/// ([`balanced_share`]) where that is lower, and is the marginal function: the idle compute CPU
+/// carries part of it.
 pub(super) fn plan(
     plans: &[Option<Plan>],
     order: &[usize],
     budget: f64,
     rate_scale: f64,
     lend: Option<Lend>,
-) -> (Vec<f64>, Option<usize>) {
+    offload: Option<Offload>,
+) -> (Vec<f64>, Option<usize>, bool) {
     let (mut targets, marginal, left, split) = knapsack(plans, order, budget, rate_scale);
-    let Some(lend) = lend.filter(|_| !split && left > 0.0) else {
-        return (targets, marginal);
-    };
     // Compute CPU a function takes at share t: calls outside cost c, calls inside c_s.
     let compute_at = |p: &Plan, t: f64| {
         p.rate * rate_scale * (t * p.est.call_cpu_ns + (1.0 - t) * p.est.compute_cpu_ns)
+    };
+    // Storage CPU a function takes at share t: calls inside cost s, calls outside their reads.
+    let storage_at = |p: &Plan, t: f64| {
+        p.rate * rate_scale * (t * p.est.storage_cpu_ns + (1.0 - t) * p.est.read_cpu_ns)
+    };
+    // Compute CPU free for function m: capacity less what the others spend at their targets.
+    let free_for = |targets: &[f64], m: usize, capacity: f64| {
+        let others: f64 = plans
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != m)
+            .filter_map(|(i, q)| q.map(|q| compute_at(&q, targets[i])))
+            .sum();
+        (capacity - others).max(0.05 * capacity)
+    };
+    if let Some(offload) = offload {
+        // The function split for want of budget, else the last one wholly inside; only one
+        // whose reads cost the storage less than running it frees storage CPU by going out.
+        let candidate = if split {
+            marginal
+        } else {
+            order.iter().rev().copied().find(|&i| targets[i] >= 1.0)
+        }
+        .filter(|&i| plans[i].is_some_and(|p| p.est.storage_cpu_ns > p.est.read_cpu_ns));
+        if let Some(m) = candidate {
+            let p = plans[m].expect("ordered functions have plans");
+            // Storage CPU for it: the budget less what the others take at their targets.
+            let others: f64 = plans
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| i != m)
+                .filter_map(|(i, q)| q.map(|q| storage_at(&q, targets[i])))
+                .sum();
+            let storage = (budget - others).max(0.0);
+            let free = free_for(&targets, m, offload.capacity_ns);
+            let share = balanced_share(&p.est, storage, free);
+            if share < targets[m] {
+                targets[m] = share;
+                return (targets, Some(m), true);
+            }
+        }
+        return (targets, marginal, false);
+    }
+    let Some(lend) = lend.filter(|_| !split && left > 0.0) else {
+        return (targets, marginal, false);
     };
     // Borrowers: the compute-preferring functions, those that free the most compute CPU per
     // storage CPU they take first.
@@ -95,14 +153,7 @@ pub(super) fn plan(
     let mut left = left;
     let mut last = None;
     for (m, p) in borrowers {
-        // Compute CPU free for it: capacity less what the others spend at their targets.
-        let others: f64 = plans
-            .iter()
-            .enumerate()
-            .filter(|&(i, _)| i != m)
-            .filter_map(|(i, q)| q.map(|q| compute_at(&q, targets[i])))
-            .sum();
-        let free = (lend.capacity_ns - others).max(0.05 * lend.capacity_ns);
+        let free = free_for(&targets, m, lend.capacity_ns);
         // Storage CPU for it: what is left, plus what its reads take already.
         let storage = left + p.rate * rate_scale * p.est.read_cpu_ns;
         let share = balanced_share(&p.est, storage, free);
@@ -117,7 +168,7 @@ pub(super) fn plan(
             break;
         }
     }
-    (targets, last.or(marginal))
+    (targets, last.or(marginal), false)
 }
 
 /// The storage share of a function that maximises its throughput with `storage` ns/s of storage
