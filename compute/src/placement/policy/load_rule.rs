@@ -93,15 +93,18 @@ pub(super) fn plan(
     let storage_at = |p: &Plan, t: f64| {
         p.rate * rate_scale * (t * p.est.storage_cpu_ns + (1.0 - t) * p.est.read_cpu_ns)
     };
-    // Compute CPU free for function m: capacity less what the others spend at their targets.
-    let free_for = |targets: &[f64], m: usize, capacity: f64| {
-        let others: f64 = plans
+    // What the functions but m take at their targets, by `at`.
+    let others = |targets: &[f64], m: usize, at: &dyn Fn(&Plan, f64) -> f64| -> f64 {
+        plans
             .iter()
             .enumerate()
             .filter(|&(i, _)| i != m)
-            .filter_map(|(i, q)| q.map(|q| compute_at(&q, targets[i])))
-            .sum();
-        (capacity - others).max(0.05 * capacity)
+            .filter_map(|(i, q)| q.map(|q| at(&q, targets[i])))
+            .sum()
+    };
+    // Compute CPU free for function m: capacity less what the others spend at their targets.
+    let free_for = |targets: &[f64], m: usize, capacity: f64| {
+        (capacity - others(targets, m, &compute_at)).max(0.05 * capacity)
     };
     if let Some(offload) = offload {
         // The function split for want of budget, else the last one wholly inside; only one
@@ -115,13 +118,7 @@ pub(super) fn plan(
         if let Some(m) = candidate {
             let p = plans[m].expect("ordered functions have plans");
             // Storage CPU for it: the budget less what the others take at their targets.
-            let others: f64 = plans
-                .iter()
-                .enumerate()
-                .filter(|&(i, _)| i != m)
-                .filter_map(|(i, q)| q.map(|q| storage_at(&q, targets[i])))
-                .sum();
-            let storage = (budget - others).max(0.0);
+            let storage = (budget - others(&targets, m, &storage_at)).max(0.0);
             let free = free_for(&targets, m, offload.capacity_ns);
             let share = balanced_share(&p.est, storage, free);
             if share < targets[m] {
