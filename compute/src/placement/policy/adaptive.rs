@@ -1,7 +1,7 @@
 //! The adaptive policy, ours: per epoch, the cost model picks each function's side, the load
 //! rule (`load_rule.rs`) fits the storage-preferring functions into the storage CPU budget (and
-//! lends what is left while the compute node is busy), and the gradient (`gradient.rs`) tunes
-//! the one function the budget splits.
+//! lends what is left while the compute node is busy, or offloads part of one while it idles),
+//! and the gradient (`gradient.rs`) tunes the one function the budget splits.
 
 #[cfg(doc)]
 use super::balanced_share;
@@ -103,7 +103,13 @@ impl Default for AdaptiveConfig {
 ///    cost per call, and the share where the two caps meet is the best); the first that cannot
 ///    go wholly inside is the marginal function, which the gradient of step 3 tunes from there.
 ///    An idle storage core is capacity (Kayak's point), but only the functions that gain most
-///    from it move, and only while the compute side is what limits throughput.
+///    from it move, and only while the compute side is what limits throughput;
+/// 5. **offloading**, the mirror: while the storage side is at its budget (`OFFLOAD_FULL` of
+///    the allowance) and the compute node idles (below `compute_busy` less `LEND_HOLD`), the
+///    function the budget splits, or else the last storage-preferring one wholly inside, goes
+///    out to its [`balanced_share`] where that is lower, if its reads cost the storage less than
+///    running it; it is the marginal function. While offloading, both sides are judged as they
+///    would be without it.
 #[derive(Debug, Clone, Default)]
 pub struct Adaptive {
     /// Tunables.
