@@ -392,6 +392,7 @@ struct Description {
 struct Ready {
     store: WasmStore<Run>,
     exchange: Shared,
+    instance: wasmtime::Instance,
     memory: Memory,
     alloc: wasmtime::TypedFunc<i32, i32>,
     call: wasmtime::TypedFunc<(i32, i32), i64>,
@@ -463,8 +464,9 @@ mod idle {
         static KEPT: RefCell<Vec<Kept>> = const { RefCell::new(Vec::new()) };
     }
 
-    /// The instance this thread kept last for `hash` and `principal`, if it is not stale.
-    pub(super) fn take(hash: &[u8; 32], principal: &str) -> Option<Ready> {
+    /// The instance this thread kept last for `hash` and `principal`, if it is not stale, with
+    /// the principal's name it was kept under (for [`keep`], which then allocates nothing).
+    pub(super) fn take(hash: &[u8; 32], principal: &str) -> Option<(Ready, Box<str>)> {
         let kept = KEPT
             .try_with(|kept| {
                 let mut kept = kept.borrow_mut();
@@ -476,13 +478,14 @@ mod idle {
             .ok()
             .flatten()?;
         // A stale one is dropped here, outside the borrow.
-        (!kept.stale(Instant::now(), GENERATION.load(Ordering::Relaxed))).then_some(kept.ready)
+        (!kept.stale(Instant::now(), GENERATION.load(Ordering::Relaxed)))
+            .then_some((kept.ready, kept.principal))
     }
 
     /// Keeps `ready` for the next invocation of `hash` for `principal` on this thread. Stale
     /// instances are dropped first; past [`IDLE_PER_THREAD`] here, or [`IDLE_SLOTS`] in the
     /// process, this thread's oldest makes room (with none here, `ready` is dropped).
-    pub(super) fn keep(hash: [u8; 32], principal: &str, ready: Ready) {
+    pub(super) fn keep(hash: [u8; 32], principal: Box<str>, ready: Ready) {
         let now = Instant::now();
         let generation = GENERATION.load(Ordering::Relaxed);
         let mut dropped: Vec<Ready> = Vec::new();
@@ -515,7 +518,7 @@ mod idle {
             match counted {
                 Some(counted) => kept.push(Kept {
                     hash,
-                    principal: principal.into(),
+                    principal,
                     generation,
                     since: now,
                     ready,
@@ -583,7 +586,7 @@ impl WasmFunction {
         (store, exchange)
     }
 
-    /// A new instance in a store of its own, its ABI exports resolved.
+    /// A new instance in a store of its own, its ABI exports resolved (their types checked).
     async fn instantiate(&self, deadline: Instant) -> Result<Ready> {
         let (mut store, exchange) = self.new_store(deadline);
         let instance = self
@@ -597,6 +600,7 @@ impl WasmFunction {
         Ok(Ready {
             store,
             exchange,
+            instance,
             memory,
             alloc,
             call,
@@ -607,23 +611,17 @@ impl WasmFunction {
     fn describe(&self) -> Result<Description> {
         let deadline = Instant::now() + Duration::from_secs(1);
         let _running = Running::start(deadline);
-        let (mut store, _) = self.new_store(deadline);
         let text = crate::exec::block_on(async {
-            let instance = self
-                .pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(trap_error)?;
+            let mut ready = self.instantiate(deadline).await?;
             let describe = self
                 .exports
-                .func::<(), i64>(&instance, &mut store, abi::Export::Describe)
+                .func::<(), i64>(&ready.instance, &mut ready.store, abi::Export::Describe)
                 .map_err(|e| guest_error(format!("autoloc_describe: {e}")))?;
             let packed = describe
-                .call_async(&mut store, ())
+                .call_async(&mut ready.store, ())
                 .await
                 .map_err(trap_error)?;
-            let memory = self.exports.memory(&instance, &mut store)?;
-            abi::slice(memory.data(&store), packed, 64 << 10).map(<[u8]>::to_vec)
+            abi::slice(ready.memory.data(&ready.store), packed, 64 << 10).map(<[u8]>::to_vec)
         })?;
         let v: serde_json::Value = serde_json::from_slice(&text)
             .map_err(|e| guest_error(format!("autoloc_describe: not JSON: {e}")))?;
@@ -717,12 +715,12 @@ impl WasmFunction {
         let kept = self
             .reuse
             .then(|| idle::take(&self.hash, store.principal()));
-        let mut ready = match kept.flatten() {
-            Some(mut ready) => {
+        let (mut ready, principal) = match kept.flatten() {
+            Some((mut ready, principal)) => {
                 ready.rearm(first);
-                ready
+                (ready, Some(principal))
             }
-            None => self.instantiate(first).await?,
+            None => (self.instantiate(first).await?, None),
         };
         let exchange = ready.exchange.clone();
         let out = {
@@ -783,7 +781,8 @@ impl WasmFunction {
         };
         // The call returned: the instance is whole, fit for the next one if small enough.
         if self.reuse && ready.memory.data_size(&ready.store) <= IDLE_MEMORY_MAX {
-            idle::keep(self.hash, store.principal(), ready);
+            let principal = principal.unwrap_or_else(|| store.principal().into());
+            idle::keep(self.hash, principal, ready);
         }
         out
     }
