@@ -275,16 +275,28 @@ impl Adaptive {
                 .flatten()
                 .is_some_and(|p| !p.prefers_storage)
         });
+        // Both sides' utilisation as it would be with function m's calls on one side only
+        // (`inside`: all storage-side): each call moved inside takes its storage CPU less its
+        // reads' from the storage, and frees its compute CPU less a call's on the compute node.
+        let without_split = |m: Option<usize>, inside: bool| {
+            let now = (util, w.compute_util);
+            let Some((p, f)) = m.and_then(|m| Some((plans[m]?, w.functions.get(m)?))) else {
+                return now;
+            };
+            let moved_in = if inside { 1.0 - f.share } else { -f.share } * p.rate;
+            (
+                now.0
+                    + moved_in * (p.est.storage_cpu_ns - p.est.read_cpu_ns).max(0.0)
+                        / (w.storage_cores.max(1e-9) * 1e9),
+                now.1
+                    - moved_in * (p.est.compute_cpu_ns - p.est.call_cpu_ns).max(0.0)
+                        / (w.compute_cores.max(1e-9) * 1e9),
+            )
+        };
         // While lending, the compute node is judged as it would be without the loan: the loan
         // takes its own load off the compute node, and judged on the lowered load, lending was
         // withdrawn and restarted every other epoch (`bench-sim`: 16 storage cores, 1 node).
-        let util_without_loan = lending_to.map_or(w.compute_util, |m| {
-            let (Some(p), Some(f)) = (plans[m], w.functions.get(m)) else {
-                return w.compute_util;
-            };
-            let freed = f.share * p.rate * (p.est.compute_cpu_ns - p.est.call_cpu_ns).max(0.0);
-            w.compute_util + freed / (w.compute_cores.max(1e-9) * 1e9)
-        });
+        let (_, util_without_loan) = without_split(lending_to, false);
         let busy = util_without_loan
             >= cfg.compute_busy - if lending_to.is_some() { LEND_HOLD } else { 0.0 };
         let lend = busy.then_some(Lend {
@@ -301,19 +313,7 @@ impl Adaptive {
                 .flatten()
                 .is_some_and(|p| p.prefers_storage)
         });
-        let (storage_without, compute_without) = offloading.map_or((util, w.compute_util), |m| {
-            let (Some(p), Some(f)) = (plans[m], w.functions.get(m)) else {
-                return (util, w.compute_util);
-            };
-            let out = (1.0 - f.share).max(0.0) * p.rate;
-            (
-                util + out * (p.est.storage_cpu_ns - p.est.read_cpu_ns).max(0.0)
-                    / (w.storage_cores.max(1e-9) * 1e9),
-                w.compute_util
-                    - out * (p.est.compute_cpu_ns - p.est.call_cpu_ns).max(0.0)
-                        / (w.compute_cores.max(1e-9) * 1e9),
-            )
-        });
+        let (storage_without, compute_without) = without_split(offloading, true);
         let hold = if offloading.is_some() { LEND_HOLD } else { 0.0 };
         let offload = (!busy
             && storage_without >= (OFFLOAD_FULL - hold) * allowance

@@ -114,9 +114,12 @@ pub(super) fn plan(
         } else {
             order.iter().rev().copied().find(|&i| targets[i] >= 1.0)
         }
-        .filter(|&i| plans[i].is_some_and(|p| p.est.storage_cpu_ns > p.est.read_cpu_ns));
-        if let Some(m) = candidate {
-            let p = plans[m].expect("ordered functions have plans");
+        .and_then(|i| {
+            plans[i]
+                .filter(|p| p.est.storage_cpu_ns > p.est.read_cpu_ns)
+                .map(|p| (i, p))
+        });
+        if let Some((m, p)) = candidate {
             // Storage CPU for it: the budget less what the others take at their targets.
             let storage = (budget - others(&targets, m, &storage_at)).max(0.0);
             let free = free_for(&targets, m, offload.capacity_ns);
