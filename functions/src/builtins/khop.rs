@@ -58,15 +58,21 @@ pub async fn khop(store: &dyn Store, start: u32, k: u32) -> Result<Vec<u32>> {
         }
         let keys: Vec<Vec<u8>> = frontier.iter().map(|&v| vertex_key(v)).collect();
         let mut next = Vec::new();
+        // The last level's vertices are only counted: nothing reads their neighbours.
+        let last = depth + 1 == k;
         store
             .read_neighbours(&keys, &mut |i, neighbours| match neighbours {
                 Some(neighbours) => match neighbours.le_ids()? {
+                    Some(ids) if last => {
+                        seen.extend_le(ids);
+                        Ok(())
+                    }
                     Some(ids) => {
                         seen.insert_le(ids, &mut next);
                         Ok(())
                     }
                     None => neighbours.for_each(|n| {
-                        if seen.insert(n) {
+                        if seen.insert(n) && !last {
                             next.push(n);
                         }
                     }),

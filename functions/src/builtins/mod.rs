@@ -80,10 +80,24 @@ impl IdSet {
     /// registers: called once per id through a closure, the set's fields were loaded and stored
     /// for every id, and each access of a WebAssembly guest is bounds-checked.
     pub fn insert_le(&mut self, ids: &[u8], new: &mut Vec<u32>) {
+        self.add_le::<true>(ids, new);
+    }
+
+    /// Adds each id of `ids` (little-endian `u32`s), as [`IdSet::insert_le`] does, without
+    /// listing the new ones: `khop`'s last level, whose vertices are never visited. Nothing is
+    /// written per id but the bitmap.
+    pub fn extend_le(&mut self, ids: &[u8]) {
+        self.add_le::<false>(ids, &mut Vec::new());
+    }
+
+    /// [`IdSet::insert_le`], and with `LIST` false [`IdSet::extend_le`] (`new` untouched).
+    fn add_le<const LIST: bool>(&mut self, ids: &[u8], new: &mut Vec<u32>) {
         // Room for every id at once, written by index and cut to what was added: a `push` per
         // id loaded and stored the vector's length and capacity each time in a guest.
         let mut at = new.len();
-        new.resize(at + ids.len() / 4, 0);
+        if LIST {
+            new.resize(at + ids.len() / 4, 0);
+        }
         let mut rest = ids;
         while !rest.is_empty() {
             // Ids the bitmap covers, up to the first it does not.
@@ -99,16 +113,20 @@ impl IdSet {
                 let bit = 1u64 << (id % 64);
                 if *w & bit == 0 {
                     *w |= bit;
-                    out[added] = id;
+                    if LIST {
+                        out[added] = id;
+                    }
                     added += 1;
                 }
             }
             self.len += added;
-            at += added;
+            if LIST {
+                at += added;
+            }
             rest = &rest[taken..];
             // That one through `insert` (which may grow the bitmap or hash it), then on.
             if let Some(id) = crate::graph::le_u32s(rest).next() {
-                if self.insert(id) {
+                if self.insert(id) && LIST {
                     new[at] = id;
                     at += 1;
                 }
@@ -117,7 +135,9 @@ impl IdSet {
                 break;
             }
         }
-        new.truncate(at);
+        if LIST {
+            new.truncate(at);
+        }
     }
 
     /// Its ids in increasing order: the bitmap's, then the hashed ones (all beyond it) sorted.
@@ -209,12 +229,17 @@ mod tests {
         let mut seen = HashSet::new();
         let firsts: Vec<u32> = ids.iter().copied().filter(|&id| seen.insert(id)).collect();
         assert_eq!(new, firsts);
+        // The same, listing nothing.
+        let mut counted = IdSet::default();
+        counted.extend_le(&le);
         assert_eq!(set.len, model.len());
         assert_eq!(bulk.len, model.len());
         assert_eq!(once.len, model.len());
+        assert_eq!(counted.len, model.len());
         let mut sorted: Vec<u32> = model.into_iter().collect();
         sorted.sort_unstable();
         assert_eq!(bulk.into_sorted(), sorted);
+        assert_eq!(counted.into_sorted(), sorted);
         assert_eq!(set.into_sorted(), sorted);
     }
 
