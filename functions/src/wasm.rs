@@ -57,6 +57,14 @@ pub struct Limits {
     pub module: usize,
     /// CPU time one compute-side invocation may take (storage-side the lock budget applies).
     pub compute_time: Duration,
+    /// How a guest's memory accesses are checked: `true`, by the hardware (each memory sits in
+    /// a 4 GiB reservation with guard pages, and a stray access is a fault wasmtime's signal
+    /// handler turns into a trap); `false`, by a bounds check compiled before every access.
+    /// Signals make a guest's loops about a quarter faster (`khop_wasm` on R-MAT), and cost an
+    /// instance that grew its memory an `mprotect` when its slot is reused. A process with a
+    /// crash handler of its own puts a fall-through in front of it before the host starts, as
+    /// the Redis module does.
+    pub signal_traps: bool,
 }
 
 impl Default for Limits {
@@ -67,6 +75,7 @@ impl Default for Limits {
             result: 16 << 20,
             module: 8 << 20,
             compute_time: Duration::from_secs(10),
+            signal_traps: true,
         }
     }
 }
@@ -169,19 +178,19 @@ impl Host {
             .epoch_interruption(true)
             .max_wasm_stack(limits.stack)
             .cranelift_opt_level(wasmtime::OptLevel::Speed)
-            // No signal handlers: traps come from explicit checks in the compiled code. Inside
-            // redis-server, wasmtime's SIGSEGV handler sits in front of Redis's crash handler
-            // and calls it as a function, so the one-shot reset Redis relies on never happens:
-            // a fault inside Redis's crash report (its memory test) re-entered the handler
-            // forever, and the server never died (redismodule/tests/sandbox.rs).
-            .signals_based_traps(false)
-            // Those checks make guard pages useless, and a guard makes every instance's memory
-            // change protection: the next instance of a slot that grew past its initial size
-            // shrinks it with mprotect, a TLB shootdown on every core (a third of an empty
-            // invocation's time). Without a guard the slot keeps its pages read-write and is
-            // only reset.
-            .memory_guard_size(0)
+            .signals_based_traps(limits.signal_traps)
+            // One guard region after each memory (a 32-bit index and wasmtime's default 32 MiB
+            // guard then need no check at all); none before it, which only halves the address
+            // space the pool reserves.
             .guard_before_linear_memory(false);
+        if !limits.signal_traps {
+            // Traps come from explicit checks, which make guard pages useless, and a guard
+            // makes every instance's memory change protection: the next instance of a slot
+            // that grew past its initial size shrinks it with mprotect, a TLB shootdown on
+            // every core. Without a guard the slot keeps its pages read-write and is only
+            // reset.
+            config.memory_guard_size(0);
+        }
         // Instances come from a pool of slots whose memory is kept mapped and reset, instead of
         // mapping and unmapping each one.
         let mut pool = wasmtime::PoolingAllocationConfig::new();
@@ -343,6 +352,38 @@ struct Exchange {
     /// For a read, the values encoded as the ABI says; empty for the others.
     answer: Option<Result<Vec<u8>, Error>>,
     deadline: Instant,
+    /// The buffer the next read's answer is encoded into, back from the last one once copied
+    /// into the guest: encoded into a new vector, a level of `khop_wasm` on R-MAT grew it by
+    /// doubling, copying its ids three times over where one copy is needed.
+    spare: Vec<u8>,
+}
+
+/// The largest answer buffer an instance keeps for its next read.
+const SPARE_MAX: usize = 1 << 20;
+
+impl Exchange {
+    fn new(deadline: Instant, spare: Vec<u8>) -> Exchange {
+        Exchange {
+            request: None,
+            answer: None,
+            deadline,
+            spare,
+        }
+    }
+
+    /// An empty buffer to encode an answer into.
+    fn buffer(&mut self) -> Vec<u8> {
+        let mut b = std::mem::take(&mut self.spare);
+        b.clear();
+        b
+    }
+
+    /// Takes back an answer's buffer once it has been copied.
+    fn give_back(&mut self, b: Vec<u8>) {
+        if b.capacity() <= SPARE_MAX && b.capacity() > self.spare.capacity() {
+            self.spare = b;
+        }
+    }
 }
 
 type Shared = Arc<Mutex<Exchange>>;
@@ -401,11 +442,10 @@ struct Ready {
 impl Ready {
     /// Prepares a kept instance for its next invocation: nothing pending, a new deadline.
     fn rearm(&mut self, deadline: Instant) {
-        *lock(&self.exchange) = Exchange {
-            request: None,
-            answer: None,
-            deadline,
-        };
+        let mut x = lock(&self.exchange);
+        let spare = std::mem::take(&mut x.spare);
+        *x = Exchange::new(deadline, spare);
+        drop(x);
         self.store.data_mut().taken = Vec::new();
         self.store.set_epoch_deadline(1);
     }
@@ -567,11 +607,7 @@ impl WasmFunction {
 
     fn new_store(&self, deadline: Instant) -> (WasmStore<Run>, Shared) {
         let limits = host().limits;
-        let exchange = Arc::new(Mutex::new(Exchange {
-            request: None,
-            answer: None,
-            deadline,
-        }));
+        let exchange = Arc::new(Mutex::new(Exchange::new(deadline, Vec::new())));
         let store = host().store(Run {
             exchange: exchange.clone(),
             taken: Vec::new(),
@@ -735,7 +771,7 @@ impl WasmFunction {
                 let awaited = !matches!(request, Some(Request::Checkpoint));
                 let answer = match request {
                     Some(Request::Read(keys)) => {
-                        let mut encoded = Vec::new();
+                        let mut encoded = lock(&exchange).buffer();
                         store
                             .read(&keys, &mut |_, v| {
                                 abi::put_value(&mut encoded, v);
@@ -745,7 +781,7 @@ impl WasmFunction {
                             .map(|()| encoded)
                     }
                     Some(Request::Neighbours(keys)) => {
-                        let mut encoded = Vec::new();
+                        let mut encoded = lock(&exchange).buffer();
                         store
                             .read_neighbours(&keys, &mut |_, neighbours| {
                                 abi::put_neighbours(&mut encoded, neighbours)
@@ -1325,6 +1361,7 @@ mod abi {
                 data.get_mut(range(out_ptr, len))
                     .ok_or_else(|| host_error(format!("{what}: output buffer outside its memory")))?
                     .copy_from_slice(&encoded);
+                lock(&run.exchange).give_back(encoded);
             } else {
                 run.taken = encoded;
             }
@@ -1342,7 +1379,9 @@ mod abi {
         data.get_mut(range(out_ptr, taken.len() as i32))
             .ok_or_else(|| host_error("take: buffer outside its memory"))?
             .copy_from_slice(&taken);
-        Ok(taken.len() as i32)
+        let len = taken.len() as i32;
+        lock(&run.exchange).give_back(taken);
+        Ok(len)
     }
 
     fn write(

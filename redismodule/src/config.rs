@@ -7,6 +7,7 @@
 //! | `lock-us N` | the longest a data-plane thread holds Redis's lock for one burst | 500 us |
 //! | `tcp-bind ADDR` | address the io_uring TCP data path listens on | `127.0.0.1` |
 //! | `tcp-port N` | its port (0: any free port) | 0 |
+//! | `wasm-traps signals\|checks` | how user functions' memory accesses are checked: by guard pages and wasmtime's signal handler, or by a check compiled before each | `signals` |
 //! | `overload-budget-us N` | the budget of data-plane invocations while a data-plane thread is saturated (ASFP pushback) | 300 us |
 
 use std::fmt;
@@ -42,6 +43,9 @@ pub struct Config {
     pub wasm_memory_mb: u64,
     /// The largest user-function module `AUTOLOC.FUNCTION LOAD` takes, in MiB (`wasm-module-mb`).
     pub wasm_module_mb: u64,
+    /// Whether user functions trap through signals (`wasm-traps signals`) or explicit bounds
+    /// checks (`wasm-traps checks`).
+    pub wasm_signal_traps: bool,
 }
 
 impl Default for Config {
@@ -55,6 +59,7 @@ impl Default for Config {
             overload_budget: Duration::from_micros(300),
             wasm_memory_mb: 64,
             wasm_module_mb: 8,
+            wasm_signal_traps: true,
         }
     }
 }
@@ -63,14 +68,15 @@ impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "budget-us {} cores {:?} lock-us {} tcp {}:{} wasm-memory-mb {} wasm-module-mb {}",
+            "budget-us {} cores {:?} lock-us {} tcp {}:{} wasm-memory-mb {} wasm-module-mb {} wasm-traps {}",
             self.budget.as_micros(),
             self.cores,
             self.lock_bound.as_micros(),
             self.tcp_bind,
             self.tcp_port,
             self.wasm_memory_mb,
-            self.wasm_module_mb
+            self.wasm_module_mb,
+            if self.wasm_signal_traps { "signals" } else { "checks" }
         )
     }
 }
@@ -123,13 +129,24 @@ impl Config {
                         return Err("'wasm-module-mb' must be in 1..=256".into());
                     }
                 }
+                "wasm-traps" => {
+                    c.wasm_signal_traps = match value.to_ascii_lowercase().as_str() {
+                        "signals" => true,
+                        "checks" => false,
+                        _ => {
+                            return Err(format!(
+                                "'wasm-traps' needs 'signals' or 'checks', got '{value}'"
+                            ))
+                        }
+                    }
+                }
                 "tcp-port" => {
                     c.tcp_port = u16::try_from(number(&name, value)?)
                         .map_err(|_| "'tcp-port' must be at most 65535".to_string())?
                 }
                 _ => {
                     return Err(format!(
-                        "unknown argument '{name}' (known: budget-us, budget-ms, cores, lock-us, overload-budget-us, tcp-bind, tcp-port, wasm-memory-mb, wasm-module-mb)"
+                        "unknown argument '{name}' (known: budget-us, budget-ms, cores, lock-us, overload-budget-us, tcp-bind, tcp-port, wasm-memory-mb, wasm-module-mb, wasm-traps)"
                     ))
                 }
             }
@@ -165,6 +182,7 @@ pub fn wasm_limits(c: &Config) -> autoloc_functions::wasm::Limits {
     autoloc_functions::wasm::Limits {
         memory: (c.wasm_memory_mb as usize) << 20,
         module: (c.wasm_module_mb as usize) << 20,
+        signal_traps: c.wasm_signal_traps,
         ..autoloc_functions::wasm::Limits::default()
     }
 }
@@ -195,6 +213,12 @@ mod tests {
             (c.cores, c.lock_bound, c.tcp_port),
             (vec![1, 3], Duration::from_micros(200), 7000)
         );
+        assert!(Config::default().wasm_signal_traps);
+        assert!(
+            !Config::parse(&[b"wasm-traps", b"Checks"])
+                .unwrap()
+                .wasm_signal_traps
+        );
         for bad in [
             &[&b"budget-us"[..]][..],
             &[b"budget-us", b"x"],
@@ -205,6 +229,7 @@ mod tests {
             &[b"tcp-port", b"70000"],
             &[b"tcp-bind", b"nowhere"],
             &[b"lock-us", b"0"],
+            &[b"wasm-traps", b"sometimes"],
         ] {
             assert!(Config::parse(bad).is_err(), "{bad:?}");
         }

@@ -20,6 +20,8 @@
 //!   error, since a panic inside redis-server would abort it.
 //! - [`userfn`]: user functions in WebAssembly: `AUTOLOC.FUNCTION LOAD | LIST | DELETE | DUMP`,
 //!   kept in the RDB and propagated to replicas and the AOF.
+//! - [`signals`]: wasmtime's trap handler in front of Redis's crash handler, a fault that is not a
+//!   guest's handed back to Redis as if wasmtime were not there.
 //! - [`placement`]: placement tables reported by compute nodes (`AUTOLOC.REPORT`,
 //!   `AUTOLOC.PLACEMENT`, the shares in `INFO autoloc`).
 //! - [`dataplane`]: the data-plane threads: poll shm rings, the io_uring TCP server and RDMA
@@ -35,6 +37,7 @@ pub mod lock;
 pub mod open;
 pub mod pause;
 pub mod placement;
+pub mod signals;
 pub mod store;
 pub mod userfn;
 
@@ -55,7 +58,17 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
                 ctx.log_warning(&format!("autoloc: {e}"));
                 return Status::Err;
             }
-            if let Err(e) = autoloc_functions::wasm::configure(config::wasm_limits(&c)) {
+            let limits = config::wasm_limits(&c);
+            let configure = || autoloc_functions::wasm::configure(limits).map(drop);
+            let started = if limits.signal_traps {
+                signals::around_host(configure)
+                    .map_err(|e| format!("cannot install the trap handlers: {e}"))
+                    .and_then(|started| started.map_err(|e| e.to_string()))
+                    .and_then(|()| signals::watch_config(ctx))
+            } else {
+                configure().map_err(|e| e.to_string())
+            };
+            if let Err(e) = started {
                 ctx.log_warning(&format!("autoloc: {e}"));
                 return Status::Err;
             }

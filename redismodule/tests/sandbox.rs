@@ -24,6 +24,8 @@ fn short_compute_limit() {
 }
 
 fn load_all(s: &RedisServer, names: &[&str]) {
+    // Loading compiles in this process too: its host starts with the limits above.
+    short_compute_limit();
     let mut rt = runtime(s);
     for n in names {
         rt.load_function(&guests::bytes(n).unwrap(), false).unwrap();
@@ -342,20 +344,64 @@ fn traps_never_crash_redis_and_its_own_crash_report_still_works() {
     }
     assert_eq!(cmd(&mut c, &[b"PING"]), Frame::Simple("PONG".into()));
     no_crash_report(&s);
-    // wasmtime's signal handlers are installed (guests ran); a fault outside a guest still
-    // reaches Redis's handler, which writes its report.
+    // Redis installs its handlers again (over wasmtime's) when the crash log is switched; the
+    // module puts wasmtime's back in front, and a guest's fault is still only a trap.
+    for on in [b"no".as_slice(), b"yes"] {
+        assert_eq!(
+            cmd(&mut c, &[b"CONFIG", b"SET", b"crash-log-enabled", on]),
+            Frame::Simple("OK".into())
+        );
+        let e = err(cmd(&mut c, &[b"AUTOLOC.CALL", b"oob_wasm"]));
+        assert!(e.starts_with("GUEST trap"), "{e}");
+    }
+    no_crash_report(&s);
+    // wasmtime's signal handlers are installed; a fault outside a guest still reaches Redis's
+    // handler, which writes its report, and the server ends (a fault inside the report, as its
+    // memory test may take, ends it too instead of entering the handler again).
     let _ = c.call(&[b"DEBUG".as_slice(), b"SEGFAULT"]);
+    crashed_with_report(&mut s, "DEBUG SEGFAULT");
+}
+
+/// Waits for the server to end after `what`, and checks it wrote Redis's crash report.
+fn crashed_with_report(s: &mut RedisServer, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while s.is_running() {
-        assert!(
-            Instant::now() < deadline,
-            "DEBUG SEGFAULT did not end the server"
-        );
+        assert!(Instant::now() < deadline, "{what} did not end the server");
         std::thread::sleep(Duration::from_millis(50));
     }
     let log = s.log();
     assert!(
         log.contains("crashed by signal") && log.contains("BUG REPORT"),
-        "Redis's crash report: {log}"
+        "Redis's crash report after {what}: {log}"
     );
+}
+
+#[test]
+fn a_segv_sent_by_kill_still_reaches_redis() {
+    let mut s = RedisServer::start(&[]).unwrap();
+    load_all(&s, &["oob_wasm"]);
+    let mut c = raw(&s);
+    let e = err(cmd(&mut c, &[b"AUTOLOC.CALL", b"oob_wasm"]));
+    assert!(e.starts_with("GUEST trap"), "{e}");
+    // Not a fault: wasmtime's handler finds no guest, the module's fall-through hands it to
+    // Redis by raising it again (returning would drop it).
+    let status = std::process::Command::new("kill")
+        .args(["-SEGV", &s.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    crashed_with_report(&mut s, "kill -SEGV");
+}
+
+#[test]
+fn explicit_bounds_checks_trap_the_same() {
+    let s = RedisServer::start(&["wasm-traps", "checks"]).unwrap();
+    load_all(&s, &["oob_wasm", "unreachable_wasm", "recurse_wasm"]);
+    let mut c = raw(&s);
+    for guest in ["oob_wasm", "unreachable_wasm", "recurse_wasm"] {
+        let e = err(cmd(&mut c, &[b"AUTOLOC.CALL", guest.as_bytes()]));
+        assert!(e.starts_with("GUEST trap"), "{e}");
+    }
+    assert!(s.log().contains("wasm-traps checks"));
+    no_crash_report(&s);
 }
