@@ -1,17 +1,20 @@
 //! `bench-wasm`: user functions in WebAssembly against their native twins, side by side.
 //!
-//! Two private redis-servers with the module (`cores <server-core>`: the data-plane thread that
+//! Three private redis-servers with the module (`cores <server-core>`: the data-plane thread that
 //! runs storage-side functions is pinned there), started before the client thread is pinned to
 //! `--client-core`:
 //! - `social`: AutoLoc's `social.json` stored as AutoLoc stored it (JSON per vertex,
 //!   `load_autoloc_json(.., binary = false, ..)`), two blobs (4 KiB and 64 KiB) for `digest`,
 //!   and the guests `khop_wasm`, `digest_wasm`, `empty_wasm` and `fresh_wasm`;
-//! - `rmat`: an R-MAT graph (binary adjacency, `--scale`, `--edge-factor`) and `khop_wasm`.
+//! - `rmat`: an R-MAT graph (binary adjacency, `--scale`, `--edge-factor`) and `khop_wasm`;
+//! - the same with the module argument `wasm-traps checks` (guests check each access's bounds in
+//!   code instead of trapping on guard pages), after the first is gone.
 //!
 //! Measured in one run, each cell a warm-up then `--duration-ms` of requests one at a time:
 //! 1. khop k=2, the built-in `khop` against the guest `khop_wasm`, storage-side over shm
 //!    (`Placement::Storage`): from vertices 1 and 107 of social.json, and cycling over R-MAT
-//!    vertices of the 10%, 30%, 50%, 70%, 90% and 100% degree quantiles;
+//!    vertices of the 10%, 30%, 50%, 70%, 90% and 100% degree quantiles (with either kind of
+//!    trap: what signal-based traps are worth);
 //! 2. `digest <blob> 3` of the 4 KiB and the 64 KiB blob, `digest` against `digest_wasm`, the
 //!    same way;
 //! 3. what an invocation itself costs: `empty_wasm` (does nothing, returns nil; its instance is
@@ -419,7 +422,21 @@ fn main() -> anyhow::Result<()> {
         lua(plan, &server.url(), &mut rows)?;
         load_modules(args.loads, &server.url(), &guests.khop, &mut loads)?;
     }
-    storage_rmat(plan, &rmat.url(), &starts, &mut rows)?;
+    storage_rmat(plan, &rmat.url(), &starts, "", &mut rows)?;
+    drop(rmat);
+    // The same on a server whose guests check every access's bounds in code instead of
+    // trapping on guard pages (`wasm-traps checks`): what signal-based traps are worth.
+    progress(&format!("(loading {graph_name} again, wasm-traps checks)"));
+    let checks_args: Vec<&str> = module_args
+        .iter()
+        .copied()
+        .chain(["wasm-traps", "checks"])
+        .collect();
+    let rmat = RedisServer::start_with(&module, &checks_args, &[])
+        .context("start a private redis-server with the AutoLoc module")?;
+    write_graph(&mut connect(&rmat.url())?, &graph, SEED, false)?;
+    Runtime::connect(&rmat.url())?.load_function(&guests.khop, false)?;
+    storage_rmat(plan, &rmat.url(), &starts, ", wasm-traps checks", &mut rows)?;
     drop(social);
     drop(rmat);
 
@@ -938,6 +955,7 @@ fn storage_rmat(
     plan: Plan,
     url: &str,
     starts: &[(u32, usize)],
+    label: &str,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
     let mut rt = Runtime::connect(url)?.with_transport(Transport::Shm)?;
@@ -946,7 +964,7 @@ fn storage_rmat(
         .map(|(v, _)| vec![v.to_string(), K.to_string()])
         .collect();
     same_output(&mut rt, "khop", "khop_wasm", &a)?;
-    let workload = format!("khop k={K} R-MAT {} vertices", starts.len());
+    let workload = format!("khop k={K} R-MAT {} vertices{label}", starts.len());
     storage_pair(plan, &mut rt, &workload, ["khop", "khop_wasm"], &a, rows)
 }
 
