@@ -1,6 +1,6 @@
 //! Redis's crash handler and wasmtime's trap handler in one process.
 //!
-//! With `wasm-traps signals` (the default), a user function's stray memory access, `unreachable`
+//! With `wasm-traps signals`, a user function's stray memory access, `unreachable`
 //! or division by zero is a hardware fault that wasmtime's signal handler turns into a trap, and
 //! the compiled guest needs no bounds checks. Redis installed its own handlers for the same
 //! signals before any module loaded, as one-shot handlers (`SA_RESETHAND`): a second fault inside
