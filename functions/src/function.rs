@@ -242,7 +242,15 @@ impl Output {
             Output::Ids(ids) => {
                 let at = out.len();
                 out.resize(at + ids.len() * 4, 0);
-                for (c, v) in out[at..].chunks_exact_mut(4).zip(ids) {
+                let mut quads = out[at..].chunks_exact_mut(16);
+                for (c, v) in (&mut quads).zip(ids.chunks_exact(4)) {
+                    c[..4].copy_from_slice(&v[0].to_le_bytes());
+                    c[4..8].copy_from_slice(&v[1].to_le_bytes());
+                    c[8..12].copy_from_slice(&v[2].to_le_bytes());
+                    c[12..].copy_from_slice(&v[3].to_le_bytes());
+                }
+                let rest = &ids[ids.len() / 4 * 4..];
+                for (c, v) in quads.into_remainder().chunks_exact_mut(4).zip(rest) {
                     c.copy_from_slice(&v.to_le_bytes());
                 }
             }
@@ -467,6 +475,18 @@ mod tests {
             let mut b = Vec::new();
             out.encode(&mut b);
             assert_eq!(Output::decode(out.kind(), &b).unwrap(), out);
+        }
+        // Ids are written four per turn, then the rest one by one: every count lands the same.
+        for n in 0..10u32 {
+            let ids: Vec<u32> = (0..n)
+                .map(|i| i.wrapping_mul(0x0101_0103) ^ 0xdead)
+                .collect();
+            let mut b = vec![9];
+            Output::Ids(ids.clone()).encode(&mut b);
+            let want: Vec<u8> = std::iter::once(9)
+                .chain(ids.iter().flat_map(|i| i.to_le_bytes()))
+                .collect();
+            assert_eq!(b, want, "{n} ids");
         }
         assert!(Output::decode(OutputKind::Ids, &[1, 2, 3]).is_err());
         assert!(Output::decode(OutputKind::Value, &[2]).is_err());

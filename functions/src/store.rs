@@ -65,10 +65,11 @@ pub trait Store {
     /// A suspension point for long CPU loops: the storage side checks its budget here.
     fn checkpoint(&self) -> StoreFuture<'_, ()>;
 
-    /// How much longer the invocation may compute before its next access or checkpoint, if the
-    /// store bounds it (storage-side: what is left of the lock budget). A guest's run is
-    /// interrupted then, even in a loop that never reaches the store.
-    fn time_left(&self) -> Option<std::time::Duration> {
+    /// Until when the invocation may compute before its next access or checkpoint, if the
+    /// store bounds it (storage-side: when the lock budget runs out). A guest's run is
+    /// interrupted then, even in a loop that never reaches the store. An instant rather than a
+    /// duration: a guest's host asks after every access, and it needs no clock read.
+    fn deadline(&self) -> Option<std::time::Instant> {
         None
     }
 

@@ -23,7 +23,7 @@
 //!
 //! # Limits
 //! [`Limits`]: memory per instance (a [`wasmtime::StoreLimits`]), wasm stack, result size, and
-//! CPU: an epoch ticker interrupts a guest at its deadline, the store's [`Store::time_left`]
+//! CPU: an epoch ticker interrupts a guest at its deadline, the store's [`Store::deadline`]
 //! (storage-side: the lock budget, then a [`Error::Pushback`]) or the compute-side limit; the
 //! guest is suspended, the store checkpointed, and the guest resumed or dropped. The ticker
 //! sleeps until the earliest deadline of the invocations running ([`Ticker`]): most invocations
@@ -505,9 +505,14 @@ mod idle {
         static KEPT: RefCell<Vec<Kept>> = const { RefCell::new(Vec::new()) };
     }
 
-    /// The instance this thread kept last for `hash` and `principal`, if it is not stale, with
-    /// the principal's name it was kept under (for [`keep`], which then allocates nothing).
-    pub(super) fn take(hash: &[u8; 32], principal: &str) -> Option<(Ready, Box<str>)> {
+    /// The instance this thread kept last for `hash` and `principal`, if it is not stale at
+    /// `now` (when the invocation started), with the principal's name it was kept under (for
+    /// [`keep`], which then allocates nothing).
+    pub(super) fn take(
+        hash: &[u8; 32],
+        principal: &str,
+        now: Instant,
+    ) -> Option<(Ready, Box<str>)> {
         let kept = KEPT
             .try_with(|kept| {
                 let mut kept = kept.borrow_mut();
@@ -519,15 +524,15 @@ mod idle {
             .ok()
             .flatten()?;
         // A stale one is dropped here, outside the borrow.
-        (!kept.stale(Instant::now(), GENERATION.load(Ordering::Relaxed)))
+        (!kept.stale(now, GENERATION.load(Ordering::Relaxed)))
             .then_some((kept.ready, kept.principal))
     }
 
-    /// Keeps `ready` for the next invocation of `hash` for `principal` on this thread. Stale
-    /// instances are dropped first; past [`IDLE_PER_THREAD`] here, or [`IDLE_SLOTS`] in the
-    /// process, this thread's oldest makes room (with none here, `ready` is dropped).
-    pub(super) fn keep(hash: [u8; 32], principal: Box<str>, ready: Ready) {
-        let now = Instant::now();
+    /// Keeps `ready` for the next invocation of `hash` for `principal` on this thread, as of
+    /// `now` (when its invocation started: no clock read here). Stale instances are dropped
+    /// first; past [`IDLE_PER_THREAD`] here, or [`IDLE_SLOTS`] in the process, this thread's
+    /// oldest makes room (with none here, `ready` is dropped).
+    pub(super) fn keep(hash: [u8; 32], principal: Box<str>, ready: Ready, now: Instant) {
         let generation = GENERATION.load(Ordering::Relaxed);
         let mut dropped: Vec<Ready> = Vec::new();
         // Past the thread's end (its locals gone), nothing is kept: `ready` drops with the
@@ -740,18 +745,16 @@ impl WasmFunction {
     }
 
     async fn invoke(&self, store: &dyn Store, args: &[Vec<u8>]) -> Result<Output> {
-        let compute_deadline = Instant::now() + host().limits.compute_time;
-        let deadline = |store: &dyn Store| match store.time_left() {
-            Some(left) => Instant::now() + left,
-            None => compute_deadline,
-        };
+        let now = Instant::now();
+        let compute_deadline = now + host().limits.compute_time;
+        let deadline = |store: &dyn Store| store.deadline().unwrap_or(compute_deadline);
         // Past the pool, wait for an instance (compute-side, other invocations run meanwhile).
         let _slot = host().slots.acquire().await;
         let first = deadline(store);
         let running = Running::start(first);
         let kept = self
             .reuse
-            .then(|| idle::take(&self.hash, store.principal()));
+            .then(|| idle::take(&self.hash, store.principal(), now));
         let (mut ready, principal) = match kept.flatten() {
             Some((mut ready, principal)) => {
                 ready.rearm(first);
@@ -796,7 +799,7 @@ impl WasmFunction {
                     Some(Request::Checkpoint) => {
                         // Storage-side the store answers with a pushback once the budget is spent.
                         store.checkpoint().await?;
-                        if store.time_left().is_none() && Instant::now() >= compute_deadline {
+                        if store.deadline().is_none() && Instant::now() >= compute_deadline {
                             return Err(guest_error(format!(
                                 "ran for more than the compute-side limit of {} ms",
                                 host().limits.compute_time.as_millis()
@@ -819,7 +822,7 @@ impl WasmFunction {
         // The call returned: the instance is whole, fit for the next one if small enough.
         if self.reuse && ready.memory.data_size(&ready.store) <= IDLE_MEMORY_MAX {
             let principal = principal.unwrap_or_else(|| store.principal().into());
-            idle::keep(self.hash, principal, ready);
+            idle::keep(self.hash, principal, ready, now);
         }
         out
     }

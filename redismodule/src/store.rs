@@ -299,10 +299,13 @@ impl<'c> KeyspaceStore<'c> {
     /// The lock time the invocation has used: the time since it started, less the time the
     /// lock was given back meanwhile.
     fn spent(&self) -> Duration {
-        let released = self
-            .hold
-            .map_or(Duration::ZERO, |h| h.given_back() - self.given_back_before);
-        self.started.elapsed().saturating_sub(released)
+        self.started.elapsed().saturating_sub(self.given_back())
+    }
+
+    /// How long the lock was given back since the run started.
+    fn given_back(&self) -> Duration {
+        self.hold
+            .map_or(Duration::ZERO, |h| h.given_back() - self.given_back_before)
     }
 
     fn check_budget(&self) -> Result<(), Error> {
@@ -376,10 +379,11 @@ impl Store for KeyspaceStore<'_> {
         Box::pin(async move { self.turn() })
     }
 
-    fn time_left(&self) -> Option<Duration> {
-        // What is left of the budget; at least a little past it, so that a run stopped at its
+    fn deadline(&self) -> Option<Instant> {
+        // When the budget runs out: its start, plus the budget and the time the lock was given
+        // back since (what `spent` leaves out); a little past it, so that a run stopped at its
         // deadline finds the budget spent at its next checkpoint and is pushed back.
-        Some(self.budget.saturating_sub(self.spent()) + Duration::from_micros(50))
+        Some(self.started + self.budget + self.given_back() + Duration::from_micros(50))
     }
 
     fn principal(&self) -> &str {

@@ -163,12 +163,20 @@ impl IdSet {
         let dense = self.len - self.sparse.len();
         let mut at = 0;
         for (i, &word) in self.bits.iter().enumerate() {
+            let base = i as u32 * 64;
             let mut w = word;
-            while w != 0 {
-                out[at] = i as u32 * 64 + w.trailing_zeros();
-                at += 1;
+            let n = w.count_ones() as usize;
+            let mut slots = out[at..at + n].chunks_exact_mut(2);
+            for pair in &mut slots {
+                pair[0] = base + w.trailing_zeros();
+                w &= w - 1;
+                pair[1] = base + w.trailing_zeros();
                 w &= w - 1;
             }
+            if let [last] = slots.into_remainder() {
+                *last = base + w.trailing_zeros();
+            }
+            at += n;
         }
         debug_assert_eq!(at, dense);
         for (o, id) in out[dense..].iter_mut().zip(self.sparse) {
