@@ -61,8 +61,21 @@ fn no_crash_report(s: &RedisServer) {
 
 #[test]
 fn hostile_guests_get_clear_errors_and_the_server_keeps_serving() {
+    hostile_guests("checks");
+}
+
+#[test]
+fn hostile_guests_get_the_same_errors_with_signal_based_traps() {
+    hostile_guests("signals");
+}
+
+/// Every hostile guest, storage-side on a server with `wasm-traps` `traps` and compute-side in
+/// this process, twice over: the same clear errors, the server serving throughout, its memory
+/// given back, no crash report.
+fn hostile_guests(traps: &str) {
     short_compute_limit();
-    let s = server(&["budget-ms", "200"]);
+    let s = server(&["budget-ms", "200", "wasm-traps", traps]);
+    assert!(s.log().contains(&format!("wasm-traps {traps}")));
     let mut c = raw(&s);
     cmd(&mut c, &[b"SET", b"k", b"v"]);
     load_all(
