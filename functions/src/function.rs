@@ -242,15 +242,7 @@ impl Output {
             Output::Ids(ids) => {
                 let at = out.len();
                 out.resize(at + ids.len() * 4, 0);
-                let mut quads = out[at..].chunks_exact_mut(16);
-                for (c, v) in (&mut quads).zip(ids.chunks_exact(4)) {
-                    c[..4].copy_from_slice(&v[0].to_le_bytes());
-                    c[4..8].copy_from_slice(&v[1].to_le_bytes());
-                    c[8..12].copy_from_slice(&v[2].to_le_bytes());
-                    c[12..].copy_from_slice(&v[3].to_le_bytes());
-                }
-                let rest = &ids[ids.len() / 4 * 4..];
-                for (c, v) in quads.into_remainder().chunks_exact_mut(4).zip(rest) {
+                for (c, v) in out[at..].chunks_exact_mut(4).zip(ids) {
                     c.copy_from_slice(&v.to_le_bytes());
                 }
             }
@@ -476,7 +468,7 @@ mod tests {
             out.encode(&mut b);
             assert_eq!(Output::decode(out.kind(), &b).unwrap(), out);
         }
-        // Ids are written four per turn, then the rest one by one: every count lands the same.
+        // Ids as little-endian words after what the buffer held, whatever their count.
         for n in 0..10u32 {
             let ids: Vec<u32> = (0..n)
                 .map(|i| i.wrapping_mul(0x0101_0103) ^ 0xdead)

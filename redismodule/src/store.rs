@@ -299,11 +299,12 @@ impl<'c> KeyspaceStore<'c> {
     /// The lock time the invocation has used: the time since it started, less the time the
     /// lock was given back meanwhile.
     fn spent(&self) -> Duration {
-        self.started.elapsed().saturating_sub(self.given_back())
+        self.started.elapsed().saturating_sub(self.released())
     }
 
-    /// How long the lock was given back since the run started.
-    fn given_back(&self) -> Duration {
+    /// How long the lock was given back since the run started (its `hold` counts from its own
+    /// start).
+    fn released(&self) -> Duration {
         self.hold
             .map_or(Duration::ZERO, |h| h.given_back() - self.given_back_before)
     }
@@ -383,7 +384,7 @@ impl Store for KeyspaceStore<'_> {
         // When the budget runs out: its start, plus the budget and the time the lock was given
         // back since (what `spent` leaves out); a little past it, so that a run stopped at its
         // deadline finds the budget spent at its next checkpoint and is pushed back.
-        Some(self.started + self.budget + self.given_back() + Duration::from_micros(50))
+        Some(self.started + self.budget + self.released() + Duration::from_micros(50))
     }
 
     fn principal(&self) -> &str {
