@@ -417,3 +417,47 @@ fn a_segv_sent_by_kill_still_reaches_redis() {
     assert!(status.success());
     crashed_with_report(&mut s, "kill -SEGV");
 }
+
+/// The SDK's allocator serves a new instance's first 256 KiB from its initial memory, so a small
+/// invocation never grows its memory: with signal-based traps (the default) a growth changes
+/// the slot's page protection, once then and once more when the slot is reset. Past the arena
+/// the memory grows as before. On both sides.
+#[test]
+fn a_fresh_instance_allocates_from_its_initial_memory_before_growing_it() {
+    let s = server(&[]);
+    load_all(&s, &["pages_wasm"]);
+    let mut c = raw(&s);
+    let mut rt = runtime(&s).with_transport(Transport::Shm).unwrap();
+    let mut pages = |bytes: &str| -> Vec<(u32, u32)> {
+        let storage = match cmd(&mut c, &[b"AUTOLOC.CALL", b"pages_wasm", bytes.as_bytes()]) {
+            Frame::Bulk(Some(b)) => b,
+            other => panic!("pages_wasm {bytes}: {other:?}"),
+        };
+        let compute = match rt.invoke("pages_wasm", &[bytes], Placement::Compute) {
+            Ok(i) => match i.output {
+                autoloc::Output::Value(Some(b)) => b,
+                other => panic!("pages_wasm {bytes} compute-side: {other:?}"),
+            },
+            Err(e) => panic!("pages_wasm {bytes} compute-side: {e}"),
+        };
+        [storage, compute]
+            .iter()
+            .map(|b| {
+                let t = String::from_utf8(b.clone()).unwrap();
+                let (before, after) = t.split_once(' ').unwrap();
+                (before.parse().unwrap(), after.parse().unwrap())
+            })
+            .collect()
+    };
+    let initial = pages("0")[0].0;
+    for bytes in ["0", "4096", "65536", "200000"] {
+        assert_eq!(pages(bytes), vec![(initial, initial); 2], "{bytes} bytes");
+    }
+    for (before, after) in pages("1000000") {
+        assert_eq!(before, initial);
+        assert!(
+            after >= initial + 1_000_000 / 65536,
+            "{after} pages after 1 MB"
+        );
+    }
+}

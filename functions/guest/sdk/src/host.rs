@@ -1,6 +1,7 @@
 //! The host's five imports (module `autoloc`), behind safe functions over slices.
 //!
-//! On `wasm32` these are the real imports and the only `unsafe` of the crate. Elsewhere (a native
+//! On `wasm32` these are the real imports and, with the allocator (`heap`), the only `unsafe` of
+//! the crate. Elsewhere (a native
 //! `cargo test`) they are served by [`crate::mock`], an in-memory host, so a guest's logic can be
 //! tested without a WebAssembly runtime.
 

@@ -17,6 +17,8 @@
 //! - [`functions`]: `autoloc-functions` re-exported (`Output`, `Args`, `graph`, the built-ins).
 //! - `mock` (native builds only): an in-memory host for unit tests with plain `cargo test`.
 //! - [`abi`]: the encodings and the bodies of the exports.
+//! - `heap` (feature `heap`, on by default; `wasm32` only): the guest's `#[global_allocator]`,
+//!   `dlmalloc` over a static arena before it grows the memory.
 //!
 //! A store error (an ACL, a wrong type, a refused write) never reaches the guest: the host ends
 //! the invocation. A guest must be deterministic: an invocation may run again from the start and
@@ -64,6 +66,8 @@
 //! ```
 
 pub mod abi;
+#[cfg(all(target_arch = "wasm32", feature = "heap"))]
+mod heap;
 mod host;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod mock;
