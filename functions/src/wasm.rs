@@ -57,14 +57,14 @@ pub struct Limits {
     pub module: usize,
     /// CPU time one compute-side invocation may take (storage-side the lock budget applies).
     pub compute_time: Duration,
-    /// How a guest's memory accesses are checked: `false` (the default), by a bounds check
-    /// compiled before every access; `true`, by the hardware (each memory sits in a 4 GiB
-    /// reservation with guard pages, and a stray access is a fault wasmtime's signal handler
-    /// turns into a trap). Signals make a guest's tight loops faster (`khop_wasm` on R-MAT:
-    /// 1.58x native on average against 1.70x, `bench-wasm`), and cost every new instance of a
-    /// slot whose last instance grew its memory two `mprotect`s (`fresh_wasm`: 9.5-9.8 us
-    /// against 5.3-7.2 us). A process with a crash handler of its own puts a fall-through in front of
-    /// it before the host starts, as the Redis module does.
+    /// How a guest's memory accesses are checked: `true` (the default), by the hardware (each
+    /// memory sits in a 4 GiB reservation with guard pages, and a stray access is a fault
+    /// wasmtime's signal handler turns into a trap); `false`, by a bounds check compiled before
+    /// every access. Signals make a guest's tight loops faster (`khop_wasm` on R-MAT: 1.34x
+    /// native against 1.47x with checks, `bench-wasm`); they cost a new instance whose memory
+    /// grows two `mprotect`s (its growth, and its slot's reset), which the SDK's allocator
+    /// avoids up to 256 KiB (`functions/guest/ABI.md`). A process with a crash handler of its
+    /// own puts a fall-through in front of it before the host starts, as the Redis module does.
     pub signal_traps: bool,
 }
 
@@ -76,7 +76,7 @@ impl Default for Limits {
             result: 16 << 20,
             module: 8 << 20,
             compute_time: Duration::from_secs(10),
-            signal_traps: false,
+            signal_traps: true,
         }
     }
 }

@@ -7,7 +7,7 @@
 //! | `lock-us N` | the longest a data-plane thread holds Redis's lock for one burst | 500 us |
 //! | `tcp-bind ADDR` | address the io_uring TCP data path listens on | `127.0.0.1` |
 //! | `tcp-port N` | its port (0: any free port) | 0 |
-//! | `wasm-traps signals\|checks` | how user functions' memory accesses are checked: by guard pages and wasmtime's signal handler, or by a check compiled before each | `checks` |
+//! | `wasm-traps signals\|checks` | how user functions' memory accesses are checked: by guard pages and wasmtime's signal handler, or by a check compiled before each | `signals` |
 //! | `overload-budget-us N` | the budget of data-plane invocations while a data-plane thread is saturated (ASFP pushback) | 300 us |
 
 use std::fmt;
@@ -59,7 +59,7 @@ impl Default for Config {
             overload_budget: Duration::from_micros(300),
             wasm_memory_mb: 64,
             wasm_module_mb: 8,
-            wasm_signal_traps: false,
+            wasm_signal_traps: true,
         }
     }
 }
@@ -213,9 +213,9 @@ mod tests {
             (c.cores, c.lock_bound, c.tcp_port),
             (vec![1, 3], Duration::from_micros(200), 7000)
         );
-        assert!(!Config::default().wasm_signal_traps);
+        assert!(Config::default().wasm_signal_traps);
         assert!(
-            Config::parse(&[b"wasm-traps", b"Signals"])
+            !Config::parse(&[b"wasm-traps", b"Checks"])
                 .unwrap()
                 .wasm_signal_traps
         );

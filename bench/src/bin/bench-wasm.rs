@@ -7,9 +7,9 @@
 //!   `load_autoloc_json(.., binary = false, ..)`), two blobs (4 KiB and 64 KiB) for `digest`,
 //!   and the guests `khop_wasm`, `digest_wasm`, `empty_wasm` and `fresh_wasm`;
 //! - `rmat`: an R-MAT graph (binary adjacency, `--scale`, `--edge-factor`) and `khop_wasm`;
-//! - the same with the module argument `wasm-traps signals` (guests trap on guard pages through
-//!   wasmtime's signal handler instead of checking each access's bounds in code), after the
-//!   first is gone.
+//! - the same with the module argument `wasm-traps checks` (guests check each access's bounds
+//!   in code instead of trapping on guard pages through wasmtime's signal handler, the default),
+//!   after the first is gone.
 //!
 //! Measured in one run, each cell a warm-up then `--duration-ms` of requests one at a time:
 //! 1. khop k=2, the built-in `khop` against the guest `khop_wasm`, storage-side over shm
@@ -425,25 +425,19 @@ fn main() -> anyhow::Result<()> {
     }
     storage_rmat(plan, &rmat.url(), &starts, "", &mut rows)?;
     drop(rmat);
-    // The same on a server whose guests trap on guard pages instead of checking every access's
-    // bounds in code (`wasm-traps signals`): what signal-based traps are worth.
-    progress(&format!("(loading {graph_name} again, wasm-traps signals)"));
-    let signals_args: Vec<&str> = module_args
+    // The same on a server whose guests check every access's bounds in code (`wasm-traps
+    // checks`) instead of trapping on guard pages: what signal-based traps are worth.
+    progress(&format!("(loading {graph_name} again, wasm-traps checks)"));
+    let checks_args: Vec<&str> = module_args
         .iter()
         .copied()
-        .chain(["wasm-traps", "signals"])
+        .chain(["wasm-traps", "checks"])
         .collect();
-    let rmat = RedisServer::start_with(&module, &signals_args, &[])
+    let rmat = RedisServer::start_with(&module, &checks_args, &[])
         .context("start a private redis-server with the AutoLoc module")?;
     write_graph(&mut connect(&rmat.url())?, &graph, SEED, false)?;
     Runtime::connect(&rmat.url())?.load_function(&guests.khop, false)?;
-    storage_rmat(
-        plan,
-        &rmat.url(),
-        &starts,
-        ", wasm-traps signals",
-        &mut rows,
-    )?;
+    storage_rmat(plan, &rmat.url(), &starts, ", wasm-traps checks", &mut rows)?;
     drop(social);
     drop(rmat);
 
