@@ -274,6 +274,14 @@ impl Host {
             return Err(guest_error("not a WebAssembly module (no \\0asm header)"));
         }
         let module = Module::new(&self.engine, bytes).map_err(|e| guest_error(format!("{e:#}")))?;
+        if abi::has_start_function(bytes) {
+            // It would run while an instance is created, where nothing bounds its time or
+            // serves its store accesses.
+            return Err(guest_error(
+                "a start function is not allowed: the host runs a guest only through \
+                 autoloc_describe and autoloc_call (functions/guest/ABI.md)",
+            ));
+        }
         let exports = abi::Exports::of(&module)?;
         let pre = self
             .linker
@@ -396,6 +404,9 @@ fn lock(x: &Shared) -> std::sync::MutexGuard<'_, Exchange> {
 /// The state of one instance: what the imports see.
 struct Run {
     exchange: Shared,
+    /// The instance's memory, once instantiated: what an import reads and writes (looking its
+    /// export up by name at each import was a hash of the name and a compare).
+    memory: Option<Memory>,
     /// The last read's result, when it did not fit the guest's buffer (`take` copies it).
     taken: Vec<u8>,
     limits: StoreLimits,
@@ -616,6 +627,7 @@ impl WasmFunction {
         let exchange = Arc::new(Mutex::new(Exchange::new(deadline, Vec::new())));
         let store = host().store(Run {
             exchange: exchange.clone(),
+            memory: None,
             taken: Vec::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(limits.memory)
@@ -637,6 +649,7 @@ impl WasmFunction {
             .await
             .map_err(trap_error)?;
         let memory = self.exports.memory(&instance, &mut store)?;
+        store.data_mut().memory = Some(memory);
         let alloc = (self.exports).func(&instance, &mut store, abi::Export::Alloc)?;
         let call = (self.exports).func(&instance, &mut store, abi::Export::Call)?;
         Ok(Ready {
@@ -659,10 +672,29 @@ impl WasmFunction {
                 .exports
                 .func::<(), i64>(&ready.instance, &mut ready.store, abi::Export::Describe)
                 .map_err(|e| guest_error(format!("autoloc_describe: {e}")))?;
-            let packed = describe
-                .call_async(&mut ready.store, ())
-                .await
-                .map_err(trap_error)?;
+            // Nothing serves a store access or a checkpoint here: either ends the LOAD (waiting
+            // for its answer, it had spun forever on the caller's thread, Redis's main thread).
+            let exchange = ready.exchange.clone();
+            let packed = {
+                let mut call = std::pin::pin!(describe.call_async(&mut ready.store, ()));
+                loop {
+                    if let Some(out) = poll_once(call.as_mut()).await {
+                        break out.map_err(trap_error)?;
+                    }
+                    match lock(&exchange).request.take() {
+                        Some(Request::Checkpoint) => {
+                            return Err(guest_error("autoloc_describe: ran for more than 1 s"))
+                        }
+                        Some(_) => {
+                            return Err(guest_error(
+                                "autoloc_describe: may not use the store (it has none)",
+                            ))
+                        }
+                        // Suspended by wasmtime itself: resume it.
+                        None => {}
+                    }
+                }
+            };
             abi::slice(ready.memory.data(&ready.store), packed, 64 << 10).map(<[u8]>::to_vec)
         })?;
         let v: serde_json::Value = serde_json::from_slice(&text)
@@ -1255,12 +1287,40 @@ mod abi {
         Failed(Error::Guest(reason.into())).into()
     }
 
+    /// Whether `bytes`, a module wasmtime validated, has a start section (id 8).
+    pub(super) fn has_start_function(bytes: &[u8]) -> bool {
+        /// An unsigned LEB128 number at `at`, and the offset after it.
+        fn leb(bytes: &[u8], mut at: usize) -> Option<(usize, usize)> {
+            let mut n = 0usize;
+            for shift in (0..35).step_by(7) {
+                let b = *bytes.get(at)?;
+                at += 1;
+                n |= usize::from(b & 0x7f) << shift;
+                if b < 0x80 {
+                    return Some((n, at));
+                }
+            }
+            None
+        }
+        let mut at = 8;
+        while let Some(&id) = bytes.get(at) {
+            if id == 8 {
+                return true;
+            }
+            let Some((len, body)) = leb(bytes, at + 1) else {
+                return false;
+            };
+            at = body + len;
+        }
+        false
+    }
+
     /// The guest's memory as seen from an import.
-    fn caller_memory(caller: &mut Caller<'_, Run>) -> wasmtime::Result<Memory> {
+    fn caller_memory(caller: &Caller<'_, Run>) -> wasmtime::Result<Memory> {
         caller
-            .get_export("memory")
-            .and_then(|e| e.into_memory())
-            .ok_or_else(|| host_error("the module exports no memory 'memory'"))
+            .data()
+            .memory
+            .ok_or_else(|| host_error("a store import called before its instance was ready"))
     }
 
     fn range(ptr: i32, len: i32) -> std::ops::Range<usize> {
@@ -1346,7 +1406,7 @@ mod abi {
         request: fn(Vec<Vec<u8>>) -> Request,
     ) -> Reply<'a> {
         Box::new(async move {
-            let memory = caller_memory(&mut caller)?;
+            let memory = caller_memory(&caller)?;
             let keys = get_list(bytes(memory.data(&caller), keys_ptr, keys_len)?)
                 .ok_or_else(|| host_error(format!("{what}: malformed key list")))?;
             if keys.len() > MAX_READ_KEYS {
@@ -1374,7 +1434,7 @@ mod abi {
     }
 
     fn take(mut caller: Caller<'_, Run>, out_ptr: i32, out_cap: i32) -> wasmtime::Result<i32> {
-        let memory = caller_memory(&mut caller)?;
+        let memory = caller_memory(&caller)?;
         let (data, run) = memory.data_and_store_mut(&mut caller);
         let taken = std::mem::take(&mut run.taken);
         if taken.len() > out_cap as u32 as usize {
@@ -1389,11 +1449,11 @@ mod abi {
     }
 
     fn write(
-        mut caller: Caller<'_, Run>,
+        caller: Caller<'_, Run>,
         (key_ptr, key_len, value_ptr, value_len): (i32, i32, i32, i32),
     ) -> Box<dyn std::future::Future<Output = wasmtime::Result<()>> + Send + '_> {
         Box::new(async move {
-            let memory = caller_memory(&mut caller)?;
+            let memory = caller_memory(&caller)?;
             let data = memory.data(&caller);
             let key = bytes(data, key_ptr, key_len)?.to_vec();
             let value = bytes(data, value_ptr, value_len)?.to_vec();
@@ -1441,6 +1501,97 @@ mod tests {
         m.extend([11, data.len() as u8]);
         m.extend(data);
         m
+    }
+
+    /// A section: its id, its length (one LEB128 byte: under 128) and its content.
+    fn section(id: u8, content: &[u8]) -> Vec<u8> {
+        assert!(content.len() < 128);
+        [&[id, content.len() as u8][..], content].concat()
+    }
+
+    /// A guest with every ABI export, importing `autoloc.read`, whose `autoloc_describe` runs
+    /// `describe` (a function body of type `() -> i64`) and, with `start`, a start function
+    /// running that body (of type `() -> ()`).
+    fn guest_with(describe: &[u8], start: Option<&[u8]>) -> Vec<u8> {
+        let name = |n: &str| [&[n.len() as u8][..], n.as_bytes()].concat();
+        let types: &[u8] = &[
+            5, // read, () -> (), () -> i64, (i32) -> i32, (i32, i32) -> i64
+            0x60, 4, 0x7f, 0x7f, 0x7f, 0x7f, 1, 0x7f, 0x60, 0, 0, 0x60, 0, 1, 0x7e, 0x60, 1, 0x7f,
+            1, 0x7f, 0x60, 2, 0x7f, 0x7f, 1, 0x7e,
+        ];
+        let import = [&[1][..], &name("autoloc"), &name("read"), &[0, 0]].concat();
+        // Functions 1..=5: abi_v1, describe, alloc, call, and the start function.
+        let functions: &[u8] = &[5, 1, 2, 3, 4, 1];
+        let exports = [
+            &[5][..],
+            &name("memory"),
+            &[2, 0],
+            &name("autoloc_abi_v1"),
+            &[0, 1],
+            &name("autoloc_describe"),
+            &[0, 2],
+            &name("autoloc_alloc"),
+            &[0, 3],
+            &name("autoloc_call"),
+            &[0, 4],
+        ]
+        .concat();
+        let body = |b: &[u8]| [&[b.len() as u8][..], b].concat();
+        let code = [
+            &[5][..],
+            &body(&[0, 0x0b]),
+            &body(describe),
+            &body(&[0, 0x41, 0, 0x0b]),
+            &body(&[0, 0x42, 0, 0x0b]),
+            &body(start.unwrap_or(&[0, 0x0b])),
+        ]
+        .concat();
+        let mut m = b"\0asm\x01\0\0\0".to_vec();
+        m.extend(section(1, types));
+        m.extend(section(2, &import));
+        m.extend(section(3, functions));
+        m.extend(section(5, &[1, 0, 1]));
+        m.extend(section(7, &exports));
+        if start.is_some() {
+            m.extend(section(8, &[5]));
+        }
+        m.extend(section(10, &code));
+        m
+    }
+
+    /// Compiles `bytes` on another thread: its error, or a panic if it took past 30 s.
+    fn compile_error(bytes: Vec<u8>) -> String {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(host().compile(&bytes).map(drop));
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(r) => r.expect_err("a bad guest loaded").to_string(),
+            Err(_) => panic!("LOAD of a bad guest did not end within 30 s"),
+        }
+    }
+
+    /// Loop forever: `loop br 0 end` (then `unreachable`, which types as any result).
+    const SPIN: &[u8] = &[0, 0x03, 0x40, 0x0c, 0, 0x0b, 0x00, 0x0b];
+    /// `read(0, 0, 0, 0)`, then a result of 0 (`() -> i64`).
+    const READ: &[u8] = &[
+        0, 0x41, 0, 0x41, 0, 0x41, 0, 0x41, 0, 0x10, 0, 0x1a, 0x42, 0, 0x0b,
+    ];
+
+    #[test]
+    fn a_guest_describing_itself_gets_one_second_and_no_store() {
+        let e = compile_error(guest_with(SPIN, None));
+        assert!(e.contains("autoloc_describe") && e.contains("1 s"), "{e}");
+        let e = compile_error(guest_with(READ, None));
+        assert!(e.contains("autoloc_describe") && e.contains("store"), "{e}");
+    }
+
+    #[test]
+    fn a_start_function_is_refused_at_load() {
+        let e = compile_error(guest_with(&[0, 0x42, 0, 0x0b], Some(SPIN)));
+        assert!(e.contains("start function"), "{e}");
+        let e = compile_error(guest_with(&[0, 0x42, 0, 0x0b], Some(&[0, 0x0b])));
+        assert!(e.contains("start function"), "{e}");
     }
 
     #[test]
