@@ -3,7 +3,8 @@
 //!
 //! A benchmark is a list of cells (one transport, one operation, one value size, one number of
 //! requests in flight). [`measure`] runs a cell's step for a warm-up, then for a fixed duration,
-//! recording each request's latency; [`row`] turns the histogram into a [`Row`].
+//! recording each request's latency; [`measure_interleaved`] runs cells to be compared in turns;
+//! [`row`] turns the histogram into a [`Row`].
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -74,6 +75,57 @@ where
         ops,
         elapsed: started.elapsed(),
     })
+}
+
+/// A step of [`measure_interleaved`]: like [`measure`]'s.
+pub type Step<'a> = &'a mut dyn FnMut(&mut Histogram<u64>) -> anyhow::Result<u64>;
+
+/// Runs `steps` (the cells to compare) in turns of `slice` each, round robin: warm-up turns
+/// for `plan.warmup`, then measured turns until each has run `plan.duration`; returns what each
+/// recorded, in order, its `elapsed` the sum of its measured turns. On a machine whose speed
+/// drifts (other tenants, frequency), a phase then slows every cell alike instead of the one
+/// it fell on: one after the other, two twins' ratio moved between 1.3x and 1.9x from run to
+/// run.
+pub fn measure_interleaved(
+    plan: Plan,
+    slice: Duration,
+    steps: &mut [Step<'_>],
+) -> anyhow::Result<Vec<Measured>> {
+    let mut scratch = histogram();
+    let warm_until = Instant::now() + plan.warmup;
+    while Instant::now() < warm_until {
+        for step in steps.iter_mut() {
+            let until = Instant::now() + slice;
+            while Instant::now() < until {
+                step(&mut scratch)?;
+            }
+        }
+    }
+    let mut out: Vec<Measured> = steps
+        .iter()
+        .map(|_| Measured {
+            latency: histogram(),
+            ops: 0,
+            elapsed: Duration::ZERO,
+        })
+        .collect();
+    while out.iter().any(|m| m.elapsed < plan.duration) {
+        for (step, m) in steps.iter_mut().zip(&mut out) {
+            if m.elapsed >= plan.duration {
+                continue;
+            }
+            let started = Instant::now();
+            let until = started + slice.min(plan.duration - m.elapsed);
+            loop {
+                m.ops += step(&mut m.latency)?;
+                if Instant::now() >= until {
+                    break;
+                }
+            }
+            m.elapsed += started.elapsed();
+        }
+    }
+    Ok(out)
 }
 
 /// One measured cell: the row of the table and of the JSON report.
@@ -522,6 +574,39 @@ mod tests {
             p999_ns: 990,
             ops_per_s: 1e6,
         }
+    }
+
+    #[test]
+    fn interleaved_cells_take_turns_and_each_measures_its_duration() {
+        let plan = Plan {
+            warmup: Duration::from_millis(2),
+            duration: Duration::from_millis(50),
+        };
+        // The last cell that ran, and how many times the cell changed.
+        let turns = std::cell::Cell::new((0usize, 0usize));
+        let step = |i: usize| {
+            let turns = &turns;
+            move |h: &mut Histogram<u64>| {
+                record(h, Duration::from_micros(i as u64 + 1));
+                let (last, switches) = turns.get();
+                turns.set((i, switches + usize::from(last != i)));
+                Ok(1)
+            }
+        };
+        let (mut a, mut b) = (step(0), step(1));
+        let m = measure_interleaved(plan, Duration::from_millis(1), &mut [&mut a, &mut b]).unwrap();
+        for (i, m) in m.iter().enumerate() {
+            assert!(m.elapsed >= plan.duration, "{:?}", m.elapsed);
+            assert_eq!(m.latency.len(), m.ops);
+            // Each cell's histogram holds its own step's latencies only.
+            let want = 1000 * (i as u64 + 1);
+            assert!(m.latency.min().abs_diff(want) < 10, "{}", m.latency.min());
+            assert!(m.latency.max().abs_diff(want) < 10, "{}", m.latency.max());
+        }
+        // Turns, not one cell then the other: unless one turn lasted 49 ms of the 50 (a
+        // preempted thread), the cells switch at least three times.
+        let switches = turns.get().1;
+        assert!(switches >= 3, "{switches} switches");
     }
 
     #[test]

@@ -11,7 +11,10 @@
 //!   in code instead of trapping on guard pages through wasmtime's signal handler, the default),
 //!   after the first is gone.
 //!
-//! Measured in one run, each cell a warm-up then `--duration-ms` of requests one at a time:
+//! Measured in one run, each cell a warm-up then `--duration-ms` of requests one at a time; the
+//! cells compared (a built-in and its twin; Lua, `khop` and `khop_wasm`; `empty_wasm`,
+//! `fresh_wasm` and `get`) take turns of 50 ms until each has had its time, so that the
+//! machine's slower phases fall on all of them alike:
 //! 1. khop k=2, the built-in `khop` against the guest `khop_wasm`, storage-side over shm
 //!    (`Placement::Storage`): from vertices 1 and 107 of social.json, and cycling over R-MAT
 //!    vertices of the 10%, 30%, 50%, 70%, 90% and 100% degree quantiles (with either kind of
@@ -47,17 +50,23 @@ use anyhow::{bail, ensure, Context as _};
 use autoloc::load::{load_autoloc_json, write_graph, Graph};
 use autoloc::server::{find_module, RedisServer};
 use autoloc::{guests, Output, Placement, Runtime, Side, Transport};
-use autoloc_bench::harness::{self, measure, record, Bound, Check, Machine, Measured, Plan};
+use autoloc_bench::harness::{
+    self, measure_interleaved, record, Bound, Check, Machine, Measured, Plan, Step,
+};
 use autoloc_dataplane::resp::DEFAULT_TIMEOUT;
 use autoloc_dataplane::{Connection, Frame, RedisUrl};
 use autoloc_functions::builtins::{get::Get, khop::Khop};
 use autoloc_functions::exec::block_on;
 use autoloc_functions::{Function, MemStore};
 use clap::Parser;
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 /// khop's k.
 const K: &str = "2";
+
+/// How long each of the cells compared takes its turn before the next ([`measure_interleaved`]).
+const TURN: Duration = Duration::from_millis(50);
 /// digest's rounds.
 const DIGEST_ROUNDS: &str = "3";
 /// The digest blobs: key and size.
@@ -383,9 +392,11 @@ fn main() -> anyhow::Result<()> {
     params.insert(
         "cell".into(),
         format!(
-            "{} ms warm-up + {} ms measured, one request at a time from one client thread",
+            "{} ms warm-up + {} ms measured, one request at a time from one client thread; \
+             the cells compared take turns of {} ms",
             plan.warmup.as_millis(),
-            plan.duration.as_millis()
+            plan.duration.as_millis(),
+            TURN.as_millis()
         ),
     );
     params.insert(
@@ -653,21 +664,35 @@ fn strings(a: &[&str]) -> Vec<Vec<u8>> {
     a.iter().map(|s| s.as_bytes().to_vec()).collect()
 }
 
-/// Times `f` on `store` in-process, cycling over `args`, checking each output against `want`.
-fn in_process_cell(
+/// Times each function on `store` in-process with its arguments, checking each output against
+/// its `want`, the cells in turns ([`measure_interleaved`]); one row each for `workload`.
+fn in_process_cells(
     plan: Plan,
-    f: &dyn Function,
     store: &MemStore,
-    args: &[Vec<u8>],
-    want: &Output,
-) -> anyhow::Result<Measured> {
-    measure(plan, |h| {
-        let t0 = Instant::now();
-        let out = block_on(f.call(store, args))?;
-        record(h, t0.elapsed());
-        ensure!(&out == want, "{}: unexpected output", f.name());
-        Ok(1)
-    })
+    workload: &str,
+    cells: &[(&dyn Function, &[Vec<u8>], &Output)],
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let names: Vec<&str> = cells.iter().map(|(f, ..)| f.name()).collect();
+    progress(&format!("in-process {} ({workload})", names.join(", ")));
+    let mut steps: Vec<_> = cells
+        .iter()
+        .map(|&(f, args, want)| {
+            move |h: &mut Histogram<u64>| -> anyhow::Result<u64> {
+                let t0 = Instant::now();
+                let out = block_on(f.call(store, args))?;
+                record(h, t0.elapsed());
+                ensure!(&out == want, "{}: unexpected output", f.name());
+                Ok(1)
+            }
+        })
+        .collect();
+    let mut steps: Vec<Step<'_>> = steps.iter_mut().map(|s| s as Step<'_>).collect();
+    let measured = measure_interleaved(plan, TURN, &mut steps)?;
+    for (f, m) in names.iter().zip(&measured) {
+        rows.push(row(workload, f, kind_of(f), "in-process", m, 0));
+    }
+    Ok(())
 }
 
 /// The host without Redis: empty_wasm against the built-in get of a missing key, and khop on
@@ -680,35 +705,19 @@ fn in_process(
 ) -> anyhow::Result<()> {
     let host = autoloc_functions::wasm::host();
     let store = MemStore::new();
-    for (name, bytes) in [("empty_wasm", &guests.empty), ("fresh_wasm", &guests.fresh)] {
-        let guest = host.compile(bytes)?;
-        progress(&format!("in-process {name}"));
-        let m = in_process_cell(plan, &*guest, &store, &[], &Output::Value(None))?;
-        rows.push(row(
-            "invocation overhead",
-            name,
-            "wasm",
-            "in-process",
-            &m,
-            0,
-        ));
-    }
-    progress("in-process get (missing key)");
-    let m = in_process_cell(
+    let (empty, fresh) = (host.compile(&guests.empty)?, host.compile(&guests.fresh)?);
+    let (none, missing, nil) = (Vec::new(), strings(&[MISSING]), Output::Value(None));
+    in_process_cells(
         plan,
-        &Get,
         &store,
-        &strings(&[MISSING]),
-        &Output::Value(None),
-    )?;
-    rows.push(row(
         "invocation overhead",
-        "get",
-        "native",
-        "in-process",
-        &m,
-        0,
-    ));
+        &[
+            (&*empty, &none, &nil),
+            (&*fresh, &none, &nil),
+            (&Get, &missing, &nil),
+        ],
+        rows,
+    )?;
     let Some(social) = social else {
         return Ok(());
     };
@@ -721,19 +730,13 @@ fn in_process(
             got == want,
             "khop_wasm {v} {K} in-process differs from khop"
         );
-        let workload = format!("khop k={K} social.json v{v}");
-        for f in [&Khop as &dyn Function, &*khop_wasm] {
-            progress(&format!("in-process {} {v} {K}", f.name()));
-            let m = in_process_cell(plan, f, social, &args, &want)?;
-            rows.push(row(
-                &workload,
-                f.name(),
-                kind_of(f.name()),
-                "in-process",
-                &m,
-                0,
-            ));
-        }
+        in_process_cells(
+            plan,
+            social,
+            &format!("khop k={K} social.json v{v}"),
+            &[(&Khop, &args, &want), (&*khop_wasm, &args, &want)],
+            rows,
+        )?;
     }
     Ok(())
 }
@@ -757,28 +760,45 @@ fn same_output(
     Ok(())
 }
 
-/// Storage-side invocations of `function` over the runtime's transport, one at a time, cycling
-/// over `arg_lists`; returns what was measured and how many were pushed back.
-fn storage_cell(
+/// Storage-side invocations over the runtime's transport, one at a time, of each function on
+/// its argument lists (cycling over them), the cells in turns ([`measure_interleaved`]); one
+/// row each for `workload`, with how many were pushed back.
+fn storage_cells(
     plan: Plan,
     rt: &mut Runtime,
-    function: &str,
-    arg_lists: &[Vec<String>],
-) -> anyhow::Result<(Measured, u64)> {
-    let mut next = arg_lists.iter().cycle();
-    let mut pushed_back = 0u64;
-    let m = measure(plan, |h| {
-        let a = next.next().expect("argument lists");
-        let t0 = Instant::now();
-        let inv = rt.invoke(function, a, Placement::Storage)?;
-        record(h, t0.elapsed());
-        pushed_back += u64::from(inv.side != Side::Storage);
-        Ok(1)
-    })?;
-    Ok((m, pushed_back))
+    workload: &str,
+    cells: &[(&str, &[Vec<String>])],
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let names: Vec<&str> = cells.iter().map(|(f, _)| *f).collect();
+    progress(&format!("storage/shm {} ({workload})", names.join(", ")));
+    let rt = std::cell::RefCell::new(rt);
+    let pushed_back: Vec<std::cell::Cell<u64>> = cells.iter().map(|_| Default::default()).collect();
+    let mut steps: Vec<_> = cells
+        .iter()
+        .zip(&pushed_back)
+        .map(|(&(function, arg_lists), pushed_back)| {
+            let rt = &rt;
+            let mut next = arg_lists.iter().cycle();
+            move |h: &mut Histogram<u64>| -> anyhow::Result<u64> {
+                let a = next.next().expect("argument lists");
+                let t0 = Instant::now();
+                let inv = rt.borrow_mut().invoke(function, a, Placement::Storage)?;
+                record(h, t0.elapsed());
+                pushed_back.set(pushed_back.get() + u64::from(inv.side != Side::Storage));
+                Ok(1)
+            }
+        })
+        .collect();
+    let mut steps: Vec<Step<'_>> = steps.iter_mut().map(|s| s as Step<'_>).collect();
+    let measured = measure_interleaved(plan, TURN, &mut steps)?;
+    for ((f, m), pushed) in names.iter().zip(&measured).zip(&pushed_back) {
+        rows.push(row(workload, f, kind_of(f), "storage/shm", m, pushed.get()));
+    }
+    Ok(())
 }
 
-/// Each of `functions` on `arg_lists`, one cell each, back to back.
+/// The built-in and its guest twin on `arg_lists`, in turns.
 fn storage_pair(
     plan: Plan,
     rt: &mut Runtime,
@@ -787,12 +807,8 @@ fn storage_pair(
     arg_lists: &[Vec<String>],
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
-    for f in functions {
-        progress(&format!("storage/shm {f} ({workload})"));
-        let (m, pushed) = storage_cell(plan, rt, f, arg_lists)?;
-        rows.push(row(workload, f, kind_of(f), "storage/shm", &m, pushed));
-    }
-    Ok(())
+    let cells = functions.map(|f| (f, arg_lists));
+    storage_cells(plan, rt, workload, &cells, rows)
 }
 
 /// Storage-side over shm on social.json: khop, digest, and the invocation overhead end to end.
@@ -829,22 +845,18 @@ fn storage_social(
         let out = rt.invoke(f, &[] as &[&str], Placement::Storage)?.output;
         ensure!(out == Output::Value(None), "{f} returned {out:?}, not nil");
     }
-    for (f, a) in [
-        ("empty_wasm", Vec::<String>::new()),
-        ("fresh_wasm", Vec::new()),
-        ("get", vec![MISSING.to_string()]),
-    ] {
-        progress(&format!("storage/shm {f} (invocation overhead)"));
-        let (m, pushed) = storage_cell(plan, &mut rt, f, &[a])?;
-        rows.push(row(
-            "invocation overhead",
-            f,
-            kind_of(f),
-            "storage/shm",
-            &m,
-            pushed,
-        ));
-    }
+    let (none, missing) = ([Vec::new()], [vec![MISSING.to_string()]]);
+    storage_cells(
+        plan,
+        &mut rt,
+        "invocation overhead",
+        &[
+            ("empty_wasm", &none[..]),
+            ("fresh_wasm", &none[..]),
+            ("get", &missing[..]),
+        ],
+        rows,
+    )?;
     let stats = rt.storage_stats()?;
     if let Some(d) = stats.get("dataplane_deferred").filter(|&d| d > 0) {
         notes.push(format!(
@@ -889,27 +901,38 @@ fn lua(plan: Plan, url: &str, rows: &mut Vec<Row>) -> anyhow::Result<()> {
             );
         }
         let workload = format!("khop k={K} social.json v{v}");
-        for (name, kind, cmd) in &cmds {
-            progress(&format!("resp {name} {vs}"));
-            let mut pushed_back = 0;
-            let m = measure(plan, |h| {
+        let conn = std::cell::RefCell::new(&mut conn);
+        // One at a time, the three in turns.
+        progress(&format!("resp: Lua, khop, khop_wasm from {vs}"));
+        let pushed_back: [std::cell::Cell<u64>; 3] = Default::default();
+        let mut steps = [0, 1, 2].map(|i| {
+            let (conn, (name, _, cmd), pushed_back, vs) = (&conn, &cmds[i], &pushed_back[i], &vs);
+            move |h: &mut Histogram<u64>| -> anyhow::Result<u64> {
+                let mut n = pushed_back.get();
                 let t0 = Instant::now();
-                let reply = call_to_the_end(&mut conn, cmd, &mut pushed_back)?;
+                let reply = call_to_the_end(&mut conn.borrow_mut(), cmd, &mut n)?;
                 record(h, t0.elapsed());
+                pushed_back.set(n);
                 if let Frame::Error(e) = reply {
                     bail!("{name} {vs}: {e}");
                 }
                 Ok(1)
-            })?;
-            rows.push(row(&workload, name, kind, "resp", &m, pushed_back));
+            }
+        });
+        let mut steps: Vec<Step<'_>> = steps.iter_mut().map(|s| s as Step<'_>).collect();
+        let measured = measure_interleaved(plan, TURN, &mut steps)?;
+        for (((name, kind, _), m), pushed) in cmds.iter().zip(&measured).zip(&pushed_back) {
+            rows.push(row(&workload, name, kind, "resp", m, pushed.get()));
         }
         // Throughput from the same client: `PIPELINE` requests sent together, then their
         // replies read. One at a time, each request also waits out a loopback round trip in
         // which both ends go idle and are woken (about 50 us on this VM for a GET), the same
         // for all three, which bounds their ratio whatever each costs inside Redis.
-        for (name, kind, cmd) in &cmds {
-            progress(&format!("resp x{PIPELINE} {name} {vs}"));
-            let m = measure(plan, |h| {
+        progress(&format!("resp x{PIPELINE}: Lua, khop, khop_wasm from {vs}"));
+        let mut steps = [0, 1, 2].map(|i| {
+            let (conn, (name, _, cmd), vs) = (&conn, &cmds[i], &vs);
+            move |h: &mut Histogram<u64>| -> anyhow::Result<u64> {
+                let mut conn = conn.borrow_mut();
                 let t0 = Instant::now();
                 for _ in 0..PIPELINE {
                     conn.queue(cmd);
@@ -923,8 +946,12 @@ fn lua(plan: Plan, url: &str, rows: &mut Vec<Row>) -> anyhow::Result<()> {
                 }
                 record(h, t0.elapsed() / PIPELINE as u32);
                 Ok(PIPELINE as u64)
-            })?;
-            rows.push(row(&workload, name, kind, PIPELINED, &m, 0));
+            }
+        });
+        let mut steps: Vec<Step<'_>> = steps.iter_mut().map(|s| s as Step<'_>).collect();
+        let measured = measure_interleaved(plan, TURN, &mut steps)?;
+        for ((name, kind, _), m) in cmds.iter().zip(&measured) {
+            rows.push(row(&workload, name, kind, PIPELINED, m, 0));
         }
     }
     Ok(())
