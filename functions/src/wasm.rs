@@ -60,8 +60,8 @@ pub struct Limits {
     /// How a guest's memory accesses are checked: `true` (the default), by the hardware (each
     /// memory sits in a 4 GiB reservation with guard pages, and a stray access is a fault
     /// wasmtime's signal handler turns into a trap); `false`, by a bounds check compiled before
-    /// every access. Signals make a guest's tight loops faster (`khop_wasm` on R-MAT: 1.34x
-    /// native against 1.47x with checks, `bench-wasm`); they cost a new instance whose memory
+    /// every access. Signals make a guest's tight loops faster (`khop_wasm` on R-MAT
+    /// in-process: 2.2x native against 2.5x with checks); they cost a new instance whose memory
     /// grows two `mprotect`s (its growth, and its slot's reset), which the SDK's allocator
     /// avoids up to 256 KiB (`functions/guest/ABI.md`). A process with a crash handler of its
     /// own puts a fall-through in front of it before the host starts, as the Redis module does.
