@@ -1272,6 +1272,17 @@ mod abi {
     }
 
     /// Reads a list.
+    /// How many entries a list holds, if it is well formed.
+    pub(super) fn list_len(mut b: &[u8]) -> Option<usize> {
+        let mut n = 0;
+        while !b.is_empty() {
+            let (len, rest) = b.split_first_chunk::<4>()?;
+            b = rest.get(u32::from_le_bytes(*len) as usize..)?;
+            n += 1;
+        }
+        Some(n)
+    }
+
     fn get_list(mut b: &[u8]) -> Option<Vec<Vec<u8>>> {
         let mut items = Vec::new();
         while !b.is_empty() {
@@ -1407,15 +1418,18 @@ mod abi {
     ) -> Reply<'a> {
         Box::new(async move {
             let memory = caller_memory(&caller)?;
-            let keys = get_list(bytes(memory.data(&caller), keys_ptr, keys_len)?)
-                .ok_or_else(|| host_error(format!("{what}: malformed key list")))?;
-            if keys.len() > MAX_READ_KEYS {
+            let list = bytes(memory.data(&caller), keys_ptr, keys_len)?;
+            let malformed = || host_error(format!("{what}: malformed key list"));
+            // Counted before a vector is made for any key: too many is refused at once.
+            let count = list_len(list).ok_or_else(malformed)?;
+            if count > MAX_READ_KEYS {
                 return Err(Failed(Error::TooLarge {
-                    len: keys.len(),
+                    len: count,
                     max: MAX_READ_KEYS,
                 })
                 .into());
             }
+            let keys = get_list(list).ok_or_else(malformed)?;
             let exchange = caller.data().exchange.clone();
             let encoded = answer(&exchange, request(keys)).await?;
             let len = i32::try_from(encoded.len())
@@ -1584,6 +1598,16 @@ mod tests {
         assert!(e.contains("autoloc_describe") && e.contains("1 s"), "{e}");
         let e = compile_error(guest_with(READ, None));
         assert!(e.contains("autoloc_describe") && e.contains("store"), "{e}");
+    }
+
+    #[test]
+    fn a_list_is_counted_without_being_decoded() {
+        let mut list = Vec::new();
+        abi::put_list(&mut list, [&b"a"[..], b"", b"xyz"].into_iter());
+        assert_eq!(abi::list_len(&list), Some(3));
+        assert_eq!(abi::list_len(&[]), Some(0));
+        assert_eq!(abi::list_len(&list[..list.len() - 1]), None);
+        assert_eq!(abi::list_len(&[1, 0, 0]), None);
     }
 
     #[test]
