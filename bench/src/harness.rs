@@ -603,10 +603,10 @@ mod tests {
             assert!(m.latency.min().abs_diff(want) < 10, "{}", m.latency.min());
             assert!(m.latency.max().abs_diff(want) < 10, "{}", m.latency.max());
         }
-        // Turns, not one cell then the other: unless one turn lasted 49 ms of the 50 (a
-        // preempted thread), the cells switch at least three times.
+        // Turns, not one cell then the other: about 50 turns of 1 ms each while measuring (fewer
+        // only if preemptions stretch them); the warm-up alone makes two or three switches.
         let switches = turns.get().1;
-        assert!(switches >= 3, "{switches} switches");
+        assert!(switches >= 10, "{switches} switches");
     }
 
     #[test]

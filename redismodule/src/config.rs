@@ -215,6 +215,11 @@ mod tests {
         );
         assert!(Config::default().wasm_signal_traps);
         assert!(
+            Config::parse(&[b"wasm-traps", b"signals"])
+                .unwrap()
+                .wasm_signal_traps
+        );
+        assert!(
             !Config::parse(&[b"wasm-traps", b"Checks"])
                 .unwrap()
                 .wasm_signal_traps

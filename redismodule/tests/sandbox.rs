@@ -449,7 +449,12 @@ fn a_fresh_instance_allocates_from_its_initial_memory_before_growing_it() {
             })
             .collect()
     };
+    // Nothing grew before the guest's own allocation either (its arguments, their buffer).
     let initial = pages("0")[0].0;
+    assert_eq!(
+        initial,
+        declared_pages(&guests::bytes("pages_wasm").unwrap())
+    );
     for bytes in ["0", "4096", "65536", "200000"] {
         assert_eq!(pages(bytes), vec![(initial, initial); 2], "{bytes} bytes");
     }
@@ -459,5 +464,33 @@ fn a_fresh_instance_allocates_from_its_initial_memory_before_growing_it() {
             after >= initial + 1_000_000 / 65536,
             "{after} pages after 1 MB"
         );
+    }
+}
+
+/// The initial size, in pages, of the memory `module` declares (its memory section's first).
+fn declared_pages(module: &[u8]) -> u32 {
+    fn leb(b: &[u8], at: &mut usize) -> u32 {
+        let (mut n, mut shift) = (0u32, 0);
+        loop {
+            let byte = b[*at];
+            *at += 1;
+            n |= u32::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return n;
+            }
+            shift += 7;
+        }
+    }
+    let mut at = 8;
+    loop {
+        let id = module[at];
+        at += 1;
+        let len = leb(module, &mut at) as usize;
+        if id == 5 {
+            let _count = leb(module, &mut at);
+            at += 1; // the limits' flags
+            return leb(module, &mut at);
+        }
+        at += len;
     }
 }

@@ -11,10 +11,10 @@
 //!   in code instead of trapping on guard pages through wasmtime's signal handler, the default),
 //!   after the first is gone.
 //!
-//! Measured in one run, each cell a warm-up then `--duration-ms` of requests one at a time; the
-//! cells compared (a built-in and its twin; Lua, `khop` and `khop_wasm`; `empty_wasm`,
-//! `fresh_wasm` and `get`) take turns of 50 ms until each has had its time, so that the
-//! machine's slower phases fall on all of them alike:
+//! Measured in one run, requests one at a time: the cells compared (a built-in and its twin;
+//! Lua, `khop` and `khop_wasm`; `empty_wasm`, `fresh_wasm` and `get`) take turns of 50 ms, first
+//! for the warm-up, then until each has had `--duration-ms` measured, so that the machine's
+//! slower phases fall on all of them alike:
 //! 1. khop k=2, the built-in `khop` against the guest `khop_wasm`, storage-side over shm
 //!    (`Placement::Storage`): from vertices 1 and 107 of social.json, and cycling over R-MAT
 //!    vertices of the 10%, 30%, 50%, 70%, 90% and 100% degree quantiles (with either kind of
@@ -392,8 +392,8 @@ fn main() -> anyhow::Result<()> {
     params.insert(
         "cell".into(),
         format!(
-            "{} ms warm-up + {} ms measured, one request at a time from one client thread; \
-             the cells compared take turns of {} ms",
+            "{} ms warm-up + {} ms measured each, one request at a time from one client \
+             thread; the cells compared take turns of {} ms, in the warm-up too",
             plan.warmup.as_millis(),
             plan.duration.as_millis(),
             TURN.as_millis()

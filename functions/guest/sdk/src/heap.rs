@@ -21,8 +21,9 @@ pub const ARENA: usize = 256 << 10;
 /// WebAssembly's page.
 const PAGE: usize = 64 << 10;
 
-/// The arena: zeroed static memory, handed to `dlmalloc` once, as its first segment.
-#[repr(C, align(65536))]
+/// The arena: zeroed static memory, handed to `dlmalloc` once, as its first segment (aligned as
+/// `dlmalloc` aligns its chunks; a page's alignment would only pad the initial memory).
+#[repr(C, align(16))]
 struct Arena(UnsafeCell<[u8; ARENA]>);
 
 /// The system side of `dlmalloc`: the arena once, then pages from `memory.grow`.
@@ -35,11 +36,13 @@ struct Heap {
     dlmalloc: UnsafeCell<dlmalloc::Dlmalloc<System>>,
 }
 
-// SAFETY: `wasm32-unknown-unknown` without the `atomics` feature has one thread: the arena, the
-// flag and the heap are never reached from two threads.
+// A build with threads would need a lock around the heap (see the `Sync` below).
+#[cfg(target_feature = "atomics")]
+compile_error!("autoloc-guest's `heap` assumes one thread: build without `atomics`");
+
+// SAFETY: `wasm32-unknown-unknown` without the `atomics` feature (checked above) has one thread:
+// the arena, the flag and the heap are never reached from two threads.
 unsafe impl Sync for Arena {}
-// SAFETY: as above, one thread.
-unsafe impl Send for System {}
 // SAFETY: as above, one thread.
 unsafe impl Sync for Heap {}
 
@@ -60,7 +63,15 @@ unsafe impl dlmalloc::Allocator for System {
         if previous == usize::MAX {
             return (ptr::null_mut(), 0, 0);
         }
-        ((previous * PAGE) as *mut u8, pages * PAGE, 0)
+        let (base, len) = (previous * PAGE, pages * PAGE);
+        // The last page of the 4 GiB space: a segment's end would wrap to address 0, which no
+        // pointer may; its last bytes are left out (as `dlmalloc`'s own wasm system does).
+        let len = if base.wrapping_add(len) == 0 {
+            len - 16
+        } else {
+            len
+        };
+        (base as *mut u8, len, 0)
     }
 
     fn remap(&self, _ptr: *mut u8, _old: usize, _new: usize, _can_move: bool) -> *mut u8 {
