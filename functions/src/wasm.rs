@@ -1283,15 +1283,23 @@ mod abi {
         Some(n)
     }
 
-    fn get_list(mut b: &[u8]) -> Option<Vec<Vec<u8>>> {
+    /// A list's entries, or (`Err`) how many it holds when that is more than `max`: past `max`
+    /// the rest is only counted, no vector made for it. `None` if it is malformed.
+    pub(super) fn get_list(
+        mut b: &[u8],
+        max: usize,
+    ) -> Option<std::result::Result<Vec<Vec<u8>>, usize>> {
         let mut items = Vec::new();
         while !b.is_empty() {
+            if items.len() == max {
+                return list_len(b).map(|rest| Err(max + rest));
+            }
             let (len, rest) = b.split_first_chunk::<4>()?;
             let len = u32::from_le_bytes(*len) as usize;
             items.push(rest.get(..len)?.to_vec());
             b = &rest[len..];
         }
-        Some(items)
+        Some(Ok(items))
     }
 
     fn host_error(reason: impl Into<String>) -> wasmtime::Error {
@@ -1420,16 +1428,13 @@ mod abi {
             let memory = caller_memory(&caller)?;
             let list = bytes(memory.data(&caller), keys_ptr, keys_len)?;
             let malformed = || host_error(format!("{what}: malformed key list"));
-            // Counted before a vector is made for any key: too many is refused at once.
-            let count = list_len(list).ok_or_else(malformed)?;
-            if count > MAX_READ_KEYS {
-                return Err(Failed(Error::TooLarge {
-                    len: count,
+            let keys = get_list(list, MAX_READ_KEYS).ok_or_else(malformed)?;
+            let keys = keys.map_err(|len| {
+                Failed(Error::TooLarge {
+                    len,
                     max: MAX_READ_KEYS,
                 })
-                .into());
-            }
-            let keys = get_list(list).ok_or_else(malformed)?;
+            })?;
             let exchange = caller.data().exchange.clone();
             let encoded = answer(&exchange, request(keys)).await?;
             let len = i32::try_from(encoded.len())
@@ -1601,13 +1606,19 @@ mod tests {
     }
 
     #[test]
-    fn a_list_is_counted_without_being_decoded() {
+    fn a_list_past_its_bound_is_counted_without_being_decoded() {
         let mut list = Vec::new();
         abi::put_list(&mut list, [&b"a"[..], b"", b"xyz"].into_iter());
         assert_eq!(abi::list_len(&list), Some(3));
         assert_eq!(abi::list_len(&[]), Some(0));
         assert_eq!(abi::list_len(&list[..list.len() - 1]), None);
         assert_eq!(abi::list_len(&[1, 0, 0]), None);
+        assert_eq!(
+            abi::get_list(&list, 3),
+            Some(Ok(vec![b"a".to_vec(), vec![], b"xyz".to_vec()]))
+        );
+        assert_eq!(abi::get_list(&list, 1), Some(Err(3)));
+        assert_eq!(abi::get_list(&list[..list.len() - 1], 1), None);
     }
 
     #[test]
