@@ -270,12 +270,14 @@ impl Output {
     /// Decodes what [`Output::encode`] made for a function of `kind`.
     pub fn decode(kind: OutputKind, b: &[u8]) -> Result<Output> {
         let bad = |what: &str| Error::Malformed(format!("{kind:?} result: {what}"));
-        let u32_at = |c: &[u8]| u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        let u64_at =
-            |c: &[u8]| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        // Fixed-size loads (`try_into`), not arrays built from indexed bytes: decoding ids that
+        // way took 4x as long (not vectorized), about 1 ns per id of a guest's `khop_wasm`
+        // result inside redis-server.
+        let u32_at = |c: &[u8]| u32::from_le_bytes(c[..4].try_into().expect("4 bytes"));
+        let u64_at = |c: &[u8]| u64::from_le_bytes(c[..8].try_into().expect("8 bytes"));
         Ok(match kind {
             OutputKind::Ids if b.len().is_multiple_of(4) => {
-                Output::Ids(b.chunks_exact(4).map(u32_at).collect())
+                Output::Ids(crate::graph::le_u32s(b).collect())
             }
             OutputKind::Text => {
                 Output::Text(String::from_utf8(b.to_vec()).map_err(|_| bad("not UTF-8"))?)
