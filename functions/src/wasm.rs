@@ -1271,7 +1271,6 @@ mod abi {
         }
     }
 
-    /// Reads a list.
     /// How many entries a list holds, if it is well formed.
     pub(super) fn list_len(mut b: &[u8]) -> Option<usize> {
         let mut n = 0;
