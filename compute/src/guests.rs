@@ -24,6 +24,9 @@ pub fn build() -> Result<()> {
                 .arg(ws.join("Cargo.toml"))
                 .arg("--target-dir")
                 .arg(ws.join("target"))
+                // Inside the tree, whatever this process's directory: cargo then reads the
+                // tree's `.cargo/config.toml`, the flags every guest is built with.
+                .current_dir(&ws)
                 .env_remove("RUSTFLAGS")
                 .env_remove("CARGO_ENCODED_RUSTFLAGS")
                 .env_remove("CARGO_TARGET_DIR")

@@ -2,7 +2,7 @@
 //! stack depth limit traps.
 //!
 //! Each frame holds only scalars, which live in wasm locals: none of it goes on Rust's shadow
-//! stack in linear memory (1 MiB below the data), so the engine's own limit is what stops it,
+//! stack in linear memory (64 KiB below the data, `.cargo/config.toml`), so the engine's own limit is what stops it,
 //! not a store below address 0. (A guest with big frames, arrays kept across a call, runs out of
 //! shadow stack first, and that shows up as an out-of-bounds access instead.)
 #![forbid(unsafe_code)]
