@@ -213,6 +213,37 @@ pub fn call(guest: &Guest, args_ptr: i32, args_len: i32) -> i64 {
     packed
 }
 
+/// `autoloc_run`: fetches the `args_len` bytes of arguments with the host's `args`, runs the
+/// guest and returns its result, kept alive for the host to copy. One call into the guest where
+/// `autoloc_alloc` and `autoloc_call` are two.
+pub fn run(guest: &Guest, args_len: i32) -> i64 {
+    drop(RESULT.take());
+    drop(ARGS.take());
+    let len = args_len as u32 as usize;
+    let mut buf = vec![0; len];
+    let n = crate::host::args(&mut buf);
+    let out = match (n == len).then(|| decode_list(&buf)).flatten() {
+        Some(args) => {
+            drop(buf);
+            guest.invoke(&args)
+        }
+        None => encode_result(Err(GuestError::failed(format!(
+            "autoloc_run: {n} bytes of arguments from the host, {len} announced, or malformed"
+        )))),
+    };
+    let packed = pack(&out);
+    RESULT.set(out);
+    packed
+}
+
+/// The last result `autoloc_run` or `autoloc_call` left for the host.
+#[cfg(test)]
+pub(crate) fn last_result() -> Vec<u8> {
+    let r = RESULT.take();
+    RESULT.set(r.clone());
+    r
+}
+
 /// Turns an entry's result into the guest's.
 pub fn into_guest_result<E: Into<GuestError>>(r: Result<Output, E>) -> Result<Output, GuestError> {
     r.map_err(Into::into)

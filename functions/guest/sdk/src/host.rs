@@ -1,4 +1,4 @@
-//! The host's five imports (module `autoloc`), behind safe functions over slices.
+//! The host's six imports (module `autoloc`), behind safe functions over slices.
 //!
 //! On `wasm32` these are the real imports and, with the allocator (`heap`), the only `unsafe` of
 //! the crate. Elsewhere (a native
@@ -15,6 +15,8 @@ mod imp {
         fn autoloc_neighbours(keys_ptr: i32, keys_len: i32, out_ptr: i32, out_cap: i32) -> i32;
         #[link_name = "take"]
         fn autoloc_take(out_ptr: i32, out_cap: i32) -> i32;
+        #[link_name = "args"]
+        fn autoloc_args(out_ptr: i32, out_cap: i32) -> i32;
         #[link_name = "write"]
         fn autoloc_write(key_ptr: i32, key_len: i32, value_ptr: i32, value_len: i32);
         // No pointers, nothing the host can do to this module's memory: safe to call.
@@ -61,6 +63,13 @@ mod imp {
         n as u32 as usize
     }
 
+    pub(crate) fn args(out: &mut [u8]) -> usize {
+        // SAFETY: `out` is writable for `out.len()` bytes (initialised, exclusively borrowed) for
+        // the whole call; the host writes only within it and keeps no pointer.
+        let n = unsafe { autoloc_args(abi(out.as_mut_ptr() as usize), abi(out.len())) };
+        n as u32 as usize
+    }
+
     pub(crate) fn write(key: &[u8], value: &[u8]) {
         // SAFETY: both slices are readable for their lengths for the whole call; the host only
         // reads them and keeps neither pointer.
@@ -81,7 +90,7 @@ mod imp {
 
 #[cfg(not(target_arch = "wasm32"))]
 mod imp {
-    pub(crate) use crate::mock::{checkpoint, neighbours, read, take, write};
+    pub(crate) use crate::mock::{args, checkpoint, neighbours, read, take, write};
 }
 
-pub(crate) use imp::{checkpoint, neighbours, read, take, write};
+pub(crate) use imp::{args, checkpoint, neighbours, read, take, write};

@@ -233,7 +233,7 @@ impl Guest {
 /// next call (`ABI.md`, "How the host runs a guest"), about 4 us less per call.
 ///
 /// Either form defines `static AUTOLOC_GUEST: Guest` in the calling module (handy for native
-/// tests: `AUTOLOC_GUEST.run(&args)`), and, when built for `wasm32`, the four exports. Invoke it
+/// tests: `AUTOLOC_GUEST.run(&args)`), and, when built for `wasm32`, the five exports. Invoke it
 /// once per crate.
 #[macro_export]
 macro_rules! export {
@@ -306,6 +306,13 @@ macro_rules! __export_guest {
             #[unsafe(no_mangle)]
             pub extern "C" fn autoloc_call(args_ptr: i32, args_len: i32) -> i64 {
                 $crate::abi::call(&AUTOLOC_GUEST, args_ptr, args_len)
+            }
+
+            /// Runs the guest on the `args_len` bytes of arguments it fetches from the host;
+            /// `(ptr << 32) | len` of the result.
+            #[unsafe(no_mangle)]
+            pub extern "C" fn autoloc_run(args_len: i32) -> i64 {
+                $crate::abi::run(&AUTOLOC_GUEST, args_len)
             }
         };
     };

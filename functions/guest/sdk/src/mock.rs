@@ -19,6 +19,8 @@ use std::collections::HashMap;
 struct Host {
     map: HashMap<Vec<u8>, Vec<u8>>,
     last_reply: Vec<u8>,
+    /// What `args` hands over ([`set_args`]).
+    args: Vec<u8>,
     reads: usize,
     takes: usize,
     writes: usize,
@@ -124,6 +126,20 @@ pub(crate) fn write(key: &[u8], value: &[u8]) {
         h.writes += 1;
         h.map.insert(key.to_vec(), value.to_vec());
     });
+}
+
+/// Sets the arguments `args` hands the guest (encoded as the ABI's list).
+pub fn set_args(encoded: &[u8]) {
+    with(|h| h.args = encoded.to_vec());
+}
+
+pub(crate) fn args(out: &mut [u8]) -> usize {
+    with(|h| {
+        let n = h.args.len();
+        assert!(out.len() >= n, "args: out_cap {} < {n}", out.len());
+        out[..n].copy_from_slice(&h.args);
+        n
+    })
 }
 
 pub(crate) fn checkpoint() {

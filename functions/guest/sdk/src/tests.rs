@@ -175,6 +175,21 @@ fn the_macro_declares_and_checks_the_kind() {
 }
 
 #[test]
+fn run_fetches_its_arguments_from_the_host() {
+    mock::reset();
+    let mut list = Vec::new();
+    abi::encode_list(&[&b"ids"[..]], &mut list);
+    mock::set_args(&list);
+    abi::run(&AUTOLOC_GUEST, list.len() as i32);
+    assert_eq!(abi::last_result(), [0, 3, 0, 0, 0]);
+    // Fewer bytes from the host than announced: a failure, not a guess at the rest.
+    abi::run(&AUTOLOC_GUEST, list.len() as i32 + 4);
+    let r = abi::last_result();
+    assert_eq!(r[0], 2, "{}", String::from_utf8_lossy(&r));
+    assert!(String::from_utf8_lossy(&r).contains("autoloc_run"));
+}
+
+#[test]
 fn unsorted_scores_are_a_failure() {
     let guest = Guest {
         name: "s",
