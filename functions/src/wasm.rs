@@ -449,10 +449,18 @@ struct Ready {
     exchange: Shared,
     instance: wasmtime::Instance,
     memory: Memory,
-    alloc: wasmtime::TypedFunc<i32, i32>,
-    call: wasmtime::TypedFunc<(i32, i32), i64>,
-    /// `autoloc_run`, if the guest exports it: one call per invocation instead of two.
-    run: Option<wasmtime::TypedFunc<i32, i64>>,
+    entry: Entry,
+}
+
+/// How the host hands an instance its arguments and runs it.
+enum Entry {
+    /// `autoloc_run`, which fetches them with `args`: one call into the guest per invocation.
+    Run(wasmtime::TypedFunc<i32, i64>),
+    /// `autoloc_alloc`, the arguments written there, then `autoloc_call`.
+    AllocCall(
+        wasmtime::TypedFunc<i32, i32>,
+        wasmtime::TypedFunc<(i32, i32), i64>,
+    ),
 }
 
 impl Ready {
@@ -655,17 +663,21 @@ impl WasmFunction {
             .map_err(trap_error)?;
         let memory = self.exports.memory(&instance, &mut store)?;
         store.data_mut().memory = Some(memory);
-        let alloc = (self.exports).func(&instance, &mut store, abi::Export::Alloc)?;
-        let call = (self.exports).func(&instance, &mut store, abi::Export::Call)?;
-        let run = self.exports.run(&instance, &mut store)?;
+        // Only what the invocation calls is looked up and type-checked: a new instance per call
+        // pays for each.
+        let entry = match self.exports.run(&instance, &mut store)? {
+            Some(run) => Entry::Run(run),
+            None => Entry::AllocCall(
+                (self.exports).func(&instance, &mut store, abi::Export::Alloc)?,
+                (self.exports).func(&instance, &mut store, abi::Export::Call)?,
+            ),
+        };
         Ok(Ready {
             store,
             exchange,
             instance,
             memory,
-            alloc,
-            call,
-            run,
+            entry,
         })
     }
 
@@ -758,13 +770,13 @@ impl WasmFunction {
         encoded.clear();
         abi::put_list(&mut encoded, args.iter().map(Vec::as_slice));
         let len = i32::try_from(encoded.len()).map_err(|_| guest_error("arguments too large"))?;
-        let packed = match &ready.run {
-            Some(run) => {
+        let packed = match &ready.entry {
+            Entry::Run(run) => {
                 store.data_mut().args = encoded;
                 run.call_async(&mut *store, len).await.map_err(trap_error)?
             }
-            None => {
-                let at = (ready.alloc)
+            Entry::AllocCall(alloc, call) => {
+                let at = alloc
                     .call_async(&mut *store, len)
                     .await
                     .map_err(trap_error)?;
@@ -773,8 +785,7 @@ impl WasmFunction {
                     .write(&mut *store, at as u32 as usize, &encoded)
                     .map_err(|_| guest_error("autoloc_alloc returned memory out of bounds"))?;
                 store.data_mut().args = encoded;
-                (ready.call)
-                    .call_async(&mut *store, (at, len))
+                call.call_async(&mut *store, (at, len))
                     .await
                     .map_err(trap_error)?
             }
