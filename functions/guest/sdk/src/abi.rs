@@ -197,20 +197,12 @@ fn args_within(buf: &[u8], ptr: i32, len: i32) -> Option<&[u8]> {
 pub fn call(guest: &Guest, args_ptr: i32, args_len: i32) -> i64 {
     drop(RESULT.take());
     let buf = ARGS.take();
-    let args = args_within(&buf, args_ptr, args_len).map(decode_list);
-    drop(buf);
-    let out = match args {
-        Some(Some(args)) => guest.invoke(&args),
-        Some(None) => encode_result(Err(GuestError::failed(
-            "autoloc_call: malformed argument list",
-        ))),
-        None => encode_result(Err(GuestError::failed(
-            "autoloc_call: the arguments are not in the buffer autoloc_alloc returned",
-        ))),
+    let args = match args_within(&buf, args_ptr, args_len) {
+        Some(b) => decode_list(b).ok_or("autoloc_call: malformed argument list"),
+        None => Err("autoloc_call: the arguments are not in the buffer autoloc_alloc returned"),
     };
-    let packed = pack(&out);
-    RESULT.set(out);
-    packed
+    drop(buf);
+    respond(guest, args.map_err(String::from))
 }
 
 /// `autoloc_run`: fetches the `args_len` bytes of arguments with the host's `args`, runs the
@@ -218,18 +210,26 @@ pub fn call(guest: &Guest, args_ptr: i32, args_len: i32) -> i64 {
 /// `autoloc_alloc` and `autoloc_call` are two.
 pub fn run(guest: &Guest, args_len: i32) -> i64 {
     drop(RESULT.take());
-    drop(ARGS.take());
     let len = args_len as u32 as usize;
     let mut buf = vec![0; len];
     let n = crate::host::args(&mut buf);
-    let out = match (n == len).then(|| decode_list(&buf)).flatten() {
-        Some(args) => {
-            drop(buf);
-            guest.invoke(&args)
-        }
-        None => encode_result(Err(GuestError::failed(format!(
-            "autoloc_run: {n} bytes of arguments from the host, {len} announced, or malformed"
-        )))),
+    let args = if n != len {
+        Err(format!(
+            "autoloc_run: {n} bytes of arguments from the host, {len} announced"
+        ))
+    } else {
+        decode_list(&buf).ok_or_else(|| "autoloc_run: malformed argument list".to_string())
+    };
+    drop(buf);
+    respond(guest, args)
+}
+
+/// Runs the guest on its decoded arguments (or fails with the message why there are none) and
+/// keeps the encoded result for the host to copy: the end of `autoloc_call` and `autoloc_run`.
+fn respond(guest: &Guest, args: Result<Vec<Vec<u8>>, String>) -> i64 {
+    let out = match args {
+        Ok(args) => guest.invoke(&args),
+        Err(message) => encode_result(Err(GuestError::failed(message))),
     };
     let packed = pack(&out);
     RESULT.set(out);
