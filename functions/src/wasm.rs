@@ -1614,7 +1614,6 @@ mod tests {
     /// `describe` (a function body of type `() -> i64`) and, with `start`, a start function
     /// running that body (of type `() -> ()`).
     fn guest_with(describe: &[u8], start: Option<&[u8]>) -> Vec<u8> {
-        let name = |n: &str| [&[n.len() as u8][..], n.as_bytes()].concat();
         let types: &[u8] = &[
             5, // read, () -> (), () -> i64, (i32) -> i32, (i32, i32) -> i64
             0x60, 4, 0x7f, 0x7f, 0x7f, 0x7f, 1, 0x7f, 0x60, 0, 0, 0x60, 0, 1, 0x7e, 0x60, 1, 0x7f,
@@ -1637,7 +1636,6 @@ mod tests {
             &[0, 4],
         ]
         .concat();
-        let body = |b: &[u8]| [&[b.len() as u8][..], b].concat();
         let code = [
             &[5][..],
             &body(&[0, 0x0b]),
@@ -1658,6 +1656,16 @@ mod tests {
         }
         m.extend(section(10, &code));
         m
+    }
+
+    /// A name as a module encodes it: its length (one LEB128 byte: under 128), then its bytes.
+    fn name(n: &str) -> Vec<u8> {
+        [&[n.len() as u8][..], n.as_bytes()].concat()
+    }
+
+    /// A function body: its length (one LEB128 byte: under 128), then the body.
+    fn body(b: &[u8]) -> Vec<u8> {
+        [&[b.len() as u8][..], b].concat()
     }
 
     /// Compiles `bytes` on another thread: its error, or a panic if it took past 30 s.
@@ -1726,37 +1734,35 @@ mod tests {
     }
 
     /// A working guest without the SDK, importing `autoloc.args`. Its result `[0, 0]` (nothing)
-    /// sits at 0 and its description (`name`, reusable) at 16; `autoloc_alloc` hands out 1024.
+    /// sits at 0 and its description (`function`, reusable) at 16; `autoloc_alloc` hands out 1024.
     /// With `run`, it also exports `autoloc_run`, whose body (type `(i32) -> i64`) is `run`.
-    fn guest_without_sdk(name: &str, run: Option<&[u8]>) -> Vec<u8> {
-        let string = |n: &str| [&[n.len() as u8][..], n.as_bytes()].concat();
-        let json = format!(r#"{{"name":"{name}","usage":"{name}","output":"value","reuse":true}}"#);
+    fn guest_without_sdk(function: &str, run: Option<&[u8]>) -> Vec<u8> {
+        let json = format!(
+            r#"{{"name":"{function}","usage":"{function}","output":"value","reuse":true}}"#
+        );
         let types: &[u8] = &[
-            5, // () -> (), () -> i64, (i32) -> i32, (i32, i32) -> i64, (i32) -> i64
-            0x60, 0, 0, 0x60, 0, 1, 0x7e, 0x60, 1, 0x7f, 1, 0x7f, 0x60, 2, 0x7f, 0x7f, 1, 0x7e,
-            0x60, 1, 0x7f, 1, 0x7e,
+            // () -> (), () -> i64, (i32) -> i32, (i32, i32) -> i64, (i32) -> i64, and the
+            // import's (i32, i32) -> i32
+            6, 0x60, 0, 0, 0x60, 0, 1, 0x7e, 0x60, 1, 0x7f, 1, 0x7f, 0x60, 2, 0x7f, 0x7f, 1, 0x7e,
+            0x60, 1, 0x7f, 1, 0x7e, 0x60, 2, 0x7f, 0x7f, 1, 0x7f,
         ];
-        // Function 0 is the import `args`, of type (i32, i32) -> i32: added as type 5.
-        let types = [types, &[0x60, 2, 0x7f, 0x7f, 1, 0x7f]].concat();
-        let mut types = types;
-        types[0] = 6;
-        let import = [&[1][..], &string("autoloc"), &string("args"), &[0, 5]].concat();
+        // Function 0 is the import `args`.
+        let import = [&[1][..], &name("autoloc"), &name("args"), &[0, 5]].concat();
         let mut functions = vec![4, 0, 1, 2, 3];
         let mut exports = [
             &[5][..],
-            &string("memory"),
+            &name("memory"),
             &[2, 0],
-            &string("autoloc_abi_v1"),
+            &name("autoloc_abi_v1"),
             &[0, 1],
-            &string("autoloc_describe"),
+            &name("autoloc_describe"),
             &[0, 2],
-            &string("autoloc_alloc"),
+            &name("autoloc_alloc"),
             &[0, 3],
-            &string("autoloc_call"),
+            &name("autoloc_call"),
             &[0, 4],
         ]
         .concat();
-        let body = |b: &[u8]| [&[b.len() as u8][..], b].concat();
         let packed =
             |at: i64, len: usize| [&[0, 0x42][..], &sleb(at << 32 | len as i64), &[0x0b]].concat();
         let mut code = [
@@ -1771,7 +1777,7 @@ mod tests {
             functions[0] = 5;
             functions.push(4);
             exports[0] = 6;
-            exports.extend([&string("autoloc_run")[..], &[0, 5]].concat());
+            exports.extend([&name("autoloc_run")[..], &[0, 5]].concat());
             code[0] = 5;
             code.extend(body(run));
         }
@@ -1782,7 +1788,7 @@ mod tests {
         ]
         .concat();
         let mut m = b"\0asm\x01\0\0\0".to_vec();
-        m.extend(section(1, &types));
+        m.extend(section(1, types));
         m.extend(section(2, &import));
         m.extend(section(3, &functions));
         m.extend(section(5, &[1, 0, 1]));
