@@ -1213,7 +1213,7 @@ mod abi {
     use super::*;
 
     /// What every guest exports (`functions/guest/ABI.md`), in the order of [`Export`].
-    const EXPORTS: [&str; 5] = [
+    pub(super) const EXPORTS: [&str; 5] = [
         "memory",
         "autoloc_abi_v1",
         "autoloc_describe",
@@ -1231,7 +1231,7 @@ mod abi {
     }
 
     /// The optional export a guest that fetches its own arguments has (`ABI.md`).
-    const RUN: &str = "autoloc_run";
+    pub(super) const RUN: &str = "autoloc_run";
 
     /// A module's exports, resolved once when it compiles: an instance then finds each by index
     /// instead of by name (a name lookup and a type check per export per invocation).
@@ -1594,14 +1594,41 @@ mod tests {
     /// A module of one memory of 129 pages (8 MiB and a page) with `segments` (few and short:
     /// each count and length fits one LEB128 byte).
     fn module_with(segments: &[&[u8]]) -> Vec<u8> {
-        let mut data = vec![segments.len() as u8];
-        segments.iter().for_each(|s| data.extend_from_slice(s));
+        let segments: Vec<Vec<u8>> = segments.iter().map(|s| s.to_vec()).collect();
+        // One memory, no maximum, at least 129 pages.
+        module(&[(5, &[1, 0, 0x81, 0x01]), (11, &vector(&segments))])
+    }
+
+    /// A module of these sections (id and content), in order.
+    fn module(sections: &[(u8, &[u8])]) -> Vec<u8> {
         let mut m = b"\0asm\x01\0\0\0".to_vec();
-        // The memory section: one memory, no maximum, at least 129 pages.
-        m.extend([5, 4, 1, 0, 0x81, 0x01]);
-        m.extend([11, data.len() as u8]);
-        m.extend(data);
+        for (id, content) in sections {
+            m.extend(section(*id, content));
+        }
         m
+    }
+
+    /// A vector as a module encodes it: its count (one LEB128 byte: under 128), then its
+    /// entries.
+    fn vector(entries: &[Vec<u8>]) -> Vec<u8> {
+        [&[entries.len() as u8][..], &entries.concat()].concat()
+    }
+
+    /// The export section of a guest whose function 0 is its import: memory 0 and functions 1
+    /// to 4 under the ABI's required names, in their order, and with `run` function 5 as
+    /// `autoloc_run`.
+    fn abi_exports(run: bool) -> Vec<u8> {
+        let mut exports: Vec<Vec<u8>> = (abi::EXPORTS.iter().enumerate())
+            .map(|(i, export)| {
+                // The first is the memory (kind 2), the others functions (kind 0).
+                let (kind, index) = if i == 0 { (2, 0) } else { (0, i as u8) };
+                [name(export), vec![kind, index]].concat()
+            })
+            .collect();
+        if run {
+            exports.push([name(abi::RUN), vec![0, 5]].concat());
+        }
+        vector(&exports)
     }
 
     /// A section: its id, its length (one LEB128 byte: under 128) and its content.
@@ -1622,40 +1649,26 @@ mod tests {
         let import = [&[1][..], &name("autoloc"), &name("read"), &[0, 0]].concat();
         // Functions 1..=5: abi_v1, describe, alloc, call, and the start function.
         let functions: &[u8] = &[5, 1, 2, 3, 4, 1];
-        let exports = [
-            &[5][..],
-            &name("memory"),
-            &[2, 0],
-            &name("autoloc_abi_v1"),
-            &[0, 1],
-            &name("autoloc_describe"),
-            &[0, 2],
-            &name("autoloc_alloc"),
-            &[0, 3],
-            &name("autoloc_call"),
-            &[0, 4],
-        ]
-        .concat();
-        let code = [
-            &[5][..],
-            &body(&[0, 0x0b]),
-            &body(describe),
-            &body(&[0, 0x41, 0, 0x0b]),
-            &body(&[0, 0x42, 0, 0x0b]),
-            &body(start.unwrap_or(&[0, 0x0b])),
-        ]
-        .concat();
-        let mut m = b"\0asm\x01\0\0\0".to_vec();
-        m.extend(section(1, types));
-        m.extend(section(2, &import));
-        m.extend(section(3, functions));
-        m.extend(section(5, &[1, 0, 1]));
-        m.extend(section(7, &exports));
+        let code = vector(&[
+            body(&[0, 0x0b]),
+            body(describe),
+            body(&[0, 0x41, 0, 0x0b]),
+            body(&[0, 0x42, 0, 0x0b]),
+            body(start.unwrap_or(&[0, 0x0b])),
+        ]);
+        let exports = abi_exports(false);
+        let mut sections: Vec<(u8, &[u8])> = vec![
+            (1, types),
+            (2, &import),
+            (3, functions),
+            (5, &[1, 0, 1]),
+            (7, &exports),
+        ];
         if start.is_some() {
-            m.extend(section(8, &[5]));
+            sections.push((8, &[5]));
         }
-        m.extend(section(10, &code));
-        m
+        sections.push((10, &code));
+        module(&sections)
     }
 
     /// A name as a module encodes it: its length (one LEB128 byte: under 128), then its bytes.
@@ -1746,40 +1759,21 @@ mod tests {
             6, 0x60, 0, 0, 0x60, 0, 1, 0x7e, 0x60, 1, 0x7f, 1, 0x7f, 0x60, 2, 0x7f, 0x7f, 1, 0x7e,
             0x60, 1, 0x7f, 1, 0x7e, 0x60, 2, 0x7f, 0x7f, 1, 0x7f,
         ];
-        // Function 0 is the import `args`.
+        // Function 0 is the import `args`; functions 1..=4 are abi_v1, describe, alloc, call,
+        // and 5 autoloc_run, with `run`, of type 4.
         let import = [&[1][..], &name("autoloc"), &name("args"), &[0, 5]].concat();
-        let mut functions = vec![4, 0, 1, 2, 3];
-        let mut exports = [
-            &[5][..],
-            &name("memory"),
-            &[2, 0],
-            &name("autoloc_abi_v1"),
-            &[0, 1],
-            &name("autoloc_describe"),
-            &[0, 2],
-            &name("autoloc_alloc"),
-            &[0, 3],
-            &name("autoloc_call"),
-            &[0, 4],
-        ]
-        .concat();
         let packed =
             |at: i64, len: usize| [&[0, 0x42][..], &sleb(at << 32 | len as i64), &[0x0b]].concat();
-        let mut code = [
-            &[4][..],
-            &body(&[0, 0x0b]),
-            &body(&packed(16, json.len())),
-            &body(&[0, 0x41, 0x80, 0x08, 0x0b]),
-            &body(&packed(0, 2)),
-        ]
-        .concat();
+        let mut types_of = vec![vec![0], vec![1], vec![2], vec![3]];
+        let mut bodies = vec![
+            body(&[0, 0x0b]),
+            body(&packed(16, json.len())),
+            body(&[0, 0x41, 0x80, 0x08, 0x0b]),
+            body(&packed(0, 2)),
+        ];
         if let Some(run) = run {
-            functions[0] = 5;
-            functions.push(4);
-            exports[0] = 6;
-            exports.extend([&name("autoloc_run")[..], &[0, 5]].concat());
-            code[0] = 5;
-            code.extend(body(run));
+            types_of.push(vec![4]);
+            bodies.push(body(run));
         }
         let data = [
             &[2, 0, 0x41, 0, 0x0b, 2, 0, 0][..],
@@ -1787,15 +1781,15 @@ mod tests {
             json.as_bytes(),
         ]
         .concat();
-        let mut m = b"\0asm\x01\0\0\0".to_vec();
-        m.extend(section(1, types));
-        m.extend(section(2, &import));
-        m.extend(section(3, &functions));
-        m.extend(section(5, &[1, 0, 1]));
-        m.extend(section(7, &exports));
-        m.extend(section(10, &code));
-        m.extend(section(11, &data));
-        m
+        module(&[
+            (1, types),
+            (2, &import),
+            (3, &vector(&types_of)),
+            (5, &[1, 0, 1]),
+            (7, &abi_exports(run.is_some())),
+            (10, &vector(&bodies)),
+            (11, &data),
+        ])
     }
 
     fn call_guest(bytes: &[u8], args: &[&[u8]]) -> Result<Output> {
