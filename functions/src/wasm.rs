@@ -1594,9 +1594,8 @@ mod tests {
     /// A module of one memory of 129 pages (8 MiB and a page) with `segments` (few and short:
     /// each count and length fits one LEB128 byte).
     fn module_with(segments: &[&[u8]]) -> Vec<u8> {
-        let segments: Vec<Vec<u8>> = segments.iter().map(|s| s.to_vec()).collect();
         // One memory, no maximum, at least 129 pages.
-        module(&[(5, &[1, 0, 0x81, 0x01]), (11, &vector(&segments))])
+        module(&[(5, &[1, 0, 0x81, 0x01]), (11, &vector(segments))])
     }
 
     /// A module of these sections (id and content), in order.
@@ -1610,7 +1609,8 @@ mod tests {
 
     /// A vector as a module encodes it: its count (one LEB128 byte: under 128), then its
     /// entries.
-    fn vector(entries: &[Vec<u8>]) -> Vec<u8> {
+    fn vector<E: std::borrow::Borrow<[u8]>>(entries: &[E]) -> Vec<u8> {
+        assert!(entries.len() < 128);
         [&[entries.len() as u8][..], &entries.concat()].concat()
     }
 
@@ -1620,8 +1620,12 @@ mod tests {
     fn abi_exports(run: bool) -> Vec<u8> {
         let mut exports: Vec<Vec<u8>> = (abi::EXPORTS.iter().enumerate())
             .map(|(i, export)| {
-                // The first is the memory (kind 2), the others functions (kind 0).
-                let (kind, index) = if i == 0 { (2, 0) } else { (0, i as u8) };
+                // The memory (kind 2) and functions (kind 0).
+                let (kind, index) = if i == abi::Export::Memory as usize {
+                    (2, 0)
+                } else {
+                    (0, i as u8)
+                };
                 [name(export), vec![kind, index]].concat()
             })
             .collect();
