@@ -4,8 +4,15 @@
 //!
 //! The user is looked up by name at every check, so a changed ACL applies to the next request
 //! of an open link, and a deleted user is refused (its links are closed by the data plane's
-//! reaper, see [`Caller::alive`]). Read permission (`%R~`) is checked for reads, write permission
-//! (`%W~`) for writes, each key before anything is read or written.
+//! reaper, see [`Caller::standing`]).
+//!
+//! Both halves of an ACL apply, as they would to the Redis command an access stands for
+//! ([`Access::command`]): a read of one key is checked as `GET key`, a read of several as
+//! `MGET key...`, a write as `SET key` (its command permission, `+@read`/`-@write`/`-get`, and
+//! the key's permission, `%R~`/`%W~`, under one selector, by Redis's own
+//! `RM_ACLCheckCommandPermissions`), before anything is read or written. What is not a key
+//! access answers to the command it stands for through [`Caller::may_run`] (`FUNCTION LOAD`,
+//! `INFO`, ...).
 
 use autoloc_functions::Error;
 use redis_module::{raw, AclPermissions, Context, RedisString, RedisValue};
@@ -45,10 +52,34 @@ pub struct Caller {
 /// What an access does to a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Reads its value (ACL `%R~`).
+    /// Reads its value: `GET` (one key) or `MGET` (several), ACL `%R~`.
     Read,
-    /// Sets its value (ACL `%W~`).
+    /// Sets its value: `SET`, ACL `%W~`.
     Write,
+}
+
+/// The Redis commands key accesses stand for, as bits of a set ([`Commands`]).
+const GET: u8 = 1;
+const MGET: u8 = 2;
+const SET: u8 = 4;
+/// Every command a key access may stand for, with its bit.
+const KEY_COMMANDS: [(u8, &[u8]); 3] = [(GET, b"GET"), (MGET, b"MGET"), (SET, b"SET")];
+
+/// A set of the commands of [`KEY_COMMANDS`] (a user's permissions to run them).
+type Commands = u8;
+
+/// Users allowed every key, each with the key commands it may run.
+type AllKeys = Vec<(std::sync::Arc<str>, Commands)>;
+
+impl Access {
+    /// The Redis command an access to `keys` keys stands for, and its bit.
+    fn command(self, keys: usize) -> (u8, &'static [u8]) {
+        match self {
+            Access::Read if keys == 1 => (GET, b"GET"),
+            Access::Read => (MGET, b"MGET"),
+            Access::Write => (SET, b"SET"),
+        }
+    }
 }
 
 /// A user looked up for a series of checks; freed when dropped.
@@ -72,10 +103,12 @@ thread_local! {
     };
 }
 
-/// The users the data plane's reaper last found allowed every key (`~*`): their links skip the
-/// per-key check until the next refresh, at most 100 ms later, so a narrowed ACL applies within
-/// that time.
-static ALL_KEYS: std::sync::Mutex<Vec<std::sync::Arc<str>>> = std::sync::Mutex::new(Vec::new());
+/// The users the data plane's reaper last found allowed every key (`~*`), with the key commands
+/// each may run: their links skip the lookup and the check of an access whose command is among
+/// them until the next refresh, at most 100 ms later, so a narrowed ACL (keys or commands)
+/// applies within that time. A refusal is never taken from here: an access whose command is not
+/// among them is checked against the live ACL.
+static ALL_KEYS: std::sync::Mutex<AllKeys> = std::sync::Mutex::new(Vec::new());
 /// Changes each time [`ALL_KEYS`] does (written under its mutex).
 static ALL_KEYS_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -84,12 +117,13 @@ thread_local! {
     /// check reads one atomic and this copy, not the mutex (two locked instructions per lock
     /// hold, each of which waits for every store still in flight, such as a reply just written
     /// to a ring another core reads).
-    static ALL_KEYS_SEEN: std::cell::RefCell<(u64, Vec<std::sync::Arc<str>>)> =
+    static ALL_KEYS_SEEN: std::cell::RefCell<(u64, AllKeys)> =
         const { std::cell::RefCell::new((0, Vec::new())) };
 }
 
-/// Whether `user` may access every key, as of the last [`refresh_standing`].
-fn allowed_all_keys(user: &std::sync::Arc<str>) -> bool {
+/// Whether `user` may access every key with the command of bit `command`, as of the last
+/// [`refresh_standing`].
+fn allowed_all_keys(user: &std::sync::Arc<str>, command: u8) -> bool {
     use std::sync::atomic::Ordering;
     ALL_KEYS_SEEN.with(|seen| {
         let mut seen = seen.borrow_mut();
@@ -99,7 +133,9 @@ fn allowed_all_keys(user: &std::sync::Arc<str>) -> bool {
             seen.0 = ALL_KEYS_GENERATION.load(Ordering::Relaxed);
         }
         // `Arc<str>`'s equality compares the pointers first.
-        seen.1.contains(user)
+        seen.1
+            .iter()
+            .any(|(u, commands)| u == user && commands & command != 0)
     })
 }
 
@@ -108,16 +144,20 @@ fn allowed_all_keys(user: &std::sync::Arc<str>) -> bool {
 pub enum Standing {
     /// Deleted or disabled (`off`): its links are closed.
     Gone,
-    /// Enabled; `all_keys` if its key permissions are `~*` (every key, read and write).
-    Active { all_keys: bool },
+    /// Enabled. `all_keys`: the key commands ([`KEY_COMMANDS`]) it may run on every key, if its
+    /// key permissions are `~*` (every key, read and write); none otherwise.
+    Active { all_keys: Commands },
 }
 
-/// Records, for the users of open links, who may access every key (see [`ALL_KEYS`]).
+/// Records, for the users of open links, who may access every key and with which commands (see
+/// [`ALL_KEYS`]).
 pub fn refresh_standing(standings: &[(std::sync::Arc<str>, Standing)]) {
-    let all: Vec<std::sync::Arc<str>> = standings
+    let all: AllKeys = standings
         .iter()
-        .filter(|(_, s)| *s == Standing::Active { all_keys: true })
-        .map(|(u, _)| u.clone())
+        .filter_map(|(u, s)| match *s {
+            Standing::Active { all_keys } if all_keys != 0 => Some((u.clone(), all_keys)),
+            _ => None,
+        })
         .collect();
     let mut current = ALL_KEYS.lock().unwrap_or_else(|p| p.into_inner());
     if *current != all {
@@ -216,9 +256,45 @@ impl Caller {
         if off {
             return Standing::Gone;
         }
-        Standing::Active {
-            all_keys: field("keys").and_then(text) == Some("~*"),
+        let mut all_keys = 0;
+        if field("keys").and_then(text) == Some("~*") {
+            // Every key: which of the key commands it may run (any key stands for all).
+            if let Ok(user) = self.lookup(ctx) {
+                let any_key = [crate::store::key_name(ctx, b"k")];
+                for (bit, command) in KEY_COMMANDS {
+                    if user.may_run(ctx, command, &any_key).is_ok() {
+                        all_keys |= bit;
+                    }
+                }
+            }
         }
+        Standing::Active { all_keys }
+    }
+
+    /// Fails with `NOPERM` naming `command` (with its subcommand, if any: `["FUNCTION",
+    /// "LOAD"]`) if the user may not run it: for what the module does on its caller's behalf
+    /// that reads or writes no key, checked as the Redis command it stands for. The command must
+    /// take no keys in the words given (`INFO`, `FUNCTION LOAD`).
+    pub fn may_run(&self, ctx: &Context, command: &[&[u8]]) -> Result<(), Error> {
+        let user = self.lookup(ctx)?;
+        let words: Vec<RedisString> = command
+            .iter()
+            .map(|w| crate::store::key_name(ctx, w))
+            .collect();
+        let [name, rest @ ..] = words.as_slice() else {
+            return Err(Error::Io("no command to check".into()));
+        };
+        user.may_run(ctx, name.as_slice(), rest).map_err(|()| {
+            let words: Vec<String> = command
+                .iter()
+                .map(|w| String::from_utf8_lossy(w).to_ascii_uppercase())
+                .collect();
+            Error::NoPerm(format!(
+                "user '{}' has no permission to run '{}'",
+                self.user,
+                words.join(" ")
+            ))
+        })
     }
 
     /// Fails with `NOPERM` naming the first key of `keys` the user may not access so.
@@ -242,8 +318,9 @@ impl Caller {
         names: &[RedisString],
         access: Access,
     ) -> Result<(), Error> {
-        // In a scope: `Some(Ok(None))` for a user allowed every key, `Some(Ok(Some(ptr)))` for one
-        // looked up (now or earlier in the scope).
+        let (bit, command) = access.command(names.len());
+        // In a scope: `Some(Ok(None))` for a user allowed every key with this command,
+        // `Some(Ok(Some(ptr)))` for one looked up (now or earlier in the scope).
         let cached = SCOPE.with(|s| {
             let mut s = s.borrow_mut();
             if !s.open {
@@ -253,7 +330,7 @@ impl Caller {
             if let Some((_, u)) = users.iter().find(|(n, _)| *n == self.user) {
                 return Some(Ok(Some(u.0)));
             }
-            if allowed_all_keys(&self.user) {
+            if allowed_all_keys(&self.user, bit) {
                 return Some(Ok(None));
             }
             Some(self.lookup(ctx).map(|u| {
@@ -274,27 +351,101 @@ impl Caller {
                 own.0
             }
         };
-        let check = module_api!(RedisModule_ACLCheckKeyPermissions)?;
+        let user = Looked(user);
+        let refused = match access {
+            // One check for the whole read: `GET key` or `MGET key...`.
+            Access::Read => user.may_run(ctx, command, names).err(),
+            // `SET key` for each key (`SET` takes one).
+            Access::Write => names
+                .iter()
+                .any(|name| {
+                    user.may_run(ctx, command, std::slice::from_ref(name))
+                        .is_err()
+                })
+                .then_some(()),
+        };
+        match refused {
+            None => Ok(()),
+            Some(()) => Err(self.refusal(&user, command, names, access)),
+        }
+    }
+
+    /// Why `command` on `names` was refused: the first key the user may not access so, or else
+    /// the command itself (or the keys together, which no one selector of the user allows).
+    fn refusal(
+        &self,
+        user: &Looked,
+        command: &[u8],
+        names: &[RedisString],
+        access: Access,
+    ) -> Error {
+        let command = String::from_utf8_lossy(command);
+        let verb = match access {
+            Access::Read => "read",
+            Access::Write => "write",
+        };
+        let key = |name: &RedisString| String::from_utf8_lossy(name.as_slice()).into_owned();
+        if let Some(name) = names.iter().find(|n| !user.may_access(n, access)) {
+            return Error::NoPerm(format!(
+                "user '{}' has no permission to {verb} key '{}' ({command})",
+                self.user,
+                key(name)
+            ));
+        }
+        let what = match names {
+            [name] => format!("on key '{}'", key(name)),
+            [first, ..] => format!("on keys '{}', ...", key(first)),
+            [] => String::new(),
+        };
+        Error::NoPerm(format!(
+            "user '{}' has no permission to run '{command}' {what}",
+            self.user
+        ))
+    }
+}
+
+/// A user looked up (by the scope or a [`User`] the caller keeps alive across its use).
+struct Looked(*mut raw::RedisModuleUser);
+
+impl Looked {
+    /// Whether the user may run `command` with `args` (its keys), as Redis would check a
+    /// client's command: the command's permission and every key's, under one selector.
+    fn may_run(&self, ctx: &Context, command: &[u8], args: &[RedisString]) -> Result<(), ()> {
+        let check = module_api!(RedisModule_ACLCheckCommandPermissions).map_err(drop)?;
+        let name = crate::store::key_name(ctx, command);
+        let mut argv: Vec<*mut raw::RedisModuleString> = Vec::with_capacity(args.len() + 1);
+        argv.push(name.inner);
+        argv.extend(args.iter().map(|a| a.inner));
+        let argc = std::os::raw::c_int::try_from(argv.len()).map_err(drop)?;
+        // SAFETY: `self.0` is live (its owner drops after this call), `argv` holds `argc` valid
+        // module strings that outlive the call, which only reads them; Redis's lock is held.
+        // Every command checked here is given its keys (`GET` one, whose fixed arity Redis
+        // checks its key positions against), so no key position lies past `argc`.
+        let status = unsafe { check(self.0, argv.as_mut_ptr(), argc) };
+        if status == raw::REDISMODULE_OK as i32 {
+            Ok(())
+        } else {
+            Err(())
+        }
+    }
+
+    /// Whether the user may access `name` so, whatever the command.
+    fn may_access(&self, name: &RedisString, access: Access) -> bool {
+        let Ok(check) = module_api!(RedisModule_ACLCheckKeyPermissions) else {
+            return false;
+        };
         let flags = match access {
             Access::Read => AclPermissions::ACCESS,
             Access::Write => AclPermissions::INSERT | AclPermissions::UPDATE,
         };
-        for name in names {
-            // SAFETY: `user` is live (freed when its scope or `own` drops, after this loop) and
-            // `name` a valid module string; Redis's lock is held.
-            let status = unsafe { check(user, name.inner, flags.bits()) };
-            if status != raw::REDISMODULE_OK as i32 {
-                let verb = match access {
-                    Access::Read => "read",
-                    Access::Write => "write",
-                };
-                return Err(Error::NoPerm(format!(
-                    "user '{}' has no permission to {verb} key '{}'",
-                    self.user,
-                    String::from_utf8_lossy(name.as_slice())
-                )));
-            }
-        }
-        Ok(())
+        // SAFETY: `self.0` is live and `name` a valid module string; Redis's lock is held.
+        let status = unsafe { check(self.0, name.inner, flags.bits()) };
+        status == raw::REDISMODULE_OK as i32
+    }
+}
+
+impl User {
+    fn may_run(&self, ctx: &Context, command: &[u8], args: &[RedisString]) -> Result<(), ()> {
+        Looked(self.0).may_run(ctx, command, args)
     }
 }

@@ -22,6 +22,14 @@ fn guard(command: &str, f: impl FnOnce() -> RedisResult) -> RedisResult {
     })
 }
 
+/// Refuses with `NOPERM` if the calling client's user may not run `command`, which this command
+/// stands for.
+fn may_run(ctx: &Context, command: &[&[u8]]) -> Result<(), RedisError> {
+    Caller::of_client(ctx)
+        .and_then(|caller| caller.may_run(ctx, command))
+        .map_err(|e| invoke::error(&e))
+}
+
 /// `AUTOLOC.CALL <function> <args...>`: runs the function storage-side and replies with its
 /// result as RESP; `-PUSHBACK ...` if it ran past the budget (the caller should run it
 /// compute-side), `-CODE message` if it failed.
@@ -167,11 +175,13 @@ pub fn declare_mget_keys(ctx: &Context) -> Result<(), String> {
 
 /// `AUTOLOC.STATS`: the module's counters as `name value` pairs (the fields of `INFO autoloc`,
 /// typed): what a compute node's placement controller reads the storage side's load from.
-pub fn stats(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+/// As `INFO`, which shows the same counters, it needs the permission to run `INFO`.
+pub fn stats(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard("AUTOLOC.STATS", || {
         if args.len() != 1 {
             return Err(RedisError::WrongArity);
         }
+        may_run(ctx, &[b"INFO"])?;
         Ok(RedisValue::Array(
             crate::counters::fields()
                 .into_iter()
@@ -186,12 +196,13 @@ pub fn stats(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     })
 }
 
-/// `AUTOLOC.FUNCTIONS`: `[name, usage]` for every function.
-pub fn functions(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+/// `AUTOLOC.FUNCTIONS`: `[name, usage]` for every function; a listing, as `FUNCTION LIST`.
+pub fn functions(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard("AUTOLOC.FUNCTIONS", || {
         if args.len() != 1 {
             return Err(RedisError::WrongArity);
         }
+        may_run(ctx, &[b"FUNCTION", b"LIST"])?;
         Ok(RedisValue::Array(
             registry()
                 .all()
@@ -211,6 +222,146 @@ pub fn functions(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 /// functions ([`crate::userfn`]).
 pub fn function(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard("AUTOLOC.FUNCTION", || crate::userfn::function(ctx, args))
+}
+
+/// `AUTOLOC.FUNCTION`'s subcommands and their flags.
+const FUNCTION_SUBCOMMANDS: [(&std::ffi::CStr, &std::ffi::CStr); 4] = [
+    // On a replica, Redis itself refuses a "write" command unless it comes from the master.
+    (c"load", c"write deny-oom"),
+    (c"delete", c"write"),
+    (c"list", c"readonly"),
+    (c"dump", c"readonly"),
+];
+
+/// The ACL categories of each command: those of the Redis command it stands for. A call, like
+/// `FCALL`, is `@scripting`: what it reads and writes answers to `GET`, `MGET` and `SET` inside
+/// ([`crate::acl`]).
+const ACL_CATEGORIES: [(&std::ffi::CStr, &std::ffi::CStr); 12] = [
+    (c"autoloc.call", c"slow scripting"),
+    (c"autoloc.invoke", c"slow scripting"),
+    (c"autoloc.mget", c"read fast"),
+    // As INFO.
+    (c"autoloc.stats", c"slow dangerous"),
+    (c"autoloc.placement", c"slow dangerous"),
+    // As FUNCTION LIST.
+    (c"autoloc.functions", c"slow scripting"),
+    (c"autoloc.connect", c"fast connection"),
+    (c"autoloc.report", c"fast"),
+    // As FUNCTION's.
+    (c"autoloc.function|load", c"write slow scripting"),
+    (c"autoloc.function|delete", c"write slow scripting"),
+    (c"autoloc.function|list", c"slow scripting"),
+    (c"autoloc.function|dump", c"slow scripting"),
+];
+
+/// Gives every command its ACL categories ([`ACL_CATEGORIES`]) where the server can (Redis 7.2
+/// and later: `+@read`, `-@write`, `ACL CAT` then reach them); on Redis 7.0 a module command has
+/// none, and the check inside ([`crate::acl`]) is what holds.
+pub fn declare_acl_categories(ctx: &Context) -> Result<(), String> {
+    use redis_module::raw;
+    // SAFETY: the module API's function pointers are filled in by RedisModule_Init, before this
+    // runs at load, and never change after; they are read by value.
+    let (get_command, set_categories) = unsafe {
+        (
+            raw::RedisModule_GetCommand,
+            raw::RedisModule_SetCommandACLCategories,
+        )
+    };
+    let (Some(get_command), Some(set_categories)) = (get_command, set_categories) else {
+        return Ok(());
+    };
+    for (name, categories) in ACL_CATEGORIES {
+        // SAFETY: `ctx` is the module's load context; the name is a static C string.
+        let command = unsafe { get_command(ctx.ctx, name.as_ptr()) };
+        let set = !command.is_null() && {
+            // SAFETY: `command` is this module's, at load; the categories a static C string.
+            let status = unsafe { set_categories(command, categories.as_ptr()) };
+            status == raw::Status::Ok as std::os::raw::c_int
+        };
+        if !set {
+            return Err(format!(
+                "cannot set the ACL categories of {}",
+                name.to_string_lossy()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Registers `AUTOLOC.FUNCTION` as a container of subcommands ([`FUNCTION_SUBCOMMANDS`]), so an
+/// ACL can allow or deny each (`+autoloc.function|list -autoloc.function|load`) as it does
+/// `FUNCTION`'s. Every subcommand runs [`function`].
+pub fn declare_function_subcommands(ctx: &Context) -> Result<(), String> {
+    use redis_module::raw;
+    // SAFETY: the module API's function pointers are filled in by RedisModule_Init, before this
+    // runs at load, and never change after; they are read by value.
+    let (create, create_sub, get_command) = unsafe {
+        (
+            raw::RedisModule_CreateCommand,
+            raw::RedisModule_CreateSubcommand,
+            raw::RedisModule_GetCommand,
+        )
+    };
+    let (Some(create), Some(create_sub), Some(get_command)) = (create, create_sub, get_command)
+    else {
+        return Err("this redis-server lacks subcommands (Redis 7 needed)".into());
+    };
+    let ok = raw::Status::Ok as std::os::raw::c_int;
+    // SAFETY: `ctx` is the module's load context (the only one commands may be created in);
+    // the strings are NUL-terminated and static. A container has no handler of its own.
+    let status = unsafe {
+        create(
+            ctx.ctx,
+            c"autoloc.function".as_ptr(),
+            None,
+            c"".as_ptr(),
+            0,
+            0,
+            0,
+        )
+    };
+    if status != ok {
+        return Err("cannot create AUTOLOC.FUNCTION".into());
+    }
+    // SAFETY: as above; the command was just created.
+    let parent = unsafe { get_command(ctx.ctx, c"autoloc.function".as_ptr()) };
+    if parent.is_null() {
+        return Err("AUTOLOC.FUNCTION is not registered".into());
+    }
+    for (name, flags) in FUNCTION_SUBCOMMANDS {
+        // SAFETY: `parent` is the container just registered, at load; static C strings.
+        let status = unsafe {
+            create_sub(
+                parent,
+                name.as_ptr(),
+                Some(function_subcommand),
+                flags.as_ptr(),
+                0,
+                0,
+                0,
+            )
+        };
+        if status != ok {
+            return Err(format!(
+                "cannot create AUTOLOC.FUNCTION {}",
+                name.to_string_lossy()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Redis's entry into every `AUTOLOC.FUNCTION` subcommand: [`function`], with its reply.
+extern "C" fn function_subcommand(
+    ctx: *mut redis_module::raw::RedisModuleCtx,
+    argv: *mut *mut redis_module::raw::RedisModuleString,
+    argc: std::os::raw::c_int,
+) -> std::os::raw::c_int {
+    let context = Context::new(ctx);
+    // The whole command line: `AUTOLOC.FUNCTION <subcommand> ...`, as [`function`] takes it.
+    let args = redis_module::decode_args(ctx, argv, argc);
+    let response = function(&context, args);
+    context.reply(response) as std::os::raw::c_int
 }
 
 /// `AUTOLOC.CONNECT <transport> [options]`: sets up a fast data-plane link for the calling
@@ -285,12 +436,14 @@ pub fn report(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     })
 }
 
-/// `AUTOLOC.PLACEMENT`: `[node, age_ms, json]` for every node that reported in the last 10 s.
-pub fn placement(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+/// `AUTOLOC.PLACEMENT`: `[node, age_ms, json]` for every node that reported in the last 10 s;
+/// the server's state, as `INFO` (whose `autoloc` section shows the shares).
+pub fn placement(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard("AUTOLOC.PLACEMENT", || {
         if args.len() != 1 {
             return Err(RedisError::WrongArity);
         }
+        may_run(ctx, &[b"INFO"])?;
         Ok(RedisValue::Array(
             crate::placement::reports()
                 .into_iter()

@@ -16,8 +16,8 @@
 //!   through a command filter; data-plane writes are refused meanwhile.
 //! - [`invoke`]: the one invoke path (resolve, budget, run, count, encode as RESP or a wire frame).
 //! - [`commands`]: `AUTOLOC.CALL`, `AUTOLOC.INVOKE`, `AUTOLOC.MGET`, `AUTOLOC.STATS`,
-//!   `AUTOLOC.FUNCTIONS`, `AUTOLOC.CONNECT`; every entry point catches panics and replies with an
-//!   error, since a panic inside redis-server would abort it.
+//!   `AUTOLOC.FUNCTIONS`, `AUTOLOC.CONNECT`, `AUTOLOC.FUNCTION`'s subcommands; every entry point
+//!   catches panics and replies with an error, since a panic inside redis-server would abort it.
 //! - [`userfn`]: user functions in WebAssembly: `AUTOLOC.FUNCTION LOAD | LIST | DELETE | DUMP`,
 //!   kept in the RDB and propagated to replicas and the AOF.
 //! - [`signals`]: wasmtime's trap handler in front of Redis's crash handler, a fault that is not a
@@ -48,7 +48,10 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     // Segments that servers killed before their clients attached left behind.
     autoloc_dataplane::shm::remove_stale_segments(autoloc_dataplane::shm::DEFAULT_DIR.as_ref());
     let args: Vec<&[u8]> = args.iter().map(RedisString::as_slice).collect();
-    if let Err(e) = commands::declare_mget_keys(ctx) {
+    let declared = commands::declare_mget_keys(ctx)
+        .and_then(|()| commands::declare_function_subcommands(ctx))
+        .and_then(|()| commands::declare_acl_categories(ctx));
+    if let Err(e) = declared {
         ctx.log_warning(&format!("autoloc: {e}"));
         return Status::Err;
     }
@@ -100,6 +103,9 @@ redis_module! {
     allocator: (Alloc, ALLOC),
     data_types: [FUNCTIONS_TYPE],
     init: init,
+    // ACL categories are given at load, where the server can (commands::declare_acl_categories);
+    // AUTOLOC.FUNCTION and its subcommands are registered there too
+    // (commands::declare_function_subcommands).
     commands: [
         ["autoloc.call", commands::call, "write deny-oom", 0, 0, 0, ""],
         ["autoloc.invoke", commands::invoke_frame, "write deny-oom", 0, 0, 0, ""],
@@ -107,9 +113,6 @@ redis_module! {
         ["autoloc.mget", commands::mget, "readonly fast", 0, 0, 0, ""],
         ["autoloc.stats", commands::stats, "readonly fast", 0, 0, 0, ""],
         ["autoloc.functions", commands::functions, "readonly fast", 0, 0, 0, ""],
-        // Not "write": LIST and DUMP serve on replicas; LOAD and DELETE refuse there unless
-        // they come from the master (userfn::function).
-        ["autoloc.function", commands::function, "deny-oom", 0, 0, 0, ""],
         ["autoloc.connect", commands::connect, "readonly", 0, 0, 0, ""],
         ["autoloc.report", commands::report, "readonly fast", 0, 0, 0, ""],
         ["autoloc.placement", commands::placement, "readonly fast", 0, 0, 0, ""],

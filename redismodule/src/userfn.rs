@@ -21,6 +21,7 @@ use autoloc_functions::{Error, Function};
 use redis_module::native_types::RedisType;
 use redis_module::{raw, Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
 
+use crate::acl::Caller;
 use crate::invoke::registry;
 
 /// A loaded module's bytes and version.
@@ -74,6 +75,13 @@ pub fn function(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         return Err(RedisError::Str(
             "READONLY You can't load or delete functions on a read only replica.",
         ));
+    }
+    let known = matches!(sub.as_slice(), b"LOAD" | b"DELETE" | b"DUMP" | b"LIST");
+    // As `FUNCTION <sub>` would: what the master or the AOF sends was checked where it began.
+    if known && !flags.intersects(ContextFlags::REPLICATED | ContextFlags::LOADING) {
+        Caller::of_client(ctx)
+            .and_then(|caller| caller.may_run(ctx, &[b"FUNCTION", &sub]))
+            .map_err(|e| err(&e))?;
     }
     match (sub.as_slice(), &args[2.min(args.len())..]) {
         (b"LOAD", rest) => {

@@ -339,3 +339,265 @@ fn a_deleted_users_links_close_and_its_clients_come_back() {
         }
     }
 }
+
+/// Connects as `user` (password `pw`) over plain RESP.
+fn raw_as(s: &autoloc::server::RedisServer, user: &str) -> autoloc_dataplane::Connection {
+    autoloc_dataplane::Connection::connect(
+        &url_of(s, user).parse().unwrap(),
+        Duration::from_secs(10),
+    )
+    .unwrap()
+}
+
+/// A runtime of `user` over `t`.
+fn runtime_as(s: &autoloc::server::RedisServer, user: &str, t: Transport) -> Runtime {
+    Runtime::connect(&url_of(s, user))
+        .unwrap()
+        .with_transport(t)
+        .unwrap()
+}
+
+/// Whether `r` is a `NOPERM` refusal.
+fn refused<T: std::fmt::Debug>(r: Result<T, autoloc::Error>) -> bool {
+    matches!(r, Err(e) if e.code() == ErrorCode::NoPerm)
+}
+
+/// Loads the example guest `name` as the default user.
+fn load_guest(s: &autoloc::server::RedisServer, name: &str) {
+    let bytes = autoloc::guests::bytes(name).unwrap();
+    assert_eq!(runtime(s).load_function(&bytes, false).unwrap(), name);
+}
+
+/// Redis's usual read-only user (`-@write`, so Redis refuses it `SET`) writes nothing through
+/// AutoLoc either: not a function's writes (built-in or guest, either side, every transport),
+/// not a data-plane `Set`, not a function LOAD or DELETE; and it still reads. Without `@dangerous`
+/// it may not read the counters `INFO` shows (`AUTOLOC.STATS`).
+#[test]
+fn a_user_without_write_commands_writes_nothing_on_any_path() {
+    let s = server(&[]);
+    let mut c = raw(&s);
+    small_graph(&mut c);
+    load_guest(&s, "writer_wasm");
+    let nowrite = [
+        "ACL",
+        "SETUSER",
+        "nowrite",
+        "on",
+        ">pw",
+        "~*",
+        "+@all",
+        "-@write",
+        "-@admin",
+        "-@dangerous",
+    ];
+    assert_eq!(c.call(&nowrite).unwrap(), Frame::Simple("OK".into()));
+    let mut nw = raw_as(&s, "nowrite");
+    assert!(err(nw.call(&["SET", "x", "y"]).unwrap()).starts_with("NOPERM"));
+    let e = err(nw
+        .call(&["AUTOLOC.CALL", "pagerank", "10", "3", "out:"])
+        .unwrap());
+    assert!(
+        e.starts_with("NOPERM") && e.contains("SET") && e.contains("out:"),
+        "{e}"
+    );
+    // Refused before the bytes are looked at, as FUNCTION LOAD would be.
+    for sub in [
+        &["LOAD", "not a wasm module"][..],
+        &["DELETE", "writer_wasm"],
+    ] {
+        let mut args = vec!["AUTOLOC.FUNCTION"];
+        args.extend_from_slice(sub);
+        let e = err(nw.call(&args).unwrap());
+        assert!(e.starts_with("NOPERM") && e.contains("FUNCTION"), "{e}");
+    }
+    let e = err(nw.call(&["AUTOLOC.STATS"]).unwrap());
+    assert!(e.starts_with("NOPERM") && e.contains("INFO"), "{e}");
+    // What it may run: FUNCTION LIST and DUMP (@scripting), reads.
+    assert!(matches!(
+        nw.call(&["AUTOLOC.FUNCTION", "LIST"]).unwrap(),
+        Frame::Array(Some(_))
+    ));
+    for t in all_transports() {
+        let mut rt = runtime_as(&s, "nowrite", t);
+        for p in [Placement::Storage, Placement::Compute] {
+            assert!(
+                refused(rt.invoke("pagerank", &["10", "3", "out:"], p)),
+                "{t} {p}"
+            );
+            assert!(
+                refused(rt.invoke("writer_wasm", &["w:1", "x"], p)),
+                "{t} {p}"
+            );
+            assert!(
+                rt.invoke("pagerank", &["10", "3"], p).is_ok(),
+                "{t} {p}: it reads"
+            );
+            assert!(
+                rt.invoke("khop", &["10", "2"], p).is_ok(),
+                "{t} {p}: it reads"
+            );
+        }
+        assert!(refused(rt.set(b"planted", b"yes")), "{t}");
+        assert!(refused(rt.load_function(b"\0asm", false)), "{t}");
+    }
+    let Frame::Array(Some(written)) = c.call(&["KEYS", "*"]).unwrap() else {
+        panic!("KEYS")
+    };
+    assert_eq!(written.len(), 4, "nothing but the graph: {written:?}");
+}
+
+/// A user without `@read` (Redis refuses it `GET`) reads nothing through AutoLoc: no function
+/// (built-in or guest, either side, every transport), no data-plane `Get` or `MultiGet`, no
+/// `AUTOLOC.MGET`; it may still write, as `SET` allows.
+#[test]
+fn a_user_without_read_commands_reads_nothing_on_any_path() {
+    let s = server(&[]);
+    let mut c = raw(&s);
+    small_graph(&mut c);
+    load_guest(&s, "get_wasm");
+    let noread = [
+        "ACL", "SETUSER", "noread", "on", ">pw", "~*", "+@all", "-@read",
+    ];
+    assert_eq!(c.call(&noread).unwrap(), Frame::Simple("OK".into()));
+    let mut nr = raw_as(&s, "noread");
+    assert!(err(nr.call(&["GET", "10"]).unwrap()).starts_with("NOPERM"));
+    for (call, command) in [
+        (&["AUTOLOC.CALL", "khop", "10", "2"][..], "GET"),
+        (&["AUTOLOC.CALL", "get", "10"], "GET"),
+        (&["AUTOLOC.CALL", "get_wasm", "10"], "GET"),
+        (&["AUTOLOC.MGET", "10", "11"], "MGET"),
+    ] {
+        let e = err(nr.call(call).unwrap());
+        assert!(
+            e.starts_with("NOPERM") && e.contains(command) && e.contains("'10'"),
+            "{call:?}: {e}"
+        );
+    }
+    for t in all_transports() {
+        let mut rt = runtime_as(&s, "noread", t);
+        for p in [Placement::Storage, Placement::Compute] {
+            for (f, args) in [
+                ("khop", &["10", "2"][..]),
+                ("get", &["10"]),
+                ("get_wasm", &["10"]),
+                ("pagerank", &["10", "3"]),
+                ("aggregate", &["10", "4"]),
+            ] {
+                assert!(refused(rt.invoke(f, args, p)), "{t} {p} {f}");
+            }
+        }
+        if t != Transport::Resp {
+            assert!(refused(rt.get(b"10")), "{t}");
+            assert!(refused(rt.mget(&["10", "11"])), "{t}");
+        }
+        // SET is not @read.
+        rt.set(format!("w:{t}").as_bytes(), b"v").unwrap();
+    }
+}
+
+/// A link follows its user's command permissions as it follows its key patterns: taken away,
+/// they apply to the next requests of an open link (within the 100 ms a user allowed every key is
+/// cached for); given back, at once.
+#[test]
+fn a_link_follows_its_users_command_permissions() {
+    let s = server(&[]);
+    let mut c = raw(&s);
+    small_graph(&mut c);
+    c.call(&["ACL", "SETUSER", "flip", "on", ">pw", "~*", "+@all"])
+        .unwrap();
+    let wait_until = |what: &str, done: &mut dyn FnMut() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what} never applied");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    for t in fast_transports() {
+        let mut rt = runtime_as(&s, "flip", t);
+        rt.set(b"f", b"1").unwrap();
+        rt.invoke("khop", &["10", "2"], Placement::Storage).unwrap();
+        c.call(&["ACL", "SETUSER", "flip", "-@write"]).unwrap();
+        wait_until("-@write", &mut || refused(rt.set(b"f", b"2")));
+        c.call(&["ACL", "SETUSER", "flip", "+@write", "-get", "-mget"])
+            .unwrap();
+        rt.set(b"f", b"3").unwrap();
+        wait_until("-get -mget", &mut || {
+            refused(rt.invoke("khop", &["10", "2"], Placement::Storage))
+        });
+        assert!(refused(rt.get(b"f")), "{t}");
+        c.call(&["ACL", "SETUSER", "flip", "+@all"]).unwrap();
+        rt.invoke("khop", &["10", "2"], Placement::Storage).unwrap();
+        assert_eq!(rt.get(b"f").unwrap(), Some(b"3".to_vec()), "{t}");
+    }
+}
+
+/// `AUTOLOC.FUNCTION`'s subcommands are commands of their own, so an ACL allows or denies each
+/// as it does `FUNCTION`'s; a function administrator (`+@scripting` and the module's command,
+/// no keys) loads, lists and deletes, and reads no key.
+#[test]
+fn function_subcommands_answer_to_acls_of_their_own() {
+    let s = server(&[]);
+    let mut c = raw(&s);
+    small_graph(&mut c);
+    for rule in [
+        &[
+            "ACL",
+            "SETUSER",
+            "viewer",
+            "on",
+            ">pw",
+            "~*",
+            "+@all",
+            "-autoloc.function|load",
+            "-autoloc.function|delete",
+        ][..],
+        &[
+            "ACL",
+            "SETUSER",
+            "fadmin",
+            "on",
+            ">pw",
+            "-@all",
+            "+@scripting",
+            "+autoloc.function",
+        ],
+    ] {
+        assert_eq!(
+            c.call(rule).unwrap(),
+            Frame::Simple("OK".into()),
+            "{rule:?}"
+        );
+    }
+    let bytes = autoloc::guests::bytes("get_wasm").unwrap();
+    let load = |conn: &mut autoloc_dataplane::Connection| {
+        conn.call(&[b"AUTOLOC.FUNCTION".as_slice(), b"LOAD", &bytes])
+            .unwrap()
+    };
+    let mut viewer = raw_as(&s, "viewer");
+    let e = err(load(&mut viewer));
+    assert!(e.starts_with("NOPERM"), "{e}");
+    let mut fadmin = raw_as(&s, "fadmin");
+    assert_eq!(load(&mut fadmin), Frame::Bulk(Some(b"get_wasm".to_vec())));
+    for who in [&mut viewer, &mut fadmin] {
+        assert!(matches!(
+            who.call(&["AUTOLOC.FUNCTION", "LIST"]).unwrap(),
+            Frame::Array(Some(_))
+        ));
+    }
+    assert!(err(viewer
+        .call(&["AUTOLOC.FUNCTION", "DELETE", "get_wasm"])
+        .unwrap())
+    .starts_with("NOPERM"));
+    assert!(err(fadmin.call(&["AUTOLOC.CALL", "get_wasm", "10"]).unwrap()).starts_with("NOPERM"));
+    assert_eq!(
+        fadmin
+            .call(&["AUTOLOC.FUNCTION", "DELETE", "get_wasm"])
+            .unwrap(),
+        Frame::Simple("OK".into())
+    );
+    let e = err(c.call(&["AUTOLOC.FUNCTION", "NOPE"]).unwrap());
+    assert!(
+        e.contains("unknown subcommand") || e.contains("usage"),
+        "{e}"
+    );
+}
