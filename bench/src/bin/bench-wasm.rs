@@ -159,7 +159,7 @@ struct Args {
     budget_ms: u64,
     #[command(flatten)]
     graph: harness::GraphArgs,
-    /// AutoLoc's social.json (default: ../shared/data/autoloc/social.json beside the checkout).
+    /// AutoLoc's social.json (default: the repository's data/autoloc/social.json).
     #[arg(long)]
     social: Option<PathBuf>,
     /// Timed LOADs (and in-process compiles) of each 1 MiB module.
@@ -351,9 +351,8 @@ fn main() -> anyhow::Result<()> {
             Some(server)
         }
         None => {
-            let msg = "social.json not found (../shared/data/autoloc beside the checkout, or \
-                       --social): its cells, digest, the overhead end to end, LOAD and Lua are \
-                       skipped";
+            let msg = "social.json not found (data/autoloc in the repository, or --social): its \
+                       cells, digest, the overhead end to end, LOAD and Lua are skipped";
             eprintln!("warning: {msg}");
             notes.push(msg.to_string());
             None
@@ -583,14 +582,14 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// `--social`, else AutoLoc's data beside the checkout (as the tests find it), else `None`.
+/// `--social`, else AutoLoc's data in the repository (as the tests find it), else `None`.
 fn social_path(given: Option<&Path>) -> Option<PathBuf> {
     if let Some(p) = given {
         return Some(p.to_path_buf());
     }
     [
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/autoloc/social.json"),
-        PathBuf::from("../shared/data/autoloc/social.json"),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/autoloc/social.json"),
+        PathBuf::from("data/autoloc/social.json"),
     ]
     .into_iter()
     .find(|p| p.is_file())

@@ -87,10 +87,9 @@ pub fn adjacency(g: &Graph) -> HashMap<u32, Vec<u32>> {
         .collect()
 }
 
-/// AutoLoc's data directory beside the checkout, if it is there.
-pub fn autoloc_data() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/autoloc");
-    dir.join("social.json").is_file().then_some(dir)
+/// AutoLoc's original data set, carried by the repository (`data/autoloc`).
+pub fn autoloc_data() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/autoloc")
 }
 
 /// Sends one command with raw byte arguments.
