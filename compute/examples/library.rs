@@ -1,6 +1,6 @@
 // compute/examples/library.rs: `cargo run --release -p autoloc --example library` runs it
-// against the server that README.md starts for `autoloc` (port 6380), or the one $AUTOLOC_REDIS
-// names.
+// against the server that docs/cli.md starts for `autoloc` (port 6380), or the one
+// $AUTOLOC_REDIS names.
 use autoloc::placement::{Controller, ControllerConfig};
 use autoloc::{Placement, Runtime, Transport};
 

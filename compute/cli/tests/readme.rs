@@ -1,7 +1,10 @@
-//! The README's commands, run as written. Needs the module built next to the binaries
+//! The documentation's commands, run as written. Needs the module built next to the binaries
 //! (`cargo build --workspace`, which ci/test does first), as `tests/cli.rs` does.
 //!
-//! **Which lines.** Every line of README.md's shell blocks (fenced as `sh`, `bash`, `shell`,
+//! **Which files.** README.md, then every `docs/*.md`, sorted by file name; each file's lines in
+//! the order they appear. A failure names the file and line (`docs/cli.md:42`).
+//!
+//! **Which lines.** Every line of those files' shell blocks (fenced as `sh`, `bash`, `shell`,
 //! `console` or with no language), with a leading `$ ` prompt removed and lines ending in `\`
 //! joined to the next, that runs `batch`, `redisclient` or `autoloc`: the program of one of its
 //! commands (split at `|`, `&&`, `||`, `;` and `&` outside quotes, up to a `#` comment; the
@@ -9,21 +12,23 @@
 //! `target/release/<name>` or `target/debug/<name>`. `cargo run --bin <name>` is refused with
 //! a message (write `target/release/<name>`), so that no CLI command escapes this test. Lines of
 //! other programs (`redis-server`, `redis-cli`, `ci/demo`, `cargo`) are not run here; the guests
-//! the README builds with `cargo` are built first (`autoloc::guests::build`).
+//! the docs build with `cargo` are built first (`ci/guests`, which ci/test runs before the tests).
 //!
 //! **How.** Each line runs as written with `bash -o pipefail -c`, from the repository root (so
-//! the README's relative paths, such as `../shared/data/autoloc/social.json`, resolve as they
-//! do for a reader), with this build's debug binaries first on `PATH` and
+//! relative paths, such as `data/autoloc/social.json`, resolve as they do for a reader who
+//! follows the docs from there), with this build's debug binaries first on `PATH` and
 //! `target/release/<name>` / `target/debug/<name>` rewritten to the debug binary: the same
 //! program, built by `cargo test`.
 //!
 //! **Servers.** A line without a `redis://` URL uses the embedded default (a private server the
 //! binary starts). A line with one runs against a test server that this test starts when the
-//! first such line comes (the module with its default arguments, as the README starts it), and
-//! keeps for the rest: every `redis://HOST[:PORT]` in the line becomes
-//! `redis://127.0.0.1:<test port>`, a `/db` kept. Lines run in README order, so what one line
-//! loads or sets, a later one reads. A URL with a user or password fails the test: the test
-//! server has no ACL users or password; add them here before the README uses one.
+//! first such line comes (the module with its default arguments, as the docs start it), and
+//! keeps for the rest, one server for every file: every `redis://HOST[:PORT]` in the line
+//! becomes `redis://127.0.0.1:<test port>`, a `/db` kept. Lines run in order, file after file,
+//! so what one line loads or sets, a later one reads; a file's commands that depend on each
+//! other (`autoloc load` before `autoloc call`) belong together in that file, in that order. A
+//! URL with a user or password fails the test: the test server has no ACL users or password;
+//! add them here before the docs use one.
 //!
 //! **Skipped, by rule.** A line with `--transport rdma` needs an RDMA device (see
 //! `ci/rxe-testbed`); it is skipped and the reason printed.
@@ -34,7 +39,7 @@
 //! --json`) and the `errors` column of a table (`autoloc stats`), less the `pushbacks` beside
 //! it: those counters count a pushed-back call as a storage-side error, and its invocation was
 //! finished compute-side. At least one line of each of the three programs must have run, and
-//! one against the test server, so that a README or parser change that loses them fails here.
+//! one against the test server, so that a docs or parser change that loses them fails here.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -42,10 +47,10 @@ use std::time::{Duration, Instant};
 
 use autoloc::server::RedisServer;
 
-/// The longest one README line may run (the debug build; every line takes a few seconds).
+/// The longest one line of the docs may run (the debug build; every line takes a few seconds).
 const DEADLINE: Duration = Duration::from_secs(120);
 
-/// The programs whose README lines this test runs.
+/// The programs whose lines of the docs this test runs.
 const PROGRAMS: [&str; 3] = ["batch", "redisclient", "autoloc"];
 
 const BATCH: &str = env!("CARGO_BIN_EXE_batch");
@@ -54,15 +59,42 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// A command line of the README: its line number (1-based, of its first line) and text.
+/// The markdown files whose shell blocks this test runs, relative to the repository root, in
+/// the order it runs them: README.md, then `docs/*.md` sorted by file name.
+fn doc_files() -> Vec<String> {
+    let mut docs: Vec<String> = std::fs::read_dir(repo_root().join("docs"))
+        .map(|dir| {
+            dir.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| name.ends_with(".md"))
+                .map(|name| format!("docs/{name}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    docs.sort();
+    std::iter::once("README.md".to_string())
+        .chain(docs)
+        .collect()
+}
+
+/// A command line of a markdown file: the file, its line number (1-based, of its first line)
+/// and text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Line {
+    file: String,
     number: usize,
     text: String,
 }
 
-/// The lines of the shell blocks of `markdown`, prompts removed and continuations joined.
-fn shell_lines(markdown: &str) -> Vec<Line> {
+impl Line {
+    /// `file:number`, as a failure names it.
+    fn at(&self) -> String {
+        format!("{}:{}", self.file, self.number)
+    }
+}
+
+/// The lines of the shell blocks of `markdown` (the text of `file`), prompts removed and
+/// continuations joined.
+fn shell_lines(file: &str, markdown: &str) -> Vec<Line> {
     let mut out = Vec::new();
     let mut in_shell: Option<bool> = None; // Some(is a shell block) inside a fence
     let mut pending: Option<Line> = None;
@@ -76,11 +108,7 @@ fn shell_lines(markdown: &str) -> Vec<Line> {
                 )),
                 Some(_) => None,
             };
-            assert!(
-                pending.is_none(),
-                "README.md:{}: `\\` before a fence",
-                i + 1
-            );
+            assert!(pending.is_none(), "{file}:{}: `\\` before a fence", i + 1);
             continue;
         }
         if in_shell != Some(true) {
@@ -88,6 +116,7 @@ fn shell_lines(markdown: &str) -> Vec<Line> {
         }
         let text = trimmed.strip_prefix("$ ").unwrap_or(trimmed);
         let mut line = pending.take().unwrap_or(Line {
+            file: file.to_string(),
             number: i + 1,
             text: String::new(),
         });
@@ -175,8 +204,8 @@ fn cli_program(line: &Line) -> Option<&'static str> {
             if let Some(bin) = words.windows(2).find(|w| w[0] == "--bin").map(|w| w[1]) {
                 assert!(
                     !PROGRAMS.contains(&bin),
-                    "README.md:{}: write `target/release/{bin}`, not `cargo run --bin {bin}`: {}",
-                    line.number,
+                    "{}: write `target/release/{bin}`, not `cargo run --bin {bin}`: {}",
+                    line.at(),
                     line.text
                 );
             }
@@ -358,57 +387,71 @@ fn run_line(line: &str, bindir: &Path, scratch: &Path) -> Ran {
 }
 
 #[test]
-fn every_cli_command_in_the_readme_runs_as_written() {
-    // "Write your own function" loads a guest that `cargo build` of functions/guest makes (a
-    // line this test does not run): build the guests first.
-    autoloc::guests::build().unwrap();
-    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+fn every_cli_command_in_the_docs_runs_as_written() {
+    // docs/functions.md loads a guest that `cargo build` of functions/guest makes (a line this
+    // test does not run): ci/guests builds them first (ci/test and ci/test --quick run it).
+    autoloc::guests::path("degrees_wasm").unwrap();
     let bindir = Path::new(BATCH).parent().unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let mut server: Option<RedisServer> = None;
     let mut ran: Vec<&str> = Vec::new();
     let mut against_server = 0;
     let mut failures = Vec::new();
-    for line in shell_lines(&readme) {
-        let Some(prog) = cli_program(&line) else {
-            continue;
-        };
-        if let Some(why) = skip_reason(&line.text) {
-            println!("README.md:{}: skipped ({why}): {}", line.number, line.text);
-            continue;
+    let files = doc_files();
+    assert!(files.len() > 1, "no docs/*.md beside README.md");
+    println!("files, in this order: {}", files.join(", "));
+    for file in &files {
+        let markdown = std::fs::read_to_string(repo_root().join(file))
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        for line in shell_lines(file, &markdown) {
+            let Some(prog) = cli_program(&line) else {
+                continue;
+            };
+            if let Some(why) = skip_reason(&line.text) {
+                println!("{}: skipped ({why}): {}", line.at(), line.text);
+                continue;
+            }
+            let mut text = with_binaries(&line.text, bindir);
+            if text.contains("redis://") {
+                let s = server.get_or_insert_with(|| {
+                    RedisServer::start(&[])
+                        .expect("module built next to the binaries (cargo build --workspace)")
+                });
+                text =
+                    with_server(&text, s.port()).unwrap_or_else(|e| panic!("{}: {e}", line.at()));
+                against_server += 1;
+            }
+            let r = run_line(&text, bindir, scratch.path());
+            println!(
+                "{}: {} in {:.2} s: {}",
+                line.at(),
+                r.status,
+                r.took.as_secs_f64(),
+                line.text
+            );
+            let errors = nonzero_errors(&r.stdout);
+            if !r.success || !errors.is_empty() {
+                failures.push(format!(
+                    "{}: `{}` ran as `{text}`: {}; errors shown: {errors:?}\nstdout: {}\nstderr: {}",
+                    line.at(),
+                    line.text,
+                    r.status,
+                    r.stdout,
+                    r.stderr
+                ));
+            }
+            ran.push(prog);
         }
-        let mut text = with_binaries(&line.text, bindir);
-        if text.contains("redis://") {
-            let s = server.get_or_insert_with(|| {
-                RedisServer::start(&[])
-                    .expect("module built next to the binaries (cargo build --workspace)")
-            });
-            text = with_server(&text, s.port())
-                .unwrap_or_else(|e| panic!("README.md:{}: {e}", line.number));
-            against_server += 1;
-        }
-        let r = run_line(&text, bindir, scratch.path());
-        println!(
-            "README.md:{}: {} in {:.2} s: {}",
-            line.number,
-            r.status,
-            r.took.as_secs_f64(),
-            line.text
-        );
-        let errors = nonzero_errors(&r.stdout);
-        if !r.success || !errors.is_empty() {
-            failures.push(format!(
-                "README.md:{}: `{}` ran as `{text}`: {}; errors shown: {errors:?}\nstdout: {}\nstderr: {}",
-                line.number, line.text, r.status, r.stdout, r.stderr
-            ));
-        }
-        ran.push(prog);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     for p in PROGRAMS {
-        assert!(ran.contains(&p), "no README line ran {p}");
+        assert!(ran.contains(&p), "no line of {} ran {p}", files.join(", "));
     }
-    assert!(against_server > 0, "no README line named a server");
+    assert!(
+        against_server > 0,
+        "no line of {} named a server",
+        files.join(", ")
+    );
 }
 
 #[test]
@@ -428,7 +471,7 @@ fn lines_are_extracted_as_documented() {
               ```\n\
               ./target/debug/redisclient khop 1 1 && echo done\n\
               ```\n";
-    let lines = shell_lines(md);
+    let lines = shell_lines("docs/x.md", md);
     let progs: Vec<(usize, Option<&str>)> =
         lines.iter().map(|l| (l.number, cli_program(l))).collect();
     assert_eq!(
@@ -463,7 +506,15 @@ fn lines_are_extracted_as_documented() {
     );
     assert_eq!(commands("a 2>&1 | b &> f && c"), ["a 2>&1", "b &> f", "c"]);
     assert!(with_server("batch --redis redis://:pw@h:1", 7).is_err());
+    assert_eq!(lines[1].at(), "docs/x.md:4");
+    let files = doc_files();
+    assert_eq!(files[0], "README.md");
+    assert!(files[1..].windows(2).all(|w| w[0] < w[1]));
+    assert!(files[1..]
+        .iter()
+        .all(|f| f.starts_with("docs/") && f.ends_with(".md")));
     let cargo = Line {
+        file: "README.md".into(),
         number: 1,
         text: "cargo run --release --bin batch -- khop 1 1".into(),
     };

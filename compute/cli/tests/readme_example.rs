@@ -1,6 +1,6 @@
-//! The README's library example (its one ```rust block) is `compute/examples/library.rs`, word
-//! for word, and it runs: against a test server holding what README.md loads before it shows
-//! the example (`autoloc load rmat --scale 16 --edge-factor 16 --seed 2`: vertex 1 has a 2-hop
+//! The library example (the one ```rust block of `docs/library.md`) is
+//! `compute/examples/library.rs`, word for word, and it runs: against a test server holding what
+//! `docs/cli.md` loads into the server on port 6380 (`autoloc load rmat --scale 16 --edge-factor 16 --seed 2`: vertex 1 has a 2-hop
 //! neighbourhood, and the `md5` blob is there), named by `AUTOLOC_REDIS` as the example reads
 //! it. Needs the module built next to the binaries, as `tests/cli.rs` does.
 //!
@@ -45,13 +45,13 @@ fn rust_blocks(markdown: &str) -> Vec<String> {
 }
 
 #[test]
-fn the_readme_library_example_is_the_example_file_and_runs() {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+fn the_library_example_in_the_docs_is_the_example_file_and_runs() {
+    let doc = std::fs::read_to_string(root().join("docs/library.md")).unwrap();
     let file = std::fs::read_to_string(root().join("compute/examples/library.rs")).unwrap();
     assert_eq!(
-        rust_blocks(&readme),
+        rust_blocks(&doc),
         [file],
-        "README.md's ```rust block must be compute/examples/library.rs as it is"
+        "docs/library.md's ```rust block must be compute/examples/library.rs as it is"
     );
 
     let server = RedisServer::start(&[])
