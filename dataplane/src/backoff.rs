@@ -26,7 +26,7 @@
 
 use std::time::Duration;
 
-use crate::ring::sync::{fence, AtomicU32, Ordering};
+use crate::sync::{fence, AtomicU32, Ordering};
 
 /// Tunables of a [`Backoff`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

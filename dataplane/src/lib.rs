@@ -11,11 +11,13 @@
 //!   enum, check-then-parse decoding that borrows from the buffer.
 //! - [`ring`]: a single-producer single-consumer ring of fixed-size slots over raw (shared)
 //!   memory, with burst push/pop and Acquire/Release publication.
+//! - `sync`: the atomics the ring and the doorbell run on: std's, or loom's under `--cfg loom`.
 //! - [`secret`]: one-time secrets that bind a link to the client that asked for it.
 //! - [`shm`]: the shared-memory transport: a /dev/shm (or memfd) segment with a request and a
 //!   response ring, server and client endpoints, peer liveness.
 //! - [`link`]: the transport-neutral endpoint traits, [`link::ServerLink`] and
-//!   [`link::ClientLink`] (bursts in, bursts out), and their shm implementations.
+//!   [`link::ClientLink`] (bursts in, bursts out); their shm implementations in `link/shm.rs`
+//!   ([`link::ShmClientLink`]).
 //! - [`frag`]: how the ring links (shm, rdma) carry a frame larger than a slot: as fragments,
 //!   streamed as room appears and reassembled by the receiving end.
 //! - [`tcp`]: length-prefixed wire frames over TCP, driven by io_uring (hosts without RDMA).
@@ -38,6 +40,7 @@ pub mod resp_link;
 pub mod ring;
 pub mod secret;
 pub mod shm;
+mod sync;
 pub mod tcp;
 pub mod wire;
 

@@ -46,16 +46,8 @@ use std::ops::Deref;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use self::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::backoff::{Backoff, Doorbell, Phase};
-
-/// Atomics the ring's protocol runs on: std's, or loom's model under `--cfg loom`.
-pub(crate) mod sync {
-    #[cfg(loom)]
-    pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
-    #[cfg(not(loom))]
-    pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
-}
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// `"RING"` little-endian: marks an initialised ring header.
 pub const RING_MAGIC: u32 = u32::from_le_bytes(*b"RING");

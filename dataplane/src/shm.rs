@@ -50,7 +50,6 @@ use memmap2::{MmapOptions, MmapRaw};
 
 use crate::backoff::Backoff;
 use crate::frag::{Outbox, Reassembly};
-use crate::link::REPLY_ROOM_DEADLINE;
 use crate::ring::{
     self, Burst, CachePadded, Consumer, Producer, Region, RingConfig, RingError, Slot,
 };
@@ -432,6 +431,12 @@ macro_rules! duplex_methods {
         }
     };
 }
+
+/// How long a server waits for room in a client's response ring, per slot, before giving the
+/// link up (the default of [`ShmServer::set_reply_room_deadline`]). It may hold Redis's lock meanwhile, so this is short: a live client drains its
+/// replies continuously. A reply larger than the ring streams through it as long as the client
+/// frees a slot within this time, however long the whole reply takes.
+pub const REPLY_ROOM_DEADLINE: Duration = Duration::from_millis(20);
 
 /// The server end of a segment: receives requests, sends responses.
 #[derive(Debug)]

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 
 use autoloc_dataplane::backoff::{Backoff, BackoffConfig};
 use autoloc_dataplane::frag;
-use autoloc_dataplane::link::{
-    ClientLink, Replier, ServerLink, ShmClientLink, REPLY_ROOM_DEADLINE,
-};
+use autoloc_dataplane::link::{ClientLink, Replier, ServerLink, ShmClientLink};
 use autoloc_dataplane::ring::{RingConfig, RingError};
 use autoloc_dataplane::secret::Secret;
-use autoloc_dataplane::shm::{self, Backing, PeerState, ShmClient, ShmConfig, ShmServer};
+use autoloc_dataplane::shm::{
+    self, Backing, PeerState, ShmClient, ShmConfig, ShmServer, REPLY_ROOM_DEADLINE,
+};
 use autoloc_dataplane::wire::{
     self, Frame, Kind, Limits, List, Message, DEFAULT_MAX_PAYLOAD, HEADER_LEN,
 };
