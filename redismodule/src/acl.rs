@@ -17,21 +17,8 @@
 use autoloc_functions::Error;
 use redis_module::{raw, AclPermissions, Context, RedisString, RedisValue};
 
-/// The module API function `$name`, or an error saying this redis-server lacks it.
-macro_rules! module_api {
-    ($name:ident) => {{
-        // SAFETY: the API table is written once, by RedisModule_Init while the module loads,
-        // before any command runs or any thread starts; afterwards it is only read.
-        let f = unsafe { raw::$name };
-        f.ok_or_else(|| {
-            autoloc_functions::Error::Busy(format!(
-                "this redis-server lacks {} (Redis 7 needed)",
-                stringify!($name)
-            ))
-        })
-    }};
-}
-pub(crate) use module_api;
+use crate::api::module_api;
+use crate::names::key_name;
 
 fn text(v: &RedisValue) -> Option<&str> {
     match v {
@@ -68,8 +55,17 @@ const KEY_COMMANDS: [(u8, &[u8]); 3] = [(GET, b"GET"), (MGET, b"MGET"), (SET, b"
 /// A set of the commands of [`KEY_COMMANDS`] (a user's permissions to run them).
 type Commands = u8;
 
-/// Users allowed every key, each with the key commands it may run.
-type AllKeys = Vec<(std::sync::Arc<str>, Commands)>;
+/// What the reaper last found of a user of an open link ([`Standing::Active`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    /// The key commands it may run on every key (none unless its keys are `~*`).
+    all_keys: Commands,
+    /// Whether it has no selectors (only its root permissions).
+    plain: bool,
+}
+
+/// The users of open links, as the reaper last found them.
+type AllKeys = Vec<(std::sync::Arc<str>, Seen)>;
 
 impl Access {
     /// The Redis command an access to `keys` keys stands for, and its bit.
@@ -86,8 +82,8 @@ impl Access {
 struct User(*mut raw::RedisModuleUser);
 
 /// Users looked up during one [`LockScope`], by name (not those allowed every key, who need no
-/// lookup).
-type ScopeUsers = Vec<(std::sync::Arc<str>, User)>;
+/// lookup), each with the key commands found allowed in this scope.
+type ScopeUsers = Vec<(std::sync::Arc<str>, User, Commands)>;
 
 /// A thread's [`LockScope`]: whether one is open, and its users (the vector keeps its room from
 /// one scope to the next).
@@ -103,11 +99,11 @@ thread_local! {
     };
 }
 
-/// The users the data plane's reaper last found allowed every key (`~*`), with the key commands
-/// each may run: their links skip the lookup and the check of an access whose command is among
-/// them until the next refresh, at most 100 ms later, so a narrowed ACL (keys or commands)
-/// applies within that time. A refusal is never taken from here: an access whose command is not
-/// among them is checked against the live ACL.
+/// The users of open links as the data plane's reaper last found them ([`Seen`]): a user allowed
+/// every key (`~*`) skips the lookup and the check of an access whose command it may run, and a
+/// user without selectors has a command checked once per [`LockScope`], then only each key, until
+/// the next refresh, at most 100 ms later, so a changed ACL (keys, commands or selectors) applies
+/// within that time. A refusal is never taken from here: it is always the live ACL's.
 static ALL_KEYS: std::sync::Mutex<AllKeys> = std::sync::Mutex::new(Vec::new());
 /// Changes each time [`ALL_KEYS`] does (written under its mutex).
 static ALL_KEYS_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -121,9 +117,8 @@ thread_local! {
         const { std::cell::RefCell::new((0, Vec::new())) };
 }
 
-/// Whether `user` may access every key with the command of bit `command`, as of the last
-/// [`refresh_standing`].
-fn allowed_all_keys(user: &std::sync::Arc<str>, command: u8) -> bool {
+/// What the last [`refresh_standing`] found of `user`, if it was among them.
+fn seen(user: &std::sync::Arc<str>) -> Option<Seen> {
     use std::sync::atomic::Ordering;
     ALL_KEYS_SEEN.with(|seen| {
         let mut seen = seen.borrow_mut();
@@ -133,9 +128,7 @@ fn allowed_all_keys(user: &std::sync::Arc<str>, command: u8) -> bool {
             seen.0 = ALL_KEYS_GENERATION.load(Ordering::Relaxed);
         }
         // `Arc<str>`'s equality compares the pointers first.
-        seen.1
-            .iter()
-            .any(|(u, commands)| u == user && commands & command != 0)
+        seen.1.iter().find(|(u, _)| u == user).map(|(_, s)| *s)
     })
 }
 
@@ -145,8 +138,9 @@ pub enum Standing {
     /// Deleted or disabled (`off`): its links are closed.
     Gone,
     /// Enabled. `all_keys`: the key commands ([`KEY_COMMANDS`]) it may run on every key, if its
-    /// key permissions are `~*` (every key, read and write); none otherwise.
-    Active { all_keys: Commands },
+    /// key permissions are `~*` (every key, read and write); none otherwise. `plain`: it has no
+    /// selectors, so a command and a key allowed are allowed together.
+    Active { all_keys: Commands, plain: bool },
 }
 
 /// Records, for the users of open links, who may access every key and with which commands (see
@@ -155,8 +149,8 @@ pub fn refresh_standing(standings: &[(std::sync::Arc<str>, Standing)]) {
     let all: AllKeys = standings
         .iter()
         .filter_map(|(u, s)| match *s {
-            Standing::Active { all_keys } if all_keys != 0 => Some((u.clone(), all_keys)),
-            _ => None,
+            Standing::Active { all_keys, plain } => Some((u.clone(), Seen { all_keys, plain })),
+            Standing::Gone => None,
         })
         .collect();
     let mut current = ALL_KEYS.lock().unwrap_or_else(|p| p.into_inner());
@@ -224,7 +218,7 @@ impl Caller {
     }
 
     fn lookup(&self, ctx: &Context) -> Result<User, Error> {
-        let name = crate::store::key_name(ctx, self.user.as_bytes());
+        let name = key_name(ctx, self.user.as_bytes());
         let get = module_api!(RedisModule_GetModuleUserFromUserName)?;
         // SAFETY: `name` is a valid module string for the duration of the call; the call needs
         // Redis's lock, which every caller of this module's checks holds.
@@ -260,7 +254,7 @@ impl Caller {
         if field("keys").and_then(text) == Some("~*") {
             // Every key: which of the key commands it may run (any key stands for all).
             if let Ok(user) = self.lookup(ctx) {
-                let any_key = [crate::store::key_name(ctx, b"k")];
+                let any_key = [key_name(ctx, b"k")];
                 for (bit, command) in KEY_COMMANDS {
                     if user.may_run(ctx, command, &any_key).is_ok() {
                         all_keys |= bit;
@@ -268,7 +262,9 @@ impl Caller {
                 }
             }
         }
-        Standing::Active { all_keys }
+        // `ACL GETUSER` lists the selectors beyond the root permissions; none is an empty list.
+        let plain = matches!(field("selectors"), Some(RedisValue::Array(s)) if s.is_empty());
+        Standing::Active { all_keys, plain }
     }
 
     /// Fails with `NOPERM` naming `command` (with its subcommand, if any: `["FUNCTION",
@@ -277,10 +273,7 @@ impl Caller {
     /// take no keys in the words given (`INFO`, `FUNCTION LOAD`).
     pub fn may_run(&self, ctx: &Context, command: &[&[u8]]) -> Result<(), Error> {
         let user = self.lookup(ctx)?;
-        let words: Vec<RedisString> = command
-            .iter()
-            .map(|w| crate::store::key_name(ctx, w))
-            .collect();
+        let words: Vec<RedisString> = command.iter().map(|w| key_name(ctx, w)).collect();
         let [name, rest @ ..] = words.as_slice() else {
             return Err(Error::Io("no command to check".into()));
         };
@@ -304,10 +297,7 @@ impl Caller {
         keys: &[N],
         access: Access,
     ) -> Result<(), Error> {
-        let names: Vec<RedisString> = keys
-            .iter()
-            .map(|k| crate::store::key_name(ctx, k.as_ref()))
-            .collect();
+        let names: Vec<RedisString> = keys.iter().map(|k| key_name(ctx, k.as_ref())).collect();
         self.check_names(ctx, &names, access)
     }
 
@@ -319,39 +309,49 @@ impl Caller {
         access: Access,
     ) -> Result<(), Error> {
         let (bit, command) = access.command(names.len());
+        let seen = seen(&self.user);
         // In a scope: `Some(Ok(None))` for a user allowed every key with this command,
-        // `Some(Ok(Some(ptr)))` for one looked up (now or earlier in the scope).
+        // `Some(Ok(Some((ptr, verified))))` for one looked up (now or earlier in the scope), with
+        // the commands found allowed earlier in the scope.
         let cached = SCOPE.with(|s| {
             let mut s = s.borrow_mut();
             if !s.open {
                 return None;
             }
             let users = &mut s.users;
-            if let Some((_, u)) = users.iter().find(|(n, _)| *n == self.user) {
-                return Some(Ok(Some(u.0)));
+            if let Some((_, u, verified)) = users.iter().find(|(n, ..)| *n == self.user) {
+                return Some(Ok(Some((u.0, *verified))));
             }
-            if allowed_all_keys(&self.user, bit) {
+            if seen.is_some_and(|s| s.all_keys & bit != 0) {
                 return Some(Ok(None));
             }
             Some(self.lookup(ctx).map(|u| {
                 let ptr = u.0;
-                users.push((self.user.clone(), u));
-                Some(ptr)
+                users.push((self.user.clone(), u, 0));
+                Some((ptr, 0))
             }))
         });
         // Outside a scope, a user of our own, freed when this check ends.
         let own;
-        let user = match cached {
+        let (user, verified) = match cached {
             Some(found) => match found? {
-                Some(ptr) => ptr,
+                Some(looked) => looked,
                 None => return Ok(()),
             },
             None => {
                 own = self.lookup(ctx)?;
-                own.0
+                (own.0, 0)
             }
         };
         let user = Looked(user);
+        // A user without selectors whose command was allowed earlier in this scope (where its
+        // ACL cannot change): only its keys are left to check.
+        if verified & bit != 0 {
+            return match names.iter().all(|n| user.may_access(n, access)) {
+                true => Ok(()),
+                false => Err(self.refusal(&user, command, names, access)),
+            };
+        }
         let refused = match access {
             // One check for the whole read: `GET key` or `MGET key...`.
             Access::Read => user.may_run(ctx, command, names).err(),
@@ -364,10 +364,18 @@ impl Caller {
                 })
                 .then_some(()),
         };
-        match refused {
-            None => Ok(()),
-            Some(()) => Err(self.refusal(&user, command, names, access)),
+        if refused.is_some() {
+            return Err(self.refusal(&user, command, names, access));
         }
+        if seen.is_some_and(|s| s.plain) {
+            SCOPE.with(|s| {
+                let mut s = s.borrow_mut();
+                if let Some((.., verified)) = s.users.iter_mut().find(|(n, ..)| *n == self.user) {
+                    *verified |= bit;
+                }
+            });
+        }
+        Ok(())
     }
 
     /// Why `command` on `names` was refused: the first key the user may not access so, or else
@@ -412,7 +420,7 @@ impl Looked {
     /// client's command: the command's permission and every key's, under one selector.
     fn may_run(&self, ctx: &Context, command: &[u8], args: &[RedisString]) -> Result<(), ()> {
         let check = module_api!(RedisModule_ACLCheckCommandPermissions).map_err(drop)?;
-        let name = crate::store::key_name(ctx, command);
+        let name = key_name(ctx, command);
         let mut argv: Vec<*mut raw::RedisModuleString> = Vec::with_capacity(args.len() + 1);
         argv.push(name.inner);
         argv.extend(args.iter().map(|a| a.inner));

@@ -5,7 +5,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use redis_module::{Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
 
 use crate::acl::Caller;
-use crate::invoke::{self, registry, Request, Thread};
+use crate::invoke::{self, Request, Thread};
+use crate::registry::registry;
 use crate::store::read_keys;
 
 /// Runs `f`, replying with an error instead of unwinding into redis-server if it panics.

@@ -177,16 +177,6 @@ pub fn get() -> &'static Config {
         .unwrap_or_else(|| DEFAULT.get_or_init(Config::default))
 }
 
-/// The limits of user functions under this configuration.
-pub fn wasm_limits(c: &Config) -> autoloc_functions::wasm::Limits {
-    autoloc_functions::wasm::Limits {
-        memory: (c.wasm_memory_mb as usize) << 20,
-        module: (c.wasm_module_mb as usize) << 20,
-        signal_traps: c.wasm_signal_traps,
-        ..autoloc_functions::wasm::Limits::default()
-    }
-}
-
 /// The budget in force.
 pub fn budget() -> Duration {
     get().budget

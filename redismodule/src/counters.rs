@@ -97,7 +97,7 @@ pub fn usually_longer(index: usize, d: std::time::Duration) -> bool {
 /// `khop_calls`), then the data plane's `dataplane_*`. `INFO autoloc` shows them as text,
 /// `AUTOLOC.STATS` as a typed reply.
 pub fn fields() -> Vec<(String, u64)> {
-    let registry = crate::invoke::registry();
+    let registry = crate::registry::registry();
     let mut out = vec![(
         "budget_us".to_string(),
         crate::config::budget().as_micros() as u64,

@@ -7,26 +7,21 @@
 //! `InvokeReply` with what the run cost, `Pushback` with its read set, or `Error` with its code),
 //! which the data plane sends on a link and `AUTOLOC.INVOKE` returns as one bulk string.
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use autoloc_dataplane::clock::thread_cpu_ns;
 use autoloc_dataplane::link::Replier;
 use autoloc_dataplane::wire::{self, InvokeCost, List, Message};
 use autoloc_functions::exec::block_on;
-use autoloc_functions::{Error, Output, Registry, Reply};
+use autoloc_functions::{Error, Output, Reply};
 use redis_module::{Context, RedisError, RedisResult, RedisValue};
 
 use crate::acl::Caller;
 use crate::counters::{self, Sample};
+use crate::frames::error_frame;
 use crate::lock::Hold;
+use crate::registry::registry;
 use crate::store::{read_keys, KeyspaceStore};
-
-/// The functions this module runs.
-pub fn registry() -> &'static Registry {
-    static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(Registry::builtin)
-}
 
 /// How an invocation reached the module, which sets its budget and what it keeps.
 #[derive(Debug, Clone, Copy)]
@@ -308,18 +303,6 @@ pub fn reply(
         }
         Err(e) => error_frame(out, id, &e),
     }
-}
-
-/// Sends `e` to request `id` as an `Error` frame.
-pub fn error_frame(out: &mut dyn Replier, id: u64, e: &Error) -> autoloc_dataplane::Result<()> {
-    let message = e.to_string();
-    out.reply(
-        id,
-        &Message::Error {
-            code: e.code(),
-            message: &message,
-        },
-    )
 }
 
 /// Collects one reply frame in memory: what `AUTOLOC.INVOKE` returns over RESP.

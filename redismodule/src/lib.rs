@@ -3,10 +3,13 @@
 //! Loaded with `redis-server --loadmodule libautoloc_redismodule.so [budget-us N]`.
 //!
 //! # Layout
+//! - `api`: `module_api!`, a module API function redis-server handed over at load, or an error
+//!   saying this server lacks it.
 //! - [`acl`]: [`acl::Caller`], the ACL user and database every key access answers to.
 //! - [`config`]: module arguments (the storage-side budget).
 //! - [`counters`]: per-function atomic counters and the `INFO autoloc` section.
 //! - [`open`]: opening keys to read so that a key named twice in one read stays valid.
+//! - [`names`]: key names as module strings ([`names::key_name`]), short ones cached per thread.
 //! - [`store`]: the read rule and the one read path ([`store::read_keys`]) and write path every
 //!   key access goes through, and [`store::KeyspaceStore`], the `Store` storage-side functions
 //!   run against: values are read in place (string DMA, no copy), every access checks the budget.
@@ -14,6 +17,10 @@
 //!   a long invocation runs, and waited on until a write is in the AOF before it is answered.
 //! - [`pause`]: whether Redis has paused writes (`CLIENT PAUSE`, `FAILOVER`, `SHUTDOWN`), seen
 //!   through a command filter; data-plane writes are refused meanwhile.
+//! - [`registry`]: the process's one table of functions ([`registry::registry`]), built-ins and
+//!   user functions.
+//! - [`frames`]: the `Error` wire frame ([`frames::error_frame`]) the invoke path and the data
+//!   plane both answer with.
 //! - [`invoke`]: the one invoke path (resolve, budget, run, count, encode as RESP or a wire frame).
 //! - [`commands`]: `AUTOLOC.CALL`, `AUTOLOC.INVOKE`, `AUTOLOC.MGET`, `AUTOLOC.STATS`,
 //!   `AUTOLOC.FUNCTIONS`, `AUTOLOC.CONNECT`, `AUTOLOC.FUNCTION`'s subcommands; every entry point
@@ -25,18 +32,24 @@
 //! - [`placement`]: placement tables reported by compute nodes (`AUTOLOC.REPORT`,
 //!   `AUTOLOC.PLACEMENT`, the shares in `INFO autoloc`).
 //! - [`dataplane`]: the data-plane threads: poll shm rings, the io_uring TCP server and RDMA
-//!   queue pairs, and serve bursts of requests under one acquisition of Redis's lock.
+//!   queue pairs, and serve bursts of requests under one acquisition of Redis's lock; their
+//!   counters ([`dataplane::stats`]) in a file of their own, which the lock and the invoke path
+//!   count into.
 
 pub mod acl;
+mod api;
 pub mod commands;
 pub mod config;
 pub mod counters;
 pub mod dataplane;
+pub mod frames;
 pub mod invoke;
 pub mod lock;
+pub mod names;
 pub mod open;
 pub mod pause;
 pub mod placement;
+pub mod registry;
 pub mod signals;
 pub mod store;
 pub mod userfn;
@@ -61,7 +74,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
                 ctx.log_warning(&format!("autoloc: {e}"));
                 return Status::Err;
             }
-            let limits = config::wasm_limits(&c);
+            let limits = wasm_limits(&c);
             let configure = || autoloc_functions::wasm::configure(limits).map(drop);
             let started = if limits.signal_traps {
                 signals::around_host(configure)
@@ -83,6 +96,16 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
             ctx.log_warning(&format!("autoloc: bad module arguments: {e}"));
             Status::Err
         }
+    }
+}
+
+/// The limits of user functions under the configuration `c`.
+fn wasm_limits(c: &config::Config) -> autoloc_functions::wasm::Limits {
+    autoloc_functions::wasm::Limits {
+        memory: (c.wasm_memory_mb as usize) << 20,
+        module: (c.wasm_module_mb as usize) << 20,
+        signal_traps: c.wasm_signal_traps,
+        ..autoloc_functions::wasm::Limits::default()
     }
 }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use redis_module::{raw, Context};
 
-use crate::acl;
+use crate::{acl, api};
 
 /// Writes made by data-plane threads, numbered in the order they were made (under the lock).
 static WRITTEN: AtomicU64 = AtomicU64::new(0);
@@ -68,7 +68,7 @@ extern "C" fn on_event_loop(
     // No panic may cross into C; nothing here can panic but the API lookup, which cannot fail
     // once the module loaded (the subscription itself used the same table).
     let _ = std::panic::catch_unwind(|| {
-        if let Ok(flags) = acl::module_api!(RedisModule_GetContextFlags) {
+        if let Ok(flags) = api::module_api!(RedisModule_GetContextFlags) {
             // SAFETY: `ctx` is the context Redis passed to this callback, alive during it.
             let f = unsafe { flags(ctx) };
             AOF_ON.store(
@@ -112,7 +112,7 @@ pub struct ThreadContext(*mut raw::RedisModuleCtx);
 impl ThreadContext {
     /// A context detached from any client, for the calling thread.
     pub fn new() -> Result<ThreadContext, String> {
-        let get = acl::module_api!(RedisModule_GetThreadSafeContext).map_err(|e| e.to_string())?;
+        let get = api::module_api!(RedisModule_GetThreadSafeContext).map_err(|e| e.to_string())?;
         // SAFETY: a null blocked client asks for a detached context; Redis allows this from any
         // thread, without the lock.
         let ctx = unsafe { get(std::ptr::null_mut()) };
@@ -124,7 +124,7 @@ impl ThreadContext {
 
     /// Takes Redis's lock until the returned guard is dropped.
     pub fn lock(&self) -> Locked<'_> {
-        if let Ok(lock) = acl::module_api!(RedisModule_ThreadSafeContextLock) {
+        if let Ok(lock) = api::module_api!(RedisModule_ThreadSafeContextLock) {
             // SAFETY: `self.0` is a live thread-safe context; the guard unlocks exactly once.
             unsafe { lock(self.0) };
         }
@@ -136,7 +136,7 @@ impl ThreadContext {
 
     /// Takes Redis's lock if no one holds it; `None` (nothing taken) if someone does.
     pub fn try_lock(&self) -> Option<Locked<'_>> {
-        let try_lock = acl::module_api!(RedisModule_ThreadSafeContextTryLock).ok()?;
+        let try_lock = api::module_api!(RedisModule_ThreadSafeContextTryLock).ok()?;
         // SAFETY: `self.0` is a live thread-safe context; on success (REDISMODULE_OK) the lock is
         // held and the guard unlocks it exactly once; on failure nothing was taken.
         if unsafe { try_lock(self.0) } != raw::REDISMODULE_OK as i32 {
@@ -151,7 +151,7 @@ impl ThreadContext {
 
 impl Drop for ThreadContext {
     fn drop(&mut self) {
-        if let Ok(free) = acl::module_api!(RedisModule_FreeThreadSafeContext) {
+        if let Ok(free) = api::module_api!(RedisModule_FreeThreadSafeContext) {
             // SAFETY: made by `new`, freed once, with no guard alive (guards borrow it).
             unsafe { free(self.0) };
         }
@@ -174,7 +174,7 @@ impl std::ops::Deref for Locked<'_> {
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        if let Ok(unlock) = acl::module_api!(RedisModule_ThreadSafeContextUnlock) {
+        if let Ok(unlock) = api::module_api!(RedisModule_ThreadSafeContextUnlock) {
             // SAFETY: taken by `ThreadContext::lock` through the same context, released once.
             unsafe { unlock(self.ctx.ctx) };
         }
@@ -279,7 +279,7 @@ impl Hold {
                 // Wake the main thread (through its module pipe) so that it goes round its
                 // loop now rather than at its next timer, then wait for its `beforeSleep`.
                 if naps.is_multiple_of(64) {
-                    if let Ok(add) = acl::module_api!(RedisModule_EventLoopAddOneShot) {
+                    if let Ok(add) = api::module_api!(RedisModule_EventLoopAddOneShot) {
                         // SAFETY: thread-safe by Redis's contract; `wake` ignores its argument.
                         unsafe { add(Some(wake), std::ptr::null_mut()) };
                     }
@@ -300,8 +300,8 @@ impl Hold {
         acl::LockScope::renew();
         let start = Instant::now();
         let (Ok(unlock), Ok(lock)) = (
-            acl::module_api!(RedisModule_ThreadSafeContextUnlock),
-            acl::module_api!(RedisModule_ThreadSafeContextLock),
+            api::module_api!(RedisModule_ThreadSafeContextUnlock),
+            api::module_api!(RedisModule_ThreadSafeContextLock),
         ) else {
             // Unreachable once the module loaded (the data plane took the lock with them).
             return;

@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis_module::{raw, Context, RedisValue};
 
-use crate::acl;
+use crate::api;
 
 /// Added to the end of a pause, so that the module's ends after Redis's.
 const MARGIN: Duration = Duration::from_secs(1);
@@ -67,7 +67,7 @@ pub fn writes_paused() -> bool {
 /// Registers the command filter (when the module loads).
 pub fn watch(ctx: &Context) -> Result<(), String> {
     let register =
-        acl::module_api!(RedisModule_RegisterCommandFilter).map_err(|e| e.to_string())?;
+        api::module_api!(RedisModule_RegisterCommandFilter).map_err(|e| e.to_string())?;
     // SAFETY: called once from the module's init with its context; `on_command` lives for the
     // life of the process.
     let filter = unsafe { register(ctx.ctx, Some(on_command), 0) };
@@ -126,9 +126,9 @@ fn effect_of(args: &[String], now: u64) -> Option<Noted> {
 extern "C" fn on_command(fctx: *mut raw::RedisModuleCommandFilterCtx) {
     let _ = std::panic::catch_unwind(|| {
         let (Ok(count), Ok(get), Ok(ptr_len)) = (
-            acl::module_api!(RedisModule_CommandFilterArgsCount),
-            acl::module_api!(RedisModule_CommandFilterArgGet),
-            acl::module_api!(RedisModule_StringPtrLen),
+            api::module_api!(RedisModule_CommandFilterArgsCount),
+            api::module_api!(RedisModule_CommandFilterArgGet),
+            api::module_api!(RedisModule_StringPtrLen),
         ) else {
             return;
         };

@@ -2,7 +2,7 @@
 //! keeps its own `FUNCTION` libraries.
 //!
 //! - LOAD validates and compiles the module ([`autoloc_functions::wasm::Host::compile`]) before
-//!   it changes anything, then registers it in [`crate::invoke::registry`], where every path
+//!   it changes anything, then registers it in [`crate::registry::registry`], where every path
 //!   (commands, every data-plane transport, deferred runs) finds it as it finds a built-in.
 //! - LOAD and DELETE are propagated verbatim: replicas and the AOF see them as commands.
 //! - The modules' bytes are saved in the RDB as auxiliary data of the module type
@@ -22,7 +22,7 @@ use redis_module::native_types::RedisType;
 use redis_module::{raw, Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
 
 use crate::acl::Caller;
-use crate::invoke::registry;
+use crate::registry::registry;
 
 /// A loaded module's bytes and version.
 struct Loaded {

@@ -12,42 +12,45 @@ use redis_module::key::RedisKey;
 use redis_module::{raw, Context};
 
 use crate::acl::Caller;
-use crate::invoke::{self, error_frame, Request, Thread};
+use crate::frames::error_frame;
+use crate::invoke::{self, Request, Thread};
 use crate::lock::Hold;
 use crate::store::{read_keys, write_keys};
 
+/// What serving one request works with: the data-plane thread's context under Redis's lock, the
+/// hold on that lock, the keys the burst's reads left open, the link's caller (`None` for a tcp
+/// connection whose caller is gone), where the reply goes, when the burst was seen and whether
+/// the thread is overloaded.
+pub(super) struct Serving<'a> {
+    pub ctx: &'a Context,
+    pub hold: &'a Hold,
+    pub opened: &'a mut Vec<RedisKey>,
+    pub caller: Option<&'a Caller>,
+    pub out: &'a mut dyn Replier,
+    pub seen: Instant,
+    pub overloaded: bool,
+}
+
 /// Serves one request; never panics out (a panic becomes an error reply).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn handle(
-    ctx: &Context,
-    hold: &Hold,
-    opened: &mut Vec<RedisKey>,
-    caller: Option<&Caller>,
-    frame: Frame<'_>,
-    out: &mut dyn Replier,
-    seen: Instant,
-    overloaded: bool,
-) {
+pub(super) fn handle(mut s: Serving<'_>, frame: Frame<'_>) {
     let id = frame.request_id;
-    let Some(caller) = caller else {
+    let Some(caller) = s.caller else {
         let e = Error::NoPerm("this connection's user is gone".into());
-        let _ = error_frame(out, id, &e);
+        let _ = error_frame(s.out, id, &e);
         return;
     };
     // Nothing is answered while another data-plane thread's write is not in the AOF yet. The
     // keys that reads earlier in the burst left open are closed before the lock is given back.
-    hold.settle_others(|| opened.clear());
-    if let Err(e) = select_db(ctx, caller.db) {
-        let _ = error_frame(out, id, &e);
+    s.hold.settle_others(|| s.opened.clear());
+    if let Err(e) = select_db(s.ctx, caller.db) {
+        let _ = error_frame(s.out, id, &e);
         return;
     }
-    let served = catch_unwind(AssertUnwindSafe(|| {
-        serve_one(ctx, hold, opened, caller, frame, out, seen, overloaded)
-    }));
+    let served = catch_unwind(AssertUnwindSafe(|| serve_one(&mut s, caller, frame)));
     if served.is_err() {
         // No key stays open past a panic.
-        opened.clear();
-        let _ = out.reply(
+        s.opened.clear();
+        let _ = s.out.reply(
             id,
             &Message::Error {
                 code: ErrorCode::Err,
@@ -59,7 +62,7 @@ pub(super) fn handle(
 
 /// Points `ctx` (the data-plane thread's, on no database of its own) at the caller's database.
 pub(super) fn select_db(ctx: &Context, db: i32) -> Result<(), Error> {
-    let select = crate::acl::module_api!(RedisModule_SelectDb)?;
+    let select = crate::api::module_api!(RedisModule_SelectDb)?;
     // SAFETY: `ctx.ctx` is the data-plane thread's context, used under Redis's lock, which the
     // caller holds; selecting a database only changes which keyspace it opens keys in.
     match unsafe { select(ctx.ctx, db) } {
@@ -71,17 +74,10 @@ pub(super) fn select_db(ctx: &Context, db: i32) -> Result<(), Error> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn serve_one(
-    ctx: &Context,
-    hold: &Hold,
-    opened: &mut Vec<RedisKey>,
-    caller: &Caller,
-    frame: Frame<'_>,
-    out: &mut dyn Replier,
-    seen: Instant,
-    overloaded: bool,
-) {
+fn serve_one(s: &mut Serving<'_>, caller: &Caller, frame: Frame<'_>) {
+    let (ctx, hold, seen, overloaded) = (s.ctx, s.hold, s.seen, s.overloaded);
+    let opened = &mut *s.opened;
+    let out = &mut *s.out;
     let id = frame.request_id;
     if !matches!(
         frame.message,
