@@ -15,7 +15,8 @@
 //! - [`builtins`]: `khop`, `digest`, `pagerank`, `aggregate`, `get`.
 //! - [`error`]: [`Error`], one variant per way an invocation can fail, each with a wire code.
 //! - `wasm` (feature `wasm`): user functions in WebAssembly on `wasmtime`, one host for both
-//!   sides ([`wasm::WasmFunction`]).
+//!   sides ([`wasm::WasmFunction`]); `wasm/abi_v1.rs` holds the guest ABI's constants, the one
+//!   definition the guest SDK compiles too.
 //!
 //! Functions are `async`: every store access is a point where the invocation can be suspended,
 //! which lets the storage side bound how long it holds Redis's lock, a compute thread keep many

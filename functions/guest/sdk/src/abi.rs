@@ -8,18 +8,14 @@ use autoloc_functions::{Output, OutputKind};
 
 use crate::{Guest, GuestError};
 
-/// Result status: success, the output follows.
-pub const STATUS_OK: u8 = 0;
-/// Result status: the arguments are wrong, a message follows.
-pub const STATUS_ARGS: u8 = 1;
-/// Result status: the function failed, a message follows.
-pub const STATUS_FAILED: u8 = 2;
-/// Result status: the function failed on what it read; an error reply follows, `CODE message`,
-/// its code `NOKEY`, `BADVALUE` or `WRONGTYPE`, which reaches the caller as a built-in's would.
-pub const STATUS_DATA: u8 = 3;
+/// The ABI's constants (status bytes, the missing-key tag, export and import names): one
+/// definition, the host's `functions/src/wasm/abi_v1.rs`, compiled here too.
+#[path = "../../../src/wasm/abi_v1.rs"]
+mod v1;
 
-/// The `read` reply's tag of a key that does not exist.
-pub const MISSING: u32 = u32::MAX;
+pub use v1::{
+    EXPORTS, IMPORT_MODULE, MISSING, RUN, STATUS_ARGS, STATUS_DATA, STATUS_FAILED, STATUS_OK,
+};
 
 thread_local! {
     // wasm32-unknown-unknown has no threads: these are plain statics there.

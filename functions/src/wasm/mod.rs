@@ -28,21 +28,44 @@
 //! guest is suspended, the store checkpointed, and the guest resumed or dropped. The ticker
 //! sleeps until the earliest deadline of the invocations running ([`Ticker`]): most invocations
 //! end before theirs, and it does not wake for them.
+//!
+//! # Layout
+//! - this file: the [`Host`] (engine, linker, compile cache) and [`WasmFunction`], which run
+//!   each other (the host compiles and caches functions, a function runs on the host's engine).
+//! - `pool.rs`: the epoch ticker and the pool's permits.
+//! - `instance.rs`: one instance's state, its exchange with its invocation, a ready instance.
+//! - `idle.rs`: instances kept between invocations ([`idle`]).
+//! - `abi.rs`: the host's side of the ABI: exports, encodings; `abi_v1.rs` its constants, the
+//!   one definition the guest SDK includes too.
+//! - `imports.rs`: the store imports a guest may call.
+
+mod abi;
+pub mod abi_v1;
+mod idle;
+mod imports;
+mod instance;
+mod pool;
+
+pub use imports::MAX_READ_KEYS;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::{
-    Caller, Config, Engine, InstancePre, Linker, Memory, Module, Store as WasmStore, StoreLimits,
-    StoreLimitsBuilder, Trap, UpdateDeadline,
+    Config, Engine, InstancePre, Linker, Module, Store as WasmStore, StoreLimitsBuilder, Trap,
+    UpdateDeadline,
 };
 
 use crate::function::Invocation;
 use crate::{Error, ErrorCode, Function, Output, OutputKind, Result, Store};
+use abi::guest_error;
+use abi_v1::{STATUS_ARGS, STATUS_DATA, STATUS_FAILED, STATUS_OK};
+use idle::IDLE_SLOTS;
+use instance::{lock, Entry, Exchange, Failed, Ready, Request, Run, Shared};
+use pool::{Slots, Ticker};
 
 /// What one guest may use.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -88,31 +111,15 @@ pub const POOL_SLOTS: u32 = 256;
 /// Pooled instances beyond [`POOL_SLOTS`], for LOAD's `autoloc_describe` runs, which do not wait.
 const DESCRIBE_SLOTS: u32 = 16;
 
-/// Pooled instances beyond those, kept idle between invocations ([`idle`]), in the process.
-const IDLE_SLOTS: u32 = 64;
-
-/// Idle instances one thread keeps; past it the one used least recently is dropped.
-const IDLE_PER_THREAD: usize = 8;
-
 /// An instance whose memory grew past this is dropped after its call: an idle instance holds
 /// its memory, and a reset (its next instance) rewrites every page of it.
 const IDLE_MEMORY_MAX: usize = KEEP_RESIDENT;
-
-/// A kept instance unused this long is dropped, not handed out (at its thread's next call).
-const IDLE_AGE: Duration = Duration::from_secs(10);
 
 /// Bytes of each pooled memory kept mapped and reset in place between instances (see
 /// `pagemap_scan`). A 128 KiB budget, which gives a large invocation's pages back each time,
 /// measured worse inside redis-server (`bench-wasm`, three runs each: R-MAT khop_wasm/khop
 /// 3.77-3.97x against 3.17-3.39x, digest of 64 KiB values 0.94x against 0.90x native).
 const KEEP_RESIDENT: usize = 4 << 20;
-
-/// The most keys one `read` of a guest may name: a larger read is a `TOOLARGE` error, so that
-/// one store access cannot hold Redis's lock for long (a read opens all its keys at once).
-pub const MAX_READ_KEYS: usize = 1 << 18;
-
-/// How often the epoch ticker interrupts guests past their deadlines, until they stop.
-const TICK: Duration = Duration::from_micros(100);
 
 /// The process's one engine, its linker of the store ABI, its epoch ticker and compile cache.
 pub struct Host {
@@ -166,10 +173,6 @@ fn swap_on() -> bool {
 /// The content hash a module is cached and versioned by, as 64 hex digits.
 pub fn content_hash(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
-}
-
-fn guest_error(reason: impl fmt::Display) -> Error {
-    Error::Guest(reason.to_string())
 }
 
 impl Host {
@@ -234,7 +237,7 @@ impl Host {
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
-        abi::link(&mut linker)?;
+        imports::link(&mut linker)?;
         let ticker = Ticker::start(engine.clone())?;
         Ok(Host {
             engine,
@@ -328,92 +331,6 @@ impl Host {
     }
 }
 
-/// A store error that ends the invocation (it reaches the caller unchanged).
-#[derive(Debug)]
-struct Failed(Error);
-
-impl fmt::Display for Failed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for Failed {}
-
-/// What a suspended guest asks of the store.
-#[derive(Debug)]
-enum Request {
-    /// Read these keys.
-    Read(Vec<Vec<u8>>),
-    /// Read the vertices at these keys and decode their neighbours.
-    Neighbours(Vec<Vec<u8>>),
-    /// Write a key.
-    Write(Vec<u8>, Vec<u8>),
-    /// Its deadline passed: checkpoint (storage-side, the budget check).
-    Checkpoint,
-}
-
-/// Between a guest's imports (on its fiber) and its invocation's future: the request the guest
-/// is suspended on, the answer, and the deadline the epoch callback enforces.
-#[derive(Debug)]
-struct Exchange {
-    request: Option<Request>,
-    /// For a read, the values encoded as the ABI says; empty for the others.
-    answer: Option<Result<Vec<u8>, Error>>,
-    deadline: Instant,
-    /// The buffer the next read's answer is encoded into, back from the last one once copied
-    /// into the guest: encoded into a new vector, a level of `khop_wasm` on R-MAT grew it by
-    /// doubling, copying its ids three times over where one copy is needed.
-    spare: Vec<u8>,
-}
-
-/// The largest answer buffer an instance keeps for its next read.
-const SPARE_MAX: usize = 1 << 20;
-
-impl Exchange {
-    fn new(deadline: Instant, spare: Vec<u8>) -> Exchange {
-        Exchange {
-            request: None,
-            answer: None,
-            deadline,
-            spare,
-        }
-    }
-
-    /// An empty buffer to encode an answer into.
-    fn buffer(&mut self) -> Vec<u8> {
-        let mut b = std::mem::take(&mut self.spare);
-        b.clear();
-        b
-    }
-
-    /// Takes back an answer's buffer once it has been copied.
-    fn give_back(&mut self, b: Vec<u8>) {
-        if b.capacity() <= SPARE_MAX && b.capacity() > self.spare.capacity() {
-            self.spare = b;
-        }
-    }
-}
-
-type Shared = Arc<Mutex<Exchange>>;
-
-fn lock(x: &Shared) -> std::sync::MutexGuard<'_, Exchange> {
-    x.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The state of one instance: what the imports see.
-struct Run {
-    exchange: Shared,
-    /// The instance's memory, once instantiated: what an import reads and writes (looking its
-    /// export up by name at each import was a hash of the name and a compare).
-    memory: Option<Memory>,
-    /// The last read's result, when it did not fit the guest's buffer (`take` copies it).
-    taken: Vec<u8>,
-    /// The invocation's arguments, encoded, for a guest that fetches them itself (`args`).
-    args: Vec<u8>,
-    limits: StoreLimits,
-}
-
 /// A user function: a compiled guest and its description.
 pub struct WasmFunction {
     name: String,
@@ -441,169 +358,6 @@ struct Description {
     usage: String,
     kind: OutputKind,
     reuse: bool,
-}
-
-/// An instance and what one invocation uses of it, resolved when it was made.
-struct Ready {
-    store: WasmStore<Run>,
-    exchange: Shared,
-    instance: wasmtime::Instance,
-    memory: Memory,
-    entry: Entry,
-}
-
-/// How the host hands an instance its arguments and runs it.
-enum Entry {
-    /// `autoloc_run`, which fetches them with `args`: one call into the guest per invocation.
-    Run(wasmtime::TypedFunc<i32, i64>),
-    /// `autoloc_alloc`, the arguments written there, then `autoloc_call`.
-    AllocCall(
-        wasmtime::TypedFunc<i32, i32>,
-        wasmtime::TypedFunc<(i32, i32), i64>,
-    ),
-}
-
-impl Ready {
-    /// Prepares a kept instance for its next invocation: nothing pending, a new deadline.
-    fn rearm(&mut self, deadline: Instant) {
-        let mut x = lock(&self.exchange);
-        let spare = std::mem::take(&mut x.spare);
-        *x = Exchange::new(deadline, spare);
-        drop(x);
-        self.store.data_mut().taken = Vec::new();
-        self.store.set_epoch_deadline(1);
-    }
-}
-
-/// Instances kept between invocations, per thread, by function version and principal.
-mod idle {
-    use super::*;
-    use std::cell::RefCell;
-    use std::sync::atomic::AtomicU32;
-
-    /// Idle instances in the process (each holds a pooled slot of the [`IDLE_SLOTS`]).
-    static COUNT: AtomicU32 = AtomicU32::new(0);
-
-    /// Bumped by [`forget`]: an instance kept before is dropped, not handed out.
-    static GENERATION: AtomicU64 = AtomicU64::new(0);
-
-    /// One idle instance.
-    struct Kept {
-        hash: [u8; 32],
-        principal: Box<str>,
-        generation: u64,
-        since: Instant,
-        ready: Ready,
-        counted: Counted,
-    }
-
-    impl Kept {
-        fn stale(&self, now: Instant, generation: u64) -> bool {
-            self.generation != generation || now.duration_since(self.since) > IDLE_AGE
-        }
-    }
-
-    /// One of the process's [`IDLE_SLOTS`] places, given back when dropped.
-    struct Counted;
-
-    impl Counted {
-        fn new() -> Option<Counted> {
-            COUNT
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                    (n < IDLE_SLOTS).then_some(n + 1)
-                })
-                .ok()
-                .map(|_| Counted)
-        }
-    }
-
-    impl Drop for Counted {
-        fn drop(&mut self) {
-            COUNT.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-
-    thread_local! {
-        /// Least recently kept first.
-        static KEPT: RefCell<Vec<Kept>> = const { RefCell::new(Vec::new()) };
-    }
-
-    /// The instance this thread kept last for `hash` and `principal`, if it is not stale at
-    /// `now` (when the invocation started), with the principal's name it was kept under (for
-    /// [`keep`], which then allocates nothing).
-    pub(super) fn take(
-        hash: &[u8; 32],
-        principal: &str,
-        now: Instant,
-    ) -> Option<(Ready, Box<str>)> {
-        let kept = KEPT
-            .try_with(|kept| {
-                let mut kept = kept.borrow_mut();
-                let at = kept
-                    .iter()
-                    .rposition(|k| k.hash == *hash && *k.principal == *principal)?;
-                Some(kept.remove(at))
-            })
-            .ok()
-            .flatten()?;
-        // A stale one is dropped here, outside the borrow.
-        (!kept.stale(now, GENERATION.load(Ordering::Relaxed)))
-            .then_some((kept.ready, kept.principal))
-    }
-
-    /// Keeps `ready` for the next invocation of `hash` for `principal` on this thread, as of
-    /// `now` (when its invocation started: no clock read here). Stale instances are dropped
-    /// first; past [`IDLE_PER_THREAD`] here, or [`IDLE_SLOTS`] in the process, this thread's
-    /// oldest makes room (with none here, `ready` is dropped).
-    pub(super) fn keep(hash: [u8; 32], principal: Box<str>, ready: Ready, now: Instant) {
-        let generation = GENERATION.load(Ordering::Relaxed);
-        let mut dropped: Vec<Ready> = Vec::new();
-        // Past the thread's end (its locals gone), nothing is kept: `ready` drops with the
-        // closure.
-        let _ = KEPT.try_with(|kept| {
-            let mut kept = kept.borrow_mut();
-            let mut i = 0;
-            while i < kept.len() {
-                if kept[i].stale(now, generation) {
-                    dropped.push(kept.remove(i).ready);
-                } else {
-                    i += 1;
-                }
-            }
-            let mut oldest = |kept: &mut Vec<Kept>| {
-                let Kept { ready, counted, .. } = kept.remove(0);
-                dropped.push(ready);
-                counted
-            };
-            let counted = if kept.len() >= IDLE_PER_THREAD {
-                Some(oldest(&mut kept))
-            } else if let Some(c) = Counted::new() {
-                Some(c)
-            } else if !kept.is_empty() {
-                Some(oldest(&mut kept))
-            } else {
-                None
-            };
-            match counted {
-                Some(counted) => kept.push(Kept {
-                    hash,
-                    principal,
-                    generation,
-                    since: now,
-                    ready,
-                    counted,
-                }),
-                None => dropped.push(ready),
-            }
-        });
-        // Dropped outside the borrow.
-        drop(dropped);
-    }
-
-    /// Drops every kept instance, at each thread's next call.
-    pub(super) fn forget() {
-        GENERATION.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 /// Drops every instance kept between invocations (at each thread's next call): the Redis module
@@ -792,15 +546,15 @@ impl WasmFunction {
         };
         let result = abi::slice(ready.memory.data(&*store), packed, host().limits.result)?;
         Ok(match result.split_first() {
-            Some((0, out)) => Output::decode(self.kind, out)
+            Some((&STATUS_OK, out)) => Output::decode(self.kind, out)
                 .map_err(|e| guest_error(format!("result does not match its kind: {e}"))),
-            Some((1, msg)) => Err(Error::Usage(format!(
+            Some((&STATUS_ARGS, msg)) => Err(Error::Usage(format!(
                 "{}: {}",
                 self.name,
                 String::from_utf8_lossy(msg)
             ))),
-            Some((2, msg)) => Err(guest_error(String::from_utf8_lossy(msg))),
-            Some((3, reply)) => Err(data_error(&String::from_utf8_lossy(reply))),
+            Some((&STATUS_FAILED, msg)) => Err(guest_error(String::from_utf8_lossy(msg))),
+            Some((&STATUS_DATA, reply)) => Err(data_error(&String::from_utf8_lossy(reply))),
             _ => Err(guest_error("result has no status byte")),
         })
     }
@@ -922,251 +676,6 @@ fn trap_error(e: wasmtime::Error) -> Error {
     }
 }
 
-/// The epoch ticker: a thread that increments the engine's epoch when a running invocation is
-/// past its deadline (its guest then checks its deadline and suspends for a checkpoint), and
-/// otherwise sleeps until the earliest deadline. A ticker waking every 100 us whatever ran took
-/// a tenth of a core under a steady stream of guests; this one wakes about once per deadline.
-struct Ticker {
-    /// The deadline of each running invocation, by slot.
-    deadlines: Mutex<Deadlines>,
-    /// When the ticker wakes next, in ns after `base` (`u64::MAX`: not until it is unparked).
-    /// Written under `deadlines`, so a deadline set earlier than it always unparks the ticker.
-    wake_at: AtomicU64,
-    base: Instant,
-    thread: OnceLock<std::thread::Thread>,
-}
-
-#[derive(Default)]
-struct Deadlines {
-    at: Vec<Option<Instant>>,
-    free: Vec<usize>,
-}
-
-impl Ticker {
-    fn start(engine: Engine) -> std::io::Result<Arc<Ticker>> {
-        let ticker = Arc::new(Ticker {
-            deadlines: Mutex::new(Deadlines::default()),
-            wake_at: AtomicU64::new(u64::MAX),
-            base: Instant::now(),
-            thread: OnceLock::new(),
-        });
-        let t = ticker.clone();
-        let thread = std::thread::Builder::new()
-            .name("autoloc-wasm-epoch".into())
-            .spawn(move || t.run(&engine))?;
-        let _ = ticker.thread.set(thread.thread().clone());
-        Ok(ticker)
-    }
-
-    fn ns(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX - 1)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Deadlines> {
-        self.deadlines.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn run(&self, engine: &Engine) {
-        loop {
-            let now = Instant::now();
-            let sleep = {
-                let d = self.lock();
-                let earliest = d.at.iter().flatten().min().copied();
-                let (wake, sleep) = match earliest {
-                    None => (u64::MAX, None),
-                    Some(at) if at > now => (self.ns(at), Some(at - now)),
-                    Some(_) => (self.ns(now + TICK), Some(TICK)),
-                };
-                self.wake_at.store(wake, Ordering::SeqCst);
-                if earliest.is_some_and(|at| at <= now) {
-                    engine.increment_epoch();
-                }
-                sleep
-            };
-            match sleep {
-                Some(d) => std::thread::park_timeout(d),
-                None => std::thread::park(),
-            }
-        }
-    }
-
-    /// Sets slot `i`'s deadline, waking the ticker if it would sleep past it.
-    fn set(&self, i: usize, at: Instant) {
-        let wake = {
-            let mut d = self.lock();
-            d.at[i] = Some(at);
-            self.ns(at) < self.wake_at.load(Ordering::SeqCst)
-        };
-        if wake {
-            if let Some(t) = self.thread.get() {
-                t.unpark();
-            }
-        }
-    }
-
-    fn add(&self, at: Instant) -> usize {
-        let i = {
-            let mut d = self.lock();
-            match d.free.pop() {
-                Some(i) => i,
-                None => {
-                    d.at.push(None);
-                    d.at.len() - 1
-                }
-            }
-        };
-        self.set(i, at);
-        i
-    }
-
-    fn remove(&self, i: usize) {
-        let mut d = self.lock();
-        d.at[i] = None;
-        d.free.push(i);
-    }
-}
-
-/// The invocations that may hold a pooled instance at once, and those waiting for one, in
-/// order: a permit is handed from the invocation that ends to the next waiting one.
-struct Slots(Mutex<SlotsInner>);
-
-struct SlotsInner {
-    free: usize,
-    next_ticket: u64,
-    queue: std::collections::VecDeque<u64>,
-    waiting: HashMap<u64, Waiter>,
-}
-
-enum Waiter {
-    Waiting(std::task::Waker),
-    /// Handed a permit, not yet polled to take it.
-    Granted,
-}
-
-impl Slots {
-    fn new(n: usize) -> Slots {
-        Slots(Mutex::new(SlotsInner {
-            free: n,
-            next_ticket: 0,
-            queue: Default::default(),
-            waiting: HashMap::new(),
-        }))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, SlotsInner> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A permit, now or once one is handed over.
-    fn acquire(&self) -> Acquire<'_> {
-        Acquire {
-            slots: self,
-            ticket: None,
-            done: false,
-        }
-    }
-
-    /// Hands a permit to the first invocation waiting, or frees it.
-    fn release(&self) {
-        let wake = {
-            let mut s = self.lock();
-            let mut wake = None;
-            while let Some(t) = s.queue.pop_front() {
-                if let Some(w) = s.waiting.get_mut(&t) {
-                    if let Waiter::Waiting(waker) = std::mem::replace(w, Waiter::Granted) {
-                        wake = Some(waker);
-                        break;
-                    }
-                }
-            }
-            if wake.is_none() {
-                s.free += 1;
-            }
-            wake
-        };
-        if let Some(w) = wake {
-            w.wake();
-        }
-    }
-}
-
-struct Acquire<'a> {
-    slots: &'a Slots,
-    ticket: Option<u64>,
-    done: bool,
-}
-
-/// Holds one of [`Slots`]'s permits.
-struct Permit<'a>(&'a Slots);
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        self.0.release();
-    }
-}
-
-impl<'a> std::future::Future for Acquire<'a> {
-    type Output = Permit<'a>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Permit<'a>> {
-        let slots = self.slots;
-        let mut s = slots.lock();
-        let granted = match self.ticket {
-            None if s.free > 0 && s.queue.is_empty() => {
-                s.free -= 1;
-                true
-            }
-            None => {
-                let t = s.next_ticket;
-                s.next_ticket += 1;
-                s.queue.push_back(t);
-                s.waiting.insert(t, Waiter::Waiting(cx.waker().clone()));
-                drop(s);
-                self.ticket = Some(t);
-                return std::task::Poll::Pending;
-            }
-            Some(t) => match s.waiting.get_mut(&t) {
-                Some(Waiter::Granted) => {
-                    s.waiting.remove(&t);
-                    true
-                }
-                Some(Waiter::Waiting(w)) => {
-                    w.clone_from(cx.waker());
-                    false
-                }
-                None => unreachable!("a ticket leaves the map only when its permit is taken"),
-            },
-        };
-        drop(s);
-        if granted {
-            self.done = true;
-            std::task::Poll::Ready(Permit(slots))
-        } else {
-            std::task::Poll::Pending
-        }
-    }
-}
-
-impl Drop for Acquire<'_> {
-    fn drop(&mut self) {
-        let (Some(t), false) = (self.ticket, self.done) else {
-            return;
-        };
-        let granted = {
-            let mut s = self.slots.lock();
-            s.queue.retain(|&q| q != t);
-            matches!(s.waiting.remove(&t), Some(Waiter::Granted))
-        };
-        if granted {
-            // Dropped after a permit was handed to it: pass the permit on.
-            self.slots.release();
-        }
-    }
-}
-
 /// A running invocation's deadline, known to the ticker while alive.
 struct Running(usize);
 
@@ -1205,374 +714,6 @@ impl Function for WasmFunction {
     }
     fn call<'a>(&'a self, store: &'a dyn Store, args: &'a [Vec<u8>]) -> Invocation<'a> {
         Box::pin(self.invoke(store, args))
-    }
-}
-
-/// The store ABI: the imports a guest may use and the exports it must have.
-mod abi {
-    use super::*;
-
-    /// What every guest exports (`functions/guest/ABI.md`), in the order of [`Export`].
-    pub(super) const EXPORTS: [&str; 5] = [
-        "memory",
-        "autoloc_abi_v1",
-        "autoloc_describe",
-        "autoloc_alloc",
-        "autoloc_call",
-    ];
-
-    /// One of [`EXPORTS`].
-    #[derive(Debug, Clone, Copy)]
-    pub(super) enum Export {
-        Memory = 0,
-        Describe = 2,
-        Alloc = 3,
-        Call = 4,
-    }
-
-    /// The optional export a guest that fetches its own arguments has (`ABI.md`).
-    pub(super) const RUN: &str = "autoloc_run";
-
-    /// A module's exports, resolved once when it compiles: an instance then finds each by index
-    /// instead of by name (a name lookup and a type check per export per invocation).
-    pub(super) struct Exports {
-        required: [wasmtime::ModuleExport; 5],
-        run: Option<wasmtime::ModuleExport>,
-    }
-
-    impl Exports {
-        /// Resolves every export of the ABI; a module without one is an error.
-        pub(super) fn of(module: &Module) -> Result<Exports> {
-            let find = |name: &str| {
-                module.get_export_index(name).ok_or_else(|| {
-                    guest_error(format!(
-                        "the module does not export '{name}' (see functions/guest/ABI.md)"
-                    ))
-                })
-            };
-            Ok(Exports {
-                required: [
-                    find(EXPORTS[0])?,
-                    find(EXPORTS[1])?,
-                    find(EXPORTS[2])?,
-                    find(EXPORTS[3])?,
-                    find(EXPORTS[4])?,
-                ],
-                run: module.get_export_index(RUN),
-            })
-        }
-
-        /// The instance's memory.
-        pub(super) fn memory(
-            &self,
-            instance: &wasmtime::Instance,
-            store: &mut WasmStore<Run>,
-        ) -> Result<Memory> {
-            instance
-                .get_module_export(store, &self.required[Export::Memory as usize])
-                .and_then(wasmtime::Extern::into_memory)
-                .ok_or_else(|| guest_error("the export 'memory' is not a memory"))
-        }
-
-        /// One of the instance's functions, with its ABI signature checked.
-        pub(super) fn func<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
-            &self,
-            instance: &wasmtime::Instance,
-            store: &mut WasmStore<Run>,
-            export: Export,
-        ) -> Result<wasmtime::TypedFunc<P, R>> {
-            typed(
-                instance,
-                store,
-                &self.required[export as usize],
-                EXPORTS[export as usize],
-            )
-        }
-
-        /// The instance's `autoloc_run`, if the module exports it, its signature checked.
-        pub(super) fn run(
-            &self,
-            instance: &wasmtime::Instance,
-            store: &mut WasmStore<Run>,
-        ) -> Result<Option<wasmtime::TypedFunc<i32, i64>>> {
-            self.run
-                .as_ref()
-                .map(|export| typed(instance, store, export, RUN))
-                .transpose()
-        }
-    }
-
-    /// The function `export` (named `name`) of `instance`, with its signature checked.
-    fn typed<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
-        instance: &wasmtime::Instance,
-        store: &mut WasmStore<Run>,
-        export: &wasmtime::ModuleExport,
-        name: &str,
-    ) -> Result<wasmtime::TypedFunc<P, R>> {
-        instance
-            .get_module_export(&mut *store, export)
-            .and_then(wasmtime::Extern::into_func)
-            .ok_or_else(|| guest_error(format!("the export '{name}' is not a function")))?
-            .typed::<P, R>(&*store)
-            .map_err(|e| guest_error(format!("the export '{name}' has the wrong type: {e:#}")))
-    }
-
-    /// The bytes a packed `(ptr << 32) | len` names, if in bounds and at most `max` long.
-    pub(super) fn slice(data: &[u8], packed: i64, max: usize) -> Result<&[u8]> {
-        let (at, len) = ((packed as u64 >> 32) as usize, packed as u32 as usize);
-        if len > max {
-            return Err(Error::TooLarge { len, max });
-        }
-        data.get(at..at + len)
-            .ok_or_else(|| guest_error(format!("result at {at}+{len} is outside its memory")))
-    }
-
-    /// Appends a list: each entry as a `u32` length and its bytes.
-    pub(super) fn put_list<'b>(out: &mut Vec<u8>, items: impl Iterator<Item = &'b [u8]>) {
-        for item in items {
-            out.extend_from_slice(&(item.len() as u32).to_le_bytes());
-            out.extend_from_slice(item);
-        }
-    }
-
-    /// How many entries a list holds, if it is well formed.
-    pub(super) fn list_len(mut b: &[u8]) -> Option<usize> {
-        let mut n = 0;
-        while !b.is_empty() {
-            let (len, rest) = b.split_first_chunk::<4>()?;
-            b = rest.get(u32::from_le_bytes(*len) as usize..)?;
-            n += 1;
-        }
-        Some(n)
-    }
-
-    /// A list's entries, or (`Err`) how many it holds when that is more than `max`: past `max`
-    /// the rest is only counted, no vector made for it. `None` if it is malformed.
-    pub(super) fn get_list(
-        mut b: &[u8],
-        max: usize,
-    ) -> Option<std::result::Result<Vec<Vec<u8>>, usize>> {
-        let mut items = Vec::new();
-        while !b.is_empty() {
-            if items.len() == max {
-                return list_len(b).map(|rest| Err(max + rest));
-            }
-            let (len, rest) = b.split_first_chunk::<4>()?;
-            let len = u32::from_le_bytes(*len) as usize;
-            items.push(rest.get(..len)?.to_vec());
-            b = &rest[len..];
-        }
-        Some(Ok(items))
-    }
-
-    fn host_error(reason: impl Into<String>) -> wasmtime::Error {
-        Failed(Error::Guest(reason.into())).into()
-    }
-
-    /// Whether `bytes`, a module wasmtime validated, has a start section (id 8).
-    pub(super) fn has_start_function(bytes: &[u8]) -> bool {
-        /// An unsigned LEB128 number at `at`, and the offset after it.
-        fn leb(bytes: &[u8], mut at: usize) -> Option<(usize, usize)> {
-            let mut n = 0usize;
-            for shift in (0..35).step_by(7) {
-                let b = *bytes.get(at)?;
-                at += 1;
-                n |= usize::from(b & 0x7f) << shift;
-                if b < 0x80 {
-                    return Some((n, at));
-                }
-            }
-            None
-        }
-        let mut at = 8;
-        while let Some(&id) = bytes.get(at) {
-            if id == 8 {
-                return true;
-            }
-            let Some((len, body)) = leb(bytes, at + 1) else {
-                return false;
-            };
-            at = body + len;
-        }
-        false
-    }
-
-    /// The guest's memory as seen from an import.
-    fn caller_memory(caller: &Caller<'_, Run>) -> wasmtime::Result<Memory> {
-        caller
-            .data()
-            .memory
-            .ok_or_else(|| host_error("a store import called before its instance was ready"))
-    }
-
-    fn range(ptr: i32, len: i32) -> std::ops::Range<usize> {
-        let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
-        ptr..ptr + len
-    }
-
-    fn bytes(data: &[u8], ptr: i32, len: i32) -> wasmtime::Result<&[u8]> {
-        data.get(range(ptr, len))
-            .ok_or_else(|| host_error(format!("pointer {ptr}+{len} is outside its memory")))
-    }
-
-    /// The tag of a key that does not exist, in `read` and `neighbours` replies.
-    const MISSING: u32 = u32::MAX;
-
-    /// Appends one read value as the ABI encodes it: a `u32` tag (`u32::MAX` for none, else the
-    /// length) and the bytes.
-    pub(super) fn put_value(out: &mut Vec<u8>, v: Option<&[u8]>) {
-        match v {
-            None => out.extend_from_slice(&MISSING.to_le_bytes()),
-            Some(v) => {
-                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-                out.extend_from_slice(v);
-            }
-        }
-    }
-
-    /// Appends one vertex's neighbours as the ABI encodes them: a `u32` tag (`u32::MAX` for a
-    /// missing key, else the count) and that many `u32` ids; a value that is no vertex fails.
-    pub(super) fn put_neighbours(
-        out: &mut Vec<u8>,
-        neighbours: Option<crate::graph::Neighbours<'_>>,
-    ) -> crate::Result<()> {
-        let Some(neighbours) = neighbours else {
-            out.extend_from_slice(&MISSING.to_le_bytes());
-            return Ok(());
-        };
-        if let Some(ids) = neighbours.le_ids()? {
-            // Binary adjacency, or ids decoded already: the ABI's encoding, copied whole.
-            let ids = &ids[..ids.len() / 4 * 4];
-            out.extend_from_slice(&((ids.len() / 4) as u32).to_le_bytes());
-            out.extend_from_slice(ids);
-            return Ok(());
-        }
-        let at = out.len();
-        out.extend_from_slice(&[0; 4]);
-        neighbours.for_each(|id| out.extend_from_slice(&id.to_le_bytes()))?;
-        let count = (out.len() - at - 4) / 4;
-        out[at..at + 4].copy_from_slice(&(count as u32).to_le_bytes());
-        Ok(())
-    }
-
-    /// Suspends the guest until its request is answered.
-    async fn answer(exchange: &Shared, request: Request) -> wasmtime::Result<Vec<u8>> {
-        lock(exchange).request = Some(request);
-        let answer = std::future::poll_fn(|cx| match lock(exchange).answer.take() {
-            Some(a) => std::task::Poll::Ready(a),
-            None => {
-                cx.waker().wake_by_ref();
-                std::task::Poll::Pending
-            }
-        })
-        .await;
-        answer.map_err(|e| Failed(e).into())
-    }
-
-    type Reply<'a> = Box<dyn std::future::Future<Output = wasmtime::Result<i32>> + Send + 'a>;
-
-    fn read(caller: Caller<'_, Run>, args: (i32, i32, i32, i32)) -> Reply<'_> {
-        fetch(caller, args, "read", Request::Read)
-    }
-
-    fn neighbours(caller: Caller<'_, Run>, args: (i32, i32, i32, i32)) -> Reply<'_> {
-        fetch(caller, args, "neighbours", Request::Neighbours)
-    }
-
-    /// `read` and `neighbours`: a list of keys in, one store access, the encoded reply copied
-    /// into the guest's buffer if it fits (else kept for `take`), its length returned.
-    fn fetch<'a>(
-        mut caller: Caller<'a, Run>,
-        (keys_ptr, keys_len, out_ptr, out_cap): (i32, i32, i32, i32),
-        what: &'static str,
-        request: fn(Vec<Vec<u8>>) -> Request,
-    ) -> Reply<'a> {
-        Box::new(async move {
-            let memory = caller_memory(&caller)?;
-            let list = bytes(memory.data(&caller), keys_ptr, keys_len)?;
-            let malformed = || host_error(format!("{what}: malformed key list"));
-            let keys = get_list(list, MAX_READ_KEYS).ok_or_else(malformed)?;
-            let keys = keys.map_err(|len| {
-                Failed(Error::TooLarge {
-                    len,
-                    max: MAX_READ_KEYS,
-                })
-            })?;
-            let exchange = caller.data().exchange.clone();
-            let encoded = answer(&exchange, request(keys)).await?;
-            let len = i32::try_from(encoded.len())
-                .map_err(|_| host_error(format!("{what}: reply larger than 2 GiB")))?;
-            let (data, run) = memory.data_and_store_mut(&mut caller);
-            if encoded.len() <= out_cap as u32 as usize {
-                data.get_mut(range(out_ptr, len))
-                    .ok_or_else(|| host_error(format!("{what}: output buffer outside its memory")))?
-                    .copy_from_slice(&encoded);
-                lock(&run.exchange).give_back(encoded);
-            } else {
-                run.taken = encoded;
-            }
-            Ok(len)
-        })
-    }
-
-    fn take(mut caller: Caller<'_, Run>, out_ptr: i32, out_cap: i32) -> wasmtime::Result<i32> {
-        let memory = caller_memory(&caller)?;
-        let (data, run) = memory.data_and_store_mut(&mut caller);
-        let taken = std::mem::take(&mut run.taken);
-        if taken.len() > out_cap as u32 as usize {
-            return Err(host_error("take: buffer smaller than the read's result"));
-        }
-        data.get_mut(range(out_ptr, taken.len() as i32))
-            .ok_or_else(|| host_error("take: buffer outside its memory"))?
-            .copy_from_slice(&taken);
-        let len = taken.len() as i32;
-        lock(&run.exchange).give_back(taken);
-        Ok(len)
-    }
-
-    /// `args`: copies the invocation's arguments (a list, as `autoloc_alloc`'s buffer gets them)
-    /// to the guest's buffer, which must hold them; their length. None outside an invocation.
-    fn args(mut caller: Caller<'_, Run>, out_ptr: i32, out_cap: i32) -> wasmtime::Result<i32> {
-        let memory = caller_memory(&caller)?;
-        let (data, run) = memory.data_and_store_mut(&mut caller);
-        let len = run.args.len();
-        if len > out_cap as u32 as usize {
-            return Err(host_error(format!(
-                "args: a buffer of {} bytes for {len} bytes of arguments",
-                out_cap as u32
-            )));
-        }
-        data.get_mut(range(out_ptr, len as i32))
-            .ok_or_else(|| host_error("args: buffer outside its memory"))?
-            .copy_from_slice(&run.args);
-        Ok(len as i32)
-    }
-
-    fn write(
-        caller: Caller<'_, Run>,
-        (key_ptr, key_len, value_ptr, value_len): (i32, i32, i32, i32),
-    ) -> Box<dyn std::future::Future<Output = wasmtime::Result<()>> + Send + '_> {
-        Box::new(async move {
-            let memory = caller_memory(&caller)?;
-            let data = memory.data(&caller);
-            let key = bytes(data, key_ptr, key_len)?.to_vec();
-            let value = bytes(data, value_ptr, value_len)?.to_vec();
-            let exchange = caller.data().exchange.clone();
-            answer(&exchange, Request::Write(key, value)).await?;
-            Ok(())
-        })
-    }
-
-    /// Wires the store ABI into `linker`; nothing else is importable.
-    pub(super) fn link(linker: &mut Linker<Run>) -> wasmtime::Result<()> {
-        linker.func_wrap_async("autoloc", "read", read)?;
-        linker.func_wrap_async("autoloc", "neighbours", neighbours)?;
-        linker.func_wrap("autoloc", "take", take)?;
-        linker.func_wrap("autoloc", "args", args)?;
-        linker.func_wrap_async("autoloc", "write", write)?;
-        // CPU is bounded by the epoch deadline, so a checkpoint has nothing left to do.
-        linker.func_wrap("autoloc", "checkpoint", |_: Caller<'_, Run>| {})?;
-        Ok(())
     }
 }
 
@@ -1618,7 +759,7 @@ mod tests {
     /// to 4 under the ABI's required names, in their order, and with `run` function 5 as
     /// `autoloc_run`.
     fn abi_exports(run: bool) -> Vec<u8> {
-        let mut exports: Vec<Vec<u8>> = (abi::EXPORTS.iter().enumerate())
+        let mut exports: Vec<Vec<u8>> = (abi_v1::EXPORTS.iter().enumerate())
             .map(|(i, export)| {
                 // The memory (kind 2) and functions (kind 0).
                 let (kind, index) = if i == abi::Export::Memory as usize {
@@ -1630,7 +771,7 @@ mod tests {
             })
             .collect();
         if run {
-            exports.push([name(abi::RUN), vec![0, 5]].concat());
+            exports.push([name(abi_v1::RUN), vec![0, 5]].concat());
         }
         vector(&exports)
     }
