@@ -225,25 +225,17 @@ pub fn run_batch(a: BatchArgs, choice: PlacementChoice, read_mode: crate::ReadMo
         report.placement = p.to_string();
     }
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).map_err(|e| Error::Usage(e.to_string()))?
-        );
+        println!("{}", serde_json::to_string(&report).map_err(Error::Json)?);
     } else {
         println!("{}", report.human());
     }
     if report.errors > a.max_errors {
-        return Err(Error::Usage(format!(
-            "{} of {} invocations failed (--max-errors {}){}",
-            report.errors,
-            report.invocations,
-            a.max_errors,
-            report
-                .first_error
-                .as_deref()
-                .map(|e| format!("; first: {e}"))
-                .unwrap_or_default()
-        )));
+        return Err(Error::TooManyErrors {
+            errors: report.errors,
+            invocations: report.invocations,
+            max_errors: a.max_errors,
+            first_error: report.first_error,
+        });
     }
     Ok(())
 }

@@ -7,7 +7,7 @@
 //! draws a progress bar on stderr under the `cli` feature (without it, loads are silent).
 
 use std::io::BufRead;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use autoloc_dataplane::{Connection, Frame};
@@ -16,7 +16,7 @@ use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// Graph500's R-MAT quadrant probabilities (D = 1 - A - B - C = 0.05).
 pub const RMAT_ABC: (f64, f64, f64) = (0.57, 0.19, 0.19);
@@ -28,6 +28,108 @@ pub const BLOB_LEN: usize = 65_536;
 pub const MAX_VERTEX: u32 = (1 << 28) - 1;
 
 const MSET_KEYS: usize = 512;
+
+/// Why loading data failed (inside [`crate::Error::Load`], whose message prefixes `load: `).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A line of an edge list could not be read.
+    #[error("line {line}: {source}")]
+    ReadLine {
+        /// Its number, from 1.
+        line: usize,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A line of an edge list has fewer than two vertex ids.
+    #[error("line {line}: expected two vertex ids")]
+    MissingVertex {
+        /// Its number, from 1.
+        line: usize,
+    },
+    /// A token of an edge list is not a vertex id in `0..=`[`MAX_VERTEX`].
+    #[error("line {line}: '{token}' is not a vertex id in 0..={MAX_VERTEX}")]
+    BadVertex {
+        /// Its line's number, from 1.
+        line: usize,
+        /// The token.
+        token: String,
+    },
+    /// A file that should be JSON is not.
+    #[error("{path}: not JSON: {source}")]
+    NotJson {
+        /// The file.
+        path: PathBuf,
+        /// The parser's complaint.
+        source: serde_json::Error,
+    },
+    /// A `social.json` whose top level is not an object of vertices.
+    #[error("{path}: expected an object of vertices")]
+    NotVertices {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A `social.json` key that is not a vertex id.
+    #[error("vertex id '{id}' is not a u32")]
+    BadVertexId {
+        /// The key.
+        id: String,
+    },
+    /// A `social.json` vertex entry that is not an adjacency `autoloc_functions` can read.
+    #[error("{source}")]
+    BadEntry {
+        /// The vertex.
+        vertex: u32,
+        /// Why its entry does not read.
+        source: autoloc_functions::Error,
+    },
+    /// A parameter outside its range, such as an R-MAT scale over 28.
+    #[error("{what} {value} is outside {min}..={max}")]
+    OutOfRange {
+        /// Which parameter: `scale` or `edge factor`.
+        what: &'static str,
+        /// Its value.
+        value: u64,
+        /// The least it may be.
+        min: u64,
+        /// The most it may be.
+        max: u64,
+    },
+    /// A write could not be sent or its reply not read.
+    #[error("MSET: {source}")]
+    Write {
+        /// Why.
+        source: autoloc_dataplane::Error,
+    },
+    /// The server refused a write (out of memory, `NOPERM`, ...).
+    #[error("MSET: {message}")]
+    Refused {
+        /// The server's error reply, as it sent it.
+        message: String,
+    },
+}
+
+/// Nothing if `value` lies in `range`, else [`LoadError::OutOfRange`] naming it `what`.
+fn in_range(what: &'static str, value: u32, range: std::ops::RangeInclusive<u32>) -> Result<()> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(LoadError::OutOfRange {
+            what,
+            value: value.into(),
+            min: (*range.start()).into(),
+            max: (*range.end()).into(),
+        }
+        .into())
+    }
+}
 
 /// An adjacency-list graph; vertex ids are indices.
 #[derive(Debug, Clone, Default)]
@@ -84,14 +186,8 @@ impl Graph {
     /// An undirected R-MAT graph with Graph500's parameters: 2^scale vertices, edge_factor *
     /// 2^scale generated edges, vertex labels randomly permuted (so low ids are not the hubs).
     pub fn rmat(scale: u32, edge_factor: u32, seed: u64) -> Result<Graph> {
-        if !(1..=28).contains(&scale) {
-            return Err(Error::Load(format!("scale {scale} is outside 1..=28")));
-        }
-        if !(1..=1024).contains(&edge_factor) {
-            return Err(Error::Load(format!(
-                "edge factor {edge_factor} is outside 1..=1024"
-            )));
-        }
+        in_range("scale", scale, 1..=28)?;
+        in_range("edge factor", edge_factor, 1..=1024)?;
         let n = 1usize << scale;
         let mut rng = SmallRng::seed_from_u64(seed);
         let mut perm: Vec<u32> = (0..n as u32).collect();
@@ -124,25 +220,24 @@ impl Graph {
     pub fn from_snap(reader: impl BufRead, undirected: bool) -> Result<Graph> {
         let mut g = Graph::default();
         for (no, line) in reader.lines().enumerate() {
-            let line = line.map_err(|e| Error::Load(format!("line {}: {e}", no + 1)))?;
+            let line = line.map_err(|source| LoadError::ReadLine {
+                line: no + 1,
+                source,
+            })?;
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') || line.starts_with('%') {
                 continue;
             }
             let mut it = line.split_whitespace();
             let mut id = || -> Result<u32> {
-                let t = it.next().ok_or_else(|| {
-                    Error::Load(format!("line {}: expected two vertex ids", no + 1))
-                })?;
-                t.parse::<u32>()
+                let t = it.next().ok_or(LoadError::MissingVertex { line: no + 1 })?;
+                Ok(t.parse::<u32>()
                     .ok()
                     .filter(|&v| v <= MAX_VERTEX)
-                    .ok_or_else(|| {
-                        Error::Load(format!(
-                            "line {}: '{t}' is not a vertex id in 0..={MAX_VERTEX}",
-                            no + 1
-                        ))
-                    })
+                    .ok_or_else(|| LoadError::BadVertex {
+                        line: no + 1,
+                        token: t.to_string(),
+                    })?)
             };
             let (u, v) = (id()?, id()?);
             g.add_edge(u, v, undirected);
@@ -273,9 +368,9 @@ impl<'c> Writer<'c> {
         let reply = self
             .conn
             .call(&cmd)
-            .map_err(|e| Error::Load(format!("MSET: {e}")))?;
-        if let Frame::Error(e) = reply {
-            return Err(Error::Load(format!("MSET: {e}")));
+            .map_err(|source| LoadError::Write { source })?;
+        if let Frame::Error(message) = reply {
+            return Err(LoadError::Refused { message }.into());
         }
         self.pending.clear();
         Ok(())
@@ -335,24 +430,31 @@ pub fn load_autoloc_json(
     progress: bool,
 ) -> Result<LoadReport> {
     let started = Instant::now();
-    let text = std::fs::read(path).map_err(|e| Error::Load(format!("{}: {e}", path.display())))?;
-    let parsed: serde_json::Value = serde_json::from_slice(&text)
-        .map_err(|e| Error::Load(format!("{}: not JSON: {e}", path.display())))?;
+    let text = std::fs::read(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let parsed: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|source| LoadError::NotJson {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let serde_json::Value::Object(map) = parsed else {
-        return Err(Error::Load(format!(
-            "{}: expected an object of vertices",
-            path.display()
-        )));
+        return Err(LoadError::NotVertices {
+            path: path.to_path_buf(),
+        }
+        .into());
     };
     let mut w = Writer::new(conn, map.len() as u64, progress);
     for (id, entry) in &map {
         let v: u32 = id
             .parse()
-            .map_err(|_| Error::Load(format!("vertex id '{id}' is not a u32")))?;
+            .map_err(|_| LoadError::BadVertexId { id: id.clone() })?;
         let key = vertex_key(v);
-        let raw = serde_json::to_vec(entry).map_err(|e| Error::Load(e.to_string()))?;
+        // A `Value` prints as compact JSON, what `serde_json::to_vec` gives, and cannot fail to.
+        let raw = entry.to_string().into_bytes();
         let neighbours = autoloc_functions::graph::neighbours(&key, &raw)
-            .map_err(|e| Error::Load(e.to_string()))?;
+            .map_err(|source| LoadError::BadEntry { vertex: v, source })?;
         let value = if binary {
             encode_adjacency(&neighbours)
         } else {
@@ -371,8 +473,10 @@ pub fn load_autoloc_json(
         .map(|d| d.join("pagerank.json"))
         .filter(|p| p.is_file())
     {
-        let edges =
-            std::fs::read(&pr).map_err(|e| Error::Load(format!("{}: {e}", pr.display())))?;
+        let edges = std::fs::read(&pr).map_err(|source| LoadError::Read {
+            path: pr.clone(),
+            source,
+        })?;
         w.set(b"pagerank".to_vec(), edges)?;
     }
     w.finish(started)

@@ -13,7 +13,9 @@ use autoloc_dataplane::{Connection, Frame, RedisUrl};
 use autoloc_functions::{Error as FnError, Function, Output, Registry};
 
 use crate::session::{self, run_all_timed, LinkStore, ReadSetStore, Session, Task};
-use crate::table::{Record, Table};
+use crate::side::Record;
+pub use crate::side::Side;
+use crate::table::Table;
 use crate::transport::{connect_link, Transport};
 use crate::{Error, Result};
 
@@ -37,16 +39,6 @@ pub enum Placement {
     Auto,
 }
 
-/// The side an invocation finally ran on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Side {
-    /// Inside Redis.
-    Storage,
-    /// On the compute node.
-    Compute,
-}
-
 impl FromStr for Placement {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -67,15 +59,6 @@ impl fmt::Display for Placement {
             Placement::Storage => "storage",
             Placement::Compute => "compute",
             Placement::Auto => "auto",
-        })
-    }
-}
-
-impl fmt::Display for Side {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Side::Storage => "storage",
-            Side::Compute => "compute",
         })
     }
 }
@@ -456,7 +439,7 @@ impl Runtime {
                     ))))
                 }
             };
-        let f = autoloc_functions::wasm::host().compile(&bytes)?;
+        let f = compile(&bytes)?;
         let index = self.registry.put(f.clone(), true)?;
         Ok((index, f))
     }
@@ -581,7 +564,7 @@ impl Runtime {
                     .iter()
                     .map(|_| {
                         Err(Error::Transport {
-                            transport: transport.to_string(),
+                            transport,
                             message: msg.clone(),
                         })
                     })
@@ -861,4 +844,21 @@ async fn invoke_on_link(
     };
     o.wall = started.elapsed();
     o
+}
+
+/// A user function's module, compiled to run here (compute-side).
+#[cfg(feature = "wasm")]
+fn compile(bytes: &[u8]) -> Result<Arc<dyn autoloc_functions::Function>> {
+    let f: Arc<dyn autoloc_functions::Function> = autoloc_functions::wasm::host().compile(bytes)?;
+    Ok(f)
+}
+
+/// Without the WebAssembly host (the `wasm` feature), user functions run storage-side only.
+#[cfg(not(feature = "wasm"))]
+fn compile(_bytes: &[u8]) -> Result<Arc<dyn autoloc_functions::Function>> {
+    Err(Error::Function(FnError::Usage(
+        "this build of the autoloc library has no WebAssembly host (feature `wasm`): user \
+         functions run storage-side only"
+            .into(),
+    )))
 }

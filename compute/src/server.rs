@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use autoloc_dataplane::{Connection, Frame, RedisUrl};
 
-use crate::{Error, Result};
+use crate::{Result, ServerError};
 
 /// How long a server may take to start answering.
 pub const STARTUP_DEADLINE: Duration = Duration::from_secs(15);
@@ -41,44 +41,39 @@ pub fn find_module() -> Result<PathBuf> {
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(Error::Server(format!(
-                "AUTOLOC_MODULE={} is not a file",
-                p.display()
-            )))
+            Err(ServerError::ModuleNotAFile { path: p }.into())
         };
     }
-    let exe =
-        std::env::current_exe().map_err(|e| Error::Server(format!("current executable: {e}")))?;
+    let exe = std::env::current_exe().map_err(|source| ServerError::CurrentExe { source })?;
     let mut tried = Vec::new();
     for dir in exe.ancestors().skip(1).take(2) {
         let p = dir.join(MODULE_FILE);
         if p.is_file() {
             return Ok(p);
         }
-        tried.push(p.display().to_string());
+        tried.push(p);
     }
-    Err(Error::Server(format!(
-        "the AutoLoc module was not found (looked at {}); build it with `cargo build --release -p autoloc-redismodule` or set AUTOLOC_MODULE",
-        tried.join(", ")
-    )))
+    Err(ServerError::ModuleNotFound { tried }.into())
 }
 
 /// Checks that `redis-server` can be run, with one line saying how to install it if not.
 pub fn check_redis_server() -> Result<()> {
-    match Command::new("redis-server").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status() {
+    match Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
         Ok(s) if s.success() => Ok(()),
-        _ => Err(Error::Server(
-            "redis-server is not installed: install it with `apt-get install redis-server` (or run ci/setup)".into(),
-        )),
+        _ => Err(ServerError::NotInstalled.into()),
     }
 }
 
-fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| Error::Server(format!("find a free port: {e}")))?;
-    l.local_addr()
+fn free_port() -> Result<u16, ServerError> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|e| Error::Server(format!("find a free port: {e}")))
+        .map_err(|source| ServerError::FreePort { source })
 }
 
 impl RedisServer {
@@ -96,17 +91,15 @@ impl RedisServer {
         config: &[(&str, &str)],
     ) -> Result<RedisServer> {
         check_redis_server()?;
-        let mut last_error = String::new();
         // A free port can be taken between finding it and binding it: try a few.
-        for _ in 0..5 {
+        let mut tries = 1;
+        loop {
             let port = free_port()?;
             match RedisServer::try_start(module, module_args, config, port, None) {
-                Ok(s) => return Ok(s),
-                Err(e) if e.contains("Address already in use") => last_error = e,
-                Err(e) => return Err(Error::Server(e)),
+                Err(e) if e.port_in_use() && tries < 5 => tries += 1,
+                r => return r.map_err(Into::into),
             }
         }
-        Err(Error::Server(last_error))
     }
 
     fn try_start(
@@ -115,14 +108,14 @@ impl RedisServer {
         config: &[(&str, &str)],
         port: u16,
         dir: Option<std::sync::Arc<tempfile::TempDir>>,
-    ) -> std::result::Result<RedisServer, String> {
+    ) -> Result<RedisServer, ServerError> {
         let dir = match dir {
             Some(d) => d,
             None => std::sync::Arc::new(
                 tempfile::Builder::new()
                     .prefix("autoloc-redis-")
                     .tempdir()
-                    .map_err(|e| format!("temp dir: {e}"))?,
+                    .map_err(|source| ServerError::TempDir { source })?,
             ),
         };
         let log = dir.path().join("redis.log");
@@ -133,7 +126,10 @@ impl RedisServer {
             .create(true)
             .append(true)
             .open(&stderr_path)
-            .map_err(|e| format!("open {}: {e}", stderr_path.display()))?;
+            .map_err(|source| ServerError::StderrFile {
+                path: stderr_path.clone(),
+                source,
+            })?;
         // Loopback only, unless `config` names the addresses (`bind`, space-separated).
         let bind: Vec<&str> = config.iter().find(|(k, _)| *k == "bind").map_or_else(
             || vec!["127.0.0.1"],
@@ -160,7 +156,7 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
-            .map_err(|e| format!("start redis-server: {e}"))?;
+            .map_err(|source| ServerError::Spawn { source })?;
         let mut server = RedisServer {
             child,
             port,
@@ -173,17 +169,20 @@ impl RedisServer {
                 .collect(),
         };
         let deadline = Instant::now() + STARTUP_DEADLINE;
-        let url: RedisUrl = server.url().parse().map_err(|e| format!("{e}"))?;
+        let url: RedisUrl = server
+            .url()
+            .parse()
+            .map_err(|source| ServerError::Url { source })?;
         loop {
             if let Ok(Some(status)) = server.child.try_wait() {
                 let stderr = server.stderr();
                 let log = std::fs::read_to_string(&log).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(8).collect();
-                return Err(format!(
-                    "redis-server exited ({status}) during startup: {}{}",
-                    stderr.trim(),
-                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-                ));
+                return Err(ServerError::Exited {
+                    status,
+                    stderr: stderr.trim().to_string(),
+                    log: tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+                });
             }
             if let Ok(mut c) = Connection::connect(&url, Duration::from_secs(2)) {
                 match c.call(&["PING"]) {
@@ -199,9 +198,9 @@ impl RedisServer {
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!(
-                    "redis-server did not answer PING within {STARTUP_DEADLINE:?}"
-                ));
+                return Err(ServerError::Deadline {
+                    waited: STARTUP_DEADLINE,
+                });
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -258,10 +257,10 @@ impl RedisServer {
                     *self = fresh;
                     return Ok(());
                 }
-                Err(e) if e.contains("Address already in use") && Instant::now() < deadline => {
+                Err(e) if e.port_in_use() && Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                Err(e) => return Err(Error::Server(e)),
+                Err(e) => return Err(e.into()),
             }
         }
     }

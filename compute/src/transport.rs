@@ -88,7 +88,7 @@ impl fmt::Display for Transport {
 
 fn setup_error(transport: Transport, message: impl Into<String>) -> Error {
     Error::Transport {
-        transport: transport.to_string(),
+        transport,
         message: message.into(),
     }
 }

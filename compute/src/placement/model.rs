@@ -1,7 +1,7 @@
 //! The cost model: what one invocation of a function costs on each side, estimated from its
 //! counters, including the side it has not run on yet.
 
-use crate::table::SideSnapshot;
+use crate::side::SideSnapshot;
 
 /// Measured costs of the transport in use. The Runtime sets them in the table
 /// ([`crate::table::Table::set_costs`]) and updates them as it measures.

@@ -5,75 +5,12 @@
 
 #[cfg(doc)]
 use super::balanced_share;
+use super::config::AdaptiveConfig;
 use super::gradient::Marginal;
 use super::load_rule::{load_decision, plan, Lend, Offload, Plan};
 use crate::placement::model::{Acc, Costs, Estimate};
 use crate::placement::window::{Decision, FnWindow, Window};
 use crate::placement::{Reason, ReasonKind};
-
-/// Tunables of [`Adaptive`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AdaptiveConfig {
-    /// What one ns of storage CPU costs in the cost model, in ns of compute-side latency. Above
-    /// 1 because storage cores are few and shared by every compute node, and a function inside
-    /// holds the Redis lock: a function moves in only if the data movement it saves is worth
-    /// more than a quarter of its CPU on top (so a digest that saves one 64 KB transfer for 5 ms
-    /// of CPU stays out, while a PageRank saving three round trips for its CPU goes in).
-    pub storage_cpu_price: f64,
-    /// Weight the counters of past epochs keep per epoch (means follow a shift within a few).
-    pub decay: f64,
-    /// Relative throughput gain a gradient step must bring to be kept (hysteresis).
-    pub hysteresis: f64,
-    /// First gradient step on the marginal share.
-    pub step: f64,
-    /// Smallest gradient step; below it the gradient has converged.
-    pub min_step: f64,
-    /// Largest gradient step (a kept step grows by half, up to this).
-    pub max_step: f64,
-    /// Epochs a share holds before its throughput is judged (the first may be mixed).
-    pub settle_epochs: u32,
-    /// Epochs converged before probing again with `min_step`.
-    pub reprobe_epochs: u32,
-    /// Re-plan from the load rule when its target for the marginal function moves this much.
-    pub reanchor: f64,
-    /// Re-plan when the mix of invocations moves this far (L1 distance of fractions).
-    pub reanchor_mix: f64,
-    /// Storage utilisation the gradient never pushes past.
-    pub hard_limit: f64,
-    /// Pushbacks per storage-side call above which storage counts as overloaded.
-    pub pushback_overload: f64,
-    /// Compute node utilisation above which storage CPU the storage-preferring functions leave
-    /// unused is lent to a function the cost model keeps compute-side.
-    pub compute_busy: f64,
-    /// A window the policy judges holds at least this many completed invocations (short
-    /// epochs are merged until it does, or until `max_window_s`): with heavy functions a 50 ms
-    /// epoch holds a few dozen calls that complete in batches, and its throughput is noise.
-    pub min_window_calls: u64,
-    /// Longest merged window, seconds.
-    pub max_window_s: f64,
-}
-
-impl Default for AdaptiveConfig {
-    fn default() -> AdaptiveConfig {
-        AdaptiveConfig {
-            storage_cpu_price: 1.25,
-            decay: 0.5,
-            hysteresis: 0.02,
-            step: 0.1,
-            min_step: 0.02,
-            max_step: 0.25,
-            settle_epochs: 1,
-            reprobe_epochs: 40,
-            reanchor: 0.15,
-            reanchor_mix: 0.2,
-            hard_limit: 0.98,
-            pushback_overload: 0.05,
-            compute_busy: 0.75,
-            min_window_calls: 200,
-            max_window_s: 0.2,
-        }
-    }
-}
 
 /// Ours. Each epoch:
 ///
@@ -145,8 +82,29 @@ impl Adaptive {
     }
 
     pub(super) fn step(&mut self, epoch: &Window, costs: &Costs, out: &mut [Decision]) {
-        let cfg = self.config;
         // 0. Merge short epochs until the window holds enough calls to judge (shares stay).
+        let Some(merged) = self.merge(epoch) else {
+            return;
+        };
+        let w: &Window = &merged;
+        let n = w.functions.len().min(out.len());
+        // 1. Fold the window into the decayed counters, and plan each function by cost.
+        let span = self.fold(w, n);
+        let plans = self.plan_by_cost(n, span, costs);
+        self.prefers = plans.iter().map(|p| p.map(|p| p.prefers_storage)).collect();
+        // 2. The storage budget, shrunk by pushbacks; lending and offloading; the load rule.
+        let budget = self.budget(w, n, &plans);
+        let now = budget.fill(&plans, 1.0);
+        // 3. The marginal function: keep tuning it, or re-plan from the load rule.
+        let (targets, tuned) = self.tune(w, &plans, &budget, now);
+        // 5. Decisions and reasons.
+        self.decide(w, &plans, &targets, tuned, &budget, &mut out[..n]);
+    }
+
+    /// Step 0: `epoch` merged into the epochs pending judgement; the merged window once it holds
+    /// enough calls (or time) to judge, else `None` (and it stays pending).
+    fn merge(&mut self, epoch: &Window) -> Option<Box<Window>> {
+        let cfg = self.config;
         let mut merged = match self.pending.take() {
             Some(mut p) => {
                 p.merge(epoch);
@@ -157,13 +115,17 @@ impl Adaptive {
         let calls: u64 = merged.functions.iter().map(FnWindow::completed).sum();
         if calls < cfg.min_window_calls && merged.seconds < cfg.max_window_s {
             self.pending = Some(merged);
-            return;
+            return None;
         }
         merged.seconds = merged.seconds.max(1e-9);
-        let w = &merged;
-        let n = w.functions.len().min(out.len());
+        Some(merged)
+    }
+
+    /// Step 1, first half: the window's first `n` functions folded into the decayed counters;
+    /// returns the seconds they span (the window's length times the decayed count of epochs).
+    fn fold(&mut self, w: &Window, n: usize) -> f64 {
+        let cfg = self.config;
         self.stats.resize(n, Default::default());
-        // 1. Fold the window into the decayed counters, and plan each function by cost.
         let seconds = w.seconds.max(1e-9);
         self.epochs = self.epochs * cfg.decay + 1.0;
         let span = seconds * self.epochs;
@@ -173,6 +135,13 @@ impl Adaptive {
             s.add(&f.storage);
             c.add(&f.compute);
         }
+        span
+    }
+
+    /// Step 1, second half: each function's plan by the cost model, from the decayed counters
+    /// (`None` for a function with nothing measured yet); rates are per second of `span`.
+    fn plan_by_cost(&self, n: usize, span: f64, costs: &Costs) -> Vec<Option<Plan>> {
+        let cfg = self.config;
         // The storage side serves calls and compute-side reads from one queue, so its wait is
         // one per visit, whoever visits: a call waits once, a compute-side run once per round
         // trip. Charged to storage-side calls alone (as measured), it sent khop, pagerank and
@@ -226,10 +195,14 @@ impl Adaptive {
                 }
             }));
         }
+        plans
+    }
 
-        self.prefers = plans.iter().map(|p| p.map(|p| p.prefers_storage)).collect();
-
-        // 2. The storage budget, shrunk by pushbacks.
+    /// Step 2: the storage budget (the allowance, shrunk by pushbacks), the order the load rule
+    /// fills it in, and whether it lends spare storage CPU to a busy compute node or offloads
+    /// to an idle one.
+    fn budget(&self, w: &Window, n: usize, plans: &[Option<Plan>]) -> Budget {
+        let cfg = self.config;
         let util = w.storage_util();
         // An allowance of 0 is a real answer (the storage side's other load takes all of it),
         // not an unset one: read as 0.85, it kept every function inside a storage side already
@@ -275,28 +248,10 @@ impl Adaptive {
                 .flatten()
                 .is_some_and(|p| !p.prefers_storage)
         });
-        // Both sides' utilisation as it would be with function m's calls on one side only
-        // (`inside`: all storage-side): each call moved inside takes its storage CPU less its
-        // reads' from the storage, and frees its compute CPU less a call's on the compute node.
-        let without_split = |m: Option<usize>, inside: bool| {
-            let now = (util, w.compute_util);
-            let Some((p, f)) = m.and_then(|m| Some((plans[m]?, w.functions.get(m)?))) else {
-                return now;
-            };
-            let moved_in = if inside { 1.0 - f.share } else { -f.share } * p.rate;
-            (
-                now.0
-                    + moved_in * (p.est.storage_cpu_ns - p.est.read_cpu_ns).max(0.0)
-                        / (w.storage_cores.max(1e-9) * 1e9),
-                now.1
-                    - moved_in * (p.est.compute_cpu_ns - p.est.call_cpu_ns).max(0.0)
-                        / (w.compute_cores.max(1e-9) * 1e9),
-            )
-        };
         // While lending, the compute node is judged as it would be without the loan: the loan
         // takes its own load off the compute node, and judged on the lowered load, lending was
         // withdrawn and restarted every other epoch (`bench-sim`: 16 storage cores, 1 node).
-        let (_, util_without_loan) = without_split(lending_to, false);
+        let (_, util_without_loan) = without_split(w, plans, util, lending_to, false);
         let busy = util_without_loan
             >= cfg.compute_busy - if lending_to.is_some() { LEND_HOLD } else { 0.0 };
         let lend = busy.then_some(Lend {
@@ -313,7 +268,7 @@ impl Adaptive {
                 .flatten()
                 .is_some_and(|p| p.prefers_storage)
         });
-        let (storage_without, compute_without) = without_split(offloading, true);
+        let (storage_without, compute_without) = without_split(w, plans, util, offloading, true);
         let hold = if offloading.is_some() { LEND_HOLD } else { 0.0 };
         let offload = (!busy
             && storage_without >= (OFFLOAD_FULL - hold) * allowance
@@ -321,16 +276,37 @@ impl Adaptive {
             .then_some(Offload {
                 capacity_ns: w.compute_cores.max(0.0) * 1e9,
             });
-        let fill = |scale: f64| plan(&plans, &order, budget, scale, lend, offload);
-        let (targets_now, marginal_now, offloaded_now) = fill(1.0);
+        Budget {
+            util,
+            allowance,
+            pushback,
+            overloaded,
+            budget,
+            order,
+            lend,
+            offload,
+        }
+    }
 
-        // 3. The marginal function: keep tuning it, or re-plan from the load rule.
-        //
-        // Throughput here is a closed loop: moving a function changes the rate of every
-        // function. So while tuning, the load rule is evaluated at the rate it planned at; a new
-        // mix, new costs, or a different marginal function re-plan, and so does a real change
-        // of load: utilisation under the allowance with room to bring the function back, or
-        // over the hard limit with no probe of ours to blame.
+    /// Step 3: the marginal function. Throughput here is a closed loop: moving a function
+    /// changes the rate of every function. So while tuning, the load rule is evaluated at the
+    /// rate it planned at; a new mix, new costs, or a different marginal function re-plan, and
+    /// so does a real change of load: utilisation under the allowance with room to bring the
+    /// function back, or over the hard limit with no probe of ours to blame.
+    ///
+    /// `now` is the load rule's plan at the window's own rate. Returns the targets, and the
+    /// marginal function with its gradient's share and reason if it was tuned rather than
+    /// re-planned.
+    fn tune(
+        &mut self,
+        w: &Window,
+        plans: &[Option<Plan>],
+        budget: &Budget,
+        now: (Vec<f64>, Option<usize>, bool),
+    ) -> (Vec<f64>, Option<Tuned>) {
+        let cfg = self.config;
+        let (targets_now, marginal_now, offloaded_now) = now;
+        let (util, allowance) = (budget.util, budget.allowance);
         let total_rate: f64 = plans.iter().flatten().map(|p| p.rate).sum();
         let mix: Vec<f64> = plans
             .iter()
@@ -342,7 +318,7 @@ impl Adaptive {
         if let Some(g) = self.marginal.as_mut() {
             let m = g.index;
             let scale = g.anchor_rate / total_rate.max(1e-9);
-            let (t_norm, m_norm, _) = fill(scale);
+            let (t_norm, m_norm, _) = budget.fill(plans, scale);
             let mix_moved: f64 = mix
                 .iter()
                 .zip(&g.anchor_mix)
@@ -356,7 +332,7 @@ impl Adaptive {
             let current = g.probe.unwrap_or(g.base);
             let load_dropped = util < allowance && targets_now[m] > g.anchor + cfg.reanchor;
             let our_probe = g.probe.is_some_and(|p| p > g.base);
-            let overload = (util > cfg.hard_limit || overloaded)
+            let overload = (util > cfg.hard_limit || budget.overloaded)
                 && !our_probe
                 && targets_now[m] + cfg.reanchor < current;
             let replan = m_norm != Some(m)
@@ -394,9 +370,21 @@ impl Adaptive {
                 converged: None,
             });
         }
+        (targets, tuned)
+    }
 
-        // 5. Decisions and reasons.
-        for (i, d) in out.iter_mut().enumerate().take(n) {
+    /// Step 5: each function's decision and its reason, into `out` (one per planned function).
+    fn decide(
+        &self,
+        w: &Window,
+        plans: &[Option<Plan>],
+        targets: &[f64],
+        tuned: Option<Tuned>,
+        budget: &Budget,
+        out: &mut [Decision],
+    ) {
+        let util = budget.util;
+        for (i, d) in out.iter_mut().enumerate() {
             let Some(p) = plans[i] else { continue };
             let current = w.functions[i].share;
             let key_ms = p.key / 1e6;
@@ -424,10 +412,78 @@ impl Adaptive {
                     share: targets[i],
                     reason: Reason::new(ReasonKind::Offloaded, util, w.compute_util),
                 },
-                _ => load_decision(targets[i], current, util, key_ms, overloaded, pushback, p),
+                _ => load_decision(
+                    targets[i],
+                    current,
+                    util,
+                    key_ms,
+                    budget.overloaded,
+                    budget.pushback,
+                    p,
+                ),
             };
         }
     }
+}
+
+/// The marginal function the gradient tuned this epoch, with its share and reason.
+type Tuned = (usize, (f64, Reason));
+
+/// What step 2 decided for one judged window: the storage side's load against its allowance,
+/// the budget the load rule fills and in what order, and lending or offloading.
+#[derive(Debug)]
+struct Budget {
+    util: f64,
+    allowance: f64,
+    /// Pushbacks per storage-side call over the decayed epochs, and whether that is overload.
+    pushback: f64,
+    overloaded: bool,
+    /// Storage CPU ns per second the storage-preferring functions may take.
+    budget: f64,
+    /// The storage-preferring functions, cheapest per round trip saved first.
+    order: Vec<usize>,
+    lend: Option<Lend>,
+    offload: Option<Offload>,
+}
+
+impl Budget {
+    /// The load rule's targets, marginal function and whether it offloaded, with every rate
+    /// scaled by `scale`.
+    fn fill(&self, plans: &[Option<Plan>], scale: f64) -> (Vec<f64>, Option<usize>, bool) {
+        plan(
+            plans,
+            &self.order,
+            self.budget,
+            scale,
+            self.lend,
+            self.offload,
+        )
+    }
+}
+
+/// Both sides' utilisation as it would be with function m's calls on one side only (`inside`:
+/// all storage-side): each call moved inside takes its storage CPU less its reads' from the
+/// storage, and frees its compute CPU less a call's on the compute node.
+fn without_split(
+    w: &Window,
+    plans: &[Option<Plan>],
+    util: f64,
+    m: Option<usize>,
+    inside: bool,
+) -> (f64, f64) {
+    let now = (util, w.compute_util);
+    let Some((p, f)) = m.and_then(|m| Some((plans[m]?, w.functions.get(m)?))) else {
+        return now;
+    };
+    let moved_in = if inside { 1.0 - f.share } else { -f.share } * p.rate;
+    (
+        now.0
+            + moved_in * (p.est.storage_cpu_ns - p.est.read_cpu_ns).max(0.0)
+                / (w.storage_cores.max(1e-9) * 1e9),
+        now.1
+            - moved_in * (p.est.compute_cpu_ns - p.est.call_cpu_ns).max(0.0)
+                / (w.compute_cores.max(1e-9) * 1e9),
+    )
 }
 
 /// How much cheaper the other side must be for the cost model to change a function's side.

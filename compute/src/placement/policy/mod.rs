@@ -14,7 +14,8 @@
 //! # Layout
 //! - `baselines.rs`: the policies AutoLoc is measured against: `storage` and `compute` (fixed),
 //!   [`Oracle`], [`AutoLoc2021`], [`Kayak`].
-//! - `adaptive.rs`: ours, [`Adaptive`] and its [`AdaptiveConfig`]: each epoch's cost model,
+//! - `config.rs`: [`AdaptiveConfig`], the adaptive policy's tunables.
+//! - `adaptive.rs`: ours, [`Adaptive`]: each epoch's cost model,
 //!   storage budget and re-planning.
 //! - `load_rule.rs`: the adaptive policy's load rule: which storage-preferring functions the
 //!   storage CPU budget keeps inside, and what is lent to the others ([`balanced_share`]).
@@ -30,11 +31,13 @@ use super::Costs;
 
 mod adaptive;
 mod baselines;
+mod config;
 mod gradient;
 mod load_rule;
 
-pub use adaptive::{Adaptive, AdaptiveConfig};
+pub use adaptive::Adaptive;
 pub use baselines::{AutoLoc2021, Kayak, Oracle};
+pub use config::AdaptiveConfig;
 pub use load_rule::balanced_share;
 
 use baselines::fixed;
