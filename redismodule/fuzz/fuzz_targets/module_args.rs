@@ -2,7 +2,11 @@
 //! panics; what parses stays within the documented bounds.
 #![no_main]
 
-use autoloc_redismodule::config::Config;
+#[allow(dead_code)]
+#[path = "../../src/config.rs"]
+mod config;
+
+use config::Config;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let args: Vec<&[u8]> = data.split(|&b| b == b' ').collect();
