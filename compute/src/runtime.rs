@@ -716,13 +716,19 @@ impl Outcome {
 /// with [`FnError::Stale`].
 fn wire_name(f: &dyn Function) -> String {
     match f.version() {
-        Some(v) => {
-            let mut name = format!("{}@", f.name());
-            autoloc_functions::hex::push(&mut name, &v[..8]);
-            name
-        }
+        Some(_) => format!("{}@{}", f.name(), version_prefix(f)),
         None => f.name().to_string(),
     }
+}
+
+/// The version of a user function as this node names it: 16 hex digits of its module's SHA-256
+/// (empty for a built-in).
+fn version_prefix(f: &dyn Function) -> String {
+    let mut hex = String::new();
+    if let Some(v) = f.version() {
+        autoloc_functions::hex::push(&mut hex, &v[..8]);
+    }
+    hex
 }
 
 /// Polls two futures together to completion.
@@ -814,14 +820,14 @@ async fn invoke_on_link(
         // A user function run here from a copy: ask, together with the run, whether the copy
         // is still the one loaded (a pushed-back run was checked by the storage side already).
         // Its writes are committed only if it is.
-        let probe_name = format!("?{wire_name}");
-        let probe = Message::Invoke {
-            function: &probe_name,
-            args: List::new(&[]),
+        let version = version_prefix(f);
+        let probe = Message::CheckVersion {
+            function: f.name(),
+            version: version.as_bytes(),
         };
         let (probe, result) = join(session::request(session, &probe), f.call(&store, args)).await;
         match probe.map(|r| r.reply) {
-            Ok(session::Reply::Invoked { .. }) => result,
+            Ok(session::Reply::Ok) => result,
             Ok(session::Reply::Error(e)) | Err(e) => Err(e),
             Ok(other) => Err(other.into_error("Invoke")),
         }

@@ -78,6 +78,15 @@ impl ClientLink for RespLink {
                 self.conn.queue(&args);
                 Expect::Ok
             }
+            Message::CheckVersion { function, version } => {
+                self.conn.queue(&[
+                    b"AUTOLOC.FUNCTION".as_slice(),
+                    b"CHECK",
+                    function.as_bytes(),
+                    version,
+                ]);
+                Expect::Ok
+            }
             Message::Invoke { function, args } => {
                 let mut cmd: Vec<&[u8]> = Vec::with_capacity(args.len() + 2);
                 cmd.extend([b"AUTOLOC.INVOKE".as_slice(), function.as_bytes()]);

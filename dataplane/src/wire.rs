@@ -16,6 +16,7 @@
 //! | `Invoke`        | `0x04` | function: str, args: list\<blob\>                    |
 //! | `MultiSet`      | `0x06` | pairs: list\<(key: blob, value: blob)\> (all set in one step, or none) |
 //! | `Hello`         | `0x05` | token: blob (the secret `AUTOLOC.CONNECT tcp` handed out; first frame of a tcp connection, no reply) |
+//! | `CheckVersion`  | `0x07` | function: str, version: blob (a hex prefix of the module's SHA-256); answered `Ok` if that version is loaded, else `Error` (`STALE`, or `ERR` for an unknown function) |
 //! | `Value`         | `0x81` | value: opt                                           |
 //! | `Values`        | `0x82` | values: list\<opt\>                                  |
 //! | `Ok`            | `0x83` | (empty)                                              |
@@ -218,6 +219,7 @@ pub enum Kind {
     Invoke = 0x04,
     Hello = 0x05,
     MultiSet = 0x06,
+    CheckVersion = 0x07,
     Value = 0x81,
     Values = 0x82,
     Ok = 0x83,
@@ -236,6 +238,7 @@ impl Kind {
             0x04 => Self::Invoke,
             0x05 => Self::Hello,
             0x06 => Self::MultiSet,
+            0x07 => Self::CheckVersion,
             0x81 => Self::Value,
             0x82 => Self::Values,
             0x83 => Self::Ok,
@@ -268,6 +271,13 @@ pub enum Message<'a> {
     Hello { token: &'a [u8] },
     /// Write many keys in one atomic step; answered by `Ok` (all written) or `Error` (none).
     MultiSet { pairs: Pairs<'a> },
+    /// Whether the user function `function` loaded now is the version a compute node runs a
+    /// copy of (`version`: a hex prefix of its module's SHA-256); answered by `Ok`, or `Error`
+    /// (`STALE` for another version, an unknown function's `ERR` for none).
+    CheckVersion {
+        function: &'a str,
+        version: &'a [u8],
+    },
     /// Reply to `Get`: the value, or `None` if the key does not exist.
     Value { value: Option<&'a [u8]> },
     /// Reply to `MultiGet`.
@@ -315,6 +325,7 @@ impl Message<'_> {
             Message::Invoke { .. } => Kind::Invoke,
             Message::Hello { .. } => Kind::Hello,
             Message::MultiSet { .. } => Kind::MultiSet,
+            Message::CheckVersion { .. } => Kind::CheckVersion,
             Message::Value { .. } => Kind::Value,
             Message::Values { .. } => Kind::Values,
             Message::Ok => Kind::Ok,
@@ -336,6 +347,9 @@ impl Message<'_> {
             }
             Message::Hello { token } => blob_len(token)?,
             Message::MultiSet { pairs } => pairs.encoded_len()?,
+            Message::CheckVersion { function, version } => {
+                blob_len(function.as_bytes())? + blob_len(version)?
+            }
             Message::Value { value } => value.encoded_len()?,
             Message::Values { values } => values.encoded_len()?,
             Message::Ok => 0,
@@ -371,6 +385,10 @@ impl Message<'_> {
             }
             Message::Hello { token } => token.write(w),
             Message::MultiSet { pairs } => pairs.write(w),
+            Message::CheckVersion { function, version } => {
+                function.as_bytes().write(w);
+                version.write(w);
+            }
             Message::Value { value } => value.write(w),
             Message::Values { values } => values.write(w),
             Message::Ok => {}
@@ -534,6 +552,10 @@ fn read_payload(kind: Kind, payload: &[u8]) -> Result<Message<'_>> {
         Kind::Hello => Message::Hello { token: r.blob()? },
         Kind::MultiSet => Message::MultiSet {
             pairs: List::read(&mut r)?,
+        },
+        Kind::CheckVersion => Message::CheckVersion {
+            function: r.str()?,
+            version: r.blob()?,
         },
         Kind::Value => Message::Value { value: r.opt()? },
         Kind::Values => Message::Values {
@@ -915,6 +937,13 @@ mod tests {
             ),
             (6, Message::Value { value: Some(b"v") }),
             (12, Message::Hello { token: b"secret" }),
+            (
+                14,
+                Message::CheckVersion {
+                    function: "khop_wasm",
+                    version: b"0123456789abcdef",
+                },
+            ),
             (
                 13,
                 Message::MultiSet {

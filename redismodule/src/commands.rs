@@ -219,25 +219,26 @@ pub fn functions(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     })
 }
 
-/// `AUTOLOC.FUNCTION LOAD [REPLACE] <bytes> | LIST | DELETE <name> | DUMP <name>`: user
-/// functions ([`crate::userfn`]).
+/// `AUTOLOC.FUNCTION LOAD [REPLACE] <bytes> | LIST | DELETE <name> | DUMP <name> | CHECK <name>
+/// <version>`: user functions ([`crate::userfn`]).
 pub fn function(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard("AUTOLOC.FUNCTION", || crate::userfn::function(ctx, args))
 }
 
 /// `AUTOLOC.FUNCTION`'s subcommands and their flags.
-const FUNCTION_SUBCOMMANDS: [(&std::ffi::CStr, &std::ffi::CStr); 4] = [
+const FUNCTION_SUBCOMMANDS: [(&std::ffi::CStr, &std::ffi::CStr); 5] = [
     // On a replica, Redis itself refuses a "write" command unless it comes from the master.
     (c"load", c"write deny-oom"),
     (c"delete", c"write"),
     (c"list", c"readonly"),
     (c"dump", c"readonly"),
+    (c"check", c"readonly fast"),
 ];
 
 /// The ACL categories of each command: those of the Redis command it stands for. A call, like
 /// `FCALL`, is `@scripting`: what it reads and writes answers to `GET`, `MGET` and `SET` inside
 /// ([`crate::acl`]).
-const ACL_CATEGORIES: [(&std::ffi::CStr, &std::ffi::CStr); 12] = [
+const ACL_CATEGORIES: [(&std::ffi::CStr, &std::ffi::CStr); 13] = [
     (c"autoloc.call", c"slow scripting"),
     (c"autoloc.invoke", c"slow scripting"),
     (c"autoloc.mget", c"read fast"),
@@ -253,6 +254,7 @@ const ACL_CATEGORIES: [(&std::ffi::CStr, &std::ffi::CStr); 12] = [
     (c"autoloc.function|delete", c"write slow scripting"),
     (c"autoloc.function|list", c"slow scripting"),
     (c"autoloc.function|dump", c"slow scripting"),
+    (c"autoloc.function|check", c"fast scripting"),
 ];
 
 /// Gives every command its ACL categories ([`ACL_CATEGORIES`]) where the server can (Redis 7.2

@@ -104,26 +104,6 @@ pub fn invoke<A: AsRef<[u8]>>(
     req: Request<'_>,
 ) -> StorageRun {
     let queue_ns = req.seen.elapsed().as_nanos() as u64;
-    // `?name@<version>`: a compute node running its copy of a user function asks whether the
-    // copy is current; the answer is an empty result, or the error a call would get.
-    if let Some(probe) = name.strip_prefix(b"?") {
-        let (name, version) = match probe.iter().position(|&b| b == b'@') {
-            Some(at) => (&probe[..at], Some(&probe[at + 1..])),
-            None => (probe, None),
-        };
-        return StorageRun {
-            result: registry()
-                .resolve(name)
-                .and_then(|(_, f)| crate::userfn::check_version(&*f, version))
-                .map(|()| Output::Value(None)),
-            cost: InvokeCost {
-                queue_ns,
-                ..InvokeCost::default()
-            },
-            read_set: Vec::new(),
-            deferred: false,
-        };
-    }
     // `name@<version prefix>`: a compute node names the version of a user function it has.
     let (name, version) = match name.iter().position(|&b| b == b'@') {
         Some(at) => (&name[..at], Some(&name[at + 1..])),

@@ -76,12 +76,19 @@ pub fn function(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             "READONLY You can't load or delete functions on a read only replica.",
         ));
     }
-    let known = matches!(sub.as_slice(), b"LOAD" | b"DELETE" | b"DUMP" | b"LIST");
+    // The `FUNCTION` subcommand each stands for (CHECK tells what LIST shows).
+    let stands_for: Option<&[u8]> = match sub.as_slice() {
+        b"LOAD" | b"DELETE" | b"DUMP" | b"LIST" => Some(&sub),
+        b"CHECK" => Some(b"LIST"),
+        _ => None,
+    };
     // As `FUNCTION <sub>` would: what the master or the AOF sends was checked where it began.
-    if known && !flags.intersects(ContextFlags::REPLICATED | ContextFlags::LOADING) {
-        Caller::of_client(ctx)
-            .and_then(|caller| caller.may_run(ctx, &[b"FUNCTION", &sub]))
-            .map_err(|e| err(&e))?;
+    if let Some(stands_for) = stands_for {
+        if !flags.intersects(ContextFlags::REPLICATED | ContextFlags::LOADING) {
+            Caller::of_client(ctx)
+                .and_then(|caller| caller.may_run(ctx, &[b"FUNCTION", stands_for]))
+                .map_err(|e| err(&e))?;
+        }
     }
     match (sub.as_slice(), &args[2.min(args.len())..]) {
         (b"LOAD", rest) => {
@@ -103,6 +110,10 @@ pub fn function(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             registry().remove(name).map_err(|e| err(&e))?;
             loaded().remove(&name.to_ascii_lowercase());
             ctx.replicate_verbatim();
+            Ok(RedisValue::SimpleStringStatic("OK"))
+        }
+        (b"CHECK", [name, version]) => {
+            check(name.as_slice(), version.as_slice()).map_err(|e| err(&e))?;
             Ok(RedisValue::SimpleStringStatic("OK"))
         }
         (b"DUMP", [name]) => {
@@ -135,9 +146,19 @@ pub fn function(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             ))
         }
         _ => Err(RedisError::Str(
-            "ERR usage: AUTOLOC.FUNCTION LOAD [REPLACE] <bytes> | LIST | DELETE <name> | DUMP <name>",
+            "ERR usage: AUTOLOC.FUNCTION LOAD [REPLACE] <bytes> | LIST | DELETE <name> | DUMP <name> | CHECK <name> <version>",
         )),
     }
+}
+
+/// Whether the function `name` loaded now is the version `version` (a hex prefix of its
+/// module's SHA-256): a compute node running its copy asks, over a link (the `CheckVersion`
+/// message) or over RESP (`AUTOLOC.FUNCTION CHECK <name> <version>`). [`Error::Stale`] for
+/// another version, [`Error::UnknownFunction`] for none.
+pub fn check(name: &[u8], version: &[u8]) -> Result<(), Error> {
+    registry()
+        .resolve(name)
+        .and_then(|(_, f)| check_version(&*f, Some(version)))
 }
 
 /// The version a caller names with `name@<hex prefix>` is the one loaded now, or

@@ -237,6 +237,32 @@ fn load_list_dump_delete_and_replace_behave_like_function() {
         Frame::Bulk(Some(b"khop_wasm".to_vec()))
     );
     assert_eq!(listed(&mut c), 6);
+    // CHECK: whether a copy's version is the one loaded (how a compute node asks over RESP).
+    let Frame::Array(Some(rows)) = cmd(&mut c, &[b"AUTOLOC.FUNCTION", b"LIST"]) else {
+        panic!("LIST")
+    };
+    let version = rows
+        .iter()
+        .find_map(|row| match row {
+            Frame::Array(Some(f)) if f[0] == Frame::Bulk(Some(b"khop_wasm".to_vec())) => {
+                match &f[3] {
+                    Frame::Bulk(Some(v)) => Some(v[..16].to_vec()),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .expect("khop_wasm listed with its version");
+    let check = |c: &mut autoloc_dataplane::Connection, name: &[u8], v: &[u8]| {
+        cmd(c, &[b"AUTOLOC.FUNCTION", b"CHECK", name, v])
+    };
+    assert_eq!(
+        check(&mut c, b"khop_wasm", &version),
+        Frame::Simple("OK".into())
+    );
+    assert!(err(check(&mut c, b"khop_wasm", b"00000000")).starts_with("STALE"));
+    let unknown = err(check(&mut c, b"no_such", &version));
+    assert!(unknown.contains("unknown function"), "{unknown}");
     let again = err(cmd(&mut c, &[b"AUTOLOC.FUNCTION", b"LOAD", &khop]));
     assert!(again.contains("already exists"), "{again}");
     assert_eq!(

@@ -115,6 +115,12 @@ fn serve_one(s: &mut Serving<'_>, caller: &Caller, frame: Frame<'_>) {
                 Err(e) => error_frame(out, id, &e),
             }
         }
+        Message::CheckVersion { function, version } => {
+            match crate::userfn::check(function.as_bytes(), version) {
+                Ok(()) => out.reply(id, &Message::Ok),
+                Err(e) => error_frame(out, id, &e),
+            }
+        }
         Message::Invoke { function, args } => {
             let req = Request {
                 caller,
