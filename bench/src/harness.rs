@@ -1,5 +1,6 @@
 //! What every benchmark binary shares: the measuring loop, latency histograms in nanoseconds,
-//! result rows, the machine, checks against targets, the table, the JSON report and the SVG plot.
+//! result rows, the machine, checks against targets, the table, the JSON report, the plots'
+//! colours and the SVG latency plot; pinning, progress lines, the load average, a RESP connection.
 //!
 //! A benchmark is a list of cells (one transport, one operation, one value size, one number of
 //! requests in flight). [`measure`] runs a cell's step for a warm-up, then for a fixed duration,
@@ -7,13 +8,17 @@
 //! [`row`] turns the histogram into a [`Row`].
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use autoloc_dataplane::resp::DEFAULT_TIMEOUT;
+use autoloc_dataplane::{Connection, RedisUrl};
 use hdrhistogram::Histogram;
+use plotters::style::RGBColor;
 use serde::{Deserialize, Serialize};
+
+use crate::table::Table;
 
 /// Highest latency a histogram records (longer ones are clamped to it): 100 s.
 pub const MAX_LATENCY_NS: u64 = 100_000_000_000;
@@ -231,23 +236,41 @@ pub struct Report {
     pub rows: Vec<Row>,
 }
 
-impl Report {
-    /// Writes the report as pretty JSON to `path`.
-    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
-        let text = serde_json::to_string_pretty(self)?;
-        std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))
-    }
+/// Writes `report` as pretty JSON (and a final newline) to `path`.
+pub fn write_json(path: &Path, report: &impl Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(report)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))
 }
 
-/// The generated R-MAT graph a benchmark loads (both benchmarks take these flags).
-#[derive(Debug, Clone, clap::Args)]
-pub struct GraphArgs {
-    /// R-MAT scale of the graph (2^scale vertices).
-    #[arg(long, default_value_t = 12)]
-    pub scale: u32,
-    /// R-MAT edge factor of the graph.
-    #[arg(long, default_value_t = 8)]
-    pub edge_factor: u32,
+/// A plain RESP connection to the Redis at `url`.
+pub fn connect(url: &str) -> anyhow::Result<Connection> {
+    let parsed: RedisUrl = url.parse().with_context(|| format!("redis URL {url}"))?;
+    Connection::connect(&parsed, DEFAULT_TIMEOUT).with_context(|| format!("connect to {url}"))
+}
+
+/// Says on stderr what is measured next.
+pub fn progress(what: &str) {
+    eprintln!("measuring {what}...");
+}
+
+/// Pins the calling thread to `core`; false (with a warning) if that failed, e.g. no such core.
+///
+/// The core is named directly rather than looked up in `core_affinity::get_core_ids`, which
+/// lists only the cores of the caller's current mask: a thread spawned by a pinned thread would
+/// find just its parent's core there.
+pub fn pin(core: usize) -> bool {
+    let ok = core_affinity::set_for_current(core_affinity::CoreId { id: core });
+    if !ok {
+        eprintln!("warning: could not pin a thread to core {core}; it runs unpinned");
+    }
+    ok
+}
+
+/// The 1, 5 and 15 minute load averages, from /proc/loadavg.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Prints the machine and the parameters a benchmark ran with (every number comes with them).
@@ -268,27 +291,28 @@ pub fn print_header<K: std::fmt::Display, V: std::fmt::Display>(
 
 /// The rows as an aligned text table.
 pub fn table(rows: &[Row]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<13} {:<9} {:>11} {:>9} {:>11} {:>11} {:>11} {:>13}",
-        "transport", "op", "value_bytes", "in_flight", "p50_ns", "p99_ns", "p999_ns", "ops_per_s"
-    );
+    let mut t = Table::new()
+        .left("transport", 13)
+        .left("op", 9)
+        .right("value_bytes", 11)
+        .right("in_flight", 9)
+        .right("p50_ns", 11)
+        .right("p99_ns", 11)
+        .right("p999_ns", 11)
+        .right("ops_per_s", 13);
     for r in rows {
-        let _ = writeln!(
-            out,
-            "{:<13} {:<9} {:>11} {:>9} {:>11} {:>11} {:>11} {:>13.0}",
-            r.transport,
-            r.op,
-            r.value_bytes,
-            r.in_flight,
-            r.p50_ns,
-            r.p99_ns,
-            r.p999_ns,
-            r.ops_per_s
-        );
+        t.row(&[
+            &r.transport,
+            &r.op,
+            &r.value_bytes,
+            &r.in_flight,
+            &r.p50_ns,
+            &r.p99_ns,
+            &r.p999_ns,
+            &format!("{:.0}", r.ops_per_s),
+        ]);
     }
-    out
+    t.to_string()
 }
 
 /// Which side of a target a measured value must be on.
@@ -358,6 +382,33 @@ impl Check {
     }
 }
 
+/// A [`Check`] in a `--json` report: its target as text (`<= 1.5`), its verdict in capitals.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JsonCheck {
+    /// See [`Check::name`].
+    pub name: String,
+    /// See [`Check::value`].
+    pub value: Option<f64>,
+    /// `<= t` or `>= t`.
+    pub target: String,
+    /// `PASS`, `FAIL` or `SKIPPED`.
+    pub verdict: String,
+}
+
+impl From<&Check> for JsonCheck {
+    fn from(c: &Check) -> JsonCheck {
+        JsonCheck {
+            name: c.name.clone(),
+            value: c.value,
+            target: match c.bound {
+                Bound::AtLeast(t) => format!(">= {t}"),
+                Bound::AtMost(t) => format!("<= {t}"),
+            },
+            verdict: format!("{:?}", c.verdict()).to_uppercase(),
+        }
+    }
+}
+
 fn fmt_value(v: f64, unit: &str) -> String {
     match unit {
         "x" => format!("{v:.2}x"),
@@ -375,6 +426,21 @@ pub fn size_label(bytes: u64) -> String {
         b => format!("{b} B"),
     }
 }
+
+/// The colours of every plot, in order (matplotlib's `tab10`): series `i` takes
+/// `PALETTE[i % PALETTE.len()]`.
+pub const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
 
 /// One group of bars in a plot: the rows of one operation, size and depth, one per transport.
 #[derive(Debug, Clone, PartialEq)]
@@ -417,16 +483,6 @@ pub fn groups(rows: &[Row]) -> Vec<Group<'_>> {
 pub fn plot_latency(path: &Path, title: &str, footnote: &str, rows: &[Row]) -> anyhow::Result<()> {
     use plotters::prelude::*;
 
-    const PALETTE: [RGBColor; 8] = [
-        RGBColor(31, 119, 180),
-        RGBColor(255, 127, 14),
-        RGBColor(44, 160, 44),
-        RGBColor(214, 39, 40),
-        RGBColor(148, 103, 189),
-        RGBColor(140, 86, 75),
-        RGBColor(227, 119, 194),
-        RGBColor(127, 127, 127),
-    ];
     anyhow::ensure!(!rows.is_empty(), "nothing to plot");
     let groups = groups(rows);
     let mut transports: Vec<&str> = Vec::new();

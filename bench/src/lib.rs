@@ -3,7 +3,10 @@
 //! # Layout
 //! - [`harness`]: what the benchmark binaries share: the warm-up-then-measure loop, latency
 //!   histograms in ns, result rows and their table, the machine, checks against targets, the
-//!   JSON report and the SVG latency plot.
+//!   JSON report, the plots' colours and the SVG latency plot.
+//! - [`args`]: the command-line options two or more binaries take (the graph, the cell's
+//!   timing, the cores, the module, `--json`, `--plot`), declared once.
+//! - [`table`]: the text table every binary prints its results in.
 //! - `src/bin/bench-dataplane.rs`: latency and throughput of each data plane (shm, tcp, rdma,
 //!   resp) for GET and storage-side khop, against the raw shared-memory ring ping-pong.
 //! - `src/bin/bench-wasm.rs`: user functions (WebAssembly guests) against their native twins
@@ -25,7 +28,9 @@
 //! its baseline in the same run.
 #![forbid(unsafe_code)]
 
+pub mod args;
 pub mod harness;
 pub mod netns;
 pub mod placement_bench;
 pub mod soak;
+pub mod table;

@@ -61,6 +61,15 @@ pub fn oracle_string(functions: &[&str], shares: &[f64]) -> String {
     format!("oracle({})", items.join(","))
 }
 
+/// Storage shares as the tables print them: `khop=0.85 digest=0.00`.
+pub fn shares_text<'a>(shares: impl IntoIterator<Item = (&'a str, f64)>) -> String {
+    let items: Vec<String> = shares
+        .into_iter()
+        .map(|(f, s)| format!("{f}={s:.2}"))
+        .collect();
+    items.join(" ")
+}
+
 /// Buckets of the trailing mean [`convergence_ms`] reads (300 ms at 100 ms buckets: a 100 ms
 /// bucket of a CPU-heavy mix holds a few dozen invocations, too few to sit within 5%).
 pub const CONVERGENCE_WINDOW: usize = 3;
@@ -392,6 +401,15 @@ impl Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shares_text_has_two_decimals() {
+        assert_eq!(
+            shares_text([("khop", 0.846), ("digest", 0.0)]),
+            "khop=0.85 digest=0.00"
+        );
+        assert_eq!(shares_text([]), "");
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {

@@ -682,45 +682,6 @@ fn io_uring_setup_failure_is_a_clear_error() {
     }
 }
 
-/// A quick throughput and latency measurement: GETs of a 16-byte value, 16 in flight, one
-/// client. Run with `cargo test --release -p autoloc-dataplane --test tcp -- --ignored
-/// --nocapture`.
-#[test]
-#[ignore = "measurement, not a check"]
-fn measure_get_16_in_flight() {
-    let server = TestServer::start(TcpConfig::default());
-    let mut link = connect(server.addr);
-    link.queue(
-        0,
-        &Message::Set {
-            key: b"k",
-            value: &[b'v'; 16],
-        },
-    )
-    .unwrap();
-    link.flush().unwrap();
-    while link.poll(&mut |_| {}).unwrap() == 0 {
-        link.wait(Duration::from_millis(10)).unwrap();
-    }
-    let get = |_: u64| (Req::Get(b"k".to_vec()), Reply::Value(Some(vec![b'v'; 16])));
-    run_requests(&mut link, 1..20_001, 16, get); // warm-up
-    for depth in [1, 16] {
-        let n = 100_000;
-        let t = Instant::now();
-        let mut lat = run_requests(&mut link, 1..n + 1, depth, get);
-        let wall = t.elapsed();
-        lat.sort_unstable();
-        let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1e3;
-        println!(
-            "tcp io_uring GET, {depth} in flight: {n} ops in {:.2} s = {:.0} ops/s, p50 {:.1} us, p99 {:.1} us",
-            wall.as_secs_f64(),
-            n as f64 / wall.as_secs_f64(),
-            pct(0.5),
-            pct(0.99)
-        );
-    }
-}
-
 /// An authenticating server closes, without a reply, a connection that does not present its
 /// secret first: at once if its first header is no `Hello` or announces a `Hello` larger than a
 /// secret (without buffering the payload it announces), and after `auth_deadline` if it sends

@@ -10,7 +10,10 @@
 //!   `dataplane::ring` rings, spinning;
 //! - `shm-echo-link`: GETs over a bare shm `ClientLink` to an in-process `ShmServer` that answers
 //!   every request with the value (wire encoding and the link, no `Session`, no Redis);
-//! - `shm-echo`: the same through a `Session` (request ids, the reply map, owned replies).
+//! - `shm-echo`: the same through a `Session` (request ids, the reply map, owned replies);
+//! - `tcp-echo-link`: GETs over a bare tcp (io_uring) `ClientLink` to an in-process `TcpServer`
+//!   on loopback that answers the same way, one at a time and 16 in flight (measured last, so
+//!   that the rows and plot colours of the others stay as they were).
 //!
 //! And one diagnostic op, `get-spin` (shm-echo and shm, 64 B, one at a time): the GET through
 //! the `Session`, but waiting for the reply with a spin-loop hint between pumps instead of
@@ -22,7 +25,6 @@
 
 use std::collections::BTreeMap;
 use std::hint::spin_loop;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -33,16 +35,21 @@ use autoloc::load::{write_graph, Graph};
 use autoloc::server::RedisServer;
 use autoloc::session::{Reply, Session};
 use autoloc::{Placement, Runtime, Side, Transport};
+use autoloc_bench::args::{
+    CellArgs, ClientCoreArgs, GraphArgs, JsonArgs, PlotArgs, ServerCoreArgs,
+};
 use autoloc_bench::harness::{
-    self, find, measure, record, Bound, Cell, Check, Machine, Measured, Plan, Report, Row,
+    self, find, measure, pin, progress, record, Bound, Cell, Check, Machine, Measured, Plan,
+    Report, Row,
 };
 use autoloc_dataplane::backoff::BackoffConfig;
 use autoloc_dataplane::link::{ClientLink, ServerLink, ShmClientLink};
 use autoloc_dataplane::resp::DEFAULT_TIMEOUT;
 use autoloc_dataplane::ring::{self, RingConfig};
 use autoloc_dataplane::shm::{ShmClient, ShmConfig, ShmServer};
+use autoloc_dataplane::tcp::{TcpClientLink, TcpServer};
 use autoloc_dataplane::wire::{List, Message};
-use autoloc_dataplane::{Connection, Frame, RedisUrl};
+use autoloc_dataplane::{Connection, Frame};
 use clap::Parser;
 use hdrhistogram::Histogram;
 
@@ -66,51 +73,48 @@ const TIMED_CALLS: u32 = 100_000;
     about = "Latency and throughput of each data plane (shm, tcp, rdma, resp) against \
                    the raw shared-memory ping-pong, with PASS/FAIL against the targets"
 )]
+#[command(mut_arg("quick", |a| a.help(
+    "A fast smoke run: at most 100 ms per cell and an R-MAT graph of scale at most 10"
+)))]
+#[command(mut_arg("server_core", |a| a.help(
+    "Core of the module's data-plane thread, the ping-pong's echo thread and the in-process \
+     shm and tcp echo servers"
+)))]
+#[command(mut_arg("json", |a| a.help(
+    "Write the machine, parameters and rows as JSON to this file"
+)))]
+#[command(mut_arg("plot", |a| a.help(
+    "Draw p50 and p99 latency per transport and operation as an SVG to this file"
+)))]
 struct Args {
     /// Redis with the AutoLoc module (redis://[[user]:password@]host[:port][/db]); default: a
     /// private redis-server started here with the module argument `cores <server-core>`.
     #[arg(long)]
     redis: Option<String>,
-    /// Measured time per cell, in milliseconds.
-    #[arg(long, default_value_t = 700)]
-    duration_ms: u64,
-    /// Warm-up per cell, in milliseconds (default: a fifth of the duration).
-    #[arg(long)]
-    warmup_ms: Option<u64>,
-    /// A fast smoke run: at most 100 ms per cell and an R-MAT graph of scale at most 10.
-    #[arg(long)]
-    quick: bool,
-    /// Core the client thread is pinned to.
-    #[arg(long, default_value_t = 0)]
-    client_core: usize,
-    /// Core of the module's data-plane thread, the ping-pong's echo thread and the in-process
-    /// shm server.
-    #[arg(long, default_value_t = 1)]
-    server_core: usize,
     #[command(flatten)]
-    graph: harness::GraphArgs,
+    cell: CellArgs,
+    #[command(flatten)]
+    client: ClientCoreArgs,
+    #[command(flatten)]
+    server: ServerCoreArgs,
+    #[command(flatten)]
+    graph: GraphArgs,
     /// Do not load the graph (it is already in the server given by --redis, same scale).
     #[arg(long)]
     no_load: bool,
-    /// Write the machine, parameters and rows as JSON to this file.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Draw p50 and p99 latency per transport and operation as an SVG to this file.
-    #[arg(long)]
-    plot: Option<PathBuf>,
+    #[command(flatten)]
+    json: JsonArgs,
+    #[command(flatten)]
+    plot: PlotArgs,
 }
 
 fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
-    if args.quick {
-        args.duration_ms = args.duration_ms.min(100);
+    if args.cell.quick {
+        args.cell.duration_ms = args.cell.duration_ms.min(100);
         args.graph.scale = args.graph.scale.min(10);
     }
-    anyhow::ensure!(args.duration_ms > 0, "--duration-ms must be at least 1");
-    let plan = Plan {
-        warmup: Duration::from_millis(args.warmup_ms.unwrap_or(args.duration_ms / 5)),
-        duration: Duration::from_millis(args.duration_ms),
-    };
+    let plan = args.cell.plan()?;
     let machine = Machine::detect();
 
     // The server first, before this thread is pinned: a child inherits the affinity mask, and
@@ -122,7 +126,7 @@ fn main() -> anyhow::Result<()> {
             (None, url.clone())
         }
         None => {
-            let core = args.server_core.to_string();
+            let core = args.server.core.to_string();
             let server = RedisServer::start(&["cores", &core])
                 .context("start a private redis-server with the AutoLoc module")?;
             let url = server.url();
@@ -133,23 +137,16 @@ fn main() -> anyhow::Result<()> {
             (Some(server), url)
         }
     };
-    let parsed: RedisUrl = url.parse().with_context(|| format!("redis URL {url}"))?;
-    let mut control = Connection::connect(&parsed, DEFAULT_TIMEOUT)
-        .with_context(|| format!("connect to {url}"))?;
+    let mut control = harness::connect(&url)?;
     params.insert("redis_version".into(), redis_version(&mut control));
     let vertices = setup_data(&mut control, &args, &mut params)?;
 
-    let pinned = pin(args.client_core);
+    args.client.pin(&mut params);
+    params.insert("server_core".into(), args.server.core.to_string());
     params.insert(
-        "client_core".into(),
-        if pinned {
-            args.client_core.to_string()
-        } else {
-            format!("{} (pinning failed: unpinned)", args.client_core)
-        },
+        "duration_ms_per_cell".into(),
+        args.cell.duration_ms.to_string(),
     );
-    params.insert("server_core".into(), args.server_core.to_string());
-    params.insert("duration_ms_per_cell".into(), args.duration_ms.to_string());
     params.insert(
         "warmup_ms_per_cell".into(),
         plan.warmup.as_millis().to_string(),
@@ -164,14 +161,14 @@ fn main() -> anyhow::Result<()> {
     let mut notes = Vec::new();
 
     progress("ring ping-pong");
-    let m = pingpong(plan, args.server_core)?;
+    let m = pingpong(plan, args.server.core)?;
     rows.push(harness::row(cell("ring", "pingpong", PING_BYTES, 1), &m));
 
-    echo_floors(plan, args.server_core, &mut rows, &mut notes)?;
+    echo_floors(plan, args.server.core, &mut rows, &mut notes)?;
 
     for transport in Transport::ALL {
         match transport {
-            Transport::Resp => resp_cells(plan, &parsed, &vertices, &mut rows)?,
+            Transport::Resp => resp_cells(plan, &url, &vertices, &mut rows)?,
             t => {
                 let rt = match Runtime::connect(&url).and_then(|rt| rt.with_transport(t)) {
                     Ok(rt) => rt,
@@ -183,6 +180,9 @@ fn main() -> anyhow::Result<()> {
                 link_cells(plan, rt, &vertices, &mut control, &mut rows, &mut notes)?;
             }
         }
+    }
+    if let Err(e) = tcp_echo_floor(plan, args.server.core, &mut rows) {
+        eprintln!("tcp-echo-link: skipped: {e:#}");
     }
 
     notes.push(format!(
@@ -213,19 +213,19 @@ fn main() -> anyhow::Result<()> {
         parameters: params,
         rows,
     };
-    if let Some(path) = &args.json {
-        report.write_json(path)?;
+    if let Some(path) = &args.json.path {
+        harness::write_json(path, &report)?;
         eprintln!("wrote {}", path.display());
     }
-    if let Some(path) = &args.plot {
+    if let Some(path) = &args.plot.path {
         let footnote = format!(
             "{} cores, {}, kernel {}; client on core {}, server on core {}; {} ms per cell",
             report.machine.cores,
             report.machine.cpu,
             report.machine.kernel,
-            args.client_core,
-            args.server_core,
-            args.duration_ms
+            args.client.core,
+            args.server.core,
+            args.cell.duration_ms
         );
         harness::plot_latency(
             path,
@@ -246,23 +246,6 @@ fn cell<'a>(transport: &'a str, op: &'a str, value_bytes: usize, in_flight: usiz
         value_bytes: value_bytes as u64,
         in_flight: in_flight as u32,
     }
-}
-
-fn progress(what: &str) {
-    eprintln!("measuring {what}...");
-}
-
-/// Pins the calling thread to `core`; false if that failed (e.g. no such core).
-///
-/// The core is named directly rather than looked up in `core_affinity::get_core_ids`, which
-/// lists only the cores of the caller's current mask: a thread spawned by a pinned thread would
-/// find just its parent's core there.
-fn pin(core: usize) -> bool {
-    let ok = core_affinity::set_for_current(core_affinity::CoreId { id: core });
-    if !ok {
-        eprintln!("warning: could not pin a thread to core {core}; it runs unpinned");
-    }
-    ok
 }
 
 fn value_key(size: usize) -> String {
@@ -363,23 +346,22 @@ fn pingpong(plan: Plan, echo_core: usize) -> anyhow::Result<Measured> {
     measured
 }
 
-/// An in-process shm server on `core` that answers every request with `value`, no Redis.
+/// An in-process server link (shm or tcp) served on `core`, spinning, that answers every
+/// request with `value`: no Redis.
 struct EchoServer {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 impl EchoServer {
-    fn start(value: Vec<u8>, core: usize) -> anyhow::Result<(EchoServer, ShmClientLink)> {
-        let mut server = ShmServer::create(&ShmConfig::default())?;
-        let client = ShmClient::attach(server.path(), &server.secret())?;
+    fn start(mut server: impl ServerLink + 'static, value: Vec<u8>, core: usize) -> EchoServer {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = stop.clone();
             std::thread::spawn(move || -> anyhow::Result<()> {
                 pin(core);
                 while !stop.load(Ordering::Relaxed) {
-                    if ServerLink::has_pending(&server) {
+                    if server.has_pending() {
                         server.serve(32, &mut |frame, out| {
                             let _ = out.reply(
                                 frame.request_id,
@@ -395,11 +377,28 @@ impl EchoServer {
                 Ok(())
             })
         };
-        let echo = EchoServer {
+        EchoServer {
             stop,
             thread: Some(thread),
-        };
+        }
+    }
+
+    /// An shm server answering `value`, and a bare client link to it.
+    fn shm(value: Vec<u8>, core: usize) -> anyhow::Result<(EchoServer, ShmClientLink)> {
+        let server = ShmServer::create(&ShmConfig::default())?;
+        let client = ShmClient::attach(server.path(), &server.secret())?;
+        let echo = EchoServer::start(server, value, core);
         Ok((echo, ShmClientLink::new(client, BackoffConfig::default())))
+    }
+
+    /// A tcp server on loopback answering `value`, and a bare client link to it.
+    fn tcp(value: Vec<u8>, core: usize) -> anyhow::Result<(EchoServer, TcpClientLink)> {
+        let server = TcpServer::bind("127.0.0.1:0").context("bind a tcp data-plane server")?;
+        let addr = server.local_addr();
+        let echo = EchoServer::start(server, value, core);
+        let link = TcpClientLink::connect(addr, DEFAULT_TIMEOUT)
+            .with_context(|| format!("connect to the tcp echo server at {addr}"))?;
+        Ok((echo, link))
     }
 
     fn stop(mut self) -> anyhow::Result<()> {
@@ -427,23 +426,16 @@ fn echo_floors(
 ) -> anyhow::Result<()> {
     let size = VALUE_SIZES[0];
     let key = value_key(size);
-    let (server, mut link) = EchoServer::start(vec![b'v'; size], core)?;
+    let (server, mut link) = EchoServer::shm(vec![b'v'; size], core)?;
     notes.push(format!(
         "ShmClientLink::peer_gone() (each Session::idle step, via ClientLink::wait): {:.0} ns per call",
         per_call(|| u64::from(link.peer_gone()))
     ));
-    let mut next_id = 1;
-    for n in [1, IN_FLIGHT] {
-        progress(&format!("shm-echo-link get {size} B x{n}"));
-        let m = measure(plan, |h| {
-            link_gets(&mut link, key.as_bytes(), size, n, &mut next_id, h)
-        })?;
-        rows.push(harness::row(cell("shm-echo-link", "get", size, n), &m));
-    }
+    bare_link_cells(plan, "shm-echo-link", &mut link, rows)?;
     drop(link);
     server.stop()?;
 
-    let (server, link) = EchoServer::start(vec![b'v'; size], core)?;
+    let (server, link) = EchoServer::shm(vec![b'v'; size], core)?;
     let mut session = Session::new(Box::new(link), DEFAULT_TIMEOUT);
     for n in [1, IN_FLIGHT] {
         progress(&format!("shm-echo get {size} B x{n}"));
@@ -463,6 +455,36 @@ fn echo_floors(
     rows.push(harness::row(cell("shm-echo", "get-spin", size, 1), &m));
     drop(session);
     server.stop()
+}
+
+/// The tcp floor without Redis: GETs of 64 B over a bare tcp link to an in-process server on
+/// loopback, one at a time and `IN_FLIGHT` at once.
+fn tcp_echo_floor(plan: Plan, core: usize, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let (server, mut link) = EchoServer::tcp(vec![b'v'; VALUE_SIZES[0]], core)?;
+    bare_link_cells(plan, "tcp-echo-link", &mut link, rows)?;
+    drop(link);
+    server.stop()
+}
+
+/// The rows of `transport` (an echo server's bare link): GETs of 64 B one at a time, then
+/// `IN_FLIGHT` at once.
+fn bare_link_cells(
+    plan: Plan,
+    transport: &str,
+    link: &mut dyn ClientLink,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let size = VALUE_SIZES[0];
+    let key = value_key(size);
+    let mut next_id = 1;
+    for n in [1, IN_FLIGHT] {
+        progress(&format!("{transport} get {size} B x{n}"));
+        let m = measure(plan, |h| {
+            link_gets(link, key.as_bytes(), size, n, &mut next_id, h)
+        })?;
+        rows.push(harness::row(cell(transport, "get", size, n), &m));
+    }
+    Ok(())
 }
 
 /// `n` GETs of `key` over a bare client link: queue all, flush once, poll until every reply is
@@ -786,11 +808,11 @@ fn link_cells(
 /// read), khop through `AUTOLOC.CALL` (one at a time through the runtime, 16 pipelined).
 fn resp_cells(
     plan: Plan,
-    url: &RedisUrl,
+    url: &str,
     vertices: &[String],
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
-    let mut conn = Connection::connect(url, DEFAULT_TIMEOUT)?;
+    let mut conn = harness::connect(url)?;
     for size in VALUE_SIZES {
         let key = value_key(size);
         for n in [1, IN_FLIGHT] {
@@ -812,7 +834,7 @@ fn resp_cells(
             rows.push(harness::row(cell("resp", "get", size, n), &m));
         }
     }
-    let mut rt = Runtime::connect(&url.to_string())?;
+    let mut rt = Runtime::connect(url)?;
     let mut next = vertices.iter().cycle();
     progress("resp khop x1");
     let m = measure(plan, |h| {
@@ -972,6 +994,18 @@ mod tests {
             p999_ns: p50 * 3,
             ops_per_s: ops,
         }
+    }
+
+    #[test]
+    fn the_documented_invocations_parse() {
+        let a: Args = autoloc_bench::args::parse_line("bench-dataplane --json d.json --plot d.svg");
+        assert_eq!(
+            (a.cell.duration_ms, a.client.core, a.server.core),
+            (700, 0, 1)
+        );
+        assert!(a.json.path.is_some() && a.plot.path.is_some());
+        let a: Args = autoloc_bench::args::parse_line("bench-dataplane --quick --duration-ms 50");
+        assert!(a.cell.quick && a.cell.duration_ms == 50);
     }
 
     #[test]

@@ -26,7 +26,7 @@
 //! mixed assignments are measured at full length.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -39,14 +39,15 @@ use autoloc::placement::{evaluate, Controller, ControllerConfig, Evaluation, Pol
 use autoloc::server::RedisServer;
 use autoloc::table::SideSnapshot;
 use autoloc::{Placement, Runtime, Side, Transport};
-use autoloc_bench::harness::{self, Bound, Check, Machine};
+use autoloc_bench::args::{GraphArgs, JsonArgs, PlotArgs, ServerCoreArgs};
+use autoloc_bench::harness::{self, load_average, Bound, Check, JsonCheck, Machine, PALETTE};
 use autoloc_bench::netns::Netns;
 use autoloc_bench::placement_bench::{
-    assignments, convergence_ms, median, oracle_string, ratio_ci, stays_within_ms, CiVerdict,
-    FnCost, PlacementRow, RatioCi, SeriesPoint, ShiftSeries, Tally, BOOTSTRAP_RESAMPLES,
+    assignments, convergence_ms, median, oracle_string, ratio_ci, shares_text, stays_within_ms,
+    CiVerdict, FnCost, PlacementRow, RatioCi, SeriesPoint, ShiftSeries, Tally, BOOTSTRAP_RESAMPLES,
 };
-use autoloc_dataplane::resp::DEFAULT_TIMEOUT;
-use autoloc_dataplane::{Connection, RedisUrl};
+use autoloc_bench::table::Table;
+use autoloc_dataplane::Connection;
 use clap::Parser;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -105,6 +106,12 @@ const POLICIES: [&str; 5] = ["storage", "compute", "autoloc2021", "kayak", "adap
              adaptive, oracle) on khop, digest, pagerank, aggregate, a mix and a shifting mix, \
              with PASS/FAIL against the targets"
 )]
+#[command(mut_arg("json", |a| a.help(
+    "Write the rows, checks and the shift's time series as JSON to this file"
+)))]
+#[command(mut_arg("plot", |a| a.help(
+    "Draw throughput and storage share over time across the shift as an SVG to this file"
+)))]
 struct Args {
     /// Workloads to run, comma-separated (khop2, khop3, digest, pagerank, aggregate, mix, shift;
     /// default all of these), and userfn (user functions in WebAssembly, only when named).
@@ -163,20 +170,17 @@ struct Args {
     /// Leave the compute threads unpinned (they then share the server's core too).
     #[arg(long)]
     unpinned: bool,
-    /// Core of the module's data-plane thread (module argument `cores`).
-    #[arg(long, default_value_t = 1)]
-    server_core: usize,
     #[command(flatten)]
-    graph: harness::GraphArgs,
+    server: ServerCoreArgs,
+    #[command(flatten)]
+    graph: GraphArgs,
     /// Rounds of `digest` over the 64 KiB blob.
     #[arg(long, default_value_t = 20)]
     digest_rounds: u32,
-    /// Write the rows, checks and the shift's time series as JSON to this file.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Draw throughput and storage share over time across the shift as an SVG to this file.
-    #[arg(long)]
-    plot: Option<PathBuf>,
+    #[command(flatten)]
+    json: JsonArgs,
+    #[command(flatten)]
+    plot: PlotArgs,
 }
 
 /// One kind of invocation.
@@ -875,14 +879,6 @@ struct JsonReport<'a> {
     calibration: Option<&'a Calibration>,
 }
 
-#[derive(Debug, Serialize)]
-struct JsonCheck {
-    name: String,
-    value: Option<f64>,
-    target: String,
-    verdict: String,
-}
-
 fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     let workloads = prepare(&mut args)?;
@@ -935,11 +931,11 @@ fn main() -> anyhow::Result<()> {
         calibration: calibration.as_ref(),
     };
     print_report(&machine, &params, &report, elapsed);
-    if let Some(path) = &args.json {
+    if let Some(path) = &args.json.path {
         write_json(path, &machine, &params, &report)?;
         eprintln!("wrote {}", path.display());
     }
-    if let Some(path) = &args.plot {
+    if let Some(path) = &args.plot.path {
         if results.series.is_empty() {
             eprintln!("--plot: the shift workload was not run; nothing to plot");
         } else {
@@ -950,7 +946,7 @@ fn main() -> anyhow::Result<()> {
                 machine.kernel,
                 args.threads,
                 args.in_flight,
-                args.server_core,
+                args.server.core,
                 args.phase_ms
             );
             plot_shift(path, &results.series, &footnote)?;
@@ -1127,10 +1123,10 @@ impl Setup {
     fn start(args: &mut Args, machine: &Machine) -> anyhow::Result<Setup> {
         if args.client_cores.is_empty() && !args.unpinned {
             args.client_cores = (0..machine.cores.max(1))
-                .filter(|&c| c != args.server_core || machine.cores <= 1)
+                .filter(|&c| c != args.server.core || machine.cores <= 1)
                 .collect();
         }
-        let core = args.server_core.to_string();
+        let core = args.server.core.to_string();
         let netns = match args.topology {
             Topology::Local => None,
             Topology::Netns => Some(Netns::create().map_err(Skip)?),
@@ -1162,11 +1158,7 @@ impl Setup {
                 )
             }
         };
-        let parsed: RedisUrl = control_url
-            .parse()
-            .with_context(|| format!("redis URL {control_url}"))?;
-        let mut control = Connection::connect(&parsed, DEFAULT_TIMEOUT)
-            .with_context(|| format!("connect to {control_url}"))?;
+        let mut control = harness::connect(&control_url)?;
         eprintln!(
             "loading R-MAT scale {} edge factor {}...",
             args.graph.scale, args.graph.edge_factor
@@ -1259,7 +1251,7 @@ impl CellConfigs {
 
 /// The parameters printed with the results (all but the load average, known at the end).
 fn parameters(args: &Args, setup: &mut Setup) -> BTreeMap<String, String> {
-    let core = args.server_core.to_string();
+    let core = args.server.core.to_string();
     let load = &setup.load;
     let mut params = BTreeMap::new();
     params.insert(
@@ -1314,7 +1306,7 @@ fn parameters(args: &Args, setup: &mut Setup) -> BTreeMap<String, String> {
             } else {
                 format!(
                     "pinned to cores {:?} (the compute node; the storage has core {})",
-                    args.client_cores, args.server_core
+                    args.client_cores, args.server.core
                 )
             }
         ),
@@ -1676,56 +1668,38 @@ fn write_json(
         open_loop: &results.open,
         verdicts: report.verdicts,
         tallies: report.tallies,
-        checks: report
-            .checks
-            .iter()
-            .map(|c| JsonCheck {
-                name: c.name.clone(),
-                value: c.value,
-                target: match c.bound {
-                    Bound::AtLeast(t) => format!(">= {t}"),
-                    Bound::AtMost(t) => format!("<= {t}"),
-                },
-                verdict: format!("{:?}", c.verdict()).to_uppercase(),
-            })
-            .collect(),
+        checks: report.checks.iter().map(JsonCheck::from).collect(),
         shift_series: &results.series,
         forecasts: &results.forecasts,
         calibration: report.calibration,
     };
-    let text = serde_json::to_string_pretty(&json)?;
-    std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))
+    harness::write_json(path, &json)
 }
 
 /// The forecast evaluations, one line per trace, and the verdict.
 fn forecast_table(rows: &[ForecastRow]) -> String {
-    use std::fmt::Write as _;
-    let mut out = format!(
-        "{:<10} {:>8} {:>10} {:>10} {:>10} {:>8}  chosen\n",
-        "workload", "samples", "mae_holt", "mae_ewma", "mae_naive", "best/nv"
-    );
+    let mut t = Table::new()
+        .left("workload", 10)
+        .right("samples", 8)
+        .right("mae_holt", 10)
+        .right("mae_ewma", 10)
+        .right("mae_naive", 10)
+        .right("best/nv", 8)
+        .gap(2)
+        .left("chosen", 0);
     for r in rows {
         let e = &r.evaluation;
-        let _ = writeln!(
-            out,
-            "{:<10} {:>8} {:>10.4} {:>10.4} {:>10.4} {:>8.2}  {:?}",
-            r.workload,
-            r.trace.len(),
-            e.mae_holt,
-            e.mae_ewma,
-            e.mae_naive,
-            e.mae_holt.min(e.mae_ewma) / e.mae_naive,
-            e.chosen
-        );
+        t.row(&[
+            &r.workload,
+            &r.trace.len(),
+            &format!("{:.4}", e.mae_holt),
+            &format!("{:.4}", e.mae_ewma),
+            &format!("{:.4}", e.mae_naive),
+            &format!("{:.2}", e.mae_holt.min(e.mae_ewma) / e.mae_naive),
+            &format!("{:?}", e.chosen),
+        ]);
     }
-    out
-}
-
-/// The 1, 5 and 15 minute load averages.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
+    t.to_string()
 }
 
 fn ms_or_inf(v: u64) -> f64 {
@@ -1747,28 +1721,20 @@ fn redis_version(control: &mut Connection) -> String {
 
 /// The rows as an aligned table.
 fn table(rows: &[PlacementRow]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<10} {:<12} {:>16} {:>9} {:>10} {:>8} {:>8} {:>8} {:>7}  {:<44} convergence_ms",
-        "workload",
-        "policy",
-        "throughput_per_s",
-        "p50_us",
-        "p99_us",
-        "st_util",
-        "cp_util",
-        "pushback",
-        "errors",
-        "storage_share_final"
-    );
+    let mut t = Table::new()
+        .left("workload", 10)
+        .left("policy", 12)
+        .right("throughput_per_s", 16)
+        .right("p50_us", 9)
+        .right("p99_us", 10)
+        .right("st_util", 8)
+        .right("cp_util", 8)
+        .right("pushback", 8)
+        .right("errors", 7)
+        .gap(2)
+        .left("storage_share_final", 44)
+        .left("convergence_ms", 0);
     for r in rows {
-        let shares: Vec<String> = r
-            .storage_share_final
-            .iter()
-            .map(|(f, s)| format!("{f}={s:.2}"))
-            .collect();
         let list = |c: &Vec<Option<u64>>| {
             c.iter()
                 .map(|v| v.map_or_else(|| "never".to_string(), |v| v.to_string()))
@@ -1780,29 +1746,32 @@ fn table(rows: &[PlacementRow]) -> String {
             (Some(c), None) => list(c),
             _ => String::new(),
         };
-        let _ = writeln!(
-            out,
-            "{:<10} {:<12} {:>16.0} {:>9.1} {:>10.1} {:>8.2} {:>8.2} {:>8} {:>7}  {:<44} {}",
-            r.workload,
-            r.policy,
-            r.throughput_per_s,
-            r.p50_us,
-            r.p99_us,
-            r.storage_util,
-            r.compute_util,
-            r.pushed_back,
-            r.errors,
-            shares.join(" "),
-            conv
-        );
+        t.row(&[
+            &r.workload,
+            &r.policy,
+            &format!("{:.0}", r.throughput_per_s),
+            &format!("{:.1}", r.p50_us),
+            &format!("{:.1}", r.p99_us),
+            &format!("{:.2}", r.storage_util),
+            &format!("{:.2}", r.compute_util),
+            &r.pushed_back,
+            &r.errors,
+            &final_shares(r),
+            &conv,
+        ]);
         if let Some(a) = &r.assignment {
-            let _ = writeln!(out, "{:<10}   = {a}", "");
+            t.text(format!("{:<10}   = {a}", ""));
         }
         if let Some(e) = &r.first_error {
-            let _ = writeln!(out, "{:<10}   first error: {e}", "");
+            t.text(format!("{:<10}   first error: {e}", ""));
         }
     }
-    out
+    t.to_string()
+}
+
+/// A row's final storage share of each function, `khop=0.85 digest=0.00`.
+fn final_shares(r: &PlacementRow) -> String {
+    shares_text(r.storage_share_final.iter().map(|(f, s)| (f.as_str(), *s)))
 }
 
 /// The worst convergence of a list; infinite if a phase never settled.
@@ -1970,17 +1939,15 @@ fn checks(rows: &[PlacementRow], verdicts: &[VerdictRow], light: &PlacementRow) 
 
 /// The verdict table: one line per workload, adaptive / each baseline as `ratio [lo, hi] W|T|L`.
 fn verdict_table(verdicts: &[VerdictRow]) -> String {
-    use std::fmt::Write as _;
     let cols: Vec<&str> = BASELINES
         .iter()
         .copied()
         .chain(std::iter::once("best static"))
         .collect();
-    let mut out = format!("{:<10}", "workload");
+    let mut t = Table::new().left("workload", 10);
     for c in &cols {
-        let _ = write!(out, " {:>22}", format!("/ {c}"));
+        t = t.right(format!("/ {c}"), 22);
     }
-    out.push('\n');
     let mut workloads: Vec<&str> = Vec::new();
     for v in verdicts {
         if !workloads.contains(&v.workload.as_str()) {
@@ -1988,104 +1955,91 @@ fn verdict_table(verdicts: &[VerdictRow]) -> String {
         }
     }
     for w in workloads {
-        let _ = write!(out, "{w:<10}");
-        for c in &cols {
-            let cell = verdicts
-                .iter()
-                .find(|v| v.workload == w && v.baseline == *c)
-                .map_or_else(String::new, |v| {
-                    let mark = match v.verdict {
-                        CiVerdict::Win => "W",
-                        CiVerdict::Tie => "T",
-                        CiVerdict::Loss => "L",
-                    };
-                    format!("{:.2} [{:.2},{:.2}] {mark}", v.ci.ratio, v.ci.lo, v.ci.hi)
-                });
-            let _ = write!(out, " {cell:>22}");
-        }
-        out.push('\n');
+        let cells: Vec<String> = cols
+            .iter()
+            .map(|c| {
+                verdicts
+                    .iter()
+                    .find(|v| v.workload == w && v.baseline == *c)
+                    .map_or_else(String::new, |v| {
+                        let mark = match v.verdict {
+                            CiVerdict::Win => "W",
+                            CiVerdict::Tie => "T",
+                            CiVerdict::Loss => "L",
+                        };
+                        format!("{:.2} [{:.2},{:.2}] {mark}", v.ci.ratio, v.ci.lo, v.ci.hi)
+                    })
+            })
+            .collect();
+        let mut row: Vec<&dyn std::fmt::Display> = vec![&w];
+        row.extend(cells.iter().map(|c| c as &dyn std::fmt::Display));
+        t.row(&row);
     }
-    out
+    t.to_string()
 }
 
 /// The open-loop table: per workload and policy, offered and carried load, p50 and p99.
 fn open_table(rows: &[PlacementRow]) -> String {
-    use std::fmt::Write as _;
-    let mut out = format!(
-        "{:<10} {:<12} {:>10} {:>10} {:>10} {:>10}  {:<40}\n",
-        "workload", "policy", "offered/s", "carried/s", "p50_us", "p99_us", "storage_share_final"
-    );
+    let mut t = Table::new()
+        .left("workload", 10)
+        .left("policy", 12)
+        .right("offered/s", 10)
+        .right("carried/s", 10)
+        .right("p50_us", 10)
+        .right("p99_us", 10)
+        .gap(2)
+        .left("storage_share_final", 40);
     for r in rows {
-        let shares: Vec<String> = r
-            .storage_share_final
-            .iter()
-            .map(|(f, s)| format!("{f}={s:.2}"))
-            .collect();
-        let _ = writeln!(
-            out,
-            "{:<10} {:<12} {:>10.0} {:>10.0} {:>10.1} {:>10.1}  {}",
-            r.workload,
-            r.policy,
-            r.offered_per_s.unwrap_or(0.0),
-            r.throughput_per_s,
-            r.p50_us,
-            r.p99_us,
-            shares.join(" ")
-        );
+        t.row(&[
+            &r.workload,
+            &r.policy,
+            &format!("{:.0}", r.offered_per_s.unwrap_or(0.0)),
+            &format!("{:.0}", r.throughput_per_s),
+            &format!("{:.1}", r.p50_us),
+            &format!("{:.1}", r.p99_us),
+            &final_shares(r),
+        ]);
         if let Some(e) = &r.first_error {
-            let _ = writeln!(out, "{:<10}   first error: {e}", "");
+            t.text(format!("{:<10}   first error: {e}", ""));
         }
     }
-    out
+    t.to_string()
 }
 
 /// What each function cost per invocation in each policy's cell, from the placement table.
 fn cost_table(rows: &[PlacementRow]) -> String {
-    use std::fmt::Write as _;
-    let mut out = format!(
-        "{:<10} {:<12} {:<10} {:>8} {:>10} {:>8} {:>10} {:>7} {:>9}\n",
-        "workload",
-        "policy",
-        "function",
-        "st_runs",
-        "st_cpu_us",
-        "cp_runs",
-        "cp_cpu_us",
-        "rtrips",
-        "bytes"
-    );
+    let mut t = Table::new()
+        .left("workload", 10)
+        .left("policy", 12)
+        .left("function", 10)
+        .right("st_runs", 8)
+        .right("st_cpu_us", 10)
+        .right("cp_runs", 8)
+        .right("cp_cpu_us", 10)
+        .right("rtrips", 7)
+        .right("bytes", 9);
     for r in rows {
         for (f, c) in &r.costs {
-            let _ = writeln!(
-                out,
-                "{:<10} {:<12} {:<10} {:>8} {:>10.1} {:>8} {:>10.1} {:>7.1} {:>9.0}",
-                r.workload,
-                r.policy,
+            t.row(&[
+                &r.workload,
+                &r.policy,
                 f,
-                c.storage_runs,
-                c.storage_cpu_us,
-                c.compute_runs,
-                c.compute_cpu_us,
-                c.round_trips,
-                c.bytes
-            );
+                &c.storage_runs,
+                &format!("{:.1}", c.storage_cpu_us),
+                &c.compute_runs,
+                &format!("{:.1}", c.compute_cpu_us),
+                &format!("{:.1}", c.round_trips),
+                &format!("{:.0}", c.bytes),
+            ]);
         }
     }
-    out
+    t.to_string()
 }
 
 /// Two panels across the shift: throughput per bucket, and storage share (khop solid, digest
 /// thin), one colour per policy; the shifts as vertical lines.
 fn plot_shift(path: &Path, series: &[ShiftSeries], footnote: &str) -> anyhow::Result<()> {
     use plotters::prelude::*;
-    const PALETTE: [RGBColor; 6] = [
-        RGBColor(31, 119, 180),
-        RGBColor(255, 127, 14),
-        RGBColor(44, 160, 44),
-        RGBColor(214, 39, 40),
-        RGBColor(148, 103, 189),
-        RGBColor(40, 40, 40),
-    ];
     let t_max = series
         .iter()
         .flat_map(|s| s.points.last())
@@ -2204,4 +2158,25 @@ fn plot_shift(path: &Path, series: &[ShiftSeries], footnote: &str) -> anyhow::Re
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod args_tests {
+    use super::*;
+    use autoloc_bench::args::parse_line;
+
+    #[test]
+    fn the_documented_invocations_parse() {
+        // ci/test's smoke run, and the README's.
+        let a: Args = parse_line(
+            "bench-placement --topology netns --transport tcp --rtt-us 100 --workloads \
+             khop2,digest --reps 3 --warmup-ms 200 --duration-ms 300 --search-ms 200 --json p.json",
+        );
+        assert_eq!(
+            (a.server.core, a.graph.scale, a.graph.edge_factor),
+            (1, 12, 8)
+        );
+        let a: Args = parse_line("bench-placement --json p.json --plot p.svg");
+        assert!(a.json.path.is_some() && a.plot.path.is_some());
+    }
 }

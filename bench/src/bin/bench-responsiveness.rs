@@ -17,16 +17,16 @@
 //! `--module PATH` measures another build of the module (e.g. an older commit's) the same way.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use autoloc::load::{write_graph, Graph};
-use autoloc::server::{find_module, RedisServer};
+use autoloc::server::RedisServer;
 use autoloc::stats::StorageStats;
 use autoloc::{Placement, Runtime, Transport};
+use autoloc_bench::args::{GraphArgs, JsonArgs, ModuleArgs, ServerCoreArgs};
 use autoloc_bench::harness::{self, histogram, record, Machine};
 use autoloc_dataplane::{Connection, Frame};
 use clap::Parser;
@@ -34,10 +34,11 @@ use serde::Serialize;
 
 #[derive(Debug, Parser)]
 #[command(about = "PING latency of Redis's own clients under storage-side and compute-side load")]
+#[command(mut_arg("server_core", |a| a.help("The core the module's data-plane thread is pinned to")))]
+#[command(mut_arg("json", |a| a.help("Write the rows as JSON here")))]
 struct Args {
-    /// The core the module's data-plane thread is pinned to.
-    #[arg(long, default_value_t = 1)]
-    server_core: usize,
+    #[command(flatten)]
+    server: ServerCoreArgs,
     /// Load threads running digest.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -56,14 +57,12 @@ struct Args {
     /// Transports of the loaded scenarios (comma-separated).
     #[arg(long, default_value = "shm,resp", value_delimiter = ',')]
     transports: Vec<Transport>,
-    /// The module to load (default: this build's).
-    #[arg(long)]
-    module: Option<PathBuf>,
-    /// Write the rows as JSON here.
-    #[arg(long)]
-    json: Option<PathBuf>,
     #[command(flatten)]
-    graph: harness::GraphArgs,
+    module: ModuleArgs,
+    #[command(flatten)]
+    json: JsonArgs,
+    #[command(flatten)]
+    graph: GraphArgs,
 }
 
 /// One scenario's measurements.
@@ -92,11 +91,8 @@ const BLOB_BYTES: usize = 64 * 1024;
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let machine = Machine::detect();
-    let module = match &args.module {
-        Some(m) => m.clone(),
-        None => find_module()?,
-    };
-    let core = args.server_core.to_string();
+    let module = args.module.resolve()?;
+    let core = args.server.core.to_string();
     let lock_us = args.lock_us.map(|l| l.to_string());
     let mut module_args = vec!["cores", core.as_str()];
     if let Some(l) = &lock_us {
@@ -155,18 +151,18 @@ fn main() -> anyhow::Result<()> {
         );
         rows.push(row);
     }
-    if let Some(path) = &args.json {
+    if let Some(path) = &args.json.path {
         let mut params = BTreeMap::new();
         params.insert("module_args", module_args.join(" "));
         params.insert("threads", args.threads.to_string());
         params.insert("in_flight", args.in_flight.to_string());
         params.insert("rounds", args.rounds.to_string());
-        let text = serde_json::to_string_pretty(&serde_json::json!({
+        let report = serde_json::json!({
             "machine": machine,
             "parameters": params,
             "rows": rows,
-        }))?;
-        std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))?;
+        });
+        harness::write_json(path, &report)?;
     }
     Ok(())
 }
@@ -282,4 +278,16 @@ fn run(
         lock_bound_hits: delta("dataplane_lock_bound_hits"),
         gil_wait_max_ms,
     })
+}
+
+#[cfg(test)]
+mod args_tests {
+    use super::*;
+    use autoloc_bench::args::parse_line;
+
+    #[test]
+    fn the_documented_invocations_parse() {
+        let a: Args = parse_line("bench-responsiveness --json r.json");
+        assert!(a.json.path.is_some() && a.server.core == 1);
+    }
 }

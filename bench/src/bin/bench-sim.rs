@@ -21,7 +21,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use autoloc::placement::sim::{sweep, Calibration, FnProfile, Grid, PointResult, Settle};
-use autoloc_bench::harness::{print_header, Machine};
+use autoloc_bench::args::{JsonArgs, PlotArgs};
+use autoloc_bench::harness::{print_header, Machine, PALETTE};
+use autoloc_bench::placement_bench;
+use autoloc_bench::table::Table;
 use clap::Parser;
 use serde::Serialize;
 
@@ -40,18 +43,22 @@ const NEAR_ORACLE: f64 = 0.05;
              best fixed assignment in the closed-loop model, over RTT x compute nodes x storage \
              cores, from bench-placement's measured costs"
 )]
+#[command(mut_arg("json", |a| a.help(
+    "Write the grid, every policy's steady state and the summary as JSON here"
+)))]
+#[command(mut_arg("plot", |a| a.help(
+    "Write an SVG heat map here: the winning policy per (RTT, nodes), a panel per storage core \
+     count and workload"
+)))]
 struct Args {
     /// `bench-placement --json` output (its `calibration` object is used) or a bare
     /// calibration object; without it, the built-in profiles.
     #[arg(long)]
     calibration: Option<PathBuf>,
-    /// Write the grid, every policy's steady state and the summary as JSON here.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Write an SVG heat map here: the winning policy per (RTT, nodes), a panel per storage
-    /// core count and workload.
-    #[arg(long)]
-    plot: Option<PathBuf>,
+    #[command(flatten)]
+    json: JsonArgs,
+    #[command(flatten)]
+    plot: PlotArgs,
     /// Workloads, comma-separated: mix, contrast, or a calibrated function's name.
     #[arg(long, value_delimiter = ',', default_value = "mix,contrast")]
     workload: Vec<String>,
@@ -366,51 +373,43 @@ fn letters(winners: &[&str]) -> String {
 }
 
 fn shares_text(names: &[String], shares: &[f64]) -> String {
-    names
-        .iter()
-        .zip(shares)
-        .map(|(n, s)| format!("{n}={s:.2}"))
-        .collect::<Vec<_>>()
-        .join(" ")
+    placement_bench::shares_text(names.iter().map(String::as_str).zip(shares.iter().copied()))
 }
 
 /// Every point as a table row.
 fn table(w: &WorkloadResult) -> String {
     let names = w.function_names();
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:>7} {:>5} {:>6} {:>11}  {:>7} {:>7} {:>11} {:>7} {:>8}  {:<24} oracle shares",
-        "storage",
-        "nodes",
-        "rtt_us",
-        "oracle/s",
-        "storage",
-        "compute",
-        "autoloc2021",
-        "kayak",
-        "adaptive",
-        "winner"
-    );
+    let mut t = Table::new()
+        .right("storage", 7)
+        .right("nodes", 5)
+        .right("rtt_us", 6)
+        .right("oracle/s", 11)
+        .gap(2)
+        .right("storage", 7)
+        .right("compute", 7)
+        .right("autoloc2021", 11)
+        .right("kayak", 7)
+        .right("adaptive", 8)
+        .gap(2)
+        .left("winner", 24)
+        .left("oracle shares", 0);
     for r in &w.points {
-        let rel = |p: &str| r.relative(p).unwrap_or(f64::NAN);
-        let _ = writeln!(
-            out,
-            "{:>7} {:>5} {:>6} {:>11.0}  {:>7.3} {:>7.3} {:>11.3} {:>7.3} {:>8.3}  {:<24} {}",
-            r.scale.storage_cores,
-            r.scale.nodes,
-            r.scale.rtt_ns / 1e3,
-            r.oracle.throughput,
-            rel("storage"),
-            rel("compute"),
-            rel("autoloc2021"),
-            rel("kayak"),
-            rel("adaptive"),
-            r.winners(TIE).join("="),
-            shares_text(&names, &r.oracle_shares)
-        );
+        let rel = |p: &str| format!("{:.3}", r.relative(p).unwrap_or(f64::NAN));
+        t.row(&[
+            &r.scale.storage_cores,
+            &r.scale.nodes,
+            &(r.scale.rtt_ns / 1e3),
+            &format!("{:.0}", r.oracle.throughput),
+            &rel("storage"),
+            &rel("compute"),
+            &rel("autoloc2021"),
+            &rel("kayak"),
+            &rel("adaptive"),
+            &r.winners(TIE).join("="),
+            &shares_text(&names, &r.oracle_shares),
+        ]);
     }
-    out
+    t.to_string()
 }
 
 /// Per storage core count, a map of the winners' letters: rows = nodes, columns = RTT.
@@ -421,25 +420,30 @@ fn maps(w: &WorkloadResult, grid: &Grid) -> String {
             out,
             "{sc} storage cores (rows: compute nodes; columns: rtt us)"
         );
-        let _ = write!(out, "{:>6}", "");
+        let mut t = Table::new().right("", 6);
         for &rtt in &grid.rtt_ns {
-            let _ = write!(out, " {:>6}", rtt / 1e3);
+            t = t.right((rtt / 1e3).to_string(), 6);
         }
-        out.push('\n');
         for &n in grid.nodes.iter().rev() {
-            let _ = write!(out, "{n:>6}");
-            for &rtt in &grid.rtt_ns {
-                let cell = w
-                    .points
-                    .iter()
-                    .find(|r| {
-                        r.scale.storage_cores == sc && r.scale.nodes == n && r.scale.rtt_ns == rtt
-                    })
-                    .map_or_else(|| "?".to_string(), |r| letters(&r.winners(TIE)));
-                let _ = write!(out, " {cell:>6}");
-            }
-            out.push('\n');
+            let cells: Vec<String> = grid
+                .rtt_ns
+                .iter()
+                .map(|&rtt| {
+                    w.points
+                        .iter()
+                        .find(|r| {
+                            r.scale.storage_cores == sc
+                                && r.scale.nodes == n
+                                && r.scale.rtt_ns == rtt
+                        })
+                        .map_or_else(|| "?".to_string(), |r| letters(&r.winners(TIE)))
+                })
+                .collect();
+            let mut row: Vec<&dyn std::fmt::Display> = vec![&n];
+            row.extend(cells.iter().map(|c| c as &dyn std::fmt::Display));
+            t.row(&row);
         }
+        out.push_str(&t.to_string());
     }
     out
 }
@@ -452,24 +456,23 @@ fn print_summary(w: &WorkloadResult) {
         s.points,
         100.0 * TIE
     );
-    println!(
-        "  {:<12} {:>18} {:>10} {:>10} {:>14}",
-        "policy",
-        format!("within {:.0}% of oracle", 100.0 * NEAR_ORACLE),
-        "wins alone",
-        "wins tied",
-        "worst / oracle"
-    );
+    let mut t = Table::new()
+        .gap(2)
+        .left("policy", 12)
+        .right(format!("within {:.0}% of oracle", 100.0 * NEAR_ORACLE), 18)
+        .right("wins alone", 10)
+        .right("wins tied", 10)
+        .right("worst / oracle", 14);
     for p in &s.policies {
-        println!(
-            "  {:<12} {:>18} {:>10} {:>10} {:>14.3}",
-            p.policy,
-            format!("{} / {}", p.near_oracle, s.points),
-            p.wins_alone,
-            p.wins_tied,
-            p.worst_relative
-        );
+        t.row(&[
+            &p.policy,
+            &format!("{} / {}", p.near_oracle, s.points),
+            &p.wins_alone,
+            &p.wins_tied,
+            &format!("{:.3}", p.worst_relative),
+        ]);
     }
+    print!("{t}");
     let names = w.function_names();
     println!(
         "  adaptive loses to a baseline by more than {:.0}% at {} of {} points{}",
@@ -750,12 +753,12 @@ fn main() -> anyhow::Result<()> {
     }
     eprintln!("swept in {:.1} s", started.elapsed().as_secs_f64());
 
-    if let Some(path) = &args.json {
+    if let Some(path) = &args.json.path {
         let text = json_report(&machine, &params, &cal, measured, &grid, &settle, &results)?;
         std::fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
-    if let Some(path) = &args.plot {
+    if let Some(path) = &args.plot.path {
         let footnote = format!(
             "Simulated (autoloc::placement::sim), not measured, from: {source}. Nodes of {} \
              cores, {} in flight; {} epochs of {} ms, last quarter. Cell colour: the winning \
@@ -785,13 +788,6 @@ fn plot(
 ) -> anyhow::Result<()> {
     use plotters::prelude::*;
     use plotters::style::text_anchor::{HPos, Pos, VPos};
-    const PALETTE: [RGBColor; 5] = [
-        RGBColor(31, 119, 180),
-        RGBColor(255, 127, 14),
-        RGBColor(44, 160, 44),
-        RGBColor(214, 39, 40),
-        RGBColor(148, 103, 189),
-    ];
     const TIE_COLOUR: RGBColor = RGBColor(200, 200, 200);
     let cols = grid.storage_cores.len().max(1);
     let rows = results.len().max(1);
@@ -925,4 +921,22 @@ fn plot(
     }
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod args_tests {
+    use super::*;
+    use autoloc_bench::args::parse_line;
+
+    #[test]
+    fn the_documented_invocations_parse() {
+        // ci/test's smoke run, and the README's.
+        let a: Args = parse_line(
+            "bench-sim --calibration c.json --rtt-us 1,200 --nodes 1,64 --storage-cores 1,16 \
+             --epochs 60",
+        );
+        assert_eq!(a.rtt_us, [1.0, 200.0]);
+        let a: Args = parse_line("bench-sim --calibration c.json --json s.json --plot s.svg");
+        assert!(a.json.path.is_some() && a.plot.path.is_some());
+    }
 }

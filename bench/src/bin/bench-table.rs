@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use autoloc::table::{Record, Slot, Table};
 use autoloc::Side;
 use autoloc_bench::harness::{print_header, Machine};
+use autoloc_bench::placement_bench::median;
+use autoloc_bench::table;
 use clap::Parser;
 
 /// Operations (one choose and one record each) between two looks at the stop flag.
@@ -159,16 +161,6 @@ fn run(
     ops as f64 / secs
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn mops(x: f64) -> String {
     format!("{:.2}", x / 1e6)
 }
@@ -218,21 +210,41 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
-    println!(
-        "{:<8} {:>7} {:>14} {:>16} {:>10} {:>10}",
-        "scenario", "threads", "Mops/s median", "per thread", "min", "max"
-    );
-    for ((scenario, threads), mut v) in cells.into_iter().zip(results) {
-        let m = median(&mut v);
-        println!(
-            "{:<8} {:>7} {:>14} {:>16} {:>10} {:>10}",
-            scenario.name(),
-            threads,
-            mops(m),
-            mops(m / threads as f64),
-            mops(v[0]),
-            mops(v[v.len() - 1]),
-        );
+    let mut t = table::Table::new()
+        .left("scenario", 8)
+        .right("threads", 7)
+        .right("Mops/s median", 14)
+        .right("per thread", 16)
+        .right("min", 10)
+        .right("max", 10);
+    for ((scenario, threads), v) in cells.into_iter().zip(results) {
+        let m = median(&v).expect("--runs is at least 1");
+        let (min, max) = v
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+                (lo.min(x), hi.max(x))
+            });
+        t.row(&[
+            &scenario.name(),
+            &threads,
+            &mops(m),
+            &mops(m / threads as f64),
+            &mops(min),
+            &mops(max),
+        ]);
     }
+    print!("{t}");
     Ok(())
+}
+
+#[cfg(test)]
+mod args_tests {
+    use super::*;
+    use autoloc_bench::args::parse_line;
+
+    #[test]
+    fn the_documented_invocations_parse() {
+        let a: Args = parse_line("bench-table --runs 11 --duration-ms 300");
+        assert_eq!((a.runs, a.duration_ms), (11, 300));
+    }
 }

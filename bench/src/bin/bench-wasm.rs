@@ -51,13 +51,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
 use autoloc::load::{load_autoloc_json, write_graph, Graph};
-use autoloc::server::{find_module, RedisServer};
+use autoloc::server::RedisServer;
 use autoloc::{guests, Output, Placement, Runtime, Side, Transport};
-use autoloc_bench::harness::{
-    self, measure_interleaved, record, Bound, Check, Machine, Measured, Plan, Step,
+use autoloc_bench::args::{
+    CellArgs, ClientCoreArgs, GraphArgs, JsonArgs, ModuleArgs, ServerCoreArgs,
 };
-use autoloc_dataplane::resp::DEFAULT_TIMEOUT;
-use autoloc_dataplane::{Connection, Frame, RedisUrl};
+use autoloc_bench::harness::{
+    self, connect, load_average, measure_interleaved, progress, record, Bound, Check, JsonCheck,
+    Machine, Measured, Plan, Step,
+};
+use autoloc_bench::table::Table;
+use autoloc_dataplane::{Connection, Frame};
 use autoloc_functions::builtins::{get::Get, khop::Khop};
 use autoloc_functions::exec::block_on;
 use autoloc_functions::{Function, MemStore};
@@ -133,22 +137,20 @@ return out
              per-invocation overhead, LOAD of 1 MiB modules, and khop as a Lua script, with \
              PASS/FAIL against the targets"
 )]
+#[command(mut_arg("duration_ms", |a| a.default_value("1500")))]
+#[command(mut_arg("quick", |a| a.help(
+    "A smoke run of about 15 s: 150 ms cells, R-MAT scale at most 10, 2 LOADs of each module"
+)))]
+#[command(mut_arg("json", |a| a.help(
+    "Write the machine, parameters, rows, comparisons, LOAD timings and checks as JSON here"
+)))]
 struct Args {
-    /// Measured time per cell, in milliseconds.
-    #[arg(long, default_value_t = 1500)]
-    duration_ms: u64,
-    /// Warm-up per cell, in milliseconds (default: a fifth of the duration).
-    #[arg(long)]
-    warmup_ms: Option<u64>,
-    /// A smoke run of about 15 s: 150 ms cells, R-MAT scale at most 10, 2 LOADs of each module.
-    #[arg(long)]
-    quick: bool,
-    /// Core the client thread is pinned to.
-    #[arg(long, default_value_t = 0)]
-    client_core: usize,
-    /// Core of the module's data-plane thread (module argument `cores`).
-    #[arg(long, default_value_t = 1)]
-    server_core: usize,
+    #[command(flatten)]
+    cell: CellArgs,
+    #[command(flatten)]
+    client: ClientCoreArgs,
+    #[command(flatten)]
+    server: ServerCoreArgs,
     /// The module's storage-side budget, in ms, also while its data-plane thread is busy
     /// (module arguments `budget-ms` and `overload-budget-us`; their defaults are 5 ms and
     /// 300 us). Above what khop from social.json's hub (vertex 107) takes, so that both twins
@@ -158,19 +160,17 @@ struct Args {
     #[arg(long, default_value_t = 100)]
     budget_ms: u64,
     #[command(flatten)]
-    graph: harness::GraphArgs,
+    graph: GraphArgs,
     /// AutoLoc's social.json (default: the repository's data/autoloc/social.json).
     #[arg(long)]
     social: Option<PathBuf>,
     /// Timed LOADs (and in-process compiles) of each 1 MiB module.
     #[arg(long, default_value_t = 5)]
     loads: usize,
-    /// The module to load (default: this build's).
-    #[arg(long)]
-    module: Option<PathBuf>,
-    /// Write the machine, parameters, rows, comparisons, LOAD timings and checks as JSON here.
-    #[arg(long)]
-    json: Option<PathBuf>,
+    #[command(flatten)]
+    module: ModuleArgs,
+    #[command(flatten)]
+    json: JsonArgs,
 }
 
 /// One measured cell.
@@ -236,14 +236,6 @@ struct LoadRow {
 }
 
 #[derive(Debug, Serialize)]
-struct JsonCheck {
-    name: String,
-    value: Option<f64>,
-    target: String,
-    verdict: String,
-}
-
-#[derive(Debug, Serialize)]
 struct JsonReport<'a> {
     machine: &'a Machine,
     parameters: &'a BTreeMap<String, String>,
@@ -265,23 +257,16 @@ struct Guests {
 
 fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
-    if args.quick {
-        args.duration_ms = args.duration_ms.min(150);
+    if args.cell.quick {
+        args.cell.duration_ms = args.cell.duration_ms.min(150);
         args.graph.scale = args.graph.scale.min(10);
         args.loads = args.loads.min(2);
     }
-    ensure!(args.duration_ms > 0, "--duration-ms must be at least 1");
+    let plan = args.cell.plan()?;
     ensure!(args.loads > 0, "--loads must be at least 1");
-    let plan = Plan {
-        warmup: Duration::from_millis(args.warmup_ms.unwrap_or(args.duration_ms / 5)),
-        duration: Duration::from_millis(args.duration_ms),
-    };
     let started = Instant::now();
     let machine = Machine::detect();
-    let module = match &args.module {
-        Some(m) => m.clone(),
-        None => find_module()?,
-    };
+    let module = args.module.resolve()?;
     // The host and its epoch ticker thread before this thread is pinned: a thread inherits its
     // parent's affinity, and the ticker should not wake on the client's core.
     let _ = autoloc_functions::wasm::host();
@@ -296,7 +281,7 @@ fn main() -> anyhow::Result<()> {
 
     let mut params = BTreeMap::new();
     let mut notes = Vec::new();
-    let core = args.server_core.to_string();
+    let core = args.server.core.to_string();
     let budget = args.budget_ms.to_string();
     let overload = (args.budget_ms * 1000).to_string();
     let module_args = [
@@ -384,15 +369,7 @@ fn main() -> anyhow::Result<()> {
         ),
     );
 
-    let pinned = pin(args.client_core);
-    params.insert(
-        "client_core".into(),
-        if pinned {
-            args.client_core.to_string()
-        } else {
-            format!("{} (pinning failed: unpinned)", args.client_core)
-        },
-    );
+    args.client.pin(&mut params);
     params.insert(
         "cell".into(),
         format!(
@@ -508,50 +485,20 @@ fn main() -> anyhow::Result<()> {
     println!();
     println!("run took {:.1} s", started.elapsed().as_secs_f64());
 
-    if let Some(path) = &args.json {
+    if let Some(path) = &args.json.path {
         let report = JsonReport {
             machine: &machine,
             parameters: &params,
             rows: &rows,
             comparisons: &comparisons,
             loads: &loads,
-            checks: checks
-                .iter()
-                .map(|c| JsonCheck {
-                    name: c.name.clone(),
-                    value: c.value,
-                    target: match c.bound {
-                        Bound::AtLeast(t) => format!(">= {t}"),
-                        Bound::AtMost(t) => format!("<= {t}"),
-                    },
-                    verdict: format!("{:?}", c.verdict()).to_uppercase(),
-                })
-                .collect(),
+            checks: checks.iter().map(JsonCheck::from).collect(),
             notes: &notes,
         };
-        let text = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))?;
+        harness::write_json(path, &report)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
-}
-
-fn progress(what: &str) {
-    eprintln!("measuring {what}...");
-}
-
-/// Pins the calling thread to `core`; false if that failed.
-fn pin(core: usize) -> bool {
-    let ok = core_affinity::set_for_current(core_affinity::CoreId { id: core });
-    if !ok {
-        eprintln!("warning: could not pin a thread to core {core}; it runs unpinned");
-    }
-    ok
-}
-
-fn connect(url: &str) -> anyhow::Result<Connection> {
-    let parsed: RedisUrl = url.parse().with_context(|| format!("redis URL {url}"))?;
-    Connection::connect(&parsed, DEFAULT_TIMEOUT).with_context(|| format!("connect to {url}"))
 }
 
 fn expect_ok(reply: Frame, what: &str) -> anyhow::Result<()> {
@@ -573,13 +520,6 @@ fn redis_version() -> String {
                 .find_map(|w| w.strip_prefix("v=").map(|v| format!("redis {v}")))
         })
         .unwrap_or_else(|| "redis".into())
-}
-
-/// The 1, 5 and 15 minute load averages.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// `--social`, else AutoLoc's data in the repository (as the tests find it), else `None`.
@@ -1247,88 +1187,82 @@ fn checks(rows: &[Row], comparisons: &[Comparison], loads: &[LoadRow]) -> Vec<Ch
 
 /// The rows as an aligned table.
 fn table(rows: &[Row]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<30} {:<17} {:<6} {:<11} {:>10} {:>10} {:>10} {:>11} {:>8}",
-        "workload",
-        "function",
-        "kind",
-        "path",
-        "p50_ns",
-        "p99_ns",
-        "p999_ns",
-        "ops_per_s",
-        "pushback"
-    );
+    let mut t = Table::new()
+        .left("workload", 30)
+        .left("function", 17)
+        .left("kind", 6)
+        .left("path", 11)
+        .right("p50_ns", 10)
+        .right("p99_ns", 10)
+        .right("p999_ns", 10)
+        .right("ops_per_s", 11)
+        .right("pushback", 8);
     for r in rows {
-        let _ = writeln!(
-            out,
-            "{:<30} {:<17} {:<6} {:<11} {:>10} {:>10} {:>10} {:>11.0} {:>8}",
-            r.workload,
-            r.function,
-            r.kind,
-            r.path,
-            r.p50_ns,
-            r.p99_ns,
-            r.p999_ns,
-            r.ops_per_s,
-            r.pushed_back
-        );
+        t.row(&[
+            &r.workload,
+            &r.function,
+            &r.kind,
+            &r.path,
+            &r.p50_ns,
+            &r.p99_ns,
+            &r.p999_ns,
+            &format!("{:.0}", r.ops_per_s),
+            &r.pushed_back,
+        ]);
     }
-    out
+    t.to_string()
 }
 
 fn comparison_table(comparisons: &[Comparison]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<30} {:<11} {:<17} {:<10} {:>10} {:>10} {:>9} {:>9}",
-        "workload", "path", "baseline", "candidate", "base_p50", "cand_p50", "p50_x", "ops_x"
-    );
+    let mut t = Table::new()
+        .left("workload", 30)
+        .left("path", 11)
+        .left("baseline", 17)
+        .left("candidate", 10)
+        .right("base_p50", 10)
+        .right("cand_p50", 10)
+        .right("p50_x", 9)
+        .right("ops_x", 9);
     for c in comparisons {
-        let _ = writeln!(
-            out,
-            "{:<30} {:<11} {:<17} {:<10} {:>10} {:>10} {:>8.2}x {:>8.2}x",
-            c.workload,
-            c.path,
-            c.baseline,
-            c.candidate,
-            c.baseline_p50_ns,
-            c.candidate_p50_ns,
-            c.p50_ratio,
-            c.ops_ratio
-        );
+        t.row(&[
+            &c.workload,
+            &c.path,
+            &c.baseline,
+            &c.candidate,
+            &c.baseline_p50_ns,
+            &c.candidate_p50_ns,
+            &format!("{:.2}x", c.p50_ratio),
+            &format!("{:.2}x", c.ops_ratio),
+        ]);
     }
-    out
+    t.to_string()
 }
 
 fn load_table(loads: &[LoadRow]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<30} {:>8} {:>10} {:>9} {:<32} {:>10} {:>9}  runs_ms",
-        "module", "bytes", "code_bytes", "functions", "what", "median_ms", "max_ms"
-    );
+    let mut t = Table::new()
+        .left("module", 30)
+        .right("bytes", 8)
+        .right("code_bytes", 10)
+        .right("functions", 9)
+        .left("what", 32)
+        .right("median_ms", 10)
+        .right("max_ms", 9)
+        .gap(2)
+        .left("runs_ms", 0);
     for l in loads {
         let runs: Vec<String> = l.runs_ms.iter().map(|r| format!("{r:.1}")).collect();
-        let _ = writeln!(
-            out,
-            "{:<30} {:>8} {:>10} {:>9} {:<32} {:>10.1} {:>9.1}  {}",
-            l.module,
-            l.bytes,
-            l.code_bytes,
-            l.functions,
-            l.what,
-            l.median_ms,
-            l.max_ms,
-            runs.join(" ")
-        );
+        t.row(&[
+            &l.module,
+            &l.bytes,
+            &l.code_bytes,
+            &l.functions,
+            &l.what,
+            &format!("{:.1}", l.median_ms),
+            &format!("{:.1}", l.max_ms),
+            &runs.join(" "),
+        ]);
     }
-    out
+    t.to_string()
 }
 
 /// Hand-encoded WebAssembly: a custom-section pad and a generated guest with ~1 MiB of code.
@@ -1641,5 +1575,22 @@ mod wasm_gen {
             .unwrap();
             assert_eq!(out, autoloc_functions::Output::Value(None));
         }
+    }
+}
+
+#[cfg(test)]
+mod args_tests {
+    use super::*;
+    use autoloc_bench::args::parse_line;
+
+    #[test]
+    fn the_documented_invocations_parse() {
+        let a: Args = parse_line("bench-wasm");
+        assert_eq!(
+            (a.cell.duration_ms, a.client.core, a.server.core),
+            (1500, 0, 1)
+        );
+        let a: Args = parse_line("bench-wasm --json bench/results/bench-wasm.json --quick");
+        assert!(a.cell.quick && a.json.path.is_some());
     }
 }

@@ -12,8 +12,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use autoloc::Transport;
+use autoloc_bench::args::{JsonArgs, PlotArgs};
+use autoloc_bench::harness;
 use autoloc_bench::soak::{conductor, plot, worker};
 use clap::{Parser, Subcommand};
 
@@ -48,12 +49,10 @@ struct Cli {
     /// A module argument (repeatable), e.g. --module-arg lock-us --module-arg 200.
     #[arg(long = "module-arg", allow_hyphen_values = true)]
     module_args: Vec<String>,
-    /// Write the report as JSON here.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Write the plot (SVG) here.
-    #[arg(long)]
-    plot: Option<PathBuf>,
+    #[command(flatten)]
+    json: JsonArgs,
+    #[command(flatten)]
+    plot: PlotArgs,
     /// Keep the workers' stderr files here (default: a temporary directory).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -87,11 +86,10 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         cli.duration_s, cfg.workers, cfg.seed
     );
     let report = conductor::run(&cfg)?;
-    if let Some(path) = &cli.json {
-        let text = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))?;
+    if let Some(path) = &cli.json.path {
+        harness::write_json(path, &report)?;
     }
-    if let Some(path) = &cli.plot {
+    if let Some(path) = &cli.plot.path {
         plot::write(path, &report)?;
     }
     println!("{}", report.summary());
@@ -106,5 +104,21 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod args_tests {
+    use super::*;
+    use autoloc_bench::args::parse_line;
+
+    #[test]
+    fn the_documented_invocations_parse() {
+        // ci/test's run.
+        let a: Cli = parse_line(
+            "soak --duration-s 60 --json target/soak/soak.json --plot target/soak/soak.svg \
+             --dir target/soak/logs",
+        );
+        assert!(a.json.path.is_some() && a.plot.path.is_some() && a.duration_s == 60);
     }
 }

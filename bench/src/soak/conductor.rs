@@ -27,7 +27,7 @@ use rand::{Rng, SeedableRng};
 
 use super::faults::{self, Door, FaultKind, ACL_HOLD};
 use super::ledger::{self, Check, Ledger};
-use super::probe::{self, PingSampler, PingSecond, RssSample, RssSampler};
+use super::probe::{self, PingSecond, RssSample, Sampler};
 use super::protocol::{Line, Op};
 use super::report::{
     CheckAt, FaultRecord, Incarnation, Leaks, OpCounts, Operations, OpsSecond, PingReport,
@@ -732,8 +732,8 @@ pub fn run(cfg: &Config) -> anyhow::Result<Report> {
         reason: "start".into(),
     });
     soak.create_users()?;
-    let ping = PingSampler::start(url.clone(), start);
-    let rss = RssSampler::start(pid, start);
+    let ping = Sampler::ping(url.clone(), start);
+    let rss = Sampler::rss(pid, start);
 
     // The descriptor baseline: every transport used once and let go, the samplers connected.
     warm_up(&soak.user_url(0), &soak.transports)?;

@@ -1,6 +1,7 @@
 //! What /proc says about a redis-server (resident memory, descriptors by kind, AutoLoc segments
-//! named after it or mapped by it), and the PING sampler: a plain RESP client of its own that
-//! pings all along, to show whether Redis's own clients stay served.
+//! named after it or mapped by it), and the samplers: the PING sampler, a plain RESP client of
+//! its own that pings all along, to show whether Redis's own clients stay served, and the
+//! resident-memory sampler.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -101,39 +102,53 @@ pub struct PingSecond {
 /// Pause between PINGs: about 1,000 a second while the server answers at once.
 const PING_PAUSE: Duration = Duration::from_millis(1);
 
-/// A thread that PINGs the server at `url` on a connection of its own, all run long, and keeps
-/// each second's latency; it reconnects (backing off) when the server is gone.
+/// A thread that samples something all run long (each second's PING latency, the server's
+/// resident memory), and what it sampled.
 #[derive(Debug)]
-pub struct PingSampler {
+pub struct Sampler<T> {
     stop: Arc<AtomicBool>,
-    seconds: Arc<Mutex<Vec<PingSecond>>>,
+    samples: Arc<Mutex<Vec<T>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl PingSampler {
-    /// Starts sampling; seconds count from `start`.
-    pub fn start(url: RedisUrl, start: Instant) -> PingSampler {
+impl<T: Send + 'static> Sampler<T> {
+    /// Runs `sample(stop, samples)` on a thread named `name`: it adds to `samples` until `stop`
+    /// is set.
+    fn spawn(
+        name: &str,
+        sample: impl FnOnce(&AtomicBool, &Mutex<Vec<T>>) + Send + 'static,
+    ) -> Sampler<T> {
         let stop = Arc::new(AtomicBool::new(false));
-        let seconds = Arc::new(Mutex::new(Vec::new()));
-        let (stop2, seconds2) = (stop.clone(), seconds.clone());
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, samples2) = (stop.clone(), samples.clone());
         let thread = std::thread::Builder::new()
-            .name("soak-ping".into())
-            .spawn(move || ping_loop(&url, start, &stop2, &seconds2))
-            .expect("spawn the PING sampler");
-        PingSampler {
+            .name(name.into())
+            .spawn(move || sample(&stop2, &samples2))
+            .unwrap_or_else(|e| panic!("spawn the {name} sampler: {e}"));
+        Sampler {
             stop,
-            seconds,
+            samples,
             thread: Some(thread),
         }
     }
 
-    /// Stops it and returns every second it sampled.
-    pub fn finish(mut self) -> Vec<PingSecond> {
+    /// Stops it and returns every sample.
+    pub fn finish(mut self) -> Vec<T> {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        std::mem::take(&mut *self.seconds.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *self.samples.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl Sampler<PingSecond> {
+    /// PINGs the server at `url` on a connection of its own and keeps each second's latency
+    /// (seconds count from `start`); reconnects (backing off) when the server is gone.
+    pub fn ping(url: RedisUrl, start: Instant) -> Sampler<PingSecond> {
+        Sampler::spawn("soak-ping", move |stop, out| {
+            ping_loop(&url, start, stop, out)
+        })
     }
 }
 
@@ -196,15 +211,6 @@ fn ping_loop(url: &RedisUrl, start: Instant, stop: &AtomicBool, out: &Mutex<Vec<
     close(&mut current, &mut hist);
 }
 
-/// Follows the current redis-server's pid (it changes at each restart) and samples its resident
-/// memory once a second.
-#[derive(Debug)]
-pub struct RssSampler {
-    stop: Arc<AtomicBool>,
-    samples: Arc<Mutex<Vec<RssSample>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
 /// Resident memory of redis-server at one second of the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct RssSample {
@@ -216,46 +222,26 @@ pub struct RssSample {
     pub rss_kib: u64,
 }
 
-impl RssSampler {
-    /// Starts sampling the process whose pid `pid` holds; seconds count from `start`.
-    pub fn start(pid: Arc<AtomicU32>, start: Instant) -> RssSampler {
-        let stop = Arc::new(AtomicBool::new(false));
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let (stop2, samples2) = (stop.clone(), samples.clone());
-        let thread = std::thread::Builder::new()
-            .name("soak-rss".into())
-            .spawn(move || {
-                let mut next = 0u64;
-                while !stop2.load(Ordering::Relaxed) {
-                    let t = start.elapsed().as_secs();
-                    if t >= next {
-                        let p = pid.load(Ordering::Relaxed);
-                        if let Some(rss_kib) = rss_kib(p) {
-                            samples2
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .push(RssSample { t, pid: p, rss_kib });
-                        }
-                        next = t + 1;
+impl Sampler<RssSample> {
+    /// Follows the current redis-server's pid in `pid` (it changes at each restart) and samples
+    /// its resident memory once a second (seconds count from `start`).
+    pub fn rss(pid: Arc<AtomicU32>, start: Instant) -> Sampler<RssSample> {
+        Sampler::spawn("soak-rss", move |stop, out| {
+            let mut next = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let t = start.elapsed().as_secs();
+                if t >= next {
+                    let p = pid.load(Ordering::Relaxed);
+                    if let Some(rss_kib) = rss_kib(p) {
+                        out.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(RssSample { t, pid: p, rss_kib });
                     }
-                    std::thread::sleep(Duration::from_millis(50));
+                    next = t + 1;
                 }
-            })
-            .expect("spawn the RSS sampler");
-        RssSampler {
-            stop,
-            samples,
-            thread: Some(thread),
-        }
-    }
-
-    /// Stops it and returns its samples.
-    pub fn finish(mut self) -> Vec<RssSample> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        std::mem::take(&mut *self.samples.lock().unwrap_or_else(|p| p.into_inner()))
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
     }
 }
 
