@@ -11,11 +11,18 @@ pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../functions/guest")
 }
 
+/// Where the built guests are: `$AUTOLOC_GUESTS` if set (a machine that runs tests built
+/// elsewhere, as ci/rxe-vm's VM does), else the guest workspace's release output.
+pub fn dir() -> PathBuf {
+    match std::env::var_os("AUTOLOC_GUESTS") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => workspace().join("target/wasm32-unknown-unknown/release"),
+    }
+}
+
 /// The `.wasm` file of the example guest `name` (e.g. `khop_wasm`), which `ci/guests` built.
 pub fn path(name: &str) -> Result<PathBuf> {
-    let p = workspace()
-        .join("target/wasm32-unknown-unknown/release")
-        .join(format!("{name}.wasm"));
+    let p = dir().join(format!("{name}.wasm"));
     if p.exists() {
         Ok(p)
     } else {
