@@ -368,13 +368,16 @@ fn load_guest(s: &autoloc::server::RedisServer, name: &str) {
     assert_eq!(runtime(s).load_function(&bytes, false).unwrap(), name);
 }
 
+// The servers of the tests below have a budget of 1 s: a first call of a guest (or a slow
+// machine: ci/rxe-vm runs these under emulation) must run to its refusal, not be pushed back.
+
 /// Redis's usual read-only user (`-@write`, so Redis refuses it `SET`) writes nothing through
 /// AutoLoc either: not a function's writes (built-in or guest, either side, every transport),
 /// not a data-plane `Set`, not a function LOAD or DELETE; and it still reads. Without `@dangerous`
 /// it may not read the counters `INFO` shows (`AUTOLOC.STATS`).
 #[test]
 fn a_user_without_write_commands_writes_nothing_on_any_path() {
-    let s = server(&[]);
+    let s = server(&["budget-ms", "1000"]);
     let mut c = raw(&s);
     small_graph(&mut c);
     load_guest(&s, "writer_wasm");
@@ -451,7 +454,7 @@ fn a_user_without_write_commands_writes_nothing_on_any_path() {
 /// `AUTOLOC.MGET`; it may still write, as `SET` allows.
 #[test]
 fn a_user_without_read_commands_reads_nothing_on_any_path() {
-    let s = server(&[]);
+    let s = server(&["budget-ms", "1000"]);
     let mut c = raw(&s);
     small_graph(&mut c);
     load_guest(&s, "get_wasm");
@@ -500,7 +503,7 @@ fn a_user_without_read_commands_reads_nothing_on_any_path() {
 /// cached for); given back, at once.
 #[test]
 fn a_link_follows_its_users_command_permissions() {
-    let s = server(&[]);
+    let s = server(&["budget-ms", "1000"]);
     let mut c = raw(&s);
     small_graph(&mut c);
     c.call(&["ACL", "SETUSER", "flip", "on", ">pw", "~*", "+@all"])
@@ -536,7 +539,7 @@ fn a_link_follows_its_users_command_permissions() {
 /// no keys) loads, lists and deletes, and reads no key.
 #[test]
 fn function_subcommands_answer_to_acls_of_their_own() {
-    let s = server(&[]);
+    let s = server(&["budget-ms", "1000"]);
     let mut c = raw(&s);
     small_graph(&mut c);
     for rule in [
