@@ -309,7 +309,6 @@ impl Caller {
         access: Access,
     ) -> Result<(), Error> {
         let (bit, command) = access.command(names.len());
-        let seen = seen(&self.user);
         // In a scope: `Some(Ok(None))` for a user allowed every key with this command,
         // `Some(Ok(Some((ptr, verified))))` for one looked up (now or earlier in the scope), with
         // the commands found allowed earlier in the scope.
@@ -322,7 +321,7 @@ impl Caller {
             if let Some((_, u, verified)) = users.iter().find(|(n, ..)| *n == self.user) {
                 return Some(Ok(Some((u.0, *verified))));
             }
-            if seen.is_some_and(|s| s.all_keys & bit != 0) {
+            if seen(&self.user).is_some_and(|s| s.all_keys & bit != 0) {
                 return Some(Ok(None));
             }
             Some(self.lookup(ctx).map(|u| {
@@ -367,7 +366,8 @@ impl Caller {
         if refused.is_some() {
             return Err(self.refusal(&user, command, names, access));
         }
-        if seen.is_some_and(|s| s.plain) {
+        // Once per scope, user and command: later checks take the path above.
+        if seen(&self.user).is_some_and(|s| s.plain) {
             SCOPE.with(|s| {
                 let mut s = s.borrow_mut();
                 if let Some((.., verified)) = s.users.iter_mut().find(|(n, ..)| *n == self.user) {

@@ -8,7 +8,7 @@ macro_rules! module_api {
     ($name:ident) => {{
         // SAFETY: the API table is written once, by RedisModule_Init while the module loads,
         // before any command runs or any thread starts; afterwards it is only read.
-        let f = unsafe { raw::$name };
+        let f = unsafe { redis_module::raw::$name };
         f.ok_or_else(|| {
             autoloc_functions::Error::Busy(format!(
                 "this redis-server lacks {} (Redis 7 needed)",

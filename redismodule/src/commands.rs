@@ -5,6 +5,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use redis_module::{Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
 
 use crate::acl::Caller;
+use crate::api::module_api;
 use crate::invoke::{self, Request, Thread};
 use crate::registry::registry;
 use crate::store::read_keys;
@@ -134,18 +135,10 @@ pub fn declare_mget_keys(ctx: &Context) -> Result<(), String> {
         sizeof_keyspec: std::mem::size_of::<raw::RedisModuleCommandKeySpec>(),
         sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
     };
-    // SAFETY: the module API's function pointers are filled in by RedisModule_Init, before this
-    // runs at load, and never change after; they are read by value.
-    let (get_command, set_info) =
-        unsafe { (raw::RedisModule_GetCommand, raw::RedisModule_SetCommandInfo) };
-    let (Some(get_command), Some(set_info)) = (get_command, set_info) else {
+    let Ok(set_info) = module_api!(RedisModule_SetCommandInfo) else {
         return Ok(());
     };
-    // SAFETY: `ctx` is the module's load context and the name is NUL-terminated.
-    let command = unsafe { get_command(ctx.ctx, c"autoloc.mget".as_ptr()) };
-    if command.is_null() {
-        return Err("AUTOLOC.MGET is not registered".into());
-    }
+    let command = command(ctx, c"autoloc.mget")?;
     // Every argument from the first on is a key; the list ends with a zeroed spec.
     let mut specs = get_redis_key_spec(vec![KeySpec::new(
         None,
@@ -257,31 +250,33 @@ const ACL_CATEGORIES: [(&std::ffi::CStr, &std::ffi::CStr); 13] = [
     (c"autoloc.function|check", c"fast scripting"),
 ];
 
+/// This module's command `name` (`parent|sub` for a subcommand), at load.
+fn command(
+    ctx: &Context,
+    name: &std::ffi::CStr,
+) -> Result<*mut redis_module::raw::RedisModuleCommand, String> {
+    let get = module_api!(RedisModule_GetCommand).map_err(|e| e.to_string())?;
+    // SAFETY: `ctx` is the module's load context and `name` is NUL-terminated.
+    let command = unsafe { get(ctx.ctx, name.as_ptr()) };
+    if command.is_null() {
+        return Err(format!("{} is not registered", name.to_string_lossy()));
+    }
+    Ok(command)
+}
+
 /// Gives every command its ACL categories ([`ACL_CATEGORIES`]) where the server can (Redis 7.2
 /// and later: `+@read`, `-@write`, `ACL CAT` then reach them); on Redis 7.0 a module command has
 /// none, and the check inside ([`crate::acl`]) is what holds.
 pub fn declare_acl_categories(ctx: &Context) -> Result<(), String> {
     use redis_module::raw;
-    // SAFETY: the module API's function pointers are filled in by RedisModule_Init, before this
-    // runs at load, and never change after; they are read by value.
-    let (get_command, set_categories) = unsafe {
-        (
-            raw::RedisModule_GetCommand,
-            raw::RedisModule_SetCommandACLCategories,
-        )
-    };
-    let (Some(get_command), Some(set_categories)) = (get_command, set_categories) else {
+    let Ok(set_categories) = module_api!(RedisModule_SetCommandACLCategories) else {
         return Ok(());
     };
     for (name, categories) in ACL_CATEGORIES {
-        // SAFETY: `ctx` is the module's load context; the name is a static C string.
-        let command = unsafe { get_command(ctx.ctx, name.as_ptr()) };
-        let set = !command.is_null() && {
-            // SAFETY: `command` is this module's, at load; the categories a static C string.
-            let status = unsafe { set_categories(command, categories.as_ptr()) };
-            status == raw::Status::Ok as std::os::raw::c_int
-        };
-        if !set {
+        let command = command(ctx, name)?;
+        // SAFETY: `command` is this module's, at load; the categories a static C string.
+        let status = unsafe { set_categories(command, categories.as_ptr()) };
+        if status != raw::Status::Ok as std::os::raw::c_int {
             return Err(format!(
                 "cannot set the ACL categories of {}",
                 name.to_string_lossy()
@@ -296,19 +291,9 @@ pub fn declare_acl_categories(ctx: &Context) -> Result<(), String> {
 /// `FUNCTION`'s. Every subcommand runs [`function`].
 pub fn declare_function_subcommands(ctx: &Context) -> Result<(), String> {
     use redis_module::raw;
-    // SAFETY: the module API's function pointers are filled in by RedisModule_Init, before this
-    // runs at load, and never change after; they are read by value.
-    let (create, create_sub, get_command) = unsafe {
-        (
-            raw::RedisModule_CreateCommand,
-            raw::RedisModule_CreateSubcommand,
-            raw::RedisModule_GetCommand,
-        )
-    };
-    let (Some(create), Some(create_sub), Some(get_command)) = (create, create_sub, get_command)
-    else {
-        return Err("this redis-server lacks subcommands (Redis 7 needed)".into());
-    };
+    let lacks = |e: autoloc_functions::Error| e.to_string();
+    let create = module_api!(RedisModule_CreateCommand).map_err(lacks)?;
+    let create_sub = module_api!(RedisModule_CreateSubcommand).map_err(lacks)?;
     let ok = raw::Status::Ok as std::os::raw::c_int;
     // SAFETY: `ctx` is the module's load context (the only one commands may be created in);
     // the strings are NUL-terminated and static. A container has no handler of its own.
@@ -326,11 +311,7 @@ pub fn declare_function_subcommands(ctx: &Context) -> Result<(), String> {
     if status != ok {
         return Err("cannot create AUTOLOC.FUNCTION".into());
     }
-    // SAFETY: as above; the command was just created.
-    let parent = unsafe { get_command(ctx.ctx, c"autoloc.function".as_ptr()) };
-    if parent.is_null() {
-        return Err("AUTOLOC.FUNCTION is not registered".into());
-    }
+    let parent = command(ctx, c"autoloc.function")?;
     for (name, flags) in FUNCTION_SUBCOMMANDS {
         // SAFETY: `parent` is the container just registered, at load; static C strings.
         let status = unsafe {

@@ -9,7 +9,7 @@ use autoloc_dataplane::link::Replier;
 use autoloc_dataplane::wire::{ErrorCode, Frame, List, Message};
 use autoloc_functions::Error;
 use redis_module::key::RedisKey;
-use redis_module::{raw, Context};
+use redis_module::Context;
 
 use crate::acl::Caller;
 use crate::frames::error_frame;
