@@ -17,6 +17,9 @@
 //! # Layout
 //! - [`runtime`]: [`Runtime`], one connection to Redis and the process-wide counter table;
 //!   [`Placement`] says where an invocation runs.
+//! - [`cluster`]: Redis Cluster: the slot map ([`cluster::Topology`], `CLUSTER SHARDS`) and the
+//!   store that reads each key on its shard ([`cluster::ClusterStore`]).
+//! - `node`: one Redis node as a runtime reaches it: control connection and data-plane session.
 //! - [`table`]: the per-function table of atomic counters every invocation records into.
 //! - [`side`]: [`Side`] and what invocations cost on one side ([`side::SideSnapshot`],
 //!   [`side::Record`]), shared by the table, the runtime and the placement model.
@@ -43,8 +46,10 @@
 pub mod batch;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod cluster;
 pub mod guests;
 pub mod load;
+mod node;
 pub mod placement;
 pub mod runtime;
 #[cfg(feature = "server")]
@@ -214,6 +219,15 @@ pub enum ServerError {
     Deadline {
         /// How long it was given.
         waited: std::time::Duration,
+    },
+    /// A cluster of private servers could not be made (`redis-cli --cluster create` failed, or
+    /// the cluster did not come up in time).
+    #[error("cluster: {step}: {message}")]
+    Cluster {
+        /// What was being done.
+        step: &'static str,
+        /// What went wrong.
+        message: String,
     },
 }
 
@@ -406,8 +420,12 @@ mod tests {
         );
         assert_eq!(e.to_string(), "load: line 1: expected two vertex ids");
 
-        // The server refusing a write: its error reply, as sent.
-        let mut conn = fake_server("-OOM command not allowed when used memory > 'maxmemory'.\r\n");
+        // The server refusing a write: its error reply, as sent (after the loader asked whether
+        // it is a cluster).
+        let mut conn = fake_server(
+            "-ERR This instance has cluster support disabled\r\n\
+             -OOM command not allowed when used memory > 'maxmemory'.\r\n",
+        );
         let e = write_graph(&mut conn, &Graph::rmat(1, 1, 1).unwrap(), 1, false).unwrap_err();
         match &e {
             Error::Load(LoadError::Refused { message }) => {

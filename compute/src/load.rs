@@ -16,6 +16,9 @@ use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
+use autoloc_dataplane::slot::key_slot;
+
+use crate::cluster::Topology;
 use crate::Result;
 
 /// Graph500's R-MAT quadrant probabilities (D = 1 - A - B - C = 0.05).
@@ -318,23 +321,46 @@ mod progress_bar {
     }
 }
 
-/// Pipelined key writer with an optional progress bar.
+/// Pipelined key writer with an optional progress bar. On a Redis Cluster (found through the
+/// connection it is given) it writes to every master: each flush groups the keys by slot (an
+/// `MSET` must stay in one slot), and pipelines each master's `MSET`s in one write.
 struct Writer<'c> {
     conn: &'c mut Connection,
+    /// On a cluster: the slot map and a connection per master, in its order.
+    cluster: Option<(Topology, Vec<Connection>)>,
     pending: Vec<(Vec<u8>, Vec<u8>)>,
     report: LoadReport,
     bar: Option<progress_bar::Bar>,
 }
 
 impl<'c> Writer<'c> {
-    fn new(conn: &'c mut Connection, total: u64, progress: bool) -> Writer<'c> {
+    fn new(conn: &'c mut Connection, total: u64, progress: bool) -> Result<Writer<'c>> {
+        let cluster = match Topology::read(conn)? {
+            Some(t) => {
+                let seed = conn.url().clone();
+                let conns = (0..t.shards.len())
+                    .map(|i| {
+                        let url = t.url_of(i, &seed);
+                        Connection::connect(&url, autoloc_dataplane::resp::DEFAULT_TIMEOUT).map_err(
+                            |source| crate::Error::Connection {
+                                url: url.to_string(),
+                                source,
+                            },
+                        )
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Some((t, conns))
+            }
+            None => None,
+        };
         let bar = (progress && total > 20_000).then(|| progress_bar::Bar::new(total));
-        Writer {
+        Ok(Writer {
             conn,
+            cluster,
             pending: Vec::with_capacity(MSET_KEYS),
             report: LoadReport::default(),
             bar,
-        }
+        })
     }
 
     fn set(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
@@ -358,6 +384,10 @@ impl<'c> Writer<'c> {
     fn flush(&mut self) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
+        }
+        if let Some((topology, conns)) = &mut self.cluster {
+            let pending = std::mem::take(&mut self.pending);
+            return flush_by_slot(topology, conns, pending);
         }
         let mut cmd: Vec<&[u8]> = Vec::with_capacity(1 + 2 * self.pending.len());
         cmd.push(b"MSET");
@@ -386,6 +416,52 @@ impl<'c> Writer<'c> {
     }
 }
 
+/// Writes `pending` to a cluster: an `MSET` per slot, each master's pipelined in one write, then
+/// every reply read.
+fn flush_by_slot(
+    topology: &Topology,
+    conns: &mut [Connection],
+    pending: Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<()> {
+    type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+    let mut by_slot: std::collections::BTreeMap<u16, Pairs> = Default::default();
+    for (k, v) in pending {
+        by_slot.entry(key_slot(&k)).or_default().push((k, v));
+    }
+    let mut queued = vec![0usize; conns.len()];
+    for (slot, pairs) in &by_slot {
+        let Some(shard) = topology.shard_of_slot(*slot).filter(|&i| i < conns.len()) else {
+            return Err(LoadError::Refused {
+                message: format!("CLUSTERDOWN no master serves slot {slot}"),
+            }
+            .into());
+        };
+        let mut cmd: Vec<&[u8]> = Vec::with_capacity(1 + 2 * pairs.len());
+        cmd.push(b"MSET");
+        for (k, v) in pairs {
+            cmd.push(k);
+            cmd.push(v);
+        }
+        conns[shard].queue(&cmd);
+        queued[shard] += 1;
+    }
+    for (conn, n) in conns.iter_mut().zip(queued) {
+        if n == 0 {
+            continue;
+        }
+        conn.flush().map_err(|source| LoadError::Write { source })?;
+        for _ in 0..n {
+            let reply = conn
+                .read_frame()
+                .map_err(|source| LoadError::Write { source })?;
+            if let Frame::Error(message) = reply {
+                return Err(LoadError::Refused { message }.into());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Writes `graph` (binary adjacency per vertex, `n:<id>` degrees) and the `md5` blob.
 pub fn write_graph(
     conn: &mut Connection,
@@ -394,7 +470,7 @@ pub fn write_graph(
     progress: bool,
 ) -> Result<LoadReport> {
     let started = Instant::now();
-    let mut w = Writer::new(conn, graph.vertices() as u64, progress);
+    let mut w = Writer::new(conn, graph.vertices() as u64, progress)?;
     for (v, adj) in graph.adjacency.iter().enumerate() {
         if !graph.present[v] {
             continue;
@@ -445,7 +521,7 @@ pub fn load_autoloc_json(
         }
         .into());
     };
-    let mut w = Writer::new(conn, map.len() as u64, progress);
+    let mut w = Writer::new(conn, map.len() as u64, progress)?;
     for (id, entry) in &map {
         let v: u32 = id
             .parse()

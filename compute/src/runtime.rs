@@ -6,18 +6,38 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use autoloc_dataplane::delay::DelayLink;
 use autoloc_dataplane::resp::DEFAULT_TIMEOUT;
 use autoloc_dataplane::wire::{InvokeCost, List, Message};
 use autoloc_dataplane::{Connection, Frame, RedisUrl};
 use autoloc_functions::{Error as FnError, Function, Output, Registry};
 
+use autoloc_functions::{Store, StoreFuture};
+
+use crate::cluster::{should_refresh, ClusterStore, Topology};
+use crate::node::{LinkSettings, Node};
 use crate::session::{self, run_all_timed, LinkStore, ReadSetStore, Session, Task};
 use crate::side::Record;
 pub use crate::side::Side;
 use crate::table::Table;
-use crate::transport::{connect_link, Transport};
+use crate::transport::Transport;
 use crate::{Error, Result};
+
+/// How long an invocation on a cluster is retried on a new slot map (after `WRONGSHARD`, a
+/// dead node, `TRYAGAIN`, `CLUSTERDOWN`) before its error reaches the caller: longer than a
+/// failover takes with `cluster-node-timeout` 2 s.
+pub const CLUSTER_RETRY_WINDOW: Duration = Duration::from_secs(15);
+
+/// Fails with the cause if the server at `node` cannot run AutoLoc for us: no module loaded
+/// ([`Error::NoModule`], naming it), or a refusal such as `NOAUTH` or `NOPERM`.
+fn check_module(node: &mut Node, timeout: Duration) -> Result<()> {
+    match node.command(&[b"COMMAND".as_slice(), b"INFO", b"AUTOLOC.CALL"], timeout)? {
+        Frame::Array(Some(items)) if matches!(items.as_slice(), [Frame::Array(Some(_))]) => Ok(()),
+        Frame::Error(e) => Err(Error::Function(FnError::from_resp(&e))),
+        _ => Err(Error::NoModule {
+            url: node.url().to_string(),
+        }),
+    }
+}
 
 /// How compute-side functions read keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +133,10 @@ pub struct FunctionInfo {
 #[derive(Debug)]
 pub struct Runtime {
     url: RedisUrl,
-    conn: Option<Connection>,
+    /// The node of `url`: the one node, or the node commands without keys go to in a cluster.
+    home: Node,
+    /// In a Redis Cluster: the slot map and a node per shard.
+    cluster: Option<ClusterState>,
     timeout: Duration,
     table: Arc<Table>,
     registry: Arc<Registry>,
@@ -121,7 +144,17 @@ pub struct Runtime {
     transport: Transport,
     /// Added to every data-plane round trip by a [`DelayLink`] (zero: none).
     emulated_rtt: Duration,
-    session: Option<RefCell<Session>>,
+}
+
+/// A runtime's view of a cluster: the slot map, when it was read, and each shard's master.
+#[derive(Debug)]
+struct ClusterState {
+    topology: Topology,
+    read_at: Instant,
+    /// Per shard of `topology`, in its order.
+    shards: Vec<Node>,
+    /// Failures that were retried on a new slot map, by code (`WRONGSHARD`, `IOERR`, `BUSY`).
+    retried: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl Runtime {
@@ -140,32 +173,109 @@ impl Runtime {
 
     fn connect_url(url: RedisUrl, table: Arc<Table>, registry: Arc<Registry>) -> Result<Runtime> {
         let mut rt = Runtime {
+            home: Node::new(url.clone()),
             url,
-            conn: None,
+            cluster: None,
             timeout: DEFAULT_TIMEOUT,
             table,
             registry,
             read_mode: ReadMode::Batched,
             transport: Transport::Resp,
             emulated_rtt: Duration::ZERO,
-            session: None,
         };
         rt.check_module()?;
+        if let Some(topology) = Topology::read(rt.connection()?)? {
+            rt.use_topology(topology)?;
+        }
         Ok(rt)
+    }
+
+    /// Whether Redis is a cluster: then keys are read and invocations sent where their slots
+    /// are served.
+    pub fn topology(&self) -> Option<&Topology> {
+        self.cluster.as_ref().map(|c| &c.topology)
+    }
+
+    /// Failures retried on a new slot map so far, by code: what a resharding or a failover cost
+    /// this runtime without reaching its caller.
+    pub fn retried(&self) -> Vec<(&'static str, u64)> {
+        self.cluster
+            .as_ref()
+            .map(|c| c.retried.iter().map(|(k, v)| (*k, *v)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Takes `topology` as the slot map: keeps the nodes of masters it had, sets up the others
+    /// on first use, and checks that each new master has the module.
+    fn use_topology(&mut self, topology: Topology) -> Result<()> {
+        let mut old = self.cluster.take().map(|c| (c.shards, c.retried));
+        let retried = old
+            .as_mut()
+            .map(|o| std::mem::take(&mut o.1))
+            .unwrap_or_default();
+        let mut shards = Vec::with_capacity(topology.shards.len());
+        let mut checked = Vec::new();
+        for i in 0..topology.shards.len() {
+            let url = topology.url_of(i, &self.url);
+            let kept = old.as_mut().and_then(|(nodes, _)| {
+                let at = nodes.iter().position(|n| *n.url() == url)?;
+                Some(nodes.swap_remove(at))
+            });
+            match kept {
+                Some(node) => shards.push(node),
+                None => {
+                    let mut node = Node::new(url);
+                    check_module(&mut node, self.timeout)?;
+                    checked.push(i);
+                    shards.push(node);
+                }
+            }
+        }
+        self.cluster = Some(ClusterState {
+            topology,
+            read_at: Instant::now(),
+            shards,
+            retried,
+        });
+        Ok(())
+    }
+
+    /// Reads the slot map again, from the first node that answers: this runtime's own, then
+    /// every master and replica it knew.
+    pub fn refresh_topology(&mut self) -> Result<()> {
+        let Some(state) = &self.cluster else {
+            return Ok(());
+        };
+        let mut candidates = vec![self.url.clone()];
+        for shard in &state.topology.shards {
+            candidates.push(crate::cluster::node_url(&shard.master, &self.url));
+            for r in &shard.replicas {
+                candidates.push(crate::cluster::node_url(r, &self.url));
+            }
+        }
+        let mut last = None;
+        for url in candidates {
+            let read = Connection::connect(&url, self.timeout.min(Duration::from_secs(2)))
+                .map_err(|source| Error::Connection {
+                    url: url.to_string(),
+                    source,
+                })
+                .and_then(|mut c| Topology::read(&mut c));
+            match read {
+                Ok(Some(t)) => return self.use_topology(t),
+                Ok(None) => {}
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::NoModule {
+            url: self.url.to_string(),
+        }))
     }
 
     /// Fails with the cause if the server cannot run AutoLoc for us: no module loaded
     /// ([`Error::NoModule`]), or a refusal such as `NOAUTH` or `NOPERM`.
     fn check_module(&mut self) -> Result<()> {
-        match self.command(&[b"COMMAND".as_slice(), b"INFO", b"AUTOLOC.CALL"])? {
-            Frame::Array(Some(items)) if matches!(items.as_slice(), [Frame::Array(Some(_))]) => {
-                Ok(())
-            }
-            Frame::Error(e) => Err(Error::Function(FnError::from_resp(&e))),
-            _ => Err(Error::NoModule {
-                url: self.url.to_string(),
-            }),
-        }
+        check_module(&mut self.home, self.timeout)
     }
 
     /// The storage side's counters now (`AUTOLOC.STATS`).
@@ -174,7 +284,7 @@ impl Runtime {
         if r.as_ref()
             .is_err_and(|e| matches!(e, Error::Connection { .. }))
         {
-            self.conn = None;
+            self.home.drop_connection();
         }
         r
     }
@@ -212,9 +322,26 @@ impl Runtime {
     /// Drops the data-plane link and sets up a new one as configured now, so that a setup
     /// error shows here rather than at the first invocation.
     fn relink(mut self) -> Result<Runtime> {
-        self.session = None;
+        self.home.drop_session();
         self.session()?;
+        let settings = self.settings();
+        if let Some(state) = &mut self.cluster {
+            for shard in &mut state.shards {
+                shard.drop_session();
+                shard.session(settings)?;
+            }
+        }
         Ok(self)
+    }
+
+    /// How links are set up now.
+    fn settings(&self) -> LinkSettings {
+        LinkSettings {
+            transport: self.transport,
+            timeout: self.timeout,
+            emulated_rtt: self.emulated_rtt,
+            cluster: self.cluster.is_some(),
+        }
     }
 
     /// The transport in use.
@@ -222,34 +349,11 @@ impl Runtime {
         self.transport
     }
 
-    /// The data-plane session, (re)connected if there is none or the last one failed.
+    /// The data-plane session to this runtime's node, (re)connected if there is none or the
+    /// last one failed.
     pub fn session(&mut self) -> Result<&RefCell<Session>> {
-        if self
-            .session
-            .as_ref()
-            .is_some_and(|s| s.borrow().failed().is_some())
-        {
-            self.session = None;
-        }
-        if self.session.is_none() {
-            let (url, transport, timeout) = (self.url.clone(), self.transport, self.timeout);
-            let link = match connect_link(self.connection()?, &url, transport, timeout) {
-                Ok(link) => link,
-                Err(Error::Connection { .. }) => {
-                    // The control connection is dead (the server restarted?): reconnect once.
-                    self.conn = None;
-                    connect_link(self.connection()?, &url, transport, timeout)?
-                }
-                Err(e) => return Err(e),
-            };
-            let link = if self.emulated_rtt.is_zero() {
-                link
-            } else {
-                Box::new(DelayLink::new(link, self.emulated_rtt))
-            };
-            self.session = Some(RefCell::new(Session::new(link, timeout)));
-        }
-        Ok(self.session.as_ref().expect("just connected"))
+        let settings = self.settings();
+        self.home.session(settings)
     }
 
     /// Reads keys compute-side in `mode` (default [`ReadMode::Batched`]).
@@ -261,7 +365,7 @@ impl Runtime {
     /// How long to wait for Redis before an invocation fails (default 30 s).
     pub fn with_timeout(mut self, timeout: Duration) -> Result<Runtime> {
         self.timeout = timeout;
-        self.conn = None;
+        self.home.drop_connection();
         self.connection()?;
         Ok(self)
     }
@@ -283,58 +387,104 @@ impl Runtime {
 
     /// The connection, (re)connecting if the last one failed.
     pub fn connection(&mut self) -> Result<&mut Connection> {
-        if self.conn.is_none() {
-            let c = Connection::connect(&self.url, self.timeout).map_err(|source| {
-                Error::Connection {
-                    url: self.url.to_string(),
-                    source,
-                }
-            })?;
-            self.conn = Some(c);
-        }
-        Ok(self.conn.as_mut().expect("just connected"))
+        self.home.connection(self.timeout)
     }
 
     fn conn_error(&mut self, source: autoloc_dataplane::Error) -> Error {
         // The connection may be mid-reply: drop it, and reconnect on the next call.
-        self.conn = None;
+        self.home.drop_connection();
         Error::Connection {
             url: self.url.to_string(),
             source,
         }
     }
 
-    /// One request on the session, its reply or the error it stands for.
-    fn request(&mut self, message: &Message<'_>) -> Result<session::Reply> {
-        let reply = self.session()?.borrow_mut().call(message)?.reply;
-        match reply {
-            session::Reply::Error(e) => Err(Error::Function(e)),
-            other => Ok(other),
+    /// One request on the session of the node serving `key` (this runtime's node outside a
+    /// cluster), its reply or the error it stands for. In a cluster, a request that met a moved
+    /// slot, a dead node or a busy cluster is sent again on a new slot map, for as long as
+    /// [`CLUSTER_RETRY_WINDOW`].
+    fn request(&mut self, key: &[u8], message: &Message<'_>) -> Result<session::Reply> {
+        if self.cluster.is_none() {
+            let reply = self.session()?.borrow_mut().call(message)?.reply;
+            return match reply {
+                session::Reply::Error(e) => Err(Error::Function(e)),
+                other => Ok(other),
+            };
+        }
+        let deadline = Instant::now() + CLUSTER_RETRY_WINDOW;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let settings = self.settings();
+            let state = self.cluster.as_mut().expect("a cluster");
+            let r = match state.topology.shard_of(key) {
+                Some(i) if i < state.shards.len() => state.shards[i]
+                    .session(settings)
+                    .and_then(|s| Ok(s.borrow_mut().call(message)?.reply))
+                    .and_then(|reply| match reply {
+                        session::Reply::Error(e) => Err(Error::Function(e)),
+                        other => Ok(other),
+                    }),
+                _ => Err(Error::Function(FnError::remote(
+                    autoloc_functions::ErrorCode::Busy,
+                    "CLUSTERDOWN no shard serves the key's slot",
+                ))),
+            };
+            match retry_code(&r) {
+                Some(code) if Instant::now() < deadline => {
+                    *state.retried.entry(code).or_default() += 1;
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                    let _ = self.refresh_topology();
+                }
+                _ => return r,
+            }
         }
     }
 
     /// The value of `key` (read under the read rule and the ACL, over this runtime's transport).
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        match self.request(&Message::Get { key })? {
+        match self.request(key, &Message::Get { key })? {
             session::Reply::Value(v) => Ok(v),
             other => Err(Error::Function(other.into_error("Get"))),
         }
     }
 
     /// The values of `keys`, in one request.
+    /// In a cluster, one request per shard serving some of them.
     pub fn mget<K: AsRef<[u8]>>(&mut self, keys: &[K]) -> Result<Vec<Option<Vec<u8>>>> {
         let keys: Vec<&[u8]> = keys.iter().map(AsRef::as_ref).collect();
-        match self.request(&Message::MultiGet {
-            keys: List::new(&keys),
-        })? {
-            session::Reply::Values(v) if v.len() == keys.len() => Ok(v),
-            other => Err(Error::Function(other.into_error("MultiGet"))),
+        // Keys by shard (all of them at once outside a cluster), with their places.
+        let mut groups: Vec<(Option<usize>, Vec<usize>)> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let shard = self.topology().and_then(|t| t.shard_of(key));
+            match groups.iter_mut().find(|(s, _)| *s == shard) {
+                Some((_, places)) => places.push(i),
+                None => groups.push((shard, vec![i])),
+            }
         }
+        let mut values = vec![None; keys.len()];
+        for (_, places) in groups {
+            let group: Vec<&[u8]> = places.iter().map(|&i| keys[i]).collect();
+            match self.request(
+                group[0],
+                &Message::MultiGet {
+                    keys: List::new(&group),
+                },
+            )? {
+                session::Reply::Values(v) if v.len() == group.len() => {
+                    for (place, v) in places.into_iter().zip(v) {
+                        values[place] = v;
+                    }
+                }
+                other => return Err(Error::Function(other.into_error("MultiGet"))),
+            }
+        }
+        Ok(values)
     }
 
     /// Sets `key` to `value` (replicated and in the AOF like a client's `SET`).
     pub fn set(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        match self.request(&Message::Set { key, value })? {
+        match self.request(key, &Message::Set { key, value })? {
             session::Reply::Ok => Ok(()),
             other => Err(Error::Function(other.into_error("Set"))),
         }
@@ -554,6 +704,9 @@ impl Runtime {
         if calls.is_empty() {
             return Vec::new();
         }
+        if self.cluster.is_some() {
+            return self.run_calls_cluster(calls);
+        }
         let per_key = self.read_mode == ReadMode::PerKey;
         let transport = self.transport;
         let session = match self.session() {
@@ -576,14 +729,14 @@ impl Runtime {
             .map(|c| {
                 Box::pin(invoke_on_link(
                     session,
+                    LinkStore::new(session).per_key(per_key),
                     &*c.f,
                     &c.args,
                     c.placement,
-                    per_key,
                 )) as Task<'_, Outcome>
             })
             .collect();
-        let (outcomes, busy) = run_all_timed(session, tasks);
+        let (outcomes, busy) = run_all_timed(&[session], tasks);
         calls
             .iter()
             .zip(outcomes)
@@ -594,6 +747,169 @@ impl Runtime {
                 outcome.into_invocation()
             })
             .collect()
+    }
+
+    /// Runs resolved calls on a cluster, all in flight together over every shard's session;
+    /// what failed for a moved slot, a dead node or a busy cluster runs again on a new slot map,
+    /// for as long as [`CLUSTER_RETRY_WINDOW`]. Each run is recorded.
+    fn run_calls_cluster(&mut self, calls: &[ResolvedCall]) -> Vec<Result<Invocation>> {
+        let deadline = Instant::now() + CLUSTER_RETRY_WINDOW;
+        let mut pause = Duration::from_millis(10);
+        let mut results: Vec<Option<Result<Invocation>>> = (0..calls.len()).map(|_| None).collect();
+        let mut todo: Vec<usize> = (0..calls.len()).collect();
+        if self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.read_at.elapsed() > crate::cluster::REFRESH_EVERY)
+        {
+            let _ = self.refresh_topology();
+        }
+        loop {
+            let batch: Vec<ResolvedCall> = todo.iter().map(|&i| calls[i].clone()).collect();
+            let mut again = Vec::new();
+            for (i, r) in todo.into_iter().zip(self.run_on_shards(&batch)) {
+                match retry_code(&r) {
+                    Some(code) if Instant::now() < deadline => {
+                        let state = self.cluster.as_mut().expect("a cluster");
+                        *state.retried.entry(code).or_default() += 1;
+                        again.push(i);
+                    }
+                    _ => results[i] = Some(r),
+                }
+            }
+            if again.is_empty() {
+                break;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(500));
+            let _ = self.refresh_topology();
+            todo = again;
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every call finished"))
+            .collect()
+    }
+
+    /// Runs resolved calls once over every shard's session: storage-side on the shard serving
+    /// the first argument (the key an invocation starts from, for every built-in but
+    /// `aggregate`; elsewhere it is pushed back, and finished here), compute-side through a
+    /// [`ClusterStore`].
+    fn run_on_shards(&mut self, calls: &[ResolvedCall]) -> Vec<Result<Invocation>> {
+        let per_key = self.read_mode == ReadMode::PerKey;
+        let settings = self.settings();
+        let state = self.cluster.as_mut().expect("a cluster");
+        let fail = |e: Error| -> Vec<Result<Invocation>> {
+            let message = e.to_string();
+            calls
+                .iter()
+                .map(|_| {
+                    Err(Error::Transport {
+                        transport: settings.transport,
+                        message: message.clone(),
+                    })
+                })
+                .collect()
+        };
+        if state.shards.is_empty() {
+            return calls
+                .iter()
+                .map(|_| {
+                    Err(Error::Function(FnError::remote(
+                        autoloc_functions::ErrorCode::Busy,
+                        "CLUSTERDOWN no master is up",
+                    )))
+                })
+                .collect();
+        }
+        for shard in &mut state.shards {
+            if let Err(e) = shard.session(settings) {
+                return fail(e);
+            }
+        }
+        let sessions: Vec<&RefCell<Session>> = state
+            .shards
+            .iter()
+            .map(|n| n.open_session().expect("just set up"))
+            .collect();
+        let topology = &state.topology;
+        let tasks: Vec<Task<'_, Outcome>> = calls
+            .iter()
+            .map(|c| {
+                let home = c
+                    .args
+                    .first()
+                    .and_then(|a| topology.shard_of(a))
+                    .filter(|&i| i < sessions.len())
+                    .unwrap_or(0);
+                Box::pin(invoke_on_link(
+                    sessions[home],
+                    ClusterStore::new(topology, &sessions, per_key),
+                    &*c.f,
+                    &c.args,
+                    c.placement,
+                )) as Task<'_, Outcome>
+            })
+            .collect();
+        let (outcomes, busy) = run_all_timed(&sessions, tasks);
+        calls
+            .iter()
+            .zip(outcomes)
+            .zip(busy)
+            .map(|((c, mut outcome), cpu_ns)| {
+                outcome.cpu = Duration::from_nanos(cpu_ns);
+                record(&self.table, c.index, &outcome);
+                outcome.into_invocation()
+            })
+            .collect()
+    }
+}
+
+/// The code under which a failure is retried on a new slot map, if it is one: a moved slot, a
+/// dead node, a busy cluster.
+fn retry_code<T>(r: &Result<T>) -> Option<&'static str> {
+    match r {
+        Err(Error::Function(e)) if should_refresh(e) => Some(e.code().as_str()),
+        Err(Error::Transport { .. } | Error::Connection { .. }) => Some("IOERR"),
+        _ => None,
+    }
+}
+
+/// What a compute-side run reads and writes through: one node's session ([`LinkStore`]) or
+/// every shard's ([`ClusterStore`]).
+trait ComputeStore: Store {
+    /// Sends the run's writes.
+    fn commit(&self) -> StoreFuture<'_, ()>;
+    /// What the run cost so far.
+    fn cost(&self) -> ComputeCost;
+}
+
+impl ComputeStore for LinkStore<'_> {
+    fn commit(&self) -> StoreFuture<'_, ()> {
+        Box::pin(LinkStore::commit(self))
+    }
+    fn cost(&self) -> ComputeCost {
+        ComputeCost {
+            accesses: self.accesses.get(),
+            requests: self.requests.get(),
+            keys: self.keys.get(),
+            bytes: self.bytes.get(),
+        }
+    }
+}
+
+impl ComputeStore for ClusterStore<'_> {
+    fn commit(&self) -> StoreFuture<'_, ()> {
+        Box::pin(ClusterStore::commit(self))
+    }
+    fn cost(&self) -> ComputeCost {
+        let (accesses, requests, keys, bytes) = ClusterStore::cost(self);
+        ComputeCost {
+            accesses,
+            requests,
+            keys,
+            bytes,
+        }
     }
 }
 
@@ -763,13 +1079,13 @@ async fn join<A: std::future::Future, B: std::future::Future>(
 
 /// Runs one invocation over `session`: storage-side as one `Invoke` request (finished
 /// compute-side on a pushback, from the read set it hands back: ASFP), or compute-side through
-/// a [`LinkStore`].
-async fn invoke_on_link(
+/// a [`LinkStore`] or a [`ClusterStore`].
+async fn invoke_on_link<S: ComputeStore>(
     session: &RefCell<Session>,
+    inner: S,
     f: &dyn Function,
     args: &[Vec<u8>],
     placement: Placement,
-    per_key: bool,
 ) -> Outcome {
     let started = Instant::now();
     let mut o = Outcome {
@@ -815,7 +1131,7 @@ async fn invoke_on_link(
             return o;
         }
     }
-    let store = ReadSetStore::new(read_set, LinkStore::new(session).per_key(per_key));
+    let store = ReadSetStore::new(read_set, inner);
     o.result = if f.version().is_some() && !o.pushed_back {
         // A user function run here from a copy: ask, together with the run, whether the copy
         // is still the one loaded (a pushed-back run was checked by the storage side already).
@@ -841,13 +1157,7 @@ async fn invoke_on_link(
         }
     }
     o.side = Side::Compute;
-    let link = store.inner();
-    o.compute = ComputeCost {
-        accesses: link.accesses.get(),
-        requests: link.requests.get(),
-        keys: link.keys.get(),
-        bytes: link.bytes.get(),
-    };
+    o.compute = store.inner().cost();
     o.wall = started.elapsed();
     o
 }

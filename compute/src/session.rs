@@ -189,13 +189,23 @@ impl Session {
 
     /// Waits a little for replies (the link's backoff), failing the session past `deadline`.
     pub fn idle(&mut self, deadline: Instant) -> Result<(), FnError> {
+        self.idle_for(deadline, Duration::from_millis(1))
+    }
+
+    /// [`Session::idle`], waiting at most `wait`.
+    pub fn idle_for(&mut self, deadline: Instant, wait: Duration) -> Result<(), FnError> {
         if Instant::now() > deadline {
             return Err(self.fail(format!("no reply within {:?}", self.timeout)));
         }
-        if let Err(e) = self.link.wait(Duration::from_millis(1)) {
+        if let Err(e) = self.link.wait(wait) {
             return Err(self.fail(format!("wait: {e}")));
         }
         Ok(())
+    }
+
+    /// Whether it has requests whose replies have not come.
+    pub fn waiting(&self) -> bool {
+        !self.sent.is_empty()
     }
 
     /// Takes the reply to `id`, if it has arrived.
@@ -264,6 +274,11 @@ struct InFlight {
 }
 
 impl InFlight {
+    /// Whether no request is in flight.
+    fn is_empty(&self) -> bool {
+        self.slots.iter().all(Option::is_none)
+    }
+
     /// Records `value` for `id`, an id above every one pushed before (ids of requests that were
     /// never sent leave gaps).
     fn push(&mut self, id: u64, value: u64) {
@@ -483,6 +498,10 @@ impl Store for LinkStore<'_> {
     }
 }
 
+/// How long [`run_all_timed`] waits for replies at a time when several sessions have requests
+/// in flight, shared among them.
+const MULTI_WAIT: Duration = Duration::from_micros(200);
+
 /// A task for [`run_all`].
 pub type Task<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
@@ -490,7 +509,38 @@ pub type Task<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 /// tasks that are waiting leave in one burst. A task whose reply does not come within the
 /// session's timeout fails (its reads fail, and it finishes with that error).
 pub fn run_all<'a, T>(session: &RefCell<Session>, tasks: Vec<Task<'a, T>>) -> Vec<T> {
-    run_all_timed(session, tasks).0
+    run_all_timed(&[session], tasks).0
+}
+
+/// Polls `futures` together until all are done: inside a task of [`run_all`], requests to
+/// several shards in flight at once.
+pub async fn join_all<'a, T>(futures: Vec<Task<'a, T>>) -> Vec<T> {
+    let mut futures: Vec<Option<Task<'a, T>>> = futures.into_iter().map(Some).collect();
+    let mut results: Vec<Option<T>> = (0..futures.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, out) in futures.iter_mut().zip(results.iter_mut()) {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => {
+                        *out = Some(v);
+                        *slot = None;
+                    }
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    results
+        .into_iter()
+        .map(|r| r.expect("every future finished"))
+        .collect()
 }
 
 /// [`run_all`], also returning the compute-node time each task took, ns: the time spent polling
@@ -502,8 +552,11 @@ pub fn run_all<'a, T>(session: &RefCell<Session>, tasks: Vec<Task<'a, T>>) -> Ve
 /// was preempted, which made a digest look 2.8 times dearer compute-side than it was with three
 /// threads on one core (`bench-placement --topology netns`). A read of it is a system call (about
 /// 250 ns here), so consecutive polls share one read between them.
+///
+/// With several sessions (one per shard of a cluster), each is pumped in turn, and the wait for
+/// replies is shared among the sessions with requests in flight.
 pub fn run_all_timed<'a, T>(
-    session: &RefCell<Session>,
+    sessions: &[&RefCell<Session>],
     tasks: Vec<Task<'a, T>>,
 ) -> (Vec<T>, Vec<u64>) {
     let mut tasks: Vec<Option<Task<'a, T>>> = tasks.into_iter().map(Some).collect();
@@ -511,7 +564,12 @@ pub fn run_all_timed<'a, T>(
     let mut busy = vec![0u64; tasks.len()];
     let mut cx = Context::from_waker(Waker::noop());
     let mut left = tasks.len();
-    let mut deadline = Instant::now() + session.borrow().timeout();
+    let timeout = sessions
+        .iter()
+        .map(|s| s.borrow().timeout())
+        .max()
+        .unwrap_or_default();
+    let mut deadline = Instant::now() + timeout;
     while left > 0 {
         let mut clock = thread_cpu_ns();
         for ((slot, out), spent) in tasks.iter_mut().zip(results.iter_mut()).zip(&mut busy) {
@@ -530,23 +588,34 @@ pub fn run_all_timed<'a, T>(
         if left == 0 {
             break;
         }
-        let mut s = session.borrow_mut();
-        match s.pump() {
-            Ok(0) => {
-                // Nothing arrived: back off, or fail every waiting read past the deadline (the
-                // tasks then see the failure on their next poll).
-                let _ = s.idle(deadline);
-            }
-            Ok(_) => {
-                let share = thread_cpu_ns().saturating_sub(clock) / left as u64;
-                for (slot, spent) in tasks.iter().zip(&mut busy) {
-                    if slot.is_some() {
-                        *spent += share;
-                    }
+        let mut arrived = 0;
+        for session in sessions {
+            arrived += session.borrow_mut().pump().unwrap_or(0);
+        }
+        if arrived > 0 {
+            let share = thread_cpu_ns().saturating_sub(clock) / left as u64;
+            for (slot, spent) in tasks.iter().zip(&mut busy) {
+                if slot.is_some() {
+                    *spent += share;
                 }
-                deadline = Instant::now() + s.timeout();
             }
-            Err(_) => {}
+            deadline = Instant::now() + timeout;
+            continue;
+        }
+        // Nothing arrived: back off, or fail every waiting read past the deadline (the tasks
+        // then see the failure on their next poll).
+        match sessions {
+            [session] => {
+                let _ = session.borrow_mut().idle(deadline);
+            }
+            _ => {
+                let waiting: Vec<&&RefCell<Session>> =
+                    sessions.iter().filter(|s| s.borrow().waiting()).collect();
+                let share = MULTI_WAIT / waiting.len().max(1) as u32;
+                for session in waiting {
+                    let _ = session.borrow_mut().idle_for(deadline, share);
+                }
+            }
         }
     }
     let results = results

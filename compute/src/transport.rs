@@ -93,12 +93,14 @@ fn setup_error(transport: Transport, message: impl Into<String>) -> Error {
     }
 }
 
-/// Sets up a data-plane link of `transport` through `control` (a connection to `url`).
+/// Sets up a data-plane link of `transport` through `control` (a connection to `url`), to a
+/// node of a Redis Cluster if `cluster` (a RESP link then splits multi-key requests by slot).
 pub fn connect_link(
     control: &mut Connection,
     url: &RedisUrl,
     transport: Transport,
     timeout: Duration,
+    cluster: bool,
 ) -> Result<Box<dyn ClientLink>> {
     let call = |control: &mut Connection, args: &[&[u8]]| -> Result<Frame> {
         match control.call(args) {
@@ -117,7 +119,7 @@ pub fn connect_link(
                 url: url.to_string(),
                 source,
             })?;
-            Ok(Box::new(RespLink::new(conn)))
+            Ok(Box::new(RespLink::new(conn).per_slot(cluster)))
         }
         Transport::Shm => {
             let reply = call(control, &[b"AUTOLOC.CONNECT", b"shm"])?;

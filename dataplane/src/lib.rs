@@ -12,6 +12,7 @@
 //! - [`ring`]: a single-producer single-consumer ring of fixed-size slots over raw (shared)
 //!   memory, with burst push/pop and Acquire/Release publication.
 //! - `sync`: the atomics the ring and the doorbell run on: std's, or loom's under `--cfg loom`.
+//! - [`slot`]: Redis Cluster's key slots (CRC16 and hash tags), the rule both sides route by.
 //! - [`secret`]: one-time secrets that bind a link to the client that asked for it.
 //! - [`shm`]: the shared-memory transport: a /dev/shm (or memfd) segment with a request and a
 //!   response ring, server and client endpoints, peer liveness.
@@ -40,6 +41,7 @@ pub mod resp_link;
 pub mod ring;
 pub mod secret;
 pub mod shm;
+pub mod slot;
 mod sync;
 pub mod tcp;
 pub mod wire;

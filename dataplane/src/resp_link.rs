@@ -10,6 +10,11 @@
 //! | `MultiSet` | `MSET key value...` (atomic) | `Ok` |
 //! | `Invoke` | `AUTOLOC.INVOKE function args...` (its bulk reply is the wire frame) | `InvokeReply` or `Pushback` |
 //!
+//! On a node of a Redis Cluster ([`RespLink::per_slot`]), a `MultiGet` or `MultiSet` whose keys
+//! are of several slots is sent as one `AUTOLOC.MGET` or `MSET` per slot, pipelined (Redis
+//! refuses keys of several slots in one command with `CROSSSLOT`, as a cluster client splits
+//! them), and the replies gathered into one; a `MultiSet` is then atomic per slot only.
+//!
 //! An error reply `-CODE message` becomes an `Error` frame with that code (Redis's own
 //! `NOAUTH`/`NOPERM` as `NOPERM`, its other words as `ERR`). Commands are pipelined: everything
 //! queued leaves in one write at `flush`, and replies come back in order.
@@ -27,10 +32,23 @@ use crate::{Error, Result};
 /// What the reply to a queued command is translated into.
 #[derive(Debug)]
 enum Expect {
-    Value { key: Vec<u8> },
-    Values { count: usize },
+    Value {
+        key: Vec<u8>,
+    },
+    Values {
+        count: usize,
+    },
     Ok,
     Invoked,
+    /// A `MultiGet` sent as one `AUTOLOC.MGET` per slot: each command's keys' places.
+    Slotted {
+        places: Vec<Vec<usize>>,
+        count: usize,
+    },
+    /// A `MultiSet` sent as this many `MSET`s, one per slot.
+    SlottedOk {
+        commands: usize,
+    },
 }
 
 /// A [`ClientLink`] over a RESP connection.
@@ -39,6 +57,8 @@ pub struct RespLink {
     conn: Connection,
     /// Commands sent or queued, oldest first, with the request id each answers.
     pending: VecDeque<(u64, Expect)>,
+    /// Whether multi-key requests are split by slot (a node of a cluster).
+    per_slot: bool,
 }
 
 impl RespLink {
@@ -47,8 +67,29 @@ impl RespLink {
         RespLink {
             conn,
             pending: VecDeque::new(),
+            per_slot: false,
         }
     }
+
+    /// Splits multi-key requests by slot, for a node of a Redis Cluster.
+    pub fn per_slot(mut self, per_slot: bool) -> RespLink {
+        self.per_slot = per_slot;
+        self
+    }
+}
+
+/// The places of `keys` grouped by slot, in order of first appearance; `None` if they are all of
+/// one slot.
+fn by_slot<'k>(keys: impl Iterator<Item = &'k [u8]>) -> Option<Vec<Vec<usize>>> {
+    let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+    for (i, key) in keys.enumerate() {
+        let slot = crate::slot::key_slot(key);
+        match groups.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, places)) => places.push(i),
+            None => groups.push((slot, vec![i])),
+        }
+    }
+    (groups.len() > 1).then(|| groups.into_iter().map(|(_, p)| p).collect())
 }
 
 impl ClientLink for RespLink {
@@ -57,6 +98,20 @@ impl ClientLink for RespLink {
             Message::Get { key } => {
                 self.conn.queue(&[b"GET".as_slice(), key]);
                 Expect::Value { key: key.to_vec() }
+            }
+            Message::MultiGet { keys } if self.per_slot && by_slot(keys.iter()).is_some() => {
+                let places = by_slot(keys.iter()).unwrap_or_default();
+                let keys: Vec<&[u8]> = keys.iter().collect();
+                for group in &places {
+                    let mut args: Vec<&[u8]> = Vec::with_capacity(group.len() + 1);
+                    args.push(b"AUTOLOC.MGET");
+                    args.extend(group.iter().map(|&i| keys[i]));
+                    self.conn.queue(&args);
+                }
+                Expect::Slotted {
+                    places,
+                    count: keys.len(),
+                }
             }
             Message::MultiGet { keys } if !keys.is_empty() => {
                 let mut args: Vec<&[u8]> = Vec::with_capacity(keys.len() + 1);
@@ -68,6 +123,23 @@ impl ClientLink for RespLink {
             Message::Set { key, value } => {
                 self.conn.queue(&[b"SET".as_slice(), key, value]);
                 Expect::Ok
+            }
+            Message::MultiSet { pairs }
+                if self.per_slot && by_slot(pairs.iter().map(|(k, _)| k)).is_some() =>
+            {
+                let places = by_slot(pairs.iter().map(|(k, _)| k)).unwrap_or_default();
+                let pairs: Vec<(&[u8], &[u8])> = pairs.iter().collect();
+                for group in &places {
+                    let mut args: Vec<&[u8]> = Vec::with_capacity(2 * group.len() + 1);
+                    args.push(b"MSET");
+                    for &i in group {
+                        args.extend([pairs[i].0, pairs[i].1]);
+                    }
+                    self.conn.queue(&args);
+                }
+                Expect::SlottedOk {
+                    commands: places.len(),
+                }
             }
             Message::MultiSet { pairs } if !pairs.is_empty() => {
                 let mut args: Vec<&[u8]> = Vec::with_capacity(2 * pairs.len() + 1);
@@ -115,7 +187,25 @@ impl ClientLink for RespLink {
         self.conn.flush()?;
         let mut n = 0;
         while let Some((id, expect)) = self.pending.pop_front() {
-            let reply = self.conn.read_frame()?;
+            let reply = match expect {
+                Expect::Slotted { ref places, count } => {
+                    let reply = self.gather(places, count)?;
+                    translate(id, &Expect::Values { count }, reply, f)?;
+                    n += 1;
+                    continue;
+                }
+                Expect::SlottedOk { commands } => {
+                    let mut reply = Resp::Simple("OK".into());
+                    for _ in 0..commands {
+                        let r = self.conn.read_frame()?;
+                        if matches!(r, Resp::Error(_)) && !matches!(reply, Resp::Error(_)) {
+                            reply = r;
+                        }
+                    }
+                    reply
+                }
+                _ => self.conn.read_frame()?,
+            };
             translate(id, &expect, reply, f)?;
             n += 1;
         }
@@ -134,6 +224,28 @@ impl ClientLink for RespLink {
 
     fn max_frame(&self) -> usize {
         wire::DEFAULT_MAX_PAYLOAD
+    }
+}
+
+impl RespLink {
+    /// Reads the replies of a `MultiGet` sent per slot and puts the values back in the order of
+    /// its keys: one reply, or the first error.
+    fn gather(&mut self, places: &[Vec<usize>], count: usize) -> Result<Resp> {
+        let mut values: Vec<Resp> = (0..count).map(|_| Resp::Bulk(None)).collect();
+        let mut failed = None;
+        for group in places {
+            match self.conn.read_frame()? {
+                Resp::Array(Some(items)) if items.len() == group.len() => {
+                    for (&place, item) in group.iter().zip(items) {
+                        values[place] = item;
+                    }
+                }
+                other => {
+                    failed.get_or_insert(other);
+                }
+            }
+        }
+        Ok(failed.unwrap_or(Resp::Array(Some(values))))
     }
 }
 

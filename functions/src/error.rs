@@ -66,6 +66,17 @@ pub enum Error {
     /// fetch it again.
     #[error("{0}")]
     Stale(String),
+    /// A key this shard does not serve (Redis Cluster): its slot is another master's, or is being
+    /// migrated and the key has left. Never read as missing: the caller asks `node` instead.
+    #[error("{slot} {node} key '{key}' is served by another shard")]
+    WrongShard {
+        /// The key.
+        key: String,
+        /// Its slot.
+        slot: u16,
+        /// The node serving the slot as this shard knows it (`host:port`).
+        node: String,
+    },
     /// An error reply from the other side, kept with its code.
     #[error("{message}")]
     Remote { code: ErrorCode, message: String },
@@ -99,11 +110,13 @@ pub enum ErrorCode {
     Guest = 11,
     /// A user function changed since the caller fetched it.
     Stale = 12,
+    /// A key served by another shard of a Redis Cluster (Redis's own `MOVED` and `ASK` map here).
+    WrongShard = 13,
 }
 
 impl ErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::Err,
         ErrorCode::NoKey,
         ErrorCode::WrongType,
@@ -116,6 +129,7 @@ impl ErrorCode {
         ErrorCode::Io,
         ErrorCode::Guest,
         ErrorCode::Stale,
+        ErrorCode::WrongShard,
     ];
 
     /// The code as it leads a Redis error reply.
@@ -133,6 +147,7 @@ impl ErrorCode {
             ErrorCode::Io => "IOERR",
             ErrorCode::Guest => "GUEST",
             ErrorCode::Stale => "STALE",
+            ErrorCode::WrongShard => "WRONGSHARD",
         }
     }
 
@@ -169,6 +184,7 @@ impl Error {
             | Error::Usage(_) => ErrorCode::Err,
             Error::Guest(_) => ErrorCode::Guest,
             Error::Stale(_) => ErrorCode::Stale,
+            Error::WrongShard { .. } => ErrorCode::WrongShard,
             Error::NoKey(_) => ErrorCode::NoKey,
             Error::WrongType(_) => ErrorCode::WrongType,
             Error::BadValue { .. } => ErrorCode::BadValue,
@@ -199,7 +215,12 @@ impl Error {
             Some(code) => Error::remote(code, message),
             None => match word {
                 "NOAUTH" | "WRONGPASS" | "NOPERM" => Error::remote(ErrorCode::NoPerm, reply),
-                "BUSY" | "LOADING" | "MASTERDOWN" => Error::remote(ErrorCode::Busy, reply),
+                "BUSY" | "LOADING" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" => {
+                    Error::remote(ErrorCode::Busy, reply)
+                }
+                // `MOVED <slot> <host:port>` and `ASK <slot> <host:port>`: the message keeps
+                // the slot and node first, as a WRONGSHARD reply's does.
+                "MOVED" | "ASK" => Error::remote(ErrorCode::WrongShard, message),
                 _ => Error::remote(ErrorCode::Err, reply),
             },
         }
@@ -211,6 +232,24 @@ impl Error {
         // An error reply is one line: never let a key name or reason break it.
         s.retain(|c| c != '\r' && c != '\n');
         s
+    }
+
+    /// The slot and node of a [`ErrorCode::WrongShard`] error (its own, or a `WRONGSHARD`,
+    /// `MOVED` or `ASK` reply received): where to ask instead.
+    pub fn shard_hint(&self) -> Option<(u16, String)> {
+        match self {
+            Error::WrongShard { slot, node, .. } => Some((*slot, node.clone())),
+            Error::Remote {
+                code: ErrorCode::WrongShard,
+                message,
+            } => {
+                let mut words = message.split(' ');
+                let slot = words.next()?.parse().ok()?;
+                let node = words.next()?.to_string();
+                Some((slot, node))
+            }
+            _ => None,
+        }
     }
 
     /// Whether the caller should run the invocation compute-side instead.
@@ -270,6 +309,11 @@ mod tests {
             Error::Usage("f: usage".into()),
             Error::Guest("trap: unreachable executed".into()),
             Error::Stale("replaced".into()),
+            Error::WrongShard {
+                key: "k".into(),
+                slot: 7,
+                node: "127.0.0.1:7001".into(),
+            },
         ];
         for e in errors {
             let resp = e.to_resp();
@@ -289,6 +333,23 @@ mod tests {
         assert_eq!(e.code(), ErrorCode::Err);
         assert_eq!(e.to_string(), "unknown command 'AUTOLOC.CALL'");
         assert_eq!(Error::from_resp("OOM no").to_string(), "OOM no");
+    }
+
+    #[test]
+    fn shard_hints_travel() {
+        let e = Error::WrongShard {
+            key: "1".into(),
+            slot: 9842,
+            node: "127.0.0.1:7002".into(),
+        };
+        let back = Error::from_resp(&e.to_resp());
+        assert_eq!(back.code(), ErrorCode::WrongShard);
+        assert_eq!(back.shard_hint(), Some((9842, "127.0.0.1:7002".into())));
+        let moved = Error::from_resp("MOVED 3999 127.0.0.1:6381");
+        assert_eq!(moved.code(), ErrorCode::WrongShard);
+        assert_eq!(moved.shard_hint(), Some((3999, "127.0.0.1:6381".into())));
+        assert_eq!(Error::from_resp("TRYAGAIN x").code(), ErrorCode::Busy);
+        assert_eq!(Error::NoKey("k".into()).shard_hint(), None);
     }
 
     #[test]

@@ -32,8 +32,9 @@ fn may_run(ctx: &Context, command: &[&[u8]]) -> Result<(), RedisError> {
         .map_err(|e| invoke::error(&e))
 }
 
-/// `AUTOLOC.CALL <function> <args...>`: runs the function storage-side and replies with its
-/// result as RESP; `-PUSHBACK ...` if it ran past the budget (the caller should run it
+/// `AUTOLOC.CALL <function> [NUMKEYS <n> <key>...] <args...>`: runs the function
+/// storage-side and replies with its result as RESP (the keys form names the keys it starts
+/// from, for Redis to route by: [`split_keys_form`]); `-PUSHBACK ...` if it ran past the budget (the caller should run it
 /// compute-side), `-CODE message` if it failed.
 pub fn call(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard("AUTOLOC.CALL", || run_for_client(ctx, &args, false))
@@ -58,10 +59,25 @@ pub fn invoke_frame(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 /// whose recent runs took longer than `lock-us` goes to the data-plane thread at once. Inside
 /// `MULTI` or a script, where a client cannot block, it runs to its budget on the main thread.
 fn run_for_client(ctx: &Context, args: &[RedisString], frame: bool) -> RedisResult {
+    if ctx.is_keys_position_request() {
+        // Redis asks where the keys are (the command is flagged `getkeys-api`): Redis 7.0's
+        // cluster routing reads a module command's keys here, not from its keyword key spec.
+        if let [_, _, rest @ ..] = args {
+            let rest: Vec<&[u8]> = rest.iter().map(RedisString::as_slice).collect();
+            if let Ok(Some(n)) = keys_form(&rest) {
+                // `NUMKEYS <n>` then the keys, from argument 4 of the command.
+                for pos in 4..4 + n {
+                    ctx.key_at_pos(pos as i32);
+                }
+            }
+        }
+        return Ok(RedisValue::NoReply);
+    }
     let [_, function, fargs @ ..] = args else {
         return Err(RedisError::WrongArity);
     };
     let fargs: Vec<&[u8]> = fargs.iter().map(RedisString::as_slice).collect();
+    let fargs = split_keys_form(&fargs).map_err(RedisError::String)?;
     let caller = Caller::of_client(ctx).map_err(|e| invoke::error(&e))?;
     let may_block = !ctx
         .get_flags()
@@ -74,7 +90,7 @@ fn run_for_client(ctx: &Context, args: &[RedisString], frame: bool) -> RedisResu
     let run = invoke::invoke(
         ctx,
         function.as_slice(),
-        &fargs,
+        fargs,
         Request::now(&caller, frame, on),
     );
     if !run.deferred {
@@ -95,7 +111,7 @@ fn run_for_client(ctx: &Context, args: &[RedisString], frame: bool) -> RedisResu
 /// fails the whole read with `-WRONGTYPE` naming it, where `MGET` reads it as nil): how
 /// compute-side functions read many keys over RESP.
 ///
-/// Its keys are declared read-only by [`declare_mget_keys`], as `MGET`'s are.
+/// Its keys are declared read-only by [`declare_key_specs`], as `MGET`'s are.
 pub fn mget(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard("AUTOLOC.MGET", || {
         let [_, keys @ ..] = args.as_slice() else {
@@ -117,14 +133,20 @@ pub fn mget(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     })
 }
 
-/// Declares `AUTOLOC.MGET`'s arguments as keys it only reads (`RO ACCESS`, like `MGET`'s). Redis
-/// checks a command's declared keys against the caller's ACL before the command runs, and the
-/// keys of a legacy key range (`firstkey, lastkey, step` at registration) count as read and
-/// written: a user who may only read (`%R~`) would be refused every compute-side read over
-/// RESP. So the command is registered without keys and gets this key spec at load. A server
-/// without `RedisModule_SetCommandInfo` (before Redis 7) keeps it without: the module's own
-/// per-key check ([`read_keys`]) applies either way.
-pub fn declare_mget_keys(ctx: &Context) -> Result<(), String> {
+/// Declares the keys of the data commands (key specs), so that Redis checks them against the
+/// caller's ACL and, in a cluster, routes by them (`MOVED`, `ASK`, `TRYAGAIN`, `CROSSSLOT`, and
+/// `redis-cli -c` following them):
+/// - `AUTOLOC.MGET`: every argument, read-only (`RO ACCESS`, like `MGET`'s). The keys of a
+///   legacy key range (`firstkey, lastkey, step` at registration) count as read and written: a
+///   user who may only read (`%R~`) would be refused every compute-side read over RESP.
+/// - `AUTOLOC.CALL` and `AUTOLOC.INVOKE`: the keys of the `NUMKEYS <n> <key>...` form (as
+///   `FCALL`'s `numkeys`), the keys an invocation starts from ([`split_keys_form`]). They are
+///   declared `RO ACCESS`: what a function writes is checked as `SET` on the key it writes, in
+///   the one write path, as every read is checked as `GET`.
+///
+/// A server without `RedisModule_SetCommandInfo` (before Redis 7) keeps them without: the
+/// module's own per-key checks ([`read_keys`], [`crate::cluster`]) apply either way.
+pub fn declare_key_specs(ctx: &Context) -> Result<(), String> {
     use redis_module::commands::{
         get_redis_key_spec, BeginSearch, FindKeys, KeySpec, KeySpecFlags,
     };
@@ -138,33 +160,97 @@ pub fn declare_mget_keys(ctx: &Context) -> Result<(), String> {
     let Ok(set_info) = module_api!(RedisModule_SetCommandInfo) else {
         return Ok(());
     };
-    let command = command(ctx, c"autoloc.mget")?;
-    // Every argument from the first on is a key; the list ends with a zeroed spec.
-    let mut specs = get_redis_key_spec(vec![KeySpec::new(
-        None,
-        KeySpecFlags::READ_ONLY | KeySpecFlags::ACCESS,
-        BeginSearch::new_index(1),
-        FindKeys::new_range(-1, 1, 0),
-    )]);
-    let info = raw::RedisModuleCommandInfo {
-        version: &VERSION,
-        summary: std::ptr::null(),
-        complexity: std::ptr::null(),
-        since: std::ptr::null(),
-        history: std::ptr::null_mut(),
-        tips: std::ptr::null(),
-        arity: -2,
-        key_specs: specs.as_mut_ptr(),
-        args: std::ptr::null_mut(),
+    let read = || KeySpecFlags::READ_ONLY | KeySpecFlags::ACCESS;
+    // Every argument from the first on is a key.
+    let mget = || {
+        KeySpec::new(
+            None,
+            read(),
+            BeginSearch::new_index(1),
+            FindKeys::new_range(-1, 1, 0),
+        )
     };
-    // SAFETY: `command` is the handle Redis just returned for a command of this module, at load;
-    // `info` and `specs` (without notes, so nothing to free) live across the call, which copies
-    // what it keeps.
-    let status = unsafe { set_info(command, &info) };
-    if status == raw::Status::Err as std::os::raw::c_int {
-        return Err("RedisModule_SetCommandInfo refused AUTOLOC.MGET's key spec".into());
+    // After the keyword `NUMKEYS` (searched from the argument after the function's name): a count,
+    // then that many keys.
+    let keys_form = || {
+        KeySpec::new(
+            None,
+            read(),
+            BeginSearch::new_keyword(KEYS_KEYWORD.into(), 2),
+            FindKeys::new_keys_num(0, 1, 1),
+        )
+    };
+    let specs: [(&std::ffi::CStr, i32, KeySpec); 3] = [
+        (c"autoloc.mget", -2, mget()),
+        (c"autoloc.call", -2, keys_form()),
+        (c"autoloc.invoke", -2, keys_form()),
+    ];
+    for (name, arity, spec) in specs {
+        let command = command(ctx, name)?;
+        // The list ends with a zeroed spec. A keyword's C string is leaked (a few bytes, once).
+        let mut specs = get_redis_key_spec(vec![spec]);
+        let info = raw::RedisModuleCommandInfo {
+            version: &VERSION,
+            summary: std::ptr::null(),
+            complexity: std::ptr::null(),
+            since: std::ptr::null(),
+            history: std::ptr::null_mut(),
+            tips: std::ptr::null(),
+            arity,
+            key_specs: specs.as_mut_ptr(),
+            args: std::ptr::null_mut(),
+        };
+        // SAFETY: `command` is the handle Redis just returned for a command of this module, at
+        // load; `info` and `specs` (without notes, so nothing to free) live across the call,
+        // which copies what it keeps.
+        let status = unsafe { set_info(command, &info) };
+        if status == raw::Status::Err as std::os::raw::c_int {
+            return Err(format!(
+                "RedisModule_SetCommandInfo refused the key spec of {}",
+                name.to_string_lossy()
+            ));
+        }
     }
     Ok(())
+}
+
+/// The keyword of the keys form of `AUTOLOC.CALL` and `AUTOLOC.INVOKE`.
+pub const KEYS_KEYWORD: &str = "NUMKEYS";
+
+/// The function's arguments of an invocation, `args` as given after the function's name: in the
+/// keys form, `NUMKEYS <n> <key>... <arg>...`, the keys then the other arguments (the form
+/// only names which arguments are keys, for Redis to route and check by); otherwise `args` as
+/// they are.
+pub fn split_keys_form<A: AsRef<[u8]>>(args: &[A]) -> Result<&[A], String> {
+    Ok(match keys_form(args)? {
+        Some(_) => &args[2..],
+        None => args,
+    })
+}
+
+/// How many keys the keys form of `args` names (`None`: not the keys form). An argument list
+/// starting with `NUMKEYS` whose count does not fit is a usage error.
+pub fn keys_form<A: AsRef<[u8]>>(args: &[A]) -> Result<Option<usize>, String> {
+    match args {
+        [keyword, count, rest @ ..]
+            if keyword
+                .as_ref()
+                .eq_ignore_ascii_case(KEYS_KEYWORD.as_bytes()) =>
+        {
+            let n = std::str::from_utf8(count.as_ref())
+                .ok()
+                .and_then(|c| c.parse::<usize>().ok());
+            match n {
+                Some(n) if n <= rest.len() => Ok(Some(n)),
+                _ => Err(format!(
+                    "ERR usage: NUMKEYS <n> <key>... <arg>...: <n> must be a count of at \
+                     most the {} arguments after it",
+                    rest.len()
+                )),
+            }
+        }
+        _ => Ok(None),
+    }
 }
 
 /// `AUTOLOC.STATS`: the module's counters as `name value` pairs (the fields of `INFO autoloc`,

@@ -152,7 +152,9 @@ pub fn invoke<A: AsRef<[u8]>>(
     }
     let cpu = thread_cpu_ns();
     let mut result = block_on(function.call(&store, &args));
-    if may_defer && result.as_ref().is_err_and(Error::is_pushback) {
+    // Past the main thread's budget: a data-plane thread runs it again with its own. (A pushback
+    // for a key of another shard would come back the same.)
+    if may_defer && matches!(result, Err(Error::Pushback { .. })) {
         return deferred();
     }
     if result.is_ok() {

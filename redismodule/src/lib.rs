@@ -6,6 +6,8 @@
 //! - `api`: `module_api!`, a module API function redis-server handed over at load, or an error
 //!   saying this server lacks it.
 //! - [`acl`]: [`acl::Caller`], the ACL user and database every key access answers to.
+//! - [`cluster`]: the slots this node serves in a Redis Cluster, checked for every key the
+//!   module reads or writes (`WRONGSHARD` with slot and node for a key served elsewhere).
 //! - [`config`]: module arguments (the storage-side budget).
 //! - [`counters`]: per-function atomic counters and the `INFO autoloc` section.
 //! - [`open`]: opening keys to read so that a key named twice in one read stays valid.
@@ -38,6 +40,7 @@
 
 pub mod acl;
 mod api;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod counters;
@@ -61,7 +64,8 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     // Segments that servers killed before their clients attached left behind.
     autoloc_dataplane::shm::remove_stale_segments(autoloc_dataplane::shm::DEFAULT_DIR.as_ref());
     let args: Vec<&[u8]> = args.iter().map(RedisString::as_slice).collect();
-    let declared = commands::declare_mget_keys(ctx)
+    cluster::init(ctx);
+    let declared = commands::declare_key_specs(ctx)
         .and_then(|()| commands::declare_function_subcommands(ctx))
         .and_then(|()| commands::declare_acl_categories(ctx));
     if let Err(e) = declared {
@@ -130,9 +134,11 @@ redis_module! {
     // AUTOLOC.FUNCTION and its subcommands are registered there too
     // (commands::declare_function_subcommands).
     commands: [
-        ["autoloc.call", commands::call, "write deny-oom", 0, 0, 0, ""],
-        ["autoloc.invoke", commands::invoke_frame, "write deny-oom", 0, 0, 0, ""],
-        // Keys declared read-only at load (commands::declare_mget_keys).
+        // Keys of their `NUMKEYS <n>` form: a key spec (commands::declare_key_specs) and, for Redis
+        // 7.0's cluster routing, the getkeys API (commands::run_for_client).
+        ["autoloc.call", commands::call, "write deny-oom getkeys-api", 0, 0, 0, ""],
+        ["autoloc.invoke", commands::invoke_frame, "write deny-oom getkeys-api", 0, 0, 0, ""],
+        // Keys declared at load (commands::declare_key_specs), for all three data commands.
         ["autoloc.mget", commands::mget, "readonly fast", 0, 0, 0, ""],
         ["autoloc.stats", commands::stats, "readonly fast", 0, 0, 0, ""],
         ["autoloc.functions", commands::functions, "readonly fast", 0, 0, 0, ""],

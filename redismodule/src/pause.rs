@@ -151,6 +151,11 @@ extern "C" fn on_command(fctx: *mut raw::RedisModuleCommandFilterCtx) {
         // Every command passes here: the first argument is compared in place, and only the
         // three commands that can pause writes are copied.
         let first = if n < 1 { &[][..] } else { bytes(0) };
+        if first.eq_ignore_ascii_case(b"cluster") {
+            // It may change which slots this node serves (crate::cluster).
+            crate::cluster::invalidate();
+            return;
+        }
         if !["client", "failover", "shutdown"]
             .iter()
             .any(|c| first.eq_ignore_ascii_case(c.as_bytes()))

@@ -11,7 +11,7 @@
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-use autoloc_functions::{Error, Store, StoreFuture, Visit};
+use autoloc_functions::{Error, ErrorCode, Store, StoreFuture, Visit};
 
 use crate::acl::{Access, Caller};
 use crate::lock::Hold;
@@ -61,6 +61,8 @@ pub fn read_keys<'k, N: AsRef<[u8]>>(
     // An open key holds its own reference to its name.
     crate::open::open_for_read(ctx, strings, opened);
     let mine = &opened[first..];
+    // In a cluster, a key of a slot served elsewhere is an error, never a missing key.
+    crate::cluster::check(ctx, names, |i| mine[i].key_type() != KeyType::Empty)?;
     match (mine, names) {
         ([key], [name]) => Ok(Values::One([value_of(key, name.as_ref())?])),
         _ => mine
@@ -102,6 +104,12 @@ pub fn write_keys<K: AsRef<[u8]>, V: AsRef<[u8]>>(
 ) -> Result<(), Error> {
     let keys: Vec<&[u8]> = pairs.iter().map(|(k, _)| k.as_ref()).collect();
     caller.check(ctx, &keys, Access::Write)?;
+    if crate::cluster::enabled() {
+        // Nothing is written where no client would find it (a slot served elsewhere, or one
+        // migrating that the key has left).
+        let present = |i: usize| ctx.open_key(&key_name(ctx, keys[i])).key_type() != KeyType::Empty;
+        crate::cluster::check(ctx, &keys, present)?;
+    }
     if crate::pause::writes_paused() {
         // Redis holds its own clients' writes back now, and must propagate nothing.
         return Err(Error::Busy(
@@ -266,11 +274,22 @@ impl<'c> KeyspaceStore<'c> {
         self.turn()?;
         self.accesses.set(self.accesses.get() + 1);
         self.keys_read.set(self.keys_read.get() + keys.len() as u64);
+        let mut opened = Vec::with_capacity(keys.len());
+        let values = match read_keys(self.ctx, self.caller, keys, &mut opened) {
+            Ok(values) => values,
+            // A key of another shard: the compute side, which reaches every shard, finishes
+            // the invocation from what was read here (the read set of the pushback).
+            Err(e @ Error::WrongShard { .. }) => {
+                return Err(Error::remote(
+                    ErrorCode::Pushback,
+                    format!("{e}; run it compute-side"),
+                ))
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(r) = &self.remembered {
             r.borrow_mut().extend_from_slice(keys);
         }
-        let mut opened = Vec::with_capacity(keys.len());
-        let values = read_keys(self.ctx, self.caller, keys, &mut opened)?;
         for (i, &value) in values.iter().enumerate() {
             if i % CHECK_EVERY == CHECK_EVERY - 1 {
                 self.check_budget()?;

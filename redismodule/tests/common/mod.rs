@@ -128,3 +128,21 @@ pub fn scores(o: &Output) -> Vec<(u32, f64)> {
         other => panic!("{other:?}"),
     }
 }
+
+/// A private cluster of 3 masters with 1 replica each, the module on every node.
+pub fn cluster3() -> autoloc::server::cluster::RedisCluster {
+    autoloc::server::cluster::RedisCluster::start(3, 1, &[]).expect("start a 3-shard cluster")
+}
+
+/// A raw RESP connection to the node on `port` of loopback.
+pub fn raw_port(port: u16) -> Connection {
+    autoloc::server::cluster::connect(port).unwrap()
+}
+
+/// Loads AutoLoc's social.json (binary adjacency) through a connection to `url`.
+pub fn load_social(url: &str) {
+    let mut c =
+        Connection::connect(&url.parse().unwrap(), std::time::Duration::from_secs(30)).unwrap();
+    autoloc::load::load_autoloc_json(&mut c, &autoloc_data().join("social.json"), true, false)
+        .unwrap();
+}

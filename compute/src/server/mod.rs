@@ -2,6 +2,10 @@
 //!
 //! It listens on a free loopback port, keeps its files in its own temporary directory, must
 //! answer PING within a startup deadline, and is killed when the guard drops.
+//!
+//! [`cluster`]: a private Redis Cluster of such servers, made with `redis-cli --cluster create`.
+
+pub mod cluster;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -28,7 +32,8 @@ pub struct RedisServer {
     port: u16,
     /// Its directory (AOF, log), kept across [`RedisServer::restart`].
     dir: std::sync::Arc<tempfile::TempDir>,
-    module: PathBuf,
+    /// The module it loads (none: a plain redis-server).
+    module: Option<PathBuf>,
     module_args: Vec<String>,
     config: Vec<(String, String)>,
 }
@@ -90,6 +95,20 @@ impl RedisServer {
         module_args: &[&str],
         config: &[(&str, &str)],
     ) -> Result<RedisServer> {
+        RedisServer::start_loading(Some(module), module_args, config)
+    }
+
+    /// Starts a redis-server without the module, with `config` as [`RedisServer::start_with`]
+    /// takes it: what a node an operator forgot looks like.
+    pub fn start_plain(config: &[(&str, &str)]) -> Result<RedisServer> {
+        RedisServer::start_loading(None, &[], config)
+    }
+
+    fn start_loading(
+        module: Option<&Path>,
+        module_args: &[&str],
+        config: &[(&str, &str)],
+    ) -> Result<RedisServer> {
         check_redis_server()?;
         // A free port can be taken between finding it and binding it: try a few.
         let mut tries = 1;
@@ -103,7 +122,7 @@ impl RedisServer {
     }
 
     fn try_start(
-        module: &Path,
+        module: Option<&Path>,
         module_args: &[&str],
         config: &[(&str, &str)],
         port: u16,
@@ -144,10 +163,10 @@ impl RedisServer {
             .arg("--dir")
             .arg(dir.path())
             .arg("--logfile")
-            .arg(&log)
-            .arg("--loadmodule")
-            .arg(module)
-            .args(module_args);
+            .arg(&log);
+        if let Some(module) = module {
+            cmd.arg("--loadmodule").arg(module).args(module_args);
+        }
         for (k, v) in config.iter().filter(|(k, _)| *k != "bind") {
             cmd.arg(format!("--{k}")).arg(v);
         }
@@ -161,7 +180,7 @@ impl RedisServer {
             child,
             port,
             dir,
-            module: module.to_path_buf(),
+            module: module.map(Path::to_path_buf),
             module_args: module_args.iter().map(|a| a.to_string()).collect(),
             config: config
                 .iter()
@@ -252,7 +271,7 @@ impl RedisServer {
         loop {
             // The old socket may linger for a moment: retry until the port is free again.
             let dir = Some(self.dir.clone());
-            match RedisServer::try_start(&self.module, &args, &config, self.port, dir) {
+            match RedisServer::try_start(self.module.as_deref(), &args, &config, self.port, dir) {
                 Ok(fresh) => {
                     *self = fresh;
                     return Ok(());

@@ -1,0 +1,243 @@
+//! A private Redis Cluster on loopback: `masters` masters with `replicas` replicas each, every
+//! node a [`RedisServer`] with the module loaded (its own port and directory, killed on drop),
+//! joined by `redis-cli --cluster create`, as an operator makes one. For tests, `batch --cluster
+//! N`, `autoloc --cluster N` and `bench-cluster`.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use autoloc_dataplane::{Connection, Frame, RedisUrl};
+
+use super::{find_module, RedisServer};
+use crate::{Result, ServerError};
+
+/// What every node is started with, besides the module: cluster mode, and a node timeout short
+/// enough for a failover to take seconds.
+pub const NODE_CONFIG: [(&str, &str); 3] = [
+    ("cluster-enabled", "yes"),
+    ("cluster-node-timeout", "2000"),
+    ("cluster-config-file", "nodes.conf"),
+];
+
+/// How long a new cluster may take to agree on its slots.
+pub const CLUSTER_DEADLINE: Duration = Duration::from_secs(30);
+
+/// What a cluster is made of.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec<'a> {
+    /// Masters (at least 1).
+    pub masters: usize,
+    /// Replicas per master.
+    pub replicas: usize,
+    /// The module's arguments on every node.
+    pub module_args: &'a [&'a str],
+    /// More `--name value` pairs for every node.
+    pub config: &'a [(&'a str, &'a str)],
+    /// Nodes (by index, masters first) started without the module.
+    pub without_module: &'a [usize],
+}
+
+impl ClusterSpec<'_> {
+    /// `masters` masters with `replicas` replicas each, with the module on every node.
+    pub fn new(masters: usize, replicas: usize) -> ClusterSpec<'static> {
+        ClusterSpec {
+            masters,
+            replicas,
+            module_args: &[],
+            config: &[],
+            without_module: &[],
+        }
+    }
+}
+
+/// A running private cluster; every node is killed on drop.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+    masters: usize,
+}
+
+impl RedisCluster {
+    /// Starts `masters` masters with `replicas` replicas each, the module (found by
+    /// [`find_module`]) on every node with `module_args`.
+    pub fn start(masters: usize, replicas: usize, module_args: &[&str]) -> Result<RedisCluster> {
+        RedisCluster::start_spec(&ClusterSpec {
+            module_args,
+            ..ClusterSpec::new(masters, replicas)
+        })
+    }
+
+    /// Starts the cluster `spec` describes.
+    pub fn start_spec(spec: &ClusterSpec<'_>) -> Result<RedisCluster> {
+        let module = find_module()?;
+        RedisCluster::start_with(&module, spec)
+    }
+
+    /// [`RedisCluster::start_spec`] with the module at `module`.
+    pub fn start_with(module: &Path, spec: &ClusterSpec<'_>) -> Result<RedisCluster> {
+        if spec.masters == 0 {
+            return Err(ServerError::Cluster {
+                step: "start",
+                message: "a cluster needs at least one master".into(),
+            }
+            .into());
+        }
+        let mut config: Vec<(&str, &str)> = NODE_CONFIG.to_vec();
+        config.extend_from_slice(spec.config);
+        let total = spec.masters * (1 + spec.replicas);
+        let mut nodes = Vec::with_capacity(total);
+        for i in 0..total {
+            nodes.push(if spec.without_module.contains(&i) {
+                RedisServer::start_plain(&config)?
+            } else {
+                RedisServer::start_with(module, spec.module_args, &config)?
+            });
+        }
+        let cluster = RedisCluster {
+            nodes,
+            masters: spec.masters,
+        };
+        cluster.create(spec.replicas)?;
+        cluster.wait_until_ok(CLUSTER_DEADLINE)?;
+        Ok(cluster)
+    }
+
+    /// Joins the nodes with `redis-cli --cluster create` (the first `masters` become masters).
+    fn create(&self, replicas: usize) -> Result<()> {
+        let mut cmd = Command::new("redis-cli");
+        cmd.arg("--cluster").arg("create");
+        for n in &self.nodes {
+            cmd.arg(format!("127.0.0.1:{}", n.port()));
+        }
+        cmd.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]);
+        let out = cmd.output().map_err(|e| ServerError::Cluster {
+            step: "redis-cli --cluster create",
+            message: format!("{e} (redis-cli is in Debian's redis-tools)"),
+        })?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() || !text.contains("[OK] All 16384 slots covered") {
+            let tail: Vec<&str> = text.lines().rev().take(6).collect();
+            return Err(ServerError::Cluster {
+                step: "redis-cli --cluster create",
+                message: format!(
+                    "{}{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Waits until every running node says `cluster_state:ok` and knows all of the others.
+    pub fn wait_until_ok(&self, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut last = String::new();
+            let ok = self.nodes.iter().all(|n| match cluster_info(n.port()) {
+                Ok(info) => {
+                    let known = field(&info, "cluster_known_nodes");
+                    let good = info.contains("cluster_state:ok")
+                        && known.is_some_and(|k| k >= self.nodes.len() as u64);
+                    if !good {
+                        last = format!("node {}: {}", n.port(), info.replace("\r\n", " "));
+                    }
+                    good
+                }
+                Err(e) => {
+                    last = format!("node {}: {e}", n.port());
+                    false
+                }
+            });
+            if ok {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(ServerError::Cluster {
+                    step: "wait for cluster_state:ok",
+                    message: last,
+                }
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The URL of the first node (any node's will do: the runtime discovers the others).
+    pub fn url(&self) -> String {
+        self.nodes[0].url()
+    }
+
+    /// Every node, masters as created first.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// Every node, to kill or restart one.
+    pub fn nodes_mut(&mut self) -> &mut [RedisServer] {
+        &mut self.nodes
+    }
+
+    /// How many masters it was created with.
+    pub fn masters(&self) -> usize {
+        self.masters
+    }
+
+    /// The node listening on `port`.
+    pub fn node_at(&mut self, port: u16) -> Option<&mut RedisServer> {
+        self.nodes.iter_mut().find(|n| n.port() == port)
+    }
+
+    /// The ports of the nodes that are masters now (`ROLE`), in node order.
+    pub fn master_ports(&self) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .filter(|n| role(n.port()).as_deref() == Some("master"))
+            .map(RedisServer::port)
+            .collect()
+    }
+}
+
+/// A connection to the node on `port` of loopback.
+pub fn connect(port: u16) -> Result<Connection> {
+    let url: RedisUrl = format!("redis://127.0.0.1:{port}")
+        .parse()
+        .map_err(|source| ServerError::Url { source })?;
+    Connection::connect(&url, Duration::from_secs(2)).map_err(|source| crate::Error::Connection {
+        url: url.to_string(),
+        source,
+    })
+}
+
+/// `CLUSTER INFO` of the node on `port`.
+fn cluster_info(port: u16) -> Result<String> {
+    let mut c = connect(port)?;
+    match c.call(&["CLUSTER", "INFO"]) {
+        Ok(Frame::Bulk(Some(b))) => Ok(String::from_utf8_lossy(&b).into_owned()),
+        Ok(other) => Ok(format!("{other:?}")),
+        Err(source) => Err(crate::Error::Connection {
+            url: format!("127.0.0.1:{port}"),
+            source,
+        }),
+    }
+}
+
+/// The first element of `ROLE` on the node on `port` (`master`, `slave`).
+fn role(port: u16) -> Option<String> {
+    match connect(port).ok()?.call(&["ROLE"]).ok()? {
+        Frame::Array(Some(items)) => match items.first()? {
+            Frame::Bulk(Some(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The number after `name:` in `INFO`-style text.
+fn field(info: &str, name: &str) -> Option<u64> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
+}

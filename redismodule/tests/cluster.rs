@@ -1,0 +1,171 @@
+//! AutoLoc on a Redis Cluster (3 masters, 1 replica each, on loopback): no key of another shard
+//! is ever read as missing, Redis routes the keys form of `AUTOLOC.CALL`, and traversals that
+//! span shards give exactly the single-node result, on every transport and placement.
+
+mod common;
+
+use std::time::Duration;
+
+use autoloc::session::{Reply, Session};
+use autoloc::transport::connect_link;
+use autoloc::{Output, Placement, Runtime};
+use autoloc_dataplane::slot::key_slot;
+use autoloc_dataplane::wire::{List, Message};
+use autoloc_dataplane::{Connection, Frame};
+use autoloc_functions::ErrorCode;
+use common::*;
+
+/// The port of the master serving `key`, and one that does not.
+fn owner_and_other(rt: &Runtime, key: &[u8]) -> (String, String) {
+    let t = rt.topology().expect("a cluster");
+    let owner = t.shard_of(key).unwrap();
+    let other = (owner + 1) % t.shards.len();
+    (
+        t.shards[owner].master.clone(),
+        t.shards[other].master.clone(),
+    )
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit_once(':').unwrap().1.parse().unwrap()
+}
+
+#[test]
+fn a_key_of_another_shard_is_never_read_as_missing() {
+    let c = cluster3();
+    load_social(&c.url());
+    let rt = Runtime::connect(&c.url()).unwrap();
+    let (owner, other) = owner_and_other(&rt, b"1");
+    let slot = key_slot(b"1");
+
+    // Over every transport, straight to a master that does not serve the key: a typed error
+    // with the slot and the node that serves it, for a read and a write alike.
+    for t in all_transports() {
+        let url = format!("redis://{other}").parse().unwrap();
+        let mut control = Connection::connect(&url, Duration::from_secs(10)).unwrap();
+        let link = connect_link(&mut control, &url, t, Duration::from_secs(10), true).unwrap();
+        let mut s = Session::new(link, Duration::from_secs(10));
+        for message in [
+            Message::Get { key: b"1" },
+            Message::MultiGet {
+                keys: List::new(&[b"1".as_slice()]),
+            },
+            Message::Set {
+                key: b"1",
+                value: b"x",
+            },
+        ] {
+            match s.call(&message).unwrap().reply {
+                Reply::Error(e) => {
+                    assert_eq!(e.code(), ErrorCode::WrongShard, "{t}: {e}");
+                    assert_eq!(e.shard_hint(), Some((slot, owner.clone())), "{t}: {e}");
+                }
+                other => panic!("{t}: {message:?} on the wrong shard gave {other:?}"),
+            }
+        }
+    }
+    let value = Runtime::connect(&c.url()).unwrap().get(b"1").unwrap();
+    assert!(
+        value.is_some_and(|v| v != b"x"),
+        "the refused write wrote nothing"
+    );
+
+    // Over RESP, Redis itself routes the keys form: MOVED from a node that does not serve it...
+    let mut wrong = raw_port(port_of(&other));
+    let moved = err(cmd(
+        &mut wrong,
+        &[b"AUTOLOC.CALL", b"khop", b"NUMKEYS", b"1", b"1", b"2"],
+    ));
+    assert!(
+        moved.starts_with(&format!("MOVED {slot} {owner}")),
+        "{moved}"
+    );
+    // ...and the single-node form, which names no key, fails there instead of reading the key
+    // as missing (the 75 ids where a BFS gives 95).
+    let refused = err(cmd(&mut wrong, &[b"AUTOLOC.CALL", b"khop", b"1", b"2"]));
+    assert!(refused.starts_with("PUSHBACK"), "{refused}");
+    assert!(refused.contains("another shard"), "{refused}");
+    // On the owner, a 2-hop neighbourhood still spans shards: pushed back, never short.
+    let mut right = raw_port(port_of(&owner));
+    let spans = err(cmd(
+        &mut right,
+        &[b"AUTOLOC.CALL", b"khop", b"NUMKEYS", b"1", b"1", b"2"],
+    ));
+    assert!(spans.starts_with("PUSHBACK"), "{spans}");
+    // A read of one key on its owner is served; AUTOLOC.MGET of keys of two shards is CROSSSLOT.
+    assert!(matches!(
+        cmd(
+            &mut right,
+            &[b"AUTOLOC.CALL", b"get", b"NUMKEYS", b"1", b"1"]
+        ),
+        Frame::Bulk(Some(_))
+    ));
+    let cross = err(cmd(&mut right, &[b"AUTOLOC.MGET", b"1", b"2", b"3", b"4"]));
+    assert!(cross.starts_with("CROSSSLOT"), "{cross}");
+    let bad = err(cmd(
+        &mut right,
+        &[b"AUTOLOC.CALL", b"get", b"NUMKEYS", b"2", b"1"],
+    ));
+    assert!(bad.contains("NUMKEYS"), "{bad}");
+
+    // redis-cli -c follows the redirection from any node.
+    for port in c.master_ports() {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-c", "-p", &port.to_string()])
+            .args(["AUTOLOC.CALL", "get", "NUMKEYS", "1", "n:1"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.trim().parse::<u64>().is_ok(), "port {port}: {text}");
+    }
+}
+
+#[test]
+fn traversals_across_shards_equal_the_single_node() {
+    let single = server(&[]);
+    load_social(&single.url());
+    let c = cluster3();
+    load_social(&c.url());
+    let mut one = runtime(&single);
+    let starts = ["1", "2", "7", "42", "100", "555", "1000"];
+    for t in all_transports() {
+        let mut rt = Runtime::connect(&c.url())
+            .unwrap()
+            .with_transport(t)
+            .unwrap();
+        for start in starts {
+            for k in ["1", "2", "3"] {
+                let want = one
+                    .invoke("khop", &[start, k], Placement::Storage)
+                    .unwrap()
+                    .output;
+                for p in [Placement::Storage, Placement::Compute] {
+                    let got = rt.invoke("khop", &[start, k], p).unwrap();
+                    assert_eq!(got.output, want, "{t} {p} khop {start} {k}");
+                }
+            }
+        }
+        let want = one
+            .invoke("pagerank", &["1", "5"], Placement::Storage)
+            .unwrap()
+            .output;
+        for p in [Placement::Storage, Placement::Compute] {
+            let got = rt.invoke("pagerank", &["1", "5"], p).unwrap().output;
+            assert_eq!(got, want, "{t} {p} pagerank");
+        }
+        // A missing start vertex is the same error, on every side.
+        let e = rt
+            .invoke("khop", &["99999999", "2"], Placement::Storage)
+            .unwrap_err();
+        assert!(e.to_string().contains("no such key"), "{t}: {e}");
+    }
+    // And as many as the BFS found from vertex 1.
+    let Output::Ids(ids) = one
+        .invoke("khop", &["1", "2"], Placement::Compute)
+        .unwrap()
+        .output
+    else {
+        panic!()
+    };
+    assert_eq!(ids.len(), 95);
+}
