@@ -13,12 +13,15 @@ pub const DEFAULT_EDGE_FACTOR: u32 = 8;
 /// ...and this seed.
 pub const DEFAULT_SEED: u64 = 1;
 
-/// The Redis a command talks to: one given by `--redis`, or a private one with the module
-/// loaded and the default graph in it, stopped when this drops.
+/// The Redis a command talks to: one given by `--redis` (a node of a cluster finds the rest), a
+/// private cluster of `--cluster N` masters, or a private server; the private ones have the
+/// module loaded and the default graph in them, and stop when this drops.
 #[derive(Debug)]
 pub struct Target {
     /// The private server, if this is the embedded default.
     pub server: Option<RedisServer>,
+    /// The private cluster, with `--cluster N`.
+    pub cluster: Option<crate::server::cluster::RedisCluster>,
     /// Its URL.
     pub url: String,
     /// What was loaded into the private server.
@@ -26,18 +29,33 @@ pub struct Target {
 }
 
 impl Target {
-    /// `--redis URL` if given; otherwise starts the embedded default, saying so on stderr
-    /// unless `quiet`.
-    pub fn open(redis: Option<&str>, quiet: bool) -> Result<Target> {
+    /// `--redis URL` if given; otherwise starts the embedded default (a private cluster of
+    /// `cluster` masters if given), saying so on stderr unless `quiet`.
+    pub fn open(redis: Option<&str>, cluster: Option<usize>, quiet: bool) -> Result<Target> {
         if let Some(url) = redis {
             return Ok(Target {
                 server: None,
+                cluster: None,
                 url: url.to_string(),
                 loaded: None,
             });
         }
-        let server = RedisServer::start(&[])?;
-        let url = server.url();
+        let (server, cluster) = match cluster {
+            Some(masters) => (
+                None,
+                Some(crate::server::cluster::RedisCluster::start(
+                    masters,
+                    0,
+                    &[],
+                )?),
+            ),
+            None => (Some(RedisServer::start(&[])?), None),
+        };
+        let url = match (&server, &cluster) {
+            (Some(s), _) => s.url(),
+            (_, Some(c)) => c.url(),
+            _ => unreachable!("one of them was started"),
+        };
         let mut conn = Connection::connect(
             &url.parse().map_err(|source| Error::Connection {
                 url: url.clone(),
@@ -52,13 +70,21 @@ impl Target {
         let graph = Graph::rmat(DEFAULT_SCALE, DEFAULT_EDGE_FACTOR, DEFAULT_SEED)?;
         let report = write_graph(&mut conn, &graph, DEFAULT_SEED, !quiet)?;
         if !quiet {
+            let what = match &cluster {
+                Some(c) => format!(
+                    "private Redis Cluster of {} masters from {url}",
+                    c.masters()
+                ),
+                None => format!("private redis-server at {url}"),
+            };
             eprintln!(
-                "embedded default: private redis-server at {url} with the AutoLoc module; loaded R-MAT scale {DEFAULT_SCALE} edge factor {DEFAULT_EDGE_FACTOR} ({} vertices, {} arcs) in {:.2} s",
+                "embedded default: {what} with the AutoLoc module; loaded R-MAT scale {DEFAULT_SCALE} edge factor {DEFAULT_EDGE_FACTOR} ({} vertices, {} arcs) in {:.2} s",
                 report.vertices, report.arcs, report.seconds
             );
         }
         Ok(Target {
-            server: Some(server),
+            server,
+            cluster,
             url,
             loaded: Some(report),
         })
@@ -74,9 +100,14 @@ pub struct BatchArgs {
     pub rounds: u64,
     /// Invocations per round.
     pub count: u64,
-    /// Redis URL (redis://[[user]:password@]host[:port][/db]); default: the embedded default.
+    /// Redis URL (redis://[[user]:password@]host[:port][/db]); any node of a Redis Cluster will
+    /// do; default: the embedded default.
     #[arg(long)]
     pub redis: Option<String>,
+    /// Run on a private Redis Cluster of this many masters (the module on each, made with
+    /// redis-cli --cluster create, torn down after) instead of the embedded single server.
+    #[arg(long, conflicts_with = "redis")]
+    pub cluster: Option<usize>,
     /// Threads, each with its own connection.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -167,7 +198,7 @@ pub fn run_batch(a: BatchArgs, choice: PlacementChoice, read_mode: crate::ReadMo
             a.in_flight
         )));
     }
-    let target = Target::open(a.redis.as_deref(), a.json)?;
+    let target = Target::open(a.redis.as_deref(), a.cluster, a.json)?;
     let rt = crate::Runtime::connect(&target.url)?.with_read_mode(read_mode);
     let transport = a.transport.unwrap_or(match read_mode {
         crate::ReadMode::PerKey => crate::Transport::Resp,

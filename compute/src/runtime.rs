@@ -595,58 +595,120 @@ impl Runtime {
     }
 
     /// Loads a user function (a WebAssembly module) into the module, in place of one of the
-    /// same name if `replace`; returns its name. Callers fetch it on first use.
+    /// same name if `replace`; returns its name. Callers fetch it on first use. In a cluster it
+    /// is loaded on every master (replicas follow by replication); the first refusal stops it,
+    /// naming the node.
     pub fn load_function(&mut self, wasm: &[u8], replace: bool) -> Result<String> {
         let mut args: Vec<&[u8]> = vec![b"AUTOLOC.FUNCTION", b"LOAD"];
         if replace {
             args.push(b"REPLACE");
         }
         args.push(wasm);
-        match self.command(&args)? {
-            Frame::Bulk(Some(name)) => Ok(String::from_utf8_lossy(&name).into_owned()),
-            Frame::Error(e) => Err(Error::Function(FnError::from_resp(&e))),
-            other => Err(Error::Function(FnError::Malformed(format!(
-                "AUTOLOC.FUNCTION LOAD replied {other:?}"
-            )))),
+        let mut name = String::new();
+        let timeout = self.timeout;
+        for node in self.masters() {
+            name = match node.command(&args, timeout)? {
+                Frame::Bulk(Some(name)) => String::from_utf8_lossy(&name).into_owned(),
+                Frame::Error(e) => return Err(at_node(node, FnError::from_resp(&e))),
+                other => {
+                    return Err(Error::Function(FnError::Malformed(format!(
+                        "AUTOLOC.FUNCTION LOAD replied {other:?}"
+                    ))))
+                }
+            };
         }
+        Ok(name)
     }
 
-    /// Deletes the user function `name` from the module (and forgets this runtime's copy).
+    /// Deletes the user function `name` from the module (every master of a cluster), and
+    /// forgets this runtime's copy.
     pub fn delete_function(&mut self, name: &str) -> Result<()> {
-        match self.command(&[b"AUTOLOC.FUNCTION".as_slice(), b"DELETE", name.as_bytes()])? {
-            Frame::Error(e) => Err(Error::Function(FnError::from_resp(&e))),
-            _ => {
-                let _ = self.registry.remove(name);
-                Ok(())
+        let args = [b"AUTOLOC.FUNCTION".as_slice(), b"DELETE", name.as_bytes()];
+        let timeout = self.timeout;
+        for node in self.masters() {
+            if let Frame::Error(e) = node.command(&args, timeout)? {
+                return Err(at_node(node, FnError::from_resp(&e)));
             }
+        }
+        let _ = self.registry.remove(name);
+        Ok(())
+    }
+
+    /// This runtime's node, or every master of a cluster.
+    fn masters(&mut self) -> Vec<&mut Node> {
+        match &mut self.cluster {
+            Some(state) => state.shards.iter_mut().collect(),
+            None => vec![&mut self.home],
         }
     }
 
     /// The functions the module runs (`AUTOLOC.FUNCTION LIST`): built-ins and loaded ones.
     pub fn functions(&mut self) -> Result<Vec<FunctionInfo>> {
-        let bad = |what: String| Error::Function(FnError::Malformed(what));
-        match self.command(&[b"AUTOLOC.FUNCTION".as_slice(), b"LIST"])? {
-            Frame::Array(Some(rows)) => rows
-                .into_iter()
-                .map(|row| match row {
-                    Frame::Array(Some(f)) => match f.as_slice() {
-                        [Frame::Bulk(Some(n)), Frame::Bulk(Some(u)), Frame::Bulk(Some(k)), Frame::Bulk(Some(v)), Frame::Int(size)] => {
-                            Ok(FunctionInfo {
-                                name: String::from_utf8_lossy(n).into_owned(),
-                                usage: String::from_utf8_lossy(u).into_owned(),
-                                output: String::from_utf8_lossy(k).into_owned(),
-                                version: String::from_utf8_lossy(v).into_owned(),
-                                size: *size as u64,
-                            })
-                        }
-                        _ => Err(bad(format!("AUTOLOC.FUNCTION LIST row {f:?}"))),
-                    },
-                    other => Err(bad(format!("AUTOLOC.FUNCTION LIST row {other:?}"))),
-                })
-                .collect(),
-            Frame::Error(e) => Err(Error::Function(FnError::from_resp(&e))),
-            other => Err(bad(format!("AUTOLOC.FUNCTION LIST replied {other:?}"))),
+        list_functions(&mut self.home, self.timeout)
+    }
+
+    /// Each master's functions (one node outside a cluster): `(host:port, list)`, to show the
+    /// shards that disagree.
+    pub fn functions_per_shard(&mut self) -> Result<Vec<(String, Vec<FunctionInfo>)>> {
+        let timeout = self.timeout;
+        self.masters()
+            .into_iter()
+            .map(|node| {
+                let addr = format!("{}:{}", node.url().host, node.url().port);
+                list_functions(node, timeout).map(|list| (addr, list))
+            })
+            .collect()
+    }
+
+    /// Brings every master of a cluster up to date with this runtime's node: a user function
+    /// missing on a master, or there in another version, is loaded there (`LOAD REPLACE`) from
+    /// this node's copy. Returns how many loads it made. Nothing to do outside a cluster.
+    pub fn sync_functions(&mut self) -> Result<usize> {
+        if self.cluster.is_none() {
+            return Ok(0);
         }
+        let timeout = self.timeout;
+        let wanted: Vec<FunctionInfo> = self
+            .functions()?
+            .into_iter()
+            .filter(|f| f.version != "builtin")
+            .collect();
+        let mut loads = 0;
+        let mut bytes: std::collections::HashMap<String, Vec<u8>> = Default::default();
+        for (addr, list) in self.functions_per_shard()? {
+            for f in &wanted {
+                if list
+                    .iter()
+                    .any(|g| g.name == f.name && g.version == f.version)
+                {
+                    continue;
+                }
+                if !bytes.contains_key(&f.name) {
+                    let dump = [b"AUTOLOC.FUNCTION".as_slice(), b"DUMP", f.name.as_bytes()];
+                    match self.home.command(&dump, timeout)? {
+                        Frame::Bulk(Some(b)) => bytes.insert(f.name.clone(), b),
+                        Frame::Error(e) => return Err(Error::Function(FnError::from_resp(&e))),
+                        other => {
+                            return Err(Error::Function(FnError::Malformed(format!(
+                                "AUTOLOC.FUNCTION DUMP replied {other:?}"
+                            ))))
+                        }
+                    };
+                }
+                let wasm = &bytes[&f.name];
+                let node = self
+                    .masters()
+                    .into_iter()
+                    .find(|n| format!("{}:{}", n.url().host, n.url().port) == addr)
+                    .expect("listed just now");
+                let load = [b"AUTOLOC.FUNCTION".as_slice(), b"LOAD", b"REPLACE", wasm];
+                if let Frame::Error(e) = node.command(&load, timeout)? {
+                    return Err(at_node(node, FnError::from_resp(&e)));
+                }
+                loads += 1;
+            }
+        }
+        Ok(loads)
     }
 
     /// Runs resolved calls, all in flight together, and records each. A call of a user
@@ -662,6 +724,8 @@ impl Runtime {
         if stale.is_empty() {
             return results;
         }
+        // A shard of a cluster without the version this node has: bring it up to date first.
+        let _ = self.sync_functions();
         let mut again = Vec::new();
         let mut refreshed: Vec<(String, Result<Resolved>)> = Vec::new();
         for &i in &stale {
@@ -862,6 +926,41 @@ impl Runtime {
                 outcome.into_invocation()
             })
             .collect()
+    }
+}
+
+/// `e`, naming the node that answered it.
+fn at_node(node: &Node, e: FnError) -> Error {
+    Error::Function(FnError::remote(
+        e.code(),
+        format!("{}:{}: {e}", node.url().host, node.url().port),
+    ))
+}
+
+/// `AUTOLOC.FUNCTION LIST` on `node`.
+fn list_functions(node: &mut Node, timeout: Duration) -> Result<Vec<FunctionInfo>> {
+    let bad = |what: String| Error::Function(FnError::Malformed(what));
+    match node.command(&[b"AUTOLOC.FUNCTION".as_slice(), b"LIST"], timeout)? {
+        Frame::Array(Some(rows)) => rows
+            .into_iter()
+            .map(|row| match row {
+                Frame::Array(Some(f)) => match f.as_slice() {
+                    [Frame::Bulk(Some(n)), Frame::Bulk(Some(u)), Frame::Bulk(Some(k)), Frame::Bulk(Some(v)), Frame::Int(size)] => {
+                        Ok(FunctionInfo {
+                            name: String::from_utf8_lossy(n).into_owned(),
+                            usage: String::from_utf8_lossy(u).into_owned(),
+                            output: String::from_utf8_lossy(k).into_owned(),
+                            version: String::from_utf8_lossy(v).into_owned(),
+                            size: *size as u64,
+                        })
+                    }
+                    _ => Err(bad(format!("AUTOLOC.FUNCTION LIST row {f:?}"))),
+                },
+                other => Err(bad(format!("AUTOLOC.FUNCTION LIST row {other:?}"))),
+            })
+            .collect(),
+        Frame::Error(e) => Err(Error::Function(FnError::from_resp(&e))),
+        other => Err(bad(format!("AUTOLOC.FUNCTION LIST replied {other:?}"))),
     }
 }
 

@@ -109,10 +109,15 @@ pub fn invoke<A: AsRef<[u8]>>(
         Some(at) => (&name[..at], Some(&name[at + 1..])),
         None => (name, None),
     };
-    let resolved = registry().resolve(name).and_then(|(i, f)| {
-        crate::userfn::check_version(&*f, version)?;
-        Ok((i, f))
-    });
+    let resolved = match registry().resolve(name) {
+        Ok((i, f)) => crate::userfn::check_version(&*f, version).map(|()| (i, f)),
+        // The caller runs a version of a user function this node does not have at all (deleted
+        // here, or never loaded on this shard of a cluster): its copy is stale for this node.
+        Err(Error::UnknownFunction(n)) if version.is_some() => Err(Error::Stale(format!(
+            "function '{n}' is not loaded on this node; fetch it again"
+        ))),
+        Err(e) => Err(e),
+    };
     let (index, function) = match resolved {
         Ok(f) => f,
         Err(e) => {

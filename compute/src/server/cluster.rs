@@ -98,71 +98,20 @@ impl RedisCluster {
             nodes,
             masters: spec.masters,
         };
-        cluster.create(spec.replicas)?;
-        cluster.wait_until_ok(CLUSTER_DEADLINE)?;
+        let ports = cluster.ports();
+        create(&ports, spec.replicas)?;
+        wait_until_ok(&ports, CLUSTER_DEADLINE)?;
         Ok(cluster)
     }
 
-    /// Joins the nodes with `redis-cli --cluster create` (the first `masters` become masters).
-    fn create(&self, replicas: usize) -> Result<()> {
-        let mut cmd = Command::new("redis-cli");
-        cmd.arg("--cluster").arg("create");
-        for n in &self.nodes {
-            cmd.arg(format!("127.0.0.1:{}", n.port()));
-        }
-        cmd.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]);
-        let out = cmd.output().map_err(|e| ServerError::Cluster {
-            step: "redis-cli --cluster create",
-            message: format!("{e} (redis-cli is in Debian's redis-tools)"),
-        })?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() || !text.contains("[OK] All 16384 slots covered") {
-            let tail: Vec<&str> = text.lines().rev().take(6).collect();
-            return Err(ServerError::Cluster {
-                step: "redis-cli --cluster create",
-                message: format!(
-                    "{}{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            }
-            .into());
-        }
-        Ok(())
+    /// The ports of its nodes.
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(RedisServer::port).collect()
     }
 
-    /// Waits until every running node says `cluster_state:ok` and knows all of the others.
+    /// Waits until every node says `cluster_state:ok` and knows all of the others.
     pub fn wait_until_ok(&self, within: Duration) -> Result<()> {
-        let deadline = Instant::now() + within;
-        loop {
-            let mut last = String::new();
-            let ok = self.nodes.iter().all(|n| match cluster_info(n.port()) {
-                Ok(info) => {
-                    let known = field(&info, "cluster_known_nodes");
-                    let good = info.contains("cluster_state:ok")
-                        && known.is_some_and(|k| k >= self.nodes.len() as u64);
-                    if !good {
-                        last = format!("node {}: {}", n.port(), info.replace("\r\n", " "));
-                    }
-                    good
-                }
-                Err(e) => {
-                    last = format!("node {}: {e}", n.port());
-                    false
-                }
-            });
-            if ok {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(ServerError::Cluster {
-                    step: "wait for cluster_state:ok",
-                    message: last,
-                }
-                .into());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until_ok(&self.ports(), within)
     }
 
     /// The URL of the first node (any node's will do: the runtime discovers the others).
@@ -240,4 +189,149 @@ fn field(info: &str, name: &str) -> Option<u64> {
     info.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// Joins the nodes on `ports` of loopback with `redis-cli --cluster create`, `replicas` per
+/// master (the first nodes become masters).
+pub fn create(ports: &[u16], replicas: usize) -> Result<()> {
+    let mut cmd = Command::new("redis-cli");
+    cmd.arg("--cluster").arg("create");
+    for p in ports {
+        cmd.arg(format!("127.0.0.1:{p}"));
+    }
+    cmd.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]);
+    let out = cmd.output().map_err(|e| ServerError::Cluster {
+        step: "redis-cli --cluster create",
+        message: format!("{e} (redis-cli is in Debian's redis-tools)"),
+    })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !text.contains("[OK] All 16384 slots covered") {
+        let tail: Vec<&str> = text.lines().rev().take(6).collect();
+        return Err(ServerError::Cluster {
+            step: "redis-cli --cluster create",
+            message: format!(
+                "{}{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Waits until every node on `ports` says `cluster_state:ok` and knows all of them.
+pub fn wait_until_ok(ports: &[u16], within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut last = String::new();
+        let ok = ports.iter().all(|&port| match cluster_info(port) {
+            Ok(info) => {
+                let known = field(&info, "cluster_known_nodes");
+                let good = info.contains("cluster_state:ok")
+                    && known.is_some_and(|k| k >= ports.len() as u64);
+                if !good {
+                    last = format!("node {port}: {}", info.replace("\r\n", " "));
+                }
+                good
+            }
+            Err(e) => {
+                last = format!("node {port}: {e}");
+                false
+            }
+        });
+        if ok {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(ServerError::Cluster {
+                step: "wait for cluster_state:ok",
+                message: last,
+            }
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The file in a persistent cluster's directory listing its nodes' ports.
+const PORTS_FILE: &str = "ports";
+
+/// Starts a persistent cluster ([`ClusterSpec`] without `without_module`): `redis-server`
+/// daemons on ports `first_port..`, each in `dir/<port>` (its `nodes.conf`, log, pid file), the
+/// module on each; joined, and waited for. They run until [`down`]. Returns the ports.
+pub fn up(spec: &ClusterSpec<'_>, first_port: u16, dir: &Path) -> Result<Vec<u16>> {
+    super::check_redis_server()?;
+    let module = find_module()?;
+    let total = spec.masters * (1 + spec.replicas);
+    let io = |step: &'static str| {
+        move |e: std::io::Error| ServerError::Cluster {
+            step,
+            message: e.to_string(),
+        }
+    };
+    let ports: Vec<u16> = (0..total as u16).map(|i| first_port + i).collect();
+    for &port in &ports {
+        let node_dir = dir.join(port.to_string());
+        std::fs::create_dir_all(&node_dir).map_err(io("make the node's directory"))?;
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--daemonize", "yes", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&node_dir)
+            .args(["--logfile", "redis.log", "--pidfile"])
+            .arg(node_dir.join("redis.pid"));
+        for (k, v) in NODE_CONFIG.iter().chain(spec.config) {
+            cmd.arg(format!("--{k}")).arg(v);
+        }
+        cmd.arg("--loadmodule").arg(&module).args(spec.module_args);
+        let status = cmd.status().map_err(io("start redis-server"))?;
+        if !status.success() {
+            return Err(ServerError::Cluster {
+                step: "start redis-server",
+                message: format!(
+                    "port {port}: {status} (see {}/redis.log)",
+                    node_dir.display()
+                ),
+            }
+            .into());
+        }
+    }
+    let list: String = ports.iter().map(|p| format!("{p}\n")).collect();
+    std::fs::write(dir.join(PORTS_FILE), list).map_err(io("write the ports file"))?;
+    // Daemons answer PING a moment after they fork.
+    let deadline = Instant::now() + super::STARTUP_DEADLINE;
+    while !ports.iter().all(|&p| connect(p).is_ok()) {
+        if Instant::now() > deadline {
+            return Err(ServerError::Deadline {
+                waited: super::STARTUP_DEADLINE,
+            }
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    create(&ports, spec.replicas)?;
+    wait_until_ok(&ports, CLUSTER_DEADLINE)?;
+    Ok(ports)
+}
+
+/// Stops the persistent cluster in `dir` ([`up`]): `SHUTDOWN NOSAVE` to each node. Returns how
+/// many nodes were stopped.
+pub fn down(dir: &Path) -> Result<usize> {
+    let list = std::fs::read_to_string(dir.join(PORTS_FILE)).map_err(|e| ServerError::Cluster {
+        step: "read the ports file",
+        message: format!(
+            "{}: {e} (was the cluster started with `autoloc cluster up`?)",
+            dir.display()
+        ),
+    })?;
+    let mut stopped = 0;
+    for port in list.lines().filter_map(|l| l.trim().parse::<u16>().ok()) {
+        if let Ok(mut c) = connect(port) {
+            // The connection closes as the server exits: no reply to wait for.
+            let _ = c.call(&["SHUTDOWN", "NOSAVE"]);
+            stopped += 1;
+        }
+    }
+    Ok(stopped)
 }

@@ -22,8 +22,38 @@ struct Cli {
     /// subcommand; default: the embedded default.
     #[arg(long, global = true)]
     redis: Option<String>,
+    /// Run on a private Redis Cluster of this many masters (the module on each, made with
+    /// redis-cli --cluster create, torn down after) instead of the embedded single server.
+    #[arg(long, global = true, conflicts_with = "redis")]
+    cluster: Option<usize>,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCmd {
+    /// Start a Redis Cluster on loopback that outlives this command: redis-server daemons with
+    /// the module, on ports PORT.., each in DIR/<port>, joined by redis-cli --cluster create.
+    Up {
+        /// Masters.
+        #[arg(long, default_value_t = 3)]
+        masters: usize,
+        /// Replicas per master.
+        #[arg(long, default_value_t = 1)]
+        replicas: usize,
+        /// The first node's port.
+        #[arg(long, default_value_t = 7000)]
+        port: u16,
+        /// Where the nodes keep their files.
+        #[arg(long, default_value = "autoloc-cluster")]
+        dir: PathBuf,
+    },
+    /// Stop the cluster started in DIR by `cluster up`.
+    Down {
+        /// Where the nodes keep their files.
+        #[arg(long, default_value = "autoloc-cluster")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +120,9 @@ enum Command {
     /// Load, list or delete user functions (WebAssembly modules; see functions/guest).
     #[command(subcommand)]
     Function(FunctionCmd),
+    /// Start or stop a Redis Cluster on loopback with the module on every node.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Print the value of a key (nothing and exit 1 if it does not exist).
     Get {
         key: String,
@@ -159,7 +192,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.redis.is_none() && matches!(cli.command, Command::Load(_)) {
         eprintln!("note: no --redis given: loading into a private server that stops when this command ends");
     }
-    let target = Target::open(cli.redis.as_deref(), quiet)?;
+    if let Command::Cluster(c) = &cli.command {
+        return cluster(c);
+    }
+    let target = Target::open(cli.redis.as_deref(), cli.cluster, quiet)?;
     let mut rt = Runtime::connect(&target.url)?;
     match cli.command {
         Command::Load(load) => {
@@ -263,19 +299,51 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Function(FunctionCmd::List { json }) => {
             let list = rt.functions()?;
+            let shards = rt.functions_per_shard()?;
+            // Per function, the version each shard has, where the shards disagree.
+            let disagree = |name: &str| -> Option<Vec<(String, String)>> {
+                let versions: Vec<(String, String)> = shards
+                    .iter()
+                    .map(|(node, fs)| {
+                        let v = fs.iter().find(|f| f.name == name);
+                        (
+                            node.clone(),
+                            v.map_or("missing".into(), |f| f.version.clone()),
+                        )
+                    })
+                    .collect();
+                let first = &versions.first()?.1;
+                versions.iter().any(|(_, v)| v != first).then_some(versions)
+            };
             if json {
-                println!("{}", serde_json::to_string(&list)?);
+                let rows: Vec<serde_json::Value> = list
+                    .iter()
+                    .map(|f| {
+                        let mut row = serde_json::to_value(f).unwrap_or_default();
+                        if let Some(versions) = disagree(&f.name) {
+                            row["shards"] =
+                                serde_json::json!(versions.into_iter().collect::<BTreeMap<_, _>>());
+                        }
+                        row
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
             } else {
-                for f in list {
-                    let version = if f.version == "builtin" {
-                        f.version.clone()
-                    } else {
-                        f.version[..16].to_string()
-                    };
+                let short = |v: &str| v.get(..16).unwrap_or(v).to_string();
+                for f in &list {
                     println!(
                         "{:<16} {:<7} {:<16} {:>8}  {}",
-                        f.name, f.output, version, f.size, f.usage
+                        f.name,
+                        f.output,
+                        short(&f.version),
+                        f.size,
+                        f.usage
                     );
+                    if let Some(versions) = disagree(&f.name) {
+                        for (node, v) in versions {
+                            println!("  shards disagree: {node} has {}", short(&v));
+                        }
+                    }
                 }
             }
         }
@@ -283,6 +351,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             rt.delete_function(&name)?;
             println!("OK");
         }
+        Command::Cluster(_) => unreachable!("handled above"),
         Command::Functions => {
             for f in rt.functions()? {
                 println!("{:<14} {}", f.name, f.usage);
@@ -308,6 +377,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     drop(target);
+    Ok(())
+}
+
+/// `autoloc cluster up | down`.
+fn cluster(c: &ClusterCmd) -> anyhow::Result<()> {
+    use autoloc::server::cluster::{down, up, ClusterSpec};
+    match c {
+        ClusterCmd::Up {
+            masters,
+            replicas,
+            port,
+            dir,
+        } => {
+            let ports = up(&ClusterSpec::new(*masters, *replicas), *port, dir)?;
+            println!(
+                "cluster up: {masters} masters, {replicas} replicas each, ports {}-{}, in {}; use --redis redis://127.0.0.1:{}",
+                ports[0],
+                ports[ports.len() - 1],
+                dir.display(),
+                ports[0]
+            );
+        }
+        ClusterCmd::Down { dir } => {
+            let n = down(dir)?;
+            println!("cluster down: {n} nodes stopped");
+        }
+    }
     Ok(())
 }
 
