@@ -116,9 +116,13 @@ impl Topology {
                     _ => replicas.push(addr),
                 }
             }
-            // A shard whose master is failed or gone serves nothing until a replica takes over.
+            // A shard whose master is failed or gone serves nothing until a replica takes over;
+            // a master without slots (a node just added, one becoming a replica) serves nothing.
             let Some(master) = master else { continue };
             let slots = ranges.iter().map(|(a, b)| b + 1 - a).sum();
+            if slots == 0 {
+                continue;
+            }
             let first = ranges.iter().map(|r| r.0).min().unwrap_or(SLOTS);
             found.push((
                 first,

@@ -12,12 +12,14 @@ use autoloc_dataplane::{Connection, Frame, RedisUrl};
 use super::{find_module, RedisServer};
 use crate::{Result, ServerError};
 
-/// What every node is started with, besides the module: cluster mode, and a node timeout short
-/// enough for a failover to take seconds.
-pub const NODE_CONFIG: [(&str, &str); 3] = [
+/// What every node is started with, besides the module: cluster mode, a node timeout short
+/// enough for a failover to take seconds, and replicas synced at once (not after the 5 s Redis
+/// waits by default for more replicas to share a diskless sync).
+pub const NODE_CONFIG: [(&str, &str); 4] = [
     ("cluster-enabled", "yes"),
     ("cluster-node-timeout", "2000"),
     ("cluster-config-file", "nodes.conf"),
+    ("repl-diskless-sync-delay", "0"),
 ];
 
 /// How long a new cluster may take to agree on its slots.
@@ -101,6 +103,19 @@ impl RedisCluster {
         let ports = cluster.ports();
         create(&ports, spec.replicas)?;
         wait_until_ok(&ports, CLUSTER_DEADLINE)?;
+        // And until the replicas are replicas (redis-cli makes them so a moment later) with
+        // their masters' data.
+        let deadline = Instant::now() + CLUSTER_DEADLINE;
+        while cluster.master_ports().len() != spec.masters || !cluster.replicas_in_sync() {
+            if Instant::now() > deadline {
+                return Err(ServerError::Cluster {
+                    step: "wait for the replicas",
+                    message: format!("masters now: {:?}", cluster.master_ports()),
+                }
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         Ok(cluster)
     }
 
@@ -137,6 +152,23 @@ impl RedisCluster {
     /// The node listening on `port`.
     pub fn node_at(&mut self, port: u16) -> Option<&mut RedisServer> {
         self.nodes.iter_mut().find(|n| n.port() == port)
+    }
+
+    /// Whether every replica's link to its master is up.
+    pub fn replicas_in_sync(&self) -> bool {
+        self.nodes.iter().all(|n| {
+            let mut c = match connect(n.port()) {
+                Ok(c) => c,
+                Err(_) => return false,
+            };
+            match c.call(&["INFO", "replication"]) {
+                Ok(Frame::Bulk(Some(b))) => {
+                    let info = String::from_utf8_lossy(&b);
+                    info.contains("role:master") || info.contains("master_link_status:up")
+                }
+                _ => false,
+            }
+        })
     }
 
     /// The ports of the nodes that are masters now (`ROLE`), in node order.
