@@ -11,7 +11,7 @@ use crate::registry::registry;
 use crate::store::read_keys;
 
 /// Runs `f`, replying with an error instead of unwinding into redis-server if it panics.
-fn guard(command: &str, f: impl FnOnce() -> RedisResult) -> RedisResult {
+pub(crate) fn guard(command: &str, f: impl FnOnce() -> RedisResult) -> RedisResult {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
         let what = panic
             .downcast_ref::<&str>()

@@ -29,6 +29,8 @@
 //!   catches panics and replies with an error, since a panic inside redis-server would abort it.
 //! - [`userfn`]: user functions in WebAssembly: `AUTOLOC.FUNCTION LOAD | LIST | DELETE | DUMP`,
 //!   kept in the RDB and propagated to replicas and the AOF.
+//! - [`loader`]: the loader thread, which compiles `AUTOLOC.FUNCTION LOAD`'s modules off the
+//!   main thread and installs them under Redis's lock.
 //! - [`signals`]: wasmtime's trap handler in front of Redis's crash handler, a fault that is not a
 //!   guest's handed back to Redis as if wasmtime were not there.
 //! - [`placement`]: placement tables reported by compute nodes (`AUTOLOC.REPORT`,
@@ -47,6 +49,7 @@ pub mod counters;
 pub mod dataplane;
 pub mod frames;
 pub mod invoke;
+pub mod loader;
 pub mod lock;
 pub mod names;
 pub mod open;

@@ -3,13 +3,18 @@
 //!
 //! - LOAD validates and compiles the module ([`autoloc_functions::wasm::Host::compile`]) before
 //!   it changes anything, then registers it in [`crate::registry::registry`], where every path
-//!   (commands, every data-plane transport, deferred runs) finds it as it finds a built-in.
-//! - LOAD and DELETE are propagated verbatim: replicas and the AOF see them as commands.
+//!   (commands, every data-plane transport, deferred runs) finds it as it finds a built-in. A
+//!   client that may block waits while the loader thread compiles ([`crate::loader`]), so the
+//!   main thread keeps serving; the function is installed under Redis's lock.
+//! - LOAD and DELETE are propagated verbatim, once they succeeded: replicas and the AOF see them
+//!   as commands.
 //! - The modules' bytes are saved in the RDB as auxiliary data of the module type
 //!   [`FUNCTIONS_TYPE`] (before the keyspace), so a restart, a full resync and an AOF with its
 //!   RDB preamble bring them back.
-//! - The table of loaded bytes ([`LOADED`]) is touched only on Redis's main thread (commands,
-//!   RDB save and load), never by a data-plane thread, so a fork cannot catch its lock held.
+//! - The table of loaded bytes ([`LOADED`]) is touched only under Redis's lock: on the main
+//!   thread (commands, RDB save and load) or by the loader thread holding it, never by a
+//!   data-plane thread. Redis forks only on its main thread holding the lock, so a fork cannot
+//!   catch the table's own lock held.
 
 use std::collections::BTreeMap;
 use std::os::raw::{c_int, c_void};
@@ -30,7 +35,7 @@ struct Loaded {
     hash: [u8; 32],
 }
 
-/// Loaded modules by function name (main thread only: see the module docs).
+/// Loaded modules by function name (under Redis's lock only: see the module docs).
 static LOADED: Mutex<BTreeMap<String, Loaded>> = Mutex::new(BTreeMap::new());
 
 fn loaded() -> std::sync::MutexGuard<'static, BTreeMap<String, Loaded>> {
@@ -38,9 +43,20 @@ fn loaded() -> std::sync::MutexGuard<'static, BTreeMap<String, Loaded>> {
 }
 
 /// Compiles `bytes` and registers the function (in place of one of the same name if
-/// `replace`). Nothing changes on an error.
+/// `replace`), on the calling thread. Nothing changes on an error.
 pub fn load(bytes: &[u8], replace: bool) -> Result<String, Error> {
     let f = wasm::host().compile(bytes)?;
+    install(f, bytes.into(), replace)
+}
+
+/// Registers `f`, compiled from `bytes`, in place of one of the same name if `replace` (which
+/// is checked here: of two LOADs of one name, the second to be installed sees the first).
+/// Nothing changes on an error. Only under Redis's lock: see the module docs.
+pub(crate) fn install(
+    f: Arc<wasm::WasmFunction>,
+    bytes: Arc<[u8]>,
+    replace: bool,
+) -> Result<String, Error> {
     let name = f.name().to_string();
     let hash = f.hash();
     let existed = registry().lookup(&name).is_some();
@@ -49,19 +65,17 @@ pub fn load(bytes: &[u8], replace: bool) -> Result<String, Error> {
         // A slot freed by a delete starts over.
         crate::counters::reset(index);
     }
-    loaded().insert(
-        name.clone(),
-        Loaded {
-            bytes: bytes.into(),
-            hash,
-        },
-    );
+    loaded().insert(name.clone(), Loaded { bytes, hash });
     Ok(name)
 }
 
-fn err(e: &Error) -> RedisError {
+pub(crate) fn err(e: &Error) -> RedisError {
     RedisError::String(e.to_resp())
 }
+
+/// The error of a LOAD or DELETE on a replica.
+pub(crate) const READONLY: &str =
+    "READONLY You can't load or delete functions on a read only replica.";
 
 /// `AUTOLOC.FUNCTION <subcommand> ...`.
 pub fn function(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
@@ -72,9 +86,7 @@ pub fn function(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let changes = matches!(sub.as_slice(), b"LOAD" | b"DELETE");
     let flags = ctx.get_flags();
     if changes && flags.contains(ContextFlags::SLAVE) && !flags.contains(ContextFlags::REPLICATED) {
-        return Err(RedisError::Str(
-            "READONLY You can't load or delete functions on a read only replica.",
-        ));
+        return Err(RedisError::Str(READONLY));
     }
     // The `FUNCTION` subcommand each stands for (CHECK tells what LIST shows).
     let stands_for: Option<&[u8]> = match sub.as_slice() {
@@ -101,6 +113,11 @@ pub fn function(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                     ))
                 }
             };
+            // Compiled by the loader thread, which answers the blocked client, where it can
+            // block; else here, on the main thread.
+            if crate::loader::defer(ctx, &args, bytes, replace) {
+                return Ok(RedisValue::NoReply);
+            }
             let name = load(bytes.as_slice(), replace).map_err(|e| err(&e))?;
             ctx.replicate_verbatim();
             Ok(RedisValue::BulkString(name))

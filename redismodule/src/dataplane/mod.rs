@@ -338,7 +338,7 @@ pub fn defer(d: Deferred) {
 }
 
 /// Answers a blocked client and unblocks it (the reply API needs no lock).
-fn reply_blocked(client: BlockedClient, result: RedisResult) {
+pub(crate) fn reply_blocked(client: BlockedClient, result: RedisResult) {
     let tsc = ThreadSafeContext::with_blocked_client(client);
     tsc.reply(result);
 }
