@@ -84,7 +84,11 @@ fn resharding_a_third_of_the_slots_during_a_run_loses_nothing() {
         runs += 1;
     }
     let out = reshard.join().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(errors.is_empty(), "errors reached the caller: {errors:?}");
     eprintln!(
         "reshard of 5461 slots: {runs} runs of {} invocations during it, 0 errors, checksums equal; retried on a new slot map: {:?}",
