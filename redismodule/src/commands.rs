@@ -1,28 +1,13 @@
 //! The module's commands. Each one runs behind [`guard`], which turns a panic into an error reply.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
 use redis_module::{Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
 
 use crate::acl::Caller;
 use crate::api::module_api;
+use crate::guard::guard;
 use crate::invoke::{self, Request, Thread};
 use crate::registry::registry;
 use crate::store::read_keys;
-
-/// Runs `f`, replying with an error instead of unwinding into redis-server if it panics.
-pub(crate) fn guard(command: &str, f: impl FnOnce() -> RedisResult) -> RedisResult {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
-        Err(RedisError::String(format!(
-            "ERR internal error in {command}: {what}"
-        )))
-    })
-}
 
 /// Refuses with `NOPERM` if the calling client's user may not run `command`, which this command
 /// stands for.
@@ -301,7 +286,9 @@ pub fn functions(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 /// `AUTOLOC.FUNCTION LOAD [REPLACE] <bytes> | LIST | DELETE <name> | DUMP <name> | CHECK <name>
 /// <version>`: user functions ([`crate::userfn`]).
 pub fn function(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    guard("AUTOLOC.FUNCTION", || crate::userfn::function(ctx, args))
+    guard("AUTOLOC.FUNCTION", || {
+        crate::userfn::function(ctx, args, crate::loader::defer)
+    })
 }
 
 /// `AUTOLOC.FUNCTION`'s subcommands and their flags.

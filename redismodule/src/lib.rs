@@ -23,6 +23,7 @@
 //!   user functions.
 //! - [`frames`]: the `Error` wire frame ([`frames::error_frame`]) the invoke path and the data
 //!   plane both answer with.
+//! - `guard`: `guard`, which turns a panic at an entry point into an error reply.
 //! - [`invoke`]: the one invoke path (resolve, budget, run, count, encode as RESP or a wire frame).
 //! - [`commands`]: `AUTOLOC.CALL`, `AUTOLOC.INVOKE`, `AUTOLOC.MGET`, `AUTOLOC.STATS`,
 //!   `AUTOLOC.FUNCTIONS`, `AUTOLOC.CONNECT`, `AUTOLOC.FUNCTION`'s subcommands; every entry point
@@ -48,6 +49,7 @@ pub mod config;
 pub mod counters;
 pub mod dataplane;
 pub mod frames;
+mod guard;
 pub mod invoke;
 pub mod loader;
 pub mod lock;

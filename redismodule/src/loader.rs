@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use redis_module::{BlockedClient, Context, ContextFlags, RedisError, RedisString, RedisValue};
 
-use crate::commands::guard;
+use crate::guard::guard;
 use crate::lock::ThreadContext;
 
 /// How often the loader thread looks again whether writes are still paused.

@@ -78,7 +78,15 @@ pub(crate) const READONLY: &str =
     "READONLY You can't load or delete functions on a read only replica.";
 
 /// `AUTOLOC.FUNCTION <subcommand> ...`.
-pub fn function(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+///
+/// A LOAD is first offered to `defer` (the loader thread, [`crate::loader::defer`], passed in
+/// by the command so that this module does not depend on the loader, which installs through
+/// it): `true` if it took the LOAD and will answer the blocked client.
+pub fn function(
+    ctx: &Context,
+    args: Vec<RedisString>,
+    defer: impl FnOnce(&Context, &[RedisString], &RedisString, bool) -> bool,
+) -> RedisResult {
     let sub = args
         .get(1)
         .map(|a| a.as_slice().to_ascii_uppercase())
@@ -115,7 +123,7 @@ pub fn function(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             };
             // Compiled by the loader thread, which answers the blocked client, where it can
             // block; else here, on the main thread.
-            if crate::loader::defer(ctx, &args, bytes, replace) {
+            if defer(ctx, &args, bytes, replace) {
                 return Ok(RedisValue::NoReply);
             }
             let name = load(bytes.as_slice(), replace).map_err(|e| err(&e))?;
