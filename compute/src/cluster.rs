@@ -177,6 +177,8 @@ impl Topology {
 /// `addr` (`host:port`) with `seed`'s user, password and database.
 pub fn node_url(addr: &str, seed: &RedisUrl) -> RedisUrl {
     let (host, port) = addr.rsplit_once(':').unwrap_or((addr, "6379"));
+    // A node that has met no other does not know its address yet: it is the seed's host.
+    let host = if host.is_empty() { &seed.host } else { host };
     RedisUrl {
         host: host.to_string(),
         port: port.parse().unwrap_or(6379),

@@ -19,6 +19,8 @@
 //!   [`Placement`] says where an invocation runs.
 //! - [`cluster`]: Redis Cluster: the slot map ([`cluster::Topology`], `CLUSTER SHARDS`) and the
 //!   store that reads each key on its shard ([`cluster::ClusterStore`]).
+//! - [`hops`]: `khop` on a cluster hop by hop, each part of a hop expanded on its shard or
+//!   fetched here, as its [`hops::HopTable`] says.
 //! - `node`: one Redis node as a runtime reaches it: control connection and data-plane session.
 //! - [`table`]: the per-function table of atomic counters every invocation records into.
 //! - [`side`]: [`Side`] and what invocations cost on one side ([`side::SideSnapshot`],
@@ -48,6 +50,7 @@ pub mod batch;
 pub mod cli;
 pub mod cluster;
 pub mod guests;
+pub mod hops;
 pub mod load;
 mod node;
 pub mod placement;

@@ -14,6 +14,7 @@ use autoloc_functions::{Error as FnError, Function, Output, Registry};
 use autoloc_functions::{Store, StoreFuture};
 
 use crate::cluster::{should_refresh, ClusterStore, Topology};
+use crate::hops::{HopMode, HopRun, HopTable};
 use crate::node::{LinkSettings, Node};
 use crate::session::{self, run_all_timed, LinkStore, ReadSetStore, Session, Task};
 use crate::side::Record;
@@ -102,6 +103,9 @@ pub struct Invocation {
     /// Bytes of the frames of its requests and replies (over RESP, of the wire frames the
     /// commands stand for).
     pub bytes: u64,
+    /// A `khop` run hop by hop on a cluster ([`crate::hops`]): what each hop did; empty
+    /// otherwise.
+    pub hops: Vec<crate::hops::Hop>,
 }
 
 /// A function found in the registry: its index (its counter slot) and itself.
@@ -137,6 +141,8 @@ pub struct Runtime {
     home: Node,
     /// In a Redis Cluster: the slot map and a node per shard.
     cluster: Option<ClusterState>,
+    /// What hops of `khop` cost per shard and side ([`crate::hops`]), shared with clones.
+    hops: Arc<HopTable>,
     timeout: Duration,
     table: Arc<Table>,
     registry: Arc<Registry>,
@@ -176,6 +182,7 @@ impl Runtime {
             home: Node::new(url.clone()),
             url,
             cluster: None,
+            hops: Arc::new(HopTable::default()),
             timeout: DEFAULT_TIMEOUT,
             table,
             registry,
@@ -295,6 +302,7 @@ impl Runtime {
             Runtime::connect_url(self.url.clone(), self.table.clone(), self.registry.clone())?;
         rt.read_mode = self.read_mode;
         rt.timeout = self.timeout;
+        rt.hops = self.hops.clone();
         rt.emulated_rtt = self.emulated_rtt;
         rt.with_transport(self.transport)
     }
@@ -552,6 +560,13 @@ impl Runtime {
     ) -> Result<ResolvedCall> {
         let (index, f) = self.resolve(name)?;
         f.check(&args)?;
+        // On a cluster, the built-in khop storage-side or placed automatically runs hop by hop.
+        let by_hops = match placement {
+            _ if self.cluster.is_none() || f.version().is_some() || f.name() != "khop" => None,
+            Placement::Storage => Some(HopMode::Storage),
+            Placement::Auto => Some(HopMode::Choose),
+            Placement::Compute => None,
+        };
         let placement = match placement {
             Placement::Auto => match self.table.choose(index) {
                 Side::Storage => Placement::Storage,
@@ -564,6 +579,7 @@ impl Runtime {
             f: f.clone(),
             args,
             placement,
+            by_hops,
         })
     }
 
@@ -751,6 +767,7 @@ impl Runtime {
                         f: f.clone(),
                         args: calls[i].args.clone(),
                         placement: calls[i].placement,
+                        by_hops: calls[i].by_hops,
                     },
                 )),
                 Err(_) => results[i] = Err(Error::Function(FnError::UnknownFunction(name))),
@@ -897,6 +914,7 @@ impl Runtime {
             .map(|n| n.open_session().expect("just set up"))
             .collect();
         let topology = &state.topology;
+        let hop_table = &*self.hops;
         let tasks: Vec<Task<'_, Outcome>> = calls
             .iter()
             .map(|c| {
@@ -906,13 +924,19 @@ impl Runtime {
                     .and_then(|a| topology.shard_of(a))
                     .filter(|&i| i < sessions.len())
                     .unwrap_or(0);
-                Box::pin(invoke_on_link(
-                    sessions[home],
-                    ClusterStore::new(topology, &sessions, per_key),
-                    &*c.f,
-                    &c.args,
-                    c.placement,
-                )) as Task<'_, Outcome>
+                let store = ClusterStore::new(topology, &sessions, per_key);
+                match c.by_hops {
+                    Some(mode) => Box::pin(khop_by_hops(
+                        topology, &sessions, store, hop_table, mode, &c.args,
+                    )) as Task<'_, Outcome>,
+                    None => Box::pin(invoke_on_link(
+                        sessions[home],
+                        store,
+                        &*c.f,
+                        &c.args,
+                        c.placement,
+                    )) as Task<'_, Outcome>,
+                }
             })
             .collect();
         let (outcomes, busy) = run_all_timed(&sessions, tasks);
@@ -1076,6 +1100,8 @@ struct ResolvedCall {
     f: Arc<dyn Function>,
     args: Vec<Vec<u8>>,
     placement: Placement,
+    /// Run hop by hop on a cluster ([`crate::hops`]), in this mode.
+    by_hops: Option<HopMode>,
 }
 
 /// What the compute side of an invocation did.
@@ -1106,6 +1132,11 @@ struct Outcome {
     storage_bytes: u64,
     /// What the compute side did (a compute-side run, or the part after a pushback).
     compute: ComputeCost,
+    /// Storage-side requests (`Invoke`s) it made: one for a run sent storage-side, one per
+    /// storage-side part of a hop for a run hop by hop.
+    storage_requests: u64,
+    /// What each hop did, for a run hop by hop.
+    hops: Vec<crate::hops::Hop>,
     wall: Duration,
     /// Compute-node time: set from the executor's polls once the batch is done.
     cpu: Duration,
@@ -1113,14 +1144,14 @@ struct Outcome {
 
 impl Outcome {
     fn into_invocation(self) -> Result<Invocation> {
-        let storage_round_trips = u64::from(self.side == Side::Storage || self.pushed_back);
         Ok(Invocation {
             side: self.side,
             pushed_back: self.pushed_back,
             wall: self.wall,
             cpu: self.cpu,
-            round_trips: storage_round_trips + self.compute.requests,
+            round_trips: self.storage_requests + self.compute.requests,
             bytes: self.storage_bytes + self.compute.bytes,
+            hops: self.hops,
             output: self.result?,
         })
     }
@@ -1176,6 +1207,56 @@ async fn join<A: std::future::Future, B: std::future::Future>(
     (ra.expect("ready"), rb.expect("ready"))
 }
 
+/// Runs `khop <start> <k>` hop by hop over a cluster's shards ([`crate::hops`]).
+async fn khop_by_hops(
+    topology: &Topology,
+    sessions: &[&RefCell<Session>],
+    store: ClusterStore<'_>,
+    table: &HopTable,
+    mode: HopMode,
+    args: &[Vec<u8>],
+) -> Outcome {
+    let started = Instant::now();
+    let run = RefCell::new(HopRun::default());
+    let parsed = (|| -> Result<(u32, u32), FnError> {
+        let text = |a: &[u8]| String::from_utf8_lossy(a).parse::<u32>().ok();
+        match args {
+            [start, k] => Ok((
+                text(start).ok_or_else(|| FnError::Usage("khop <start> <k>".into()))?,
+                text(k).ok_or_else(|| FnError::Usage("khop <start> <k>".into()))?,
+            )),
+            _ => Err(FnError::Usage("khop <start> <k>".into())),
+        }
+    })();
+    let result = match parsed {
+        Ok((start, k)) => {
+            crate::hops::khop(topology, sessions, &store, table, mode, start, k, &run)
+                .await
+                .map(Output::Ids)
+        }
+        Err(e) => Err(e),
+    };
+    let run = run.into_inner();
+    let storage_parts: usize = run.hops.iter().map(|h| h.storage_parts).sum();
+    let compute_parts: usize = run.hops.iter().map(|h| h.compute_parts).sum();
+    Outcome {
+        result,
+        side: if storage_parts >= compute_parts {
+            Side::Storage
+        } else {
+            Side::Compute
+        },
+        pushed_back: false,
+        storage: run.storage,
+        storage_bytes: run.storage_bytes,
+        compute: ComputeStore::cost(&store),
+        storage_requests: run.invokes,
+        hops: run.hops,
+        wall: started.elapsed(),
+        cpu: Duration::ZERO,
+    }
+}
+
 /// Runs one invocation over `session`: storage-side as one `Invoke` request (finished
 /// compute-side on a pushback, from the read set it hands back: ASFP), or compute-side through
 /// a [`LinkStore`] or a [`ClusterStore`].
@@ -1194,6 +1275,8 @@ async fn invoke_on_link<S: ComputeStore>(
         storage: InvokeCost::default(),
         storage_bytes: 0,
         compute: ComputeCost::default(),
+        storage_requests: 0,
+        hops: Vec::new(),
         wall: Duration::ZERO,
         cpu: Duration::ZERO,
     };
@@ -1205,6 +1288,7 @@ async fn invoke_on_link<S: ComputeStore>(
             function: &wire_name,
             args: List::new(&argv),
         };
+        o.storage_requests = 1;
         let done = match session::request(session, &invoke).await {
             Ok(r) => {
                 o.storage_bytes = r.bytes;

@@ -162,6 +162,15 @@ impl Session {
         self.failure().unwrap_or_else(|| FnError::Io(String::new()))
     }
 
+    /// Sends what is queued (a failure fails the session, seen at the next pump).
+    pub fn flush(&mut self) {
+        if self.failure().is_none() {
+            if let Err(e) = self.link.flush() {
+                self.fail(format!("flush: {e}"));
+            }
+        }
+    }
+
     /// Sends what is queued and collects what has arrived; returns how many replies arrived.
     pub fn pump(&mut self) -> Result<usize, FnError> {
         if let Some(e) = self.failure() {
@@ -199,6 +208,14 @@ impl Session {
         }
         if let Err(e) = self.link.wait(wait) {
             return Err(self.fail(format!("wait: {e}")));
+        }
+        Ok(())
+    }
+
+    /// Fails the session if `deadline` has passed (its waiting requests then fail).
+    pub fn past(&mut self, deadline: Instant) -> Result<(), FnError> {
+        if Instant::now() > deadline {
+            return Err(self.fail(format!("no reply within {:?}", self.timeout)));
         }
         Ok(())
     }
@@ -498,9 +515,13 @@ impl Store for LinkStore<'_> {
     }
 }
 
-/// How long [`run_all_timed`] waits for replies at a time when several sessions have requests
-/// in flight, shared among them.
-const MULTI_WAIT: Duration = Duration::from_micros(200);
+/// With several sessions, idle rounds [`run_all_timed`] only yields the core in...
+const MULTI_SPINS: u32 = 64;
+/// ...before it sleeps this long, and up to 8 times longer as the idle rounds go on (links
+/// without a doorbell)...
+const MULTI_NAP: Duration = Duration::from_micros(20);
+/// ...or parks on every link's doorbell at once, this long at most.
+const MULTI_PARK: Duration = Duration::from_millis(1);
 
 /// A task for [`run_all`].
 pub type Task<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
@@ -570,6 +591,7 @@ pub fn run_all_timed<'a, T>(
         .max()
         .unwrap_or_default();
     let mut deadline = Instant::now() + timeout;
+    let mut idle_rounds = 0u32;
     while left > 0 {
         let mut clock = thread_cpu_ns();
         for ((slot, out), spent) in tasks.iter_mut().zip(results.iter_mut()).zip(&mut busy) {
@@ -588,11 +610,19 @@ pub fn run_all_timed<'a, T>(
         if left == 0 {
             break;
         }
+        // Every session's requests leave before any reply is waited for (a RESP link's poll
+        // reads its replies, blocking): the shards work on them at once.
+        if sessions.len() > 1 {
+            for session in sessions {
+                session.borrow_mut().flush();
+            }
+        }
         let mut arrived = 0;
         for session in sessions {
             arrived += session.borrow_mut().pump().unwrap_or(0);
         }
         if arrived > 0 {
+            idle_rounds = 0;
             let share = thread_cpu_ns().saturating_sub(clock) / left as u64;
             for (slot, spent) in tasks.iter().zip(&mut busy) {
                 if slot.is_some() {
@@ -611,10 +641,38 @@ pub fn run_all_timed<'a, T>(
             _ => {
                 let waiting: Vec<&&RefCell<Session>> =
                     sessions.iter().filter(|s| s.borrow().waiting()).collect();
-                let share = MULTI_WAIT / waiting.len().max(1) as u32;
-                for session in waiting {
-                    let _ = session.borrow_mut().idle_for(deadline, share);
+                if let [one] = waiting.as_slice() {
+                    // One shard to hear from: its link's own wait (spin, yield, park on its
+                    // doorbell).
+                    let _ = one.borrow_mut().idle(deadline);
+                    continue;
                 }
+                for session in &waiting {
+                    let _ = session.borrow_mut().past(deadline);
+                }
+                // Several: parked on all their doorbells at once where every link has one...
+                let guards: Vec<_> = waiting.iter().map(|s| s.borrow()).collect();
+                let bells: Vec<_> = guards.iter().filter_map(|s| s.link.doorbell()).collect();
+                if !bells.is_empty() && bells.len() == guards.len() && idle_rounds >= MULTI_SPINS {
+                    autoloc_dataplane::backoff::wait_any(
+                        &bells,
+                        || !guards.iter().any(|s| s.link.reply_pending()),
+                        MULTI_PARK,
+                    );
+                    continue;
+                }
+                drop(bells);
+                drop(guards);
+                // ...else polled, yielding the core, then sleeping a little longer each idle
+                // round.
+                idle_rounds += 1;
+                if idle_rounds < MULTI_SPINS {
+                    std::thread::yield_now();
+                } else {
+                    let nap = MULTI_NAP * (idle_rounds - MULTI_SPINS + 1).min(8);
+                    std::thread::sleep(nap);
+                }
+                continue;
             }
         }
     }

@@ -188,6 +188,100 @@ impl Doorbell {
     }
 }
 
+/// Parks on several doorbells at once, for a consumer of several rings (a data-plane thread
+/// serving many links): announces sleep on each, re-checks with `still_idle` (which must
+/// re-read every producer index), and parks until any of them is rung, for at most `timeout`.
+/// Returns whether it parked. On a kernel without `futex_waitv` (before Linux 5.16) it parks on
+/// the first doorbell alone, which the others' producers do not ring: bounded by `timeout`.
+pub fn wait_any(bells: &[&Doorbell], still_idle: impl FnOnce() -> bool, timeout: Duration) -> bool {
+    for bell in bells {
+        bell.word.store(1, Ordering::Relaxed);
+    }
+    // As in `Doorbell::wait`: pairs with the fence in `notify`.
+    fence(Ordering::SeqCst);
+    let parked = still_idle();
+    if parked {
+        let words: Vec<&AtomicU32> = bells.iter().map(|b| &b.word).collect();
+        if !futex_wait_any(&words, 1, timeout) {
+            if let Some(first) = words.first() {
+                futex_wait(first, 1, timeout);
+            }
+        }
+    }
+    for bell in bells {
+        bell.word.store(0, Ordering::Relaxed);
+    }
+    parked
+}
+
+/// `futex_waitv` on `words` (each expected to hold `expected`), for at most `timeout`; false if
+/// the kernel lacks the call (or there are more words than it takes), so the caller falls back.
+#[cfg(all(not(loom), target_os = "linux"))]
+fn futex_wait_any(words: &[&AtomicU32], expected: u32, timeout: Duration) -> bool {
+    /// `struct futex_waitv` of linux/futex.h.
+    #[repr(C)]
+    struct FutexWaitv {
+        val: u64,
+        uaddr: u64,
+        flags: u32,
+        reserved: u32,
+    }
+    /// A 32-bit futex, shared across processes (no FUTEX2_PRIVATE).
+    const FUTEX2_SIZE_U32: u32 = 0x02;
+    /// The kernel's limit on one wait.
+    const FUTEX_WAITV_MAX: usize = 128;
+    /// `__NR_futex_waitv`: the same on every architecture (a syscall added after the tables
+    /// were unified).
+    const SYS_FUTEX_WAITV: libc::c_long = 449;
+    if words.is_empty() || words.len() > FUTEX_WAITV_MAX {
+        return false;
+    }
+    let waiters: Vec<FutexWaitv> = words
+        .iter()
+        .map(|w| FutexWaitv {
+            val: u64::from(expected),
+            uaddr: w.as_ptr() as u64,
+            flags: FUTEX2_SIZE_U32,
+            reserved: 0,
+        })
+        .collect();
+    // futex_waitv takes an absolute CLOCK_MONOTONIC deadline.
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for clock_gettime to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let total = now.tv_nsec as u128 + timeout.subsec_nanos() as u128;
+    let deadline = libc::timespec {
+        tv_sec: now.tv_sec
+            + timeout.as_secs().min(i64::MAX as u64 / 2) as libc::time_t
+            + (total / 1_000_000_000) as libc::time_t,
+        tv_nsec: (total % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: `waiters` is a live array of `words.len()` futex_waitv entries, each naming a live,
+    // 4-byte-aligned u32 (the AtomicU32s, which outlive the call) that the kernel only reads and
+    // compares; `deadline` is a valid timespec. The result is ignored as in `futex_wait` (a
+    // wake, EAGAIN, EINTR, ETIMEDOUT all mean "poll again"), except ENOSYS: no such call.
+    let r = unsafe {
+        libc::syscall(
+            SYS_FUTEX_WAITV,
+            waiters.as_ptr(),
+            waiters.len() as libc::c_uint,
+            0u32,
+            &deadline as *const libc::timespec,
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    !(r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS))
+}
+
+/// Without `futex_waitv` (loom, other systems): the caller falls back to one doorbell.
+#[cfg(any(loom, not(target_os = "linux")))]
+fn futex_wait_any(_words: &[&AtomicU32], _expected: u32, _timeout: Duration) -> bool {
+    false
+}
+
 #[cfg(not(loom))]
 fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     let ts = libc::timespec {

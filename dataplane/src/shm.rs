@@ -424,6 +424,12 @@ macro_rules! duplex_methods {
             self.rx.has_pending()
         }
 
+        /// The receive ring's doorbell, which the peer rings after publishing to a parked
+        /// consumer: to park on several endpoints' at once ([`crate::backoff::wait_any`]).
+        pub fn receive_doorbell(&self) -> &crate::backoff::Doorbell {
+            self.rx.doorbell()
+        }
+
         /// Largest frame one slot holds. Only the link layer ([`crate::link`]) fragments larger
         /// ones; these raw endpoint methods send one frame per slot.
         pub fn max_frame(&self) -> usize {

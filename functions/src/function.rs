@@ -107,6 +107,11 @@ impl<'a> Args<'a> {
             .map(|n| n as u32)
     }
 
+    /// How many arguments are left.
+    pub fn remaining(&self) -> usize {
+        self.rest.len()
+    }
+
     /// The remaining arguments.
     pub fn rest(&mut self) -> impl Iterator<Item = &'a [u8]> + '_ {
         self.rest.by_ref().map(Vec::as_slice)

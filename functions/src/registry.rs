@@ -3,7 +3,8 @@
 use std::sync::{Arc, RwLock};
 
 use crate::builtins::{
-    aggregate::Aggregate, digest::DigestFn, get::Get, khop::Khop, pagerank::PageRank,
+    aggregate::Aggregate, digest::DigestFn, get::Get, khop::Khop, neighbours::Neighbours,
+    pagerank::PageRank,
 };
 use crate::{Error, Function, Result};
 
@@ -36,7 +37,8 @@ impl Registry {
         }
     }
 
-    /// The built-in functions: `khop`, `digest`, `pagerank`, `aggregate`, `get`, at indices 0..5.
+    /// The built-in functions: `khop`, `digest`, `pagerank`, `aggregate`, `get`, `neighbours`,
+    /// at indices 0..6.
     pub fn builtin() -> Registry {
         let r = Registry::empty();
         for f in [
@@ -45,6 +47,7 @@ impl Registry {
             Arc::new(PageRank),
             Arc::new(Aggregate),
             Arc::new(Get),
+            Arc::new(Neighbours),
         ] {
             r.register(f)
                 .expect("built-ins fit and have distinct names");
@@ -180,7 +183,7 @@ mod tests {
     #[test]
     fn builtins_resolve_by_name() {
         let r = Registry::builtin();
-        assert_eq!(r.len(), 5);
+        assert_eq!(r.len(), 6);
         assert_eq!(r.resolve(b"KHOP").unwrap().0, 0);
         assert!(matches!(r.resolve(b"nope"), Err(Error::UnknownFunction(_))));
         assert!(matches!(

@@ -101,6 +101,32 @@ pub trait StoreExt: Store {
 
 impl<S: Store + ?Sized> StoreExt for S {}
 
+/// A store borrowed is the store: a wrapper (a read set over it, say) can take either.
+impl<S: Store + ?Sized> Store for &S {
+    fn read<'a>(&'a self, keys: &'a [Vec<u8>], visit: Visit<'a>) -> StoreFuture<'a, ()> {
+        (**self).read(keys, visit)
+    }
+    fn read_neighbours<'a>(
+        &'a self,
+        keys: &'a [Vec<u8>],
+        visit: NeighbourVisit<'a>,
+    ) -> StoreFuture<'a, ()> {
+        (**self).read_neighbours(keys, visit)
+    }
+    fn write<'a>(&'a self, key: &'a [u8], value: &'a [u8]) -> StoreFuture<'a, ()> {
+        (**self).write(key, value)
+    }
+    fn checkpoint(&self) -> StoreFuture<'_, ()> {
+        (**self).checkpoint()
+    }
+    fn deadline(&self) -> Option<std::time::Instant> {
+        (**self).deadline()
+    }
+    fn principal(&self) -> &str {
+        (**self).principal()
+    }
+}
+
 /// A store over an in-memory map, for tests. (A pushed-back invocation's read set is replayed by
 /// the compute library's `ReadSetStore`.)
 #[derive(Debug, Default)]

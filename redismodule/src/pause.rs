@@ -68,9 +68,12 @@ pub fn writes_paused() -> bool {
 pub fn watch(ctx: &Context) -> Result<(), String> {
     let register =
         api::module_api!(RedisModule_RegisterCommandFilter).map_err(|e| e.to_string())?;
+    // NOSELF: not the commands this module calls itself (its writes' `SET`, the cluster view's
+    // `CLUSTER NODES`, which would otherwise mark the view stale as it is read).
+    let noself = redis_module::raw::REDISMODULE_CMDFILTER_NOSELF as std::os::raw::c_int;
     // SAFETY: called once from the module's init with its context; `on_command` lives for the
     // life of the process.
-    let filter = unsafe { register(ctx.ctx, Some(on_command), 0) };
+    let filter = unsafe { register(ctx.ctx, Some(on_command), noself) };
     if filter.is_null() {
         return Err("cannot register the command filter".into());
     }

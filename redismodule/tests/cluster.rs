@@ -139,9 +139,15 @@ fn traversals_across_shards_equal_the_single_node() {
                     .invoke("khop", &[start, k], Placement::Storage)
                     .unwrap()
                     .output;
-                for p in [Placement::Storage, Placement::Compute] {
+                for p in [Placement::Storage, Placement::Compute, Placement::Auto] {
                     let got = rt.invoke("khop", &[start, k], p).unwrap();
                     assert_eq!(got.output, want, "{t} {p} khop {start} {k}");
+                    if p == Placement::Storage {
+                        // Hop by hop: one round trip per shard each hop touches, no more.
+                        let touched: usize = got.hops.iter().map(|h| h.shards).sum();
+                        assert_eq!(got.round_trips, touched as u64, "{t} khop {start} {k}");
+                        assert!(got.hops.iter().all(|h| h.compute_parts == 0));
+                    }
                 }
             }
         }

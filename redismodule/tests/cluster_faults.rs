@@ -45,17 +45,38 @@ fn myid(port: u16) -> String {
     }
 }
 
-/// Waits until every master's writes are on its replica: `WAIT` answers 1. (Right after a full
-/// sync, a master streams to its replica only once the replica's first `REPLCONF ACK` came, up
-/// to a second later, and `WAIT` may answer 0 until then.)
+/// Waits until every master's writes are on its replica: the replica's acknowledged offset
+/// (`INFO replication`) reaches the master's. (`WAIT` would not do: it counts what the calling
+/// connection wrote, and the loader wrote through connections of its own.)
 fn replicated(c: &RedisCluster) {
+    let field = |info: &str, name: &str| -> Option<u64> {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse().ok())
+    };
     for port in c.master_ports() {
+        let info = |port| match cmd(&mut raw_port(port), &[b"INFO", b"replication"]) {
+            Frame::Bulk(Some(b)) => String::from_utf8(b).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        let wanted = field(&info(port), "master_repl_offset").unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while cmd(&mut raw_port(port), &[b"WAIT", b"1", b"1000"]) != Frame::Int(1) {
+        loop {
+            let text = info(port);
+            // slave0:ip=...,port=...,state=online,offset=N,lag=0
+            let acked = text
+                .lines()
+                .find_map(|l| l.strip_prefix("slave0:"))
+                .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("offset=")))
+                .and_then(|v| v.parse::<u64>().ok());
+            if acked.is_some_and(|a| a >= wanted) {
+                break;
+            }
             assert!(
                 Instant::now() < deadline,
                 "master {port}: its replica never caught up"
             );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }

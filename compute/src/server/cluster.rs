@@ -224,8 +224,13 @@ fn field(info: &str, name: &str) -> Option<u64> {
 }
 
 /// Joins the nodes on `ports` of loopback with `redis-cli --cluster create`, `replicas` per
-/// master (the first nodes become masters).
+/// master (the first nodes become masters). redis-cli refuses fewer than 3 masters: 1 or 2 are
+/// joined the way it would join them, by hand (`CLUSTER ADDSLOTSRANGE`, `MEET`, `REPLICATE`).
 pub fn create(ports: &[u16], replicas: usize) -> Result<()> {
+    let masters = ports.len() / (1 + replicas);
+    if masters < 3 {
+        return create_by_hand(ports, masters);
+    }
     let mut cmd = Command::new("redis-cli");
     cmd.arg("--cluster").arg("create");
     for p in ports {
@@ -248,6 +253,59 @@ pub fn create(ports: &[u16], replicas: usize) -> Result<()> {
             ),
         }
         .into());
+    }
+    Ok(())
+}
+
+/// [`create`] for fewer than 3 masters: the first `masters` nodes share the slots in equal
+/// ranges, every node meets the first, and each other node replicates a master in turn.
+fn create_by_hand(ports: &[u16], masters: usize) -> Result<()> {
+    let fail = |step: &'static str, port: u16, reply: String| ServerError::Cluster {
+        step,
+        message: format!("node {port}: {reply}"),
+    };
+    let call = |port: u16, args: &[&str]| -> Result<Frame> {
+        connect(port)?
+            .call(args)
+            .map_err(|source| crate::Error::Connection {
+                url: format!("127.0.0.1:{port}"),
+                source,
+            })
+    };
+    for (i, &port) in ports.iter().take(masters).enumerate() {
+        let lo = (i * autoloc_dataplane::slot::SLOTS / masters).to_string();
+        let hi = ((i + 1) * autoloc_dataplane::slot::SLOTS / masters - 1).to_string();
+        if let Frame::Error(e) = call(port, &["CLUSTER", "ADDSLOTSRANGE", &lo, &hi])? {
+            return Err(fail("CLUSTER ADDSLOTSRANGE", port, e).into());
+        }
+    }
+    let first = ports[0].to_string();
+    for &port in &ports[1..] {
+        if let Frame::Error(e) = call(port, &["CLUSTER", "MEET", "127.0.0.1", &first])? {
+            return Err(fail("CLUSTER MEET", port, e).into());
+        }
+    }
+    let ids: Vec<String> = ports
+        .iter()
+        .take(masters)
+        .map(|&p| match call(p, &["CLUSTER", "MYID"]) {
+            Ok(Frame::Bulk(Some(id))) => Ok(String::from_utf8_lossy(&id).into_owned()),
+            Ok(other) => Err(fail("CLUSTER MYID", p, format!("{other:?}")).into()),
+            Err(e) => Err(e),
+        })
+        .collect::<Result<_>>()?;
+    for (i, &port) in ports.iter().enumerate().skip(masters) {
+        // A replica can follow its master only once it knows it: retry while the gossip spreads.
+        let deadline = Instant::now() + CLUSTER_DEADLINE;
+        loop {
+            match call(port, &["CLUSTER", "REPLICATE", &ids[i % masters]])? {
+                Frame::Error(e) if Instant::now() > deadline => {
+                    return Err(fail("CLUSTER REPLICATE", port, e).into())
+                }
+                Frame::Error(_) => std::thread::sleep(Duration::from_millis(100)),
+                _ => break,
+            }
+        }
     }
     Ok(())
 }
@@ -302,10 +360,33 @@ pub fn up(spec: &ClusterSpec<'_>, first_port: u16, dir: &Path) -> Result<Vec<u16
             message: e.to_string(),
         }
     };
+    // A cluster still up in `dir` is not started over; one stopped is, from nothing.
+    if let Ok(list) = std::fs::read_to_string(dir.join(PORTS_FILE)) {
+        let running: Vec<u16> = list
+            .lines()
+            .filter_map(|l| l.trim().parse::<u16>().ok())
+            .filter(|&p| connect(p).is_ok())
+            .collect();
+        if !running.is_empty() {
+            return Err(ServerError::Cluster {
+                step: "start",
+                message: format!(
+                    "nodes {running:?} of a cluster in {} are up: stop it first (autoloc cluster down --dir {})",
+                    dir.display(),
+                    dir.display()
+                ),
+            }
+            .into());
+        }
+    }
     let ports: Vec<u16> = (0..total as u16).map(|i| first_port + i).collect();
     for &port in &ports {
         let node_dir = dir.join(port.to_string());
         std::fs::create_dir_all(&node_dir).map_err(io("make the node's directory"))?;
+        // What a node of an earlier cluster here left: it would rejoin that cluster.
+        for file in ["nodes.conf", "dump.rdb"] {
+            let _ = std::fs::remove_file(node_dir.join(file));
+        }
         let mut cmd = Command::new("redis-server");
         cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--daemonize", "yes", "--save", "", "--appendonly", "no"])

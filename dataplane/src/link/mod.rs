@@ -73,6 +73,16 @@ pub trait ClientLink: Send {
     fn wait(&mut self, timeout: Duration) -> Result<()>;
     /// Whether the server is gone for good.
     fn peer_gone(&self) -> bool;
+    /// The doorbell the server rings when it publishes a reply to a parked client, if the link
+    /// has one (shared memory): a client of several links parks on all of theirs at once
+    /// ([`crate::backoff::wait_any`]) instead of in one link's [`wait`](ClientLink::wait).
+    fn doorbell(&self) -> Option<&crate::backoff::Doorbell> {
+        None
+    }
+    /// Whether a reply is waiting to be polled (the re-check before parking on the doorbell).
+    fn reply_pending(&self) -> bool {
+        true
+    }
     /// The largest frame (header and payload) this link carries. The ring links fragment frames
     /// larger than a slot, so for them this is the wire limit (`HEADER_LEN +
     /// wire::DEFAULT_MAX_PAYLOAD`), not the slot size; [`queue`](ClientLink::queue) refuses a

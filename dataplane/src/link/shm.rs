@@ -248,6 +248,14 @@ impl ClientLink for ShmClientLink {
         )
     }
 
+    fn doorbell(&self) -> Option<&crate::backoff::Doorbell> {
+        Some(self.client.receive_doorbell())
+    }
+
+    fn reply_pending(&self) -> bool {
+        self.client.has_pending()
+    }
+
     fn max_frame(&self) -> usize {
         frag::max_frame(self.client.max_frame())
     }

@@ -7,11 +7,13 @@
 //! | [`aggregate`] | many independent values (one round per 1,024 keys) | low | storage |
 //! | [`digest`] | one blob | high | compute |
 //! | [`get`] | one value | none | either |
+//! | [`neighbours`] | the adjacency of a set of vertices (one hop) | low | storage |
 
 pub mod aggregate;
 pub mod digest;
 pub mod get;
 pub mod khop;
+pub mod neighbours;
 pub mod pagerank;
 
 use std::collections::{HashMap, HashSet};

@@ -43,10 +43,15 @@ pub use stats::{stats, Stats};
 
 /// Requests taken from one link per serve call.
 pub const BURST: usize = 32;
-/// Empty polls spent spinning before yielding.
-const SPINS: u32 = 20_000;
+/// Empty polls spent spinning before yielding (tens of microseconds). It was 20,000 (and 200
+/// yields): on a machine with fewer cores than busy threads, such as 3 shards of a cluster on 2
+/// cores, the idle shards' spinning took the cores from the one serving: a round trip to one
+/// shard of 3 took 540 us at p50 where RESP took 80 (`bench-cluster --shards 1,3 --ks 1`); 94
+/// us with these (24 -> 40 us on a cluster of 1, where the one shard no longer spins as long
+/// between a client's invocations).
+const SPINS: u32 = 2_000;
 /// Empty polls spent yielding before parking.
-const YIELDS: u32 = 200;
+const YIELDS: u32 = 20;
 /// Longest park.
 const PARK: Duration = Duration::from_millis(2);
 /// First and longest sleep of an idle thread that serves several links: it cannot wait on all
@@ -202,6 +207,14 @@ impl Link {
 }
 
 impl Entry {
+    /// The doorbell its client rings when this thread sleeps on it (shared memory only).
+    fn doorbell(&self) -> Option<&autoloc_dataplane::backoff::Doorbell> {
+        match &self.link {
+            Link::Shm { server, .. } => Some(server.receive_doorbell()),
+            _ => None,
+        }
+    }
+
     fn has_pending(&self) -> bool {
         match &self.link {
             Link::Shm { server, .. } => server.has_pending(),
@@ -614,10 +627,23 @@ fn run(inbox: &Inbox) {
             } else if links.is_empty() {
                 std::thread::park_timeout(Duration::from_millis(100));
             } else {
-                let naps = idle - SPINS - YIELDS;
-                // Parked rather than asleep: a new link or a deferred command (both unpark the
-                // thread) ends the nap at once.
-                std::thread::park_timeout((NAP_MIN * (1 << naps.min(4))).min(NAP_MAX));
+                // Links of shared memory only: parked on all their doorbells at once, so the
+                // first request on any of them wakes the thread (a compute node of a cluster
+                // sends each shard a request per hop: a nap here was a millisecond per hop).
+                let bells: Vec<&autoloc_dataplane::backoff::Doorbell> =
+                    links.iter().filter_map(Entry::doorbell).collect();
+                if bells.len() == links.len() {
+                    autoloc_dataplane::backoff::wait_any(
+                        &bells,
+                        || !links.iter().any(Entry::has_pending),
+                        PARK,
+                    );
+                } else {
+                    let naps = idle - SPINS - YIELDS;
+                    // Parked rather than asleep: a new link or a deferred command (both unpark
+                    // the thread) ends the nap at once.
+                    std::thread::park_timeout((NAP_MIN * (1 << naps.min(4))).min(NAP_MAX));
+                }
             }
         }
         if fresh && now.duration_since(last_reap) > Duration::from_millis(100) {

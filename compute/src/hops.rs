@@ -1,0 +1,353 @@
+//! `khop` on a Redis Cluster, hop by hop: each hop's frontier is split by the shard serving each
+//! vertex, and each part is either expanded storage-side on its shard (one `neighbours`
+//! invocation there) or fetched compute-side (one multi-get there), every part of a hop in flight
+//! at once: a hop costs one round trip per shard it touches, whichever side expands it. The
+//! result is the single node's, exactly.
+//!
+//! Which side expands a part is [`HopMode`]'s: always storage-side, or chosen per part by the
+//! [`HopTable`] from what parts of that size cost on that shard lately (Wukong's rule: expand
+//! where the data lives when the part is large, pull it when it is small; measured here, not
+//! assumed). A shard that is slow to expand (a hot shard: its requests queue) loses its storage-
+//! side parts to the compute side while the other shards keep theirs.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use autoloc_dataplane::wire::{InvokeCost, List, Message};
+use autoloc_functions::builtins::{neighbours::neighbours, IdSet};
+use autoloc_functions::graph::vertex_key;
+use autoloc_functions::{Error as FnError, Output, OutputKind};
+
+use crate::cluster::{ClusterStore, Topology};
+use crate::session::{self, join_all, ReadSetStore, Session, Task};
+
+/// Which side expands each part of a hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HopMode {
+    /// Every part storage-side, on its shard.
+    Storage,
+    /// Each part where the [`HopTable`] says.
+    Choose,
+}
+
+/// A side of one part of a hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum HopSide {
+    /// Expanded on its shard (`neighbours`).
+    Storage,
+    /// Fetched (multi-get) and expanded here.
+    Compute,
+}
+
+/// What one hop did.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Hop {
+    /// Vertices in its frontier.
+    pub frontier: usize,
+    /// Shards the frontier touched (its round trips).
+    pub shards: usize,
+    /// Parts expanded storage-side.
+    pub storage_parts: usize,
+    /// Parts fetched compute-side.
+    pub compute_parts: usize,
+    /// Bytes of its requests and replies.
+    pub bytes: u64,
+}
+
+/// Parts whose sizes fall in one power of two share a cell.
+fn bucket(n: usize) -> u32 {
+    usize::BITS - n.max(1).leading_zeros()
+}
+
+/// One cell: ns per vertex of a part, per side (an exponential moving average), and how many
+/// parts it chose for.
+#[derive(Debug, Default, Clone, Copy)]
+struct Cell {
+    ns_per_vertex: [Option<f64>; 2],
+    chosen: u64,
+}
+
+/// How much of the new sample a cell's average takes.
+const ALPHA: f64 = 0.2;
+/// Every this many choices in a cell, the other side is tried once, so that a change in cost
+/// (a shard getting hot, then cool again) is seen.
+const EXPLORE_EVERY: u64 = 16;
+
+/// Per shard and part size, what expanding a part cost on each side lately: the placement
+/// table of hops. Shared by the runtimes of one process ([`crate::Runtime::try_clone`]).
+#[derive(Debug, Default)]
+pub struct HopTable {
+    cells: Mutex<HashMap<(String, u32), Cell>>,
+}
+
+impl HopTable {
+    fn cells(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u32), Cell>> {
+        self.cells.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The side to expand a part of `n` vertices on `shard` (`host:port`).
+    pub fn choose(&self, shard: &str, n: usize) -> HopSide {
+        let mut cells = self.cells();
+        let cell = cells.entry((shard.to_string(), bucket(n))).or_default();
+        cell.chosen += 1;
+        let [storage, compute] = cell.ns_per_vertex;
+        let best = match (storage, compute) {
+            (None, _) => return HopSide::Storage,
+            (_, None) => return HopSide::Compute,
+            (Some(s), Some(c)) if s <= c => HopSide::Storage,
+            _ => HopSide::Compute,
+        };
+        if cell.chosen.is_multiple_of(EXPLORE_EVERY) {
+            match best {
+                HopSide::Storage => HopSide::Compute,
+                HopSide::Compute => HopSide::Storage,
+            }
+        } else {
+            best
+        }
+    }
+
+    /// Records that a part of `n` vertices on `shard` took `wall_ns` on `side`.
+    pub fn record(&self, shard: &str, n: usize, side: HopSide, wall_ns: u64) {
+        let sample = wall_ns as f64 / n.max(1) as f64;
+        let mut cells = self.cells();
+        let cell = cells.entry((shard.to_string(), bucket(n))).or_default();
+        let slot = &mut cell.ns_per_vertex[side as usize];
+        *slot = Some(slot.map_or(sample, |old| old + ALPHA * (sample - old)));
+    }
+
+    /// Every cell: `(shard, smallest part size of its bucket, storage ns/vertex, compute
+    /// ns/vertex)`, sorted.
+    pub fn snapshot(&self) -> Vec<(String, usize, Option<f64>, Option<f64>)> {
+        let mut rows: Vec<_> = self
+            .cells()
+            .iter()
+            .map(|((shard, b), c)| {
+                let from = if *b == 0 { 0 } else { 1usize << (b - 1) };
+                (shard.clone(), from, c.ns_per_vertex[0], c.ns_per_vertex[1])
+            })
+            .collect();
+        rows.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        rows
+    }
+}
+
+/// What a per-hop run cost besides its result.
+#[derive(Debug, Default)]
+pub struct HopRun {
+    /// Its hops.
+    pub hops: Vec<Hop>,
+    /// Storage-side invocations it sent.
+    pub invokes: u64,
+    /// What the storage side reported for them, summed.
+    pub storage: InvokeCost,
+    /// Bytes of those invocations and their replies.
+    pub storage_bytes: u64,
+}
+
+/// The k-hop neighbourhood of `start` (sorted, `start` excluded: `khop`'s result), hop by hop
+/// over the shards of `topology` (`sessions` in its order; `store` reads through them).
+#[allow(clippy::too_many_arguments)]
+pub async fn khop(
+    topology: &Topology,
+    sessions: &[&RefCell<Session>],
+    store: &ClusterStore<'_>,
+    table: &HopTable,
+    mode: HopMode,
+    start: u32,
+    k: u32,
+    run: &RefCell<HopRun>,
+) -> Result<Vec<u32>, FnError> {
+    let mut seen = IdSet::default();
+    seen.insert(start);
+    let mut frontier = vec![start];
+    for depth in 0..k {
+        if frontier.is_empty() {
+            break;
+        }
+        let last = depth + 1 == k;
+        // The frontier by shard, in shard order.
+        let mut parts: Vec<(usize, Vec<u32>)> = Vec::new();
+        for &v in &frontier {
+            let shard = topology
+                .shard_of(&vertex_key(v))
+                .filter(|&i| i < sessions.len())
+                .ok_or_else(|| {
+                    FnError::remote(
+                        autoloc_functions::ErrorCode::Busy,
+                        "CLUSTERDOWN no shard serves a vertex's slot",
+                    )
+                })?;
+            match parts.iter_mut().find(|(s, _)| *s == shard) {
+                Some((_, vs)) => vs.push(v),
+                None => parts.push((shard, vec![v])),
+            }
+        }
+        parts.sort_by_key(|(s, _)| *s);
+        let mut hop = Hop {
+            frontier: frontier.len(),
+            shards: parts.len(),
+            ..Hop::default()
+        };
+        let bytes_before = store.cost().3 + run.borrow().storage_bytes;
+        let expansions: Vec<Task<'_, Result<Vec<u32>, FnError>>> = parts
+            .iter()
+            .map(|(shard, vertices)| {
+                let addr = &topology.shards[*shard].master;
+                let side = match mode {
+                    HopMode::Storage => HopSide::Storage,
+                    HopMode::Choose => table.choose(addr, vertices.len()),
+                };
+                match side {
+                    HopSide::Storage => hop.storage_parts += 1,
+                    HopSide::Compute => hop.compute_parts += 1,
+                }
+                let session = sessions[*shard];
+                Box::pin(async move {
+                    let began = Instant::now();
+                    // The first hop is the start vertex alone, which must exist (khop's NOKEY):
+                    // storage-side, `khop <start> 1` on its shard says so.
+                    let got = match (side, depth) {
+                        (HopSide::Storage, 0) => {
+                            let args = [vertex_key(start), b"1".to_vec()];
+                            expand_there(session, store, "khop", &args, vertices, run).await
+                        }
+                        (HopSide::Storage, _) => {
+                            let args: Vec<Vec<u8>> =
+                                vertices.iter().map(|&v| vertex_key(v)).collect();
+                            expand_there(session, store, "neighbours", &args, vertices, run).await
+                        }
+                        (HopSide::Compute, 0) => start_here(store, start).await,
+                        (HopSide::Compute, _) => neighbours(store, vertices).await,
+                    };
+                    if got.is_ok() {
+                        let wall = began.elapsed().as_nanos() as u64;
+                        table.record(addr, vertices.len(), side, wall);
+                    }
+                    got
+                }) as Task<'_, _>
+            })
+            .collect();
+        let found = join_all(expansions).await;
+        // As in one read of one node: a key of another type fails the read before any value is
+        // looked at, so its WRONGTYPE wins over another part's BADVALUE.
+        let mut failed: Option<&FnError> = None;
+        for e in found.iter().filter_map(|r| r.as_ref().err()) {
+            let wrong_type = |e: &FnError| e.code() == autoloc_functions::ErrorCode::WrongType;
+            if failed.is_none_or(|f| wrong_type(e) && !wrong_type(f)) {
+                failed = Some(e);
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e.clone());
+        }
+        let mut next = Vec::new();
+        for ids in found {
+            for v in ids? {
+                if seen.insert(v) && !last {
+                    next.push(v);
+                }
+            }
+        }
+        hop.bytes = store.cost().3 + run.borrow().storage_bytes - bytes_before;
+        run.borrow_mut().hops.push(hop);
+        frontier = next;
+    }
+    let mut found = seen.into_sorted();
+    if let Ok(at) = found.binary_search(&start) {
+        found.remove(at);
+    }
+    Ok(found)
+}
+
+/// The neighbours of `start`, read here; `NOKEY` if it has no key (as `khop` fails).
+async fn start_here(store: &dyn autoloc_functions::Store, start: u32) -> Result<Vec<u32>, FnError> {
+    let key = vertex_key(start);
+    let mut found = None;
+    store
+        .read(std::slice::from_ref(&key), &mut |_, v| {
+            found = v.map(|v| autoloc_functions::graph::neighbours(&key, v));
+            Ok(())
+        })
+        .await?;
+    found.ok_or_else(|| FnError::no_key(&key))?
+}
+
+/// The neighbours of `vertices`, expanded on their shard by `function` with `args` (`neighbours`
+/// of them, or `khop <start> 1` for the first hop); a part the shard pushes back (past its
+/// budget) is finished here from the read set it hands back.
+async fn expand_there(
+    session: &RefCell<Session>,
+    store: &ClusterStore<'_>,
+    function: &str,
+    args: &[Vec<u8>],
+    vertices: &[u32],
+    run: &RefCell<HopRun>,
+) -> Result<Vec<u32>, FnError> {
+    let argv: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+    let invoke = Message::Invoke {
+        function,
+        args: List::new(&argv),
+    };
+    let r = session::request(session, &invoke).await?;
+    {
+        let mut run = run.borrow_mut();
+        run.invokes += 1;
+        run.storage_bytes += r.bytes;
+    }
+    let add = |cost: &InvokeCost| {
+        let mut run = run.borrow_mut();
+        run.storage.storage_cpu_ns += cost.storage_cpu_ns;
+        run.storage.queue_ns += cost.queue_ns;
+        run.storage.keys_read += cost.keys_read;
+        run.storage.bytes_read += cost.bytes_read;
+        run.storage.reads += cost.reads;
+    };
+    match r.reply {
+        session::Reply::Invoked { result, cost } => {
+            add(&cost);
+            match Output::decode(OutputKind::Ids, &result)? {
+                Output::Ids(ids) => Ok(ids),
+                other => Err(FnError::Malformed(format!("neighbours gave {other:?}"))),
+            }
+        }
+        session::Reply::Pushback { read_set, cost } => {
+            add(&cost);
+            let here = ReadSetStore::new(read_set, store);
+            match function {
+                "khop" => start_here(&here, vertices[0]).await,
+                _ => neighbours(&here, vertices).await,
+            }
+        }
+        other => Err(other.into_error("Invoke")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_go_where_they_were_cheaper_and_the_other_side_is_tried_now_and_then() {
+        let t = HopTable::default();
+        // Nothing measured: each side is tried first.
+        assert_eq!(t.choose("a:1", 10), HopSide::Storage);
+        t.record("a:1", 10, HopSide::Storage, 10_000);
+        assert_eq!(t.choose("a:1", 10), HopSide::Compute);
+        t.record("a:1", 10, HopSide::Compute, 50_000);
+        let picks: Vec<HopSide> = (0..32).map(|_| t.choose("a:1", 12)).collect();
+        let compute = picks.iter().filter(|&&s| s == HopSide::Compute).count();
+        assert!((1..=3).contains(&compute), "{picks:?}");
+        // Another shard, and another size, have cells of their own.
+        assert_eq!(t.choose("b:1", 10), HopSide::Storage);
+        assert_eq!(t.choose("a:1", 1000), HopSide::Storage);
+        // The shard gets hot: its storage side slows down, and parts move out.
+        for _ in 0..30 {
+            t.record("a:1", 10, HopSide::Storage, 500_000);
+        }
+        assert_eq!(t.choose("a:1", 10), HopSide::Compute);
+        assert_eq!(t.snapshot().len(), 3);
+    }
+}
