@@ -392,6 +392,7 @@ fn fit(rows: &[Row]) -> Vec<Fit> {
         .filter(|r| r.mode == "storage" || r.mode == "compute")
         .map(|r| (r.graph.clone(), r.k, r.mode.clone()))
         .collect();
+    keys.sort();
     keys.dedup();
     for (graph, k, mode) in keys {
         let cells: Vec<&Row> = rows
