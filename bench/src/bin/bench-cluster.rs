@@ -611,3 +611,63 @@ fn plot(path: &PathBuf, rows: &[Row], machine: &Machine) -> anyhow::Result<()> {
     root.present()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use autoloc_bench::args::parse_line;
+
+    #[test]
+    fn the_documented_command_parses() {
+        let a: Args = parse_line(
+            "bench-cluster --json bench/results/bench-cluster.json --plot bench/results/bench-cluster.svg",
+        );
+        assert_eq!(a.shards, vec![1, 2, 3]);
+        assert_eq!(a.ks, vec![2, 3]);
+        assert!(a.json.path.is_some() && a.plot.path.is_some());
+    }
+
+    fn row(shards: usize, rt: f64, ops: f64) -> Row {
+        Row {
+            graph: "g".into(),
+            shards,
+            k: 2,
+            mode: "storage".into(),
+            ops_per_s: ops,
+            p50_ns: 0,
+            p99_ns: 0,
+            round_trips_per_inv: rt,
+            bytes_per_inv: 0.0,
+            round_trips_per_hop: 0.0,
+            shards_per_hop: 0.0,
+            storage_share: 0.0,
+        }
+    }
+
+    #[test]
+    fn the_fit_recovers_a_linear_cost_and_projects_by_shards_touched() {
+        // t = 20 us per hop (2 hops) + 10 us per request.
+        let t = |r: f64| 2.0 * 20_000.0 + r * 10_000.0;
+        let rows: Vec<Row> = [(1, 2.0), (2, 3.0), (3, 4.0)]
+            .into_iter()
+            .map(|(n, r)| row(n, r, 1e9 / t(r)))
+            .collect();
+        let fits = fit(&rows);
+        assert_eq!(fits.len(), 1);
+        assert!((fits[0].ns_per_hop - 20_000.0).abs() < 1.0, "{fits:?}");
+        assert!((fits[0].ns_per_request - 10_000.0).abs() < 1.0, "{fits:?}");
+        // One traversal: a hop of one vertex, then a hop of 1,000 vertices.
+        let trace = Trace {
+            graph: "g".into(),
+            k: 2,
+            frontiers: vec![vec![vec![1], (0..1000).collect()]],
+        };
+        let p = project(&fits, &[trace], &[1, 64]);
+        assert_eq!(
+            p[0].round_trips_per_inv, 2.0,
+            "one shard: a request per hop"
+        );
+        assert_eq!(p[1].round_trips_per_inv, 65.0, "64 shards: 1 + every shard");
+        assert!((p[1].ns_per_inv - t(65.0)).abs() < 10.0);
+    }
+}
