@@ -296,6 +296,23 @@ impl Runtime {
         r
     }
 
+    /// Each master's counters (`AUTOLOC.STATS` on every shard of a cluster; this runtime's node
+    /// otherwise): `(host:port, counters)`, so that a hot shard shows as one.
+    pub fn shard_stats(&mut self) -> Result<Vec<(String, crate::stats::StorageStats)>> {
+        let timeout = self.timeout;
+        self.masters()
+            .into_iter()
+            .map(|node| {
+                let addr = format!("{}:{}", node.url().host, node.url().port);
+                let stats = crate::stats::StorageStats::read(node.connection(timeout)?);
+                if stats.is_err() {
+                    node.drop_connection();
+                }
+                stats.map(|s| (addr, s))
+            })
+            .collect()
+    }
+
     /// Another runtime with its own connection, sharing this one's table and registry.
     pub fn try_clone(&self) -> Result<Runtime> {
         let mut rt =

@@ -253,22 +253,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Stats { json } => {
-            let stats = rt.storage_stats()?;
-            let budget = stats.get("budget_us");
-            let table: BTreeMap<String, BTreeMap<String, u64>> = rt
-                .functions()?
-                .into_iter()
-                .map(|f| {
-                    let counters = stats.function(&f.name);
-                    (f.name, counters)
-                })
-                .collect();
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "budget_us": budget, "functions": table })
-                );
-            } else {
+            let functions = rt.functions()?;
+            let shards = rt.shard_stats()?;
+            let cluster = rt.topology().is_some();
+            let mut reports = serde_json::Map::new();
+            for (node, stats) in &shards {
+                let budget = stats.get("budget_us");
+                let table: BTreeMap<String, BTreeMap<String, u64>> = functions
+                    .iter()
+                    .map(|f| (f.name.clone(), stats.function(&f.name)))
+                    .collect();
+                if json {
+                    let report = serde_json::json!({ "budget_us": budget, "functions": table });
+                    if !cluster {
+                        println!("{report}");
+                    }
+                    reports.insert(node.clone(), report);
+                    continue;
+                }
+                if cluster {
+                    println!("shard {node}:");
+                }
                 println!("storage-side budget: {} us", budget.unwrap_or(0));
                 println!(
                     "{:<10} {:>10} {:>8} {:>9} {:>12} {:>11} {:>12}",
@@ -286,6 +291,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         g("bytes_read")
                     );
                 }
+            }
+            if json && cluster {
+                // On a cluster, one report per shard, by master.
+                println!("{}", serde_json::json!({ "shards": reports }));
             }
         }
         Command::Placement {
