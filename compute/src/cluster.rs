@@ -14,7 +14,7 @@ use autoloc_dataplane::slot::{key_slot, SLOTS};
 use autoloc_dataplane::{Connection, Frame, RedisUrl};
 use autoloc_functions::{Error as FnError, ErrorCode, Store, StoreFuture, Visit};
 
-use crate::session::{join_all, LinkStore, Session, Task};
+use crate::session::{join_all, LinkStore, Session, StoreCost, Task};
 use crate::{Error, Result};
 
 /// How often the slot map is read again even when nothing failed.
@@ -224,7 +224,8 @@ impl<'s> ClusterStore<'s> {
         }
     }
 
-    fn shard(&self, key: &[u8]) -> Result<usize, FnError> {
+    /// The index of the shard serving `key` (a `WRONGSHARD` error if none does).
+    pub fn shard(&self, key: &[u8]) -> Result<usize, FnError> {
         self.topology
             .shard_of(key)
             .filter(|&i| i < self.shards.len())
@@ -250,15 +251,14 @@ impl<'s> ClusterStore<'s> {
         join_all(commits).await.into_iter().collect()
     }
 
-    /// What it cost: accesses, requests (round trips: one per shard per access), keys, bytes.
-    pub fn cost(&self) -> (u64, u64, u64, u64) {
-        let sum = |f: fn(&LinkStore<'_>) -> u64| self.shards.iter().map(f).sum::<u64>();
-        (
-            self.accesses.get(),
-            sum(|s| s.requests.get()),
-            sum(|s| s.keys.get()),
-            sum(|s| s.bytes.get()),
-        )
+    /// What it sent: its accesses, and each shard's requests (round trips: one per shard per
+    /// access), keys and bytes.
+    pub fn cost(&self) -> StoreCost {
+        let shards = self.shards.iter().map(LinkStore::cost);
+        StoreCost {
+            accesses: self.accesses.get(),
+            ..shards.fold(StoreCost::default(), |a, b| a + b)
+        }
     }
 }
 
@@ -270,29 +270,24 @@ impl Store for ClusterStore<'_> {
             }
             self.accesses.set(self.accesses.get() + 1);
             // Keys by shard, with their places in `keys`.
-            let mut groups: Vec<(usize, Vec<usize>, Vec<Vec<u8>>)> = Vec::new();
-            for (i, key) in keys.iter().enumerate() {
-                let shard = self.shard(key)?;
-                match groups.iter_mut().find(|(s, _, _)| *s == shard) {
-                    Some((_, places, ks)) => {
-                        places.push(i);
-                        ks.push(key.clone());
-                    }
-                    None => groups.push((shard, vec![i], vec![key.clone()])),
-                }
-            }
-            if let [(shard, _, _)] = groups.as_slice() {
+            let shards: Vec<usize> = keys
+                .iter()
+                .map(|k| self.shard(k))
+                .collect::<Result<_, _>>()?;
+            let groups = autoloc_dataplane::slot::group(shards);
+            if let [(shard, _)] = groups.as_slice() {
                 // One shard: read through it as a single node would, visiting as values come.
                 return self.shards[*shard].read(keys, visit).await;
             }
             type Values = Vec<Option<Vec<u8>>>;
             let reads: Vec<Task<'_, Result<Values, FnError>>> = groups
                 .iter()
-                .map(|(shard, _, ks)| {
+                .map(|(shard, places)| {
                     let link = &self.shards[*shard];
+                    let ks: Vec<Vec<u8>> = places.iter().map(|&i| keys[i].clone()).collect();
                     Box::pin(async move {
                         let mut values: Vec<Option<Vec<u8>>> = Vec::with_capacity(ks.len());
-                        link.read(ks, &mut |_, v| {
+                        link.read(&ks, &mut |_, v| {
                             values.push(v.map(<[u8]>::to_vec));
                             Ok(())
                         })
@@ -302,7 +297,7 @@ impl Store for ClusterStore<'_> {
                 })
                 .collect();
             let mut values: Values = vec![None; keys.len()];
-            for ((_, places, _), got) in groups.iter().zip(join_all(reads).await) {
+            for ((_, places), got) in groups.iter().zip(join_all(reads).await) {
                 for (&place, v) in places.iter().zip(got?) {
                     values[place] = v;
                 }

@@ -169,29 +169,22 @@ pub async fn khop(
         }
         let last = depth + 1 == k;
         // The frontier by shard, in shard order.
-        let mut parts: Vec<(usize, Vec<u32>)> = Vec::new();
-        for &v in &frontier {
-            let shard = topology
-                .shard_of(&vertex_key(v))
-                .filter(|&i| i < sessions.len())
-                .ok_or_else(|| {
-                    FnError::remote(
-                        autoloc_functions::ErrorCode::Busy,
-                        "CLUSTERDOWN no shard serves a vertex's slot",
-                    )
-                })?;
-            match parts.iter_mut().find(|(s, _)| *s == shard) {
-                Some((_, vs)) => vs.push(v),
-                None => parts.push((shard, vec![v])),
-            }
-        }
+        let keys: Vec<Vec<u8>> = frontier.iter().map(|&v| vertex_key(v)).collect();
+        let shards: Vec<usize> = keys
+            .iter()
+            .map(|k| store.shard(k))
+            .collect::<Result<_, _>>()?;
+        let mut parts: Vec<(usize, Vec<u32>)> = autoloc_dataplane::slot::group(shards)
+            .into_iter()
+            .map(|(shard, places)| (shard, places.iter().map(|&i| frontier[i]).collect()))
+            .collect();
         parts.sort_by_key(|(s, _)| *s);
         let mut hop = Hop {
             frontier: frontier.len(),
             shards: parts.len(),
             ..Hop::default()
         };
-        let bytes_before = store.cost().3 + run.borrow().storage_bytes;
+        let bytes_before = store.cost().bytes + run.borrow().storage_bytes;
         let expansions: Vec<Task<'_, Result<Vec<u32>, FnError>>> = parts
             .iter()
             .map(|(shard, vertices)| {
@@ -251,15 +244,13 @@ pub async fn khop(
                 }
             }
         }
-        hop.bytes = store.cost().3 + run.borrow().storage_bytes - bytes_before;
+        hop.bytes = store.cost().bytes + run.borrow().storage_bytes - bytes_before;
         run.borrow_mut().hops.push(hop);
         frontier = next;
     }
-    let mut found = seen.into_sorted();
-    if let Ok(at) = found.binary_search(&start) {
-        found.remove(at);
-    }
-    Ok(found)
+    Ok(autoloc_functions::builtins::khop::neighbourhood(
+        seen, start,
+    ))
 }
 
 /// The neighbours of `start`, read here; `NOKEY` if it has no key (as `khop` fails).

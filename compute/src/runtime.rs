@@ -16,7 +16,7 @@ use autoloc_functions::{Store, StoreFuture};
 use crate::cluster::{should_refresh, ClusterStore, Topology};
 use crate::hops::{HopMode, HopRun, HopTable};
 use crate::node::{LinkSettings, Node};
-use crate::session::{self, run_all_timed, LinkStore, ReadSetStore, Session, Task};
+use crate::session::{self, run_all_timed, LinkStore, ReadSetStore, Session, StoreCost, Task};
 use crate::side::Record;
 pub use crate::side::Side;
 use crate::table::Table;
@@ -212,32 +212,37 @@ impl Runtime {
             .unwrap_or_default()
     }
 
-    /// Takes `topology` as the slot map: keeps the nodes of masters it had, sets up the others
-    /// on first use, and checks that each new master has the module.
+    /// Takes `topology` as the slot map: keeps the nodes of masters it had, and checks that each
+    /// new master has the module. On an error the map it had stays.
     fn use_topology(&mut self, topology: Topology) -> Result<()> {
-        let mut old = self.cluster.take().map(|c| (c.shards, c.retried));
-        let retried = old
-            .as_mut()
-            .map(|o| std::mem::take(&mut o.1))
-            .unwrap_or_default();
-        let mut shards = Vec::with_capacity(topology.shards.len());
-        let mut checked = Vec::new();
-        for i in 0..topology.shards.len() {
-            let url = topology.url_of(i, &self.url);
-            let kept = old.as_mut().and_then(|(nodes, _)| {
-                let at = nodes.iter().position(|n| *n.url() == url)?;
-                Some(nodes.swap_remove(at))
-            });
-            match kept {
-                Some(node) => shards.push(node),
-                None => {
-                    let mut node = Node::new(url);
-                    check_module(&mut node, self.timeout)?;
-                    checked.push(i);
-                    shards.push(node);
-                }
-            }
+        let urls: Vec<RedisUrl> = (0..topology.shards.len())
+            .map(|i| topology.url_of(i, &self.url))
+            .collect();
+        let known = |url: &RedisUrl, c: &Option<ClusterState>| {
+            c.as_ref()
+                .is_some_and(|c| c.shards.iter().any(|n| n.url() == url))
+        };
+        let mut fresh = Vec::new();
+        for url in urls.iter().filter(|u| !known(u, &self.cluster)) {
+            let mut node = Node::new(url.clone());
+            check_module(&mut node, self.timeout)?;
+            fresh.push(node);
         }
+        let (mut old, retried) = match self.cluster.take() {
+            Some(c) => (c.shards, c.retried),
+            None => (Vec::new(), Default::default()),
+        };
+        old.append(&mut fresh);
+        let shards = urls
+            .iter()
+            .map(|url| {
+                let at = old
+                    .iter()
+                    .position(|n| n.url() == url)
+                    .expect("kept or made above");
+                old.swap_remove(at)
+            })
+            .collect();
         self.cluster = Some(ClusterState {
             topology,
             read_at: Instant::now(),
@@ -245,6 +250,18 @@ impl Runtime {
             retried,
         });
         Ok(())
+    }
+
+    /// Reads the slot map again if it is older than [`crate::cluster::REFRESH_EVERY`] (a
+    /// failure leaves the old one, and the requests it misroutes are retried).
+    fn refresh_if_old(&mut self) {
+        if self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.read_at.elapsed() > crate::cluster::REFRESH_EVERY)
+        {
+            let _ = self.refresh_topology();
+        }
     }
 
     /// Reads the slot map again, from the first node that answers: this runtime's own, then
@@ -436,8 +453,8 @@ impl Runtime {
                 other => Ok(other),
             };
         }
-        let deadline = Instant::now() + CLUSTER_RETRY_WINDOW;
-        let mut pause = Duration::from_millis(10);
+        self.refresh_if_old();
+        let mut retry = Retry::new();
         loop {
             let settings = self.settings();
             let state = self.cluster.as_mut().expect("a cluster");
@@ -454,15 +471,11 @@ impl Runtime {
                     "CLUSTERDOWN no shard serves the key's slot",
                 ))),
             };
-            match retry_code(&r) {
-                Some(code) if Instant::now() < deadline => {
-                    *state.retried.entry(code).or_default() += 1;
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(500));
-                    let _ = self.refresh_topology();
-                }
-                _ => return r,
+            if !retry.again(&r, &mut state.retried) {
+                return r;
             }
+            retry.pause();
+            let _ = self.refresh_topology();
         }
     }
 
@@ -479,14 +492,10 @@ impl Runtime {
     pub fn mget<K: AsRef<[u8]>>(&mut self, keys: &[K]) -> Result<Vec<Option<Vec<u8>>>> {
         let keys: Vec<&[u8]> = keys.iter().map(AsRef::as_ref).collect();
         // Keys by shard (all of them at once outside a cluster), with their places.
-        let mut groups: Vec<(Option<usize>, Vec<usize>)> = Vec::new();
-        for (i, key) in keys.iter().enumerate() {
-            let shard = self.topology().and_then(|t| t.shard_of(key));
-            match groups.iter_mut().find(|(s, _)| *s == shard) {
-                Some((_, places)) => places.push(i),
-                None => groups.push((shard, vec![i])),
-            }
-        }
+        let groups = autoloc_dataplane::slot::group(
+            keys.iter()
+                .map(|key| self.topology().and_then(|t| t.shard_of(key))),
+        );
         let mut values = vec![None; keys.len()];
         for (_, places) in groups {
             let group: Vec<&[u8]> = places.iter().map(|&i| keys[i]).collect();
@@ -835,51 +844,31 @@ impl Runtime {
             })
             .collect();
         let (outcomes, busy) = run_all_timed(&[session], tasks);
-        calls
-            .iter()
-            .zip(outcomes)
-            .zip(busy)
-            .map(|((c, mut outcome), cpu_ns)| {
-                outcome.cpu = Duration::from_nanos(cpu_ns);
-                record(&self.table, c.index, &outcome);
-                outcome.into_invocation()
-            })
-            .collect()
+        finish(&self.table, calls, outcomes, busy)
     }
 
     /// Runs resolved calls on a cluster, all in flight together over every shard's session;
     /// what failed for a moved slot, a dead node or a busy cluster runs again on a new slot map,
     /// for as long as [`CLUSTER_RETRY_WINDOW`]. Each run is recorded.
     fn run_calls_cluster(&mut self, calls: &[ResolvedCall]) -> Vec<Result<Invocation>> {
-        let deadline = Instant::now() + CLUSTER_RETRY_WINDOW;
-        let mut pause = Duration::from_millis(10);
+        let mut retry = Retry::new();
         let mut results: Vec<Option<Result<Invocation>>> = (0..calls.len()).map(|_| None).collect();
         let mut todo: Vec<usize> = (0..calls.len()).collect();
-        if self
-            .cluster
-            .as_ref()
-            .is_some_and(|c| c.read_at.elapsed() > crate::cluster::REFRESH_EVERY)
-        {
-            let _ = self.refresh_topology();
-        }
+        self.refresh_if_old();
         loop {
             let batch: Vec<ResolvedCall> = todo.iter().map(|&i| calls[i].clone()).collect();
             let mut again = Vec::new();
             for (i, r) in todo.into_iter().zip(self.run_on_shards(&batch)) {
-                match retry_code(&r) {
-                    Some(code) if Instant::now() < deadline => {
-                        let state = self.cluster.as_mut().expect("a cluster");
-                        *state.retried.entry(code).or_default() += 1;
-                        again.push(i);
-                    }
-                    _ => results[i] = Some(r),
+                let state = self.cluster.as_mut().expect("a cluster");
+                match retry.again(&r, &mut state.retried) {
+                    true => again.push(i),
+                    false => results[i] = Some(r),
                 }
             }
             if again.is_empty() {
                 break;
             }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(500));
+            retry.pause();
             let _ = self.refresh_topology();
             todo = again;
         }
@@ -957,16 +946,7 @@ impl Runtime {
             })
             .collect();
         let (outcomes, busy) = run_all_timed(&sessions, tasks);
-        calls
-            .iter()
-            .zip(outcomes)
-            .zip(busy)
-            .map(|((c, mut outcome), cpu_ns)| {
-                outcome.cpu = Duration::from_nanos(cpu_ns);
-                record(&self.table, c.index, &outcome);
-                outcome.into_invocation()
-            })
-            .collect()
+        finish(&self.table, calls, outcomes, busy)
     }
 }
 
@@ -1005,6 +985,44 @@ fn list_functions(node: &mut Node, timeout: Duration) -> Result<Vec<FunctionInfo
     }
 }
 
+/// Retrying on a new slot map, for as long as [`CLUSTER_RETRY_WINDOW`], with a pause that
+/// doubles from 10 ms up to 500 ms.
+struct Retry {
+    deadline: Instant,
+    pause: Duration,
+}
+
+impl Retry {
+    fn new() -> Retry {
+        Retry {
+            deadline: Instant::now() + CLUSTER_RETRY_WINDOW,
+            pause: Duration::from_millis(10),
+        }
+    }
+
+    /// Whether `r` is to be tried again (a failure of [`retry_code`]'s, within the window),
+    /// counted in `retried` by its code.
+    fn again<T>(
+        &self,
+        r: &Result<T>,
+        retried: &mut std::collections::BTreeMap<&'static str, u64>,
+    ) -> bool {
+        match retry_code(r) {
+            Some(code) if Instant::now() < self.deadline => {
+                *retried.entry(code).or_default() += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Waits before the next try.
+    fn pause(&mut self) {
+        std::thread::sleep(self.pause);
+        self.pause = (self.pause * 2).min(Duration::from_millis(500));
+    }
+}
+
 /// The code under which a failure is retried on a new slot map, if it is one: a moved slot, a
 /// dead node, a busy cluster.
 fn retry_code<T>(r: &Result<T>) -> Option<&'static str> {
@@ -1020,21 +1038,16 @@ fn retry_code<T>(r: &Result<T>) -> Option<&'static str> {
 trait ComputeStore: Store {
     /// Sends the run's writes.
     fn commit(&self) -> StoreFuture<'_, ()>;
-    /// What the run cost so far.
-    fn cost(&self) -> ComputeCost;
+    /// What the run sent so far.
+    fn cost(&self) -> StoreCost;
 }
 
 impl ComputeStore for LinkStore<'_> {
     fn commit(&self) -> StoreFuture<'_, ()> {
         Box::pin(LinkStore::commit(self))
     }
-    fn cost(&self) -> ComputeCost {
-        ComputeCost {
-            accesses: self.accesses.get(),
-            requests: self.requests.get(),
-            keys: self.keys.get(),
-            bytes: self.bytes.get(),
-        }
+    fn cost(&self) -> StoreCost {
+        LinkStore::cost(self)
     }
 }
 
@@ -1042,15 +1055,28 @@ impl ComputeStore for ClusterStore<'_> {
     fn commit(&self) -> StoreFuture<'_, ()> {
         Box::pin(ClusterStore::commit(self))
     }
-    fn cost(&self) -> ComputeCost {
-        let (accesses, requests, keys, bytes) = ClusterStore::cost(self);
-        ComputeCost {
-            accesses,
-            requests,
-            keys,
-            bytes,
-        }
+    fn cost(&self) -> StoreCost {
+        ClusterStore::cost(self)
     }
+}
+
+/// The calls' outcomes, with the compute-node time each took (`busy`, ns), recorded in `table`.
+fn finish(
+    table: &Table,
+    calls: &[ResolvedCall],
+    outcomes: Vec<Outcome>,
+    busy: Vec<u64>,
+) -> Vec<Result<Invocation>> {
+    calls
+        .iter()
+        .zip(outcomes)
+        .zip(busy)
+        .map(|((c, mut outcome), cpu_ns)| {
+            outcome.cpu = Duration::from_nanos(cpu_ns);
+            record(table, c.index, &outcome);
+            outcome.into_invocation()
+        })
+        .collect()
 }
 
 /// Records one invocation in `table`: the one way every transport and placement does it. A
@@ -1121,19 +1147,6 @@ struct ResolvedCall {
     by_hops: Option<HopMode>,
 }
 
-/// What the compute side of an invocation did.
-#[derive(Debug, Clone, Copy, Default)]
-struct ComputeCost {
-    /// Store accesses.
-    accesses: u64,
-    /// Requests sent (round trips).
-    requests: u64,
-    /// Keys fetched (a pushed-back run's read set came with the pushback, not counted).
-    keys: u64,
-    /// Bytes of its requests and replies.
-    bytes: u64,
-}
-
 /// What one invocation did, on whichever side and transport: the one outcome every path
 /// produces and [`record`] records.
 #[derive(Debug)]
@@ -1147,8 +1160,9 @@ struct Outcome {
     storage: InvokeCost,
     /// Bytes of the `Invoke` request and its reply.
     storage_bytes: u64,
-    /// What the compute side did (a compute-side run, or the part after a pushback).
-    compute: ComputeCost,
+    /// What the compute side sent (a compute-side run, or the part after a pushback; keys
+    /// that came with a pushback's read set are not counted).
+    compute: StoreCost,
     /// Storage-side requests (`Invoke`s) it made: one for a run sent storage-side, one per
     /// storage-side part of a hop for a run hop by hop.
     storage_requests: u64,
@@ -1266,7 +1280,7 @@ async fn khop_by_hops(
         pushed_back: false,
         storage: run.storage,
         storage_bytes: run.storage_bytes,
-        compute: ComputeStore::cost(&store),
+        compute: store.cost(),
         storage_requests: run.invokes,
         hops: run.hops,
         wall: started.elapsed(),
@@ -1291,7 +1305,7 @@ async fn invoke_on_link<S: ComputeStore>(
         pushed_back: false,
         storage: InvokeCost::default(),
         storage_bytes: 0,
-        compute: ComputeCost::default(),
+        compute: StoreCost::default(),
         storage_requests: 0,
         hops: Vec::new(),
         wall: Duration::ZERO,

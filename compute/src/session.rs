@@ -198,15 +198,8 @@ impl Session {
 
     /// Waits a little for replies (the link's backoff), failing the session past `deadline`.
     pub fn idle(&mut self, deadline: Instant) -> Result<(), FnError> {
-        self.idle_for(deadline, Duration::from_millis(1))
-    }
-
-    /// [`Session::idle`], waiting at most `wait`.
-    pub fn idle_for(&mut self, deadline: Instant, wait: Duration) -> Result<(), FnError> {
-        if Instant::now() > deadline {
-            return Err(self.fail(format!("no reply within {:?}", self.timeout)));
-        }
-        if let Err(e) = self.link.wait(wait) {
+        self.past(deadline)?;
+        if let Err(e) = self.link.wait(Duration::from_millis(1)) {
             return Err(self.fail(format!("wait: {e}")));
         }
         Ok(())
@@ -352,6 +345,31 @@ pub async fn request(
     ReplyFuture { session, id }.await
 }
 
+/// What a compute-side store sent for one invocation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreCost {
+    /// Store accesses (reads and writes).
+    pub accesses: u64,
+    /// Requests sent: round trips.
+    pub requests: u64,
+    /// Keys read.
+    pub keys: u64,
+    /// Bytes of the requests and their replies.
+    pub bytes: u64,
+}
+
+impl std::ops::Add for StoreCost {
+    type Output = StoreCost;
+    fn add(self, o: StoreCost) -> StoreCost {
+        StoreCost {
+            accesses: self.accesses + o.accesses,
+            requests: self.requests + o.requests,
+            keys: self.keys + o.keys,
+            bytes: self.bytes + o.bytes,
+        }
+    }
+}
+
 /// The compute-side `Store` over a data-plane session: one request per read (a `Get` for one
 /// key, a `MultiGet` for several), each a suspension point. It counts what its invocation sent.
 #[derive(Debug)]
@@ -382,6 +400,16 @@ impl<'s> LinkStore<'s> {
             keys: Cell::new(0),
             bytes: Cell::new(0),
             writes: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// What it sent so far.
+    pub fn cost(&self) -> StoreCost {
+        StoreCost {
+            accesses: self.accesses.get(),
+            requests: self.requests.get(),
+            keys: self.keys.get(),
+            bytes: self.bytes.get(),
         }
     }
 
@@ -634,46 +662,17 @@ pub fn run_all_timed<'a, T>(
         }
         // Nothing arrived: back off, or fail every waiting read past the deadline (the tasks
         // then see the failure on their next poll).
-        match sessions {
-            [session] => {
-                let _ = session.borrow_mut().idle(deadline);
+        let waiting: Vec<&RefCell<Session>> = sessions
+            .iter()
+            .copied()
+            .filter(|s| s.borrow().waiting())
+            .collect();
+        match (waiting.as_slice(), sessions.first()) {
+            // One session to hear from: its link's own wait (spin, yield, park on its doorbell).
+            ([one], _) | ([], Some(one)) => {
+                let _ = one.borrow_mut().idle(deadline);
             }
-            _ => {
-                let waiting: Vec<&&RefCell<Session>> =
-                    sessions.iter().filter(|s| s.borrow().waiting()).collect();
-                if let [one] = waiting.as_slice() {
-                    // One shard to hear from: its link's own wait (spin, yield, park on its
-                    // doorbell).
-                    let _ = one.borrow_mut().idle(deadline);
-                    continue;
-                }
-                for session in &waiting {
-                    let _ = session.borrow_mut().past(deadline);
-                }
-                // Several: parked on all their doorbells at once where every link has one...
-                let guards: Vec<_> = waiting.iter().map(|s| s.borrow()).collect();
-                let bells: Vec<_> = guards.iter().filter_map(|s| s.link.doorbell()).collect();
-                if !bells.is_empty() && bells.len() == guards.len() && idle_rounds >= MULTI_SPINS {
-                    autoloc_dataplane::backoff::wait_any(
-                        &bells,
-                        || !guards.iter().any(|s| s.link.reply_pending()),
-                        MULTI_PARK,
-                    );
-                    continue;
-                }
-                drop(bells);
-                drop(guards);
-                // ...else polled, yielding the core, then sleeping a little longer each idle
-                // round.
-                idle_rounds += 1;
-                if idle_rounds < MULTI_SPINS {
-                    std::thread::yield_now();
-                } else {
-                    let nap = MULTI_NAP * (idle_rounds - MULTI_SPINS + 1).min(8);
-                    std::thread::sleep(nap);
-                }
-                continue;
-            }
+            (several, _) => wait_several(several, deadline, &mut idle_rounds),
         }
     }
     let results = results
@@ -681,6 +680,34 @@ pub fn run_all_timed<'a, T>(
         .map(|r| r.expect("every task finished"))
         .collect();
     (results, busy)
+}
+
+/// Waits for a reply on any of `several` sessions: parked on all their doorbells at once where
+/// every link has one (after [`MULTI_SPINS`] idle rounds of yielding), else polled, sleeping a
+/// little longer each idle round. A link's own wait would park on its doorbell through replies
+/// arriving on the others.
+fn wait_several(several: &[&RefCell<Session>], deadline: Instant, idle_rounds: &mut u32) {
+    for session in several {
+        let _ = session.borrow_mut().past(deadline);
+    }
+    if *idle_rounds >= MULTI_SPINS {
+        let guards: Vec<_> = several.iter().map(|s| s.borrow()).collect();
+        let bells: Vec<_> = guards.iter().filter_map(|s| s.link.doorbell()).collect();
+        if bells.len() == guards.len() {
+            autoloc_dataplane::backoff::wait_any(
+                &bells,
+                || !guards.iter().any(|s| s.link.reply_pending()),
+                MULTI_PARK,
+            );
+            return;
+        }
+    }
+    *idle_rounds += 1;
+    if *idle_rounds < MULTI_SPINS {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(MULTI_NAP * (*idle_rounds - MULTI_SPINS + 1).min(8));
+    }
 }
 
 /// A store that answers from a read set handed back by a pushback (ASFP) and asks `inner` only

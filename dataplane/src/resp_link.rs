@@ -78,17 +78,9 @@ impl RespLink {
     }
 }
 
-/// The places of `keys` grouped by slot, in order of first appearance; `None` if they are all of
-/// one slot.
+/// The places of `keys` grouped by slot; `None` if they are all of one slot.
 fn by_slot<'k>(keys: impl Iterator<Item = &'k [u8]>) -> Option<Vec<Vec<usize>>> {
-    let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
-    for (i, key) in keys.enumerate() {
-        let slot = crate::slot::key_slot(key);
-        match groups.iter_mut().find(|(s, _)| *s == slot) {
-            Some((_, places)) => places.push(i),
-            None => groups.push((slot, vec![i])),
-        }
-    }
+    let groups = crate::slot::group(keys.map(crate::slot::key_slot));
     (groups.len() > 1).then(|| groups.into_iter().map(|(_, p)| p).collect())
 }
 
@@ -99,57 +91,12 @@ impl ClientLink for RespLink {
                 self.conn.queue(&[b"GET".as_slice(), key]);
                 Expect::Value { key: key.to_vec() }
             }
-            Message::MultiGet { keys } if self.per_slot && by_slot(keys.iter()).is_some() => {
-                let places = by_slot(keys.iter()).unwrap_or_default();
-                let keys: Vec<&[u8]> = keys.iter().collect();
-                for group in &places {
-                    let mut args: Vec<&[u8]> = Vec::with_capacity(group.len() + 1);
-                    args.push(b"AUTOLOC.MGET");
-                    args.extend(group.iter().map(|&i| keys[i]));
-                    self.conn.queue(&args);
-                }
-                Expect::Slotted {
-                    places,
-                    count: keys.len(),
-                }
-            }
-            Message::MultiGet { keys } if !keys.is_empty() => {
-                let mut args: Vec<&[u8]> = Vec::with_capacity(keys.len() + 1);
-                args.push(b"AUTOLOC.MGET");
-                args.extend(keys.iter());
-                self.conn.queue(&args);
-                Expect::Values { count: keys.len() }
-            }
+            Message::MultiGet { keys } if !keys.is_empty() => self.queue_many(message),
             Message::Set { key, value } => {
                 self.conn.queue(&[b"SET".as_slice(), key, value]);
                 Expect::Ok
             }
-            Message::MultiSet { pairs }
-                if self.per_slot && by_slot(pairs.iter().map(|(k, _)| k)).is_some() =>
-            {
-                let places = by_slot(pairs.iter().map(|(k, _)| k)).unwrap_or_default();
-                let pairs: Vec<(&[u8], &[u8])> = pairs.iter().collect();
-                for group in &places {
-                    let mut args: Vec<&[u8]> = Vec::with_capacity(2 * group.len() + 1);
-                    args.push(b"MSET");
-                    for &i in group {
-                        args.extend([pairs[i].0, pairs[i].1]);
-                    }
-                    self.conn.queue(&args);
-                }
-                Expect::SlottedOk {
-                    commands: places.len(),
-                }
-            }
-            Message::MultiSet { pairs } if !pairs.is_empty() => {
-                let mut args: Vec<&[u8]> = Vec::with_capacity(2 * pairs.len() + 1);
-                args.push(b"MSET");
-                for (k, v) in pairs.iter() {
-                    args.extend([k, v]);
-                }
-                self.conn.queue(&args);
-                Expect::Ok
-            }
+            Message::MultiSet { pairs } if !pairs.is_empty() => self.queue_many(message),
             Message::CheckVersion { function, version } => {
                 self.conn.queue(&[
                     b"AUTOLOC.FUNCTION".as_slice(),
@@ -228,6 +175,50 @@ impl ClientLink for RespLink {
 }
 
 impl RespLink {
+    /// Queues a `MultiGet` as `AUTOLOC.MGET`, a `MultiSet` as `MSET`: one command, or on a
+    /// cluster one per slot of its keys.
+    fn queue_many(&mut self, message: &Message<'_>) -> Expect {
+        let (keys, values): (Vec<&[u8]>, Vec<&[u8]>) = match *message {
+            Message::MultiGet { keys } => (keys.iter().collect(), Vec::new()),
+            Message::MultiSet { pairs } => pairs.iter().unzip(),
+            _ => (Vec::new(), Vec::new()),
+        };
+        let groups = match self.per_slot {
+            true => by_slot(keys.iter().copied()),
+            false => None,
+        };
+        let command: &[u8] = if values.is_empty() {
+            b"AUTOLOC.MGET"
+        } else {
+            b"MSET"
+        };
+        let mut queue = |places: &mut dyn Iterator<Item = usize>| {
+            let mut args: Vec<&[u8]> = vec![command];
+            for i in places {
+                args.push(keys[i]);
+                if let Some(v) = values.get(i) {
+                    args.push(v);
+                }
+            }
+            self.conn.queue(&args);
+        };
+        match &groups {
+            Some(groups) => groups.iter().for_each(|g| queue(&mut g.iter().copied())),
+            None => queue(&mut (0..keys.len())),
+        }
+        match (groups, values.is_empty()) {
+            (None, true) => Expect::Values { count: keys.len() },
+            (None, false) => Expect::Ok,
+            (Some(places), true) => Expect::Slotted {
+                places,
+                count: keys.len(),
+            },
+            (Some(places), false) => Expect::SlottedOk {
+                commands: places.len(),
+            },
+        }
+    }
+
     /// Reads the replies of a `MultiGet` sent per slot and puts the values back in the order of
     /// its keys: one reply, or the first error.
     fn gather(&mut self, places: &[Vec<usize>], count: usize) -> Result<Resp> {

@@ -52,6 +52,19 @@ pub fn key_slot(key: &[u8]) -> u16 {
     crc16(hashed_part(key)) & (SLOTS as u16 - 1)
 }
 
+/// The places of equal items of `items`, grouped, in order of first appearance: how a request
+/// of many keys is split by slot or by shard, and its replies put back in order.
+pub fn group<K: PartialEq>(items: impl IntoIterator<Item = K>) -> Vec<(K, Vec<usize>)> {
+    let mut groups: Vec<(K, Vec<usize>)> = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        match groups.iter_mut().find(|(k, _)| *k == item) {
+            Some((_, places)) => places.push(i),
+            None => groups.push((item, vec![i])),
+        }
+    }
+    groups
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +81,15 @@ mod tests {
         assert_eq!(key_slot(b"foo"), 12182);
         assert_eq!(key_slot(b"1"), 9842);
         assert_eq!(key_slot(b""), 0);
+    }
+
+    #[test]
+    fn groups_keep_first_appearance() {
+        assert_eq!(
+            group([3, 1, 3, 2, 1]),
+            vec![(3, vec![0, 2]), (1, vec![1, 4]), (2, vec![3])]
+        );
+        assert!(group(Vec::<u8>::new()).is_empty());
     }
 
     #[test]

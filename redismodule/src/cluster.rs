@@ -173,7 +173,7 @@ impl View {
                 Verdict::Elsewhere(self.node(from))
             };
         }
-        if self.me.is_some() && owner == self.me.unwrap_or(NOBODY) {
+        if self.me == Some(owner) {
             return match find(&self.migrating) {
                 Some(to) if !present => Verdict::Elsewhere(self.node(to)),
                 _ => Verdict::Here,

@@ -112,13 +112,12 @@ pub fn defer(ctx: &Context, args: &[RedisString], bytes: &RedisString, replace: 
     };
     // `AUTOLOC.FUNCTION LOAD [REPLACE] <bytes>`: what lies between the name and the module.
     let middle = args.get(1..args.len().saturating_sub(1)).unwrap_or(&[]);
-    let mut job = Job {
-        client: None,
+    let job = Job {
+        client: Some(ctx.block_client()),
         args: middle.iter().map(|a| a.as_slice().to_vec()).collect(),
         bytes: bytes.as_slice().into(),
         replace,
     };
-    job.client = Some(ctx.block_client());
     // A job that cannot be sent (the thread is gone) answers its client as it is dropped.
     let _ = loader.send(job);
     true

@@ -84,10 +84,15 @@ pub async fn khop(store: &dyn Store, start: u32, k: u32) -> Result<Vec<u32>> {
             .await?;
         frontier = next;
     }
-    // Everything seen but `start`, in order.
+    Ok(neighbourhood(seen, start))
+}
+
+/// `khop`'s result from the vertices a search from `start` has seen: all of them but `start`,
+/// sorted.
+pub fn neighbourhood(seen: IdSet, start: u32) -> Vec<u32> {
     let mut found = seen.into_sorted();
     if let Ok(at) = found.binary_search(&start) {
         found.remove(at);
     }
-    Ok(found)
+    found
 }
