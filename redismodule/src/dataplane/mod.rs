@@ -43,15 +43,22 @@ pub use stats::{stats, Stats};
 
 /// Requests taken from one link per serve call.
 pub const BURST: usize = 32;
-/// Empty polls spent spinning before yielding (tens of microseconds). It was 20,000 (and 200
-/// yields): on a machine with fewer cores than busy threads, such as 3 shards of a cluster on 2
-/// cores, the idle shards' spinning took the cores from the one serving: a round trip to one
-/// shard of 3 took 540 us at p50 where RESP took 80 (`bench-cluster --shards 1,3 --ks 1`); 94
-/// us with these (24 -> 40 us on a cluster of 1, where the one shard no longer spins as long
-/// between a client's invocations).
-const SPINS: u32 = 2_000;
+/// Empty polls spent spinning before yielding (a few microseconds), then yielding before
+/// parking (a millisecond or two). A yield gives the core to a thread that is ready and returns
+/// at once when none is, so polling by yields costs the serving thread nothing when cores are
+/// free and takes nothing from others when they are not: on a machine with fewer cores than busy
+/// threads (3 shards of a cluster and their client on 2 cores), spinning idle shards took the
+/// cores from the one serving. `bench-cluster --shards 1,3 --ks 2 --scale 12` (social k=2,
+/// storage per hop), and `bench-dataplane`'s shm rows alike:
+///
+/// | spins / yields | 3 shards | 1 shard | shm get p50 |
+/// |---|---|---|---|
+/// | 20,000 / 200 (first) | 540 us per round trip | | |
+/// | 2,000 / 20 | 4,427/s | 15,090/s | 0.81 us |
+/// | 200 / 2,000 | 7,026/s | 14,575/s | 0.73 us |
+const SPINS: u32 = 200;
 /// Empty polls spent yielding before parking.
-const YIELDS: u32 = 20;
+const YIELDS: u32 = 2_000;
 /// Longest park.
 const PARK: Duration = Duration::from_millis(2);
 /// First and longest sleep of an idle thread that serves several links: it cannot wait on all
