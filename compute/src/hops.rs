@@ -7,13 +7,15 @@
 //! Which side expands a part is [`HopMode`]'s: always storage-side, or chosen per part by the
 //! [`HopTable`] from what parts of that size cost on that shard lately (Wukong's rule: expand
 //! where the data lives when the part is large, pull it when it is small; measured here, not
-//! assumed). A shard that is slow to expand (a hot shard: its requests queue) loses its storage-
-//! side parts to the compute side while the other shards keep theirs.
+//! assumed). A shard whose data-plane threads are saturated (`AUTOLOC.STATS`'s busy share, read
+//! from every master every [`LOAD_EVERY`] by [`crate::Runtime`]) is hot: its parts are expanded
+//! compute-side while it stays so, and the other shards keep theirs; a shard slow to expand for
+//! any other reason loses parts through what they cost.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use autoloc_dataplane::wire::{InvokeCost, List, Message};
 use autoloc_functions::builtins::{neighbours::neighbours, IdSet};
@@ -52,6 +54,8 @@ pub struct Hop {
     pub storage_parts: usize,
     /// Parts fetched compute-side.
     pub compute_parts: usize,
+    /// Each part's shard (`host:port`) and side, in shard order.
+    pub parts: Vec<(String, HopSide)>,
     /// Bytes of its requests and replies.
     pub bytes: u64,
 }
@@ -75,11 +79,33 @@ const ALPHA: f64 = 0.2;
 /// (a shard getting hot, then cool again) is seen.
 const EXPLORE_EVERY: u64 = 16;
 
-/// Per shard and part size, what expanding a part cost on each side lately: the placement
-/// table of hops. Shared by the runtimes of one process ([`crate::Runtime::try_clone`]).
+/// Share of the last window a shard's data-plane threads were busy (`dataplane_busy_permille`)
+/// above which the shard becomes hot: the placement controller's target utilisation
+/// ([`crate::placement::ControllerConfig`]'s default), under the module's own overload mark.
+pub const HOT: f64 = 0.85;
+/// Busy share under which a hot shard is cool again. Readings of a saturated shard swing by a
+/// tenth from one window to the next (0.79 to 0.93 on 2 cores, two clients saturating one of 3
+/// shards) while an idle one reads 0.03: without this gap, a hot shard took back a part in
+/// four.
+pub const COOL: f64 = 0.5;
+/// How often the shards' load is read.
+pub const LOAD_EVERY: Duration = Duration::from_millis(100);
+
+/// The shards' load as last read: busy share and whether hot, by shard (`host:port`), and when
+/// it was read.
+#[derive(Debug, Default)]
+struct Loads {
+    busy: HashMap<String, (f64, bool)>,
+    read_at: Option<Instant>,
+}
+
+/// Per shard and part size, what expanding a part cost on each side lately, and each shard's
+/// load: the placement table of hops. Shared by the runtimes of one process
+/// ([`crate::Runtime::try_clone`]).
 #[derive(Debug, Default)]
 pub struct HopTable {
     cells: Mutex<HashMap<(String, u32), Cell>>,
+    loads: Mutex<Loads>,
 }
 
 impl HopTable {
@@ -87,8 +113,46 @@ impl HopTable {
         self.cells.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The side to expand a part of `n` vertices on `shard` (`host:port`).
+    fn loads(&self) -> std::sync::MutexGuard<'_, Loads> {
+        self.loads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the shards' load is due to be read again; `true` claims the reading, so that of
+    /// the runtimes sharing this table one reads it per [`LOAD_EVERY`].
+    pub fn load_due(&self) -> bool {
+        let mut loads = self.loads();
+        let due = loads.read_at.is_none_or(|t| t.elapsed() >= LOAD_EVERY);
+        if due {
+            loads.read_at = Some(Instant::now());
+        }
+        due
+    }
+
+    /// Sets the busy share of `shard`'s data-plane threads, as just read: the shard becomes hot
+    /// above [`HOT`] and cool again under [`COOL`].
+    pub fn set_load(&self, shard: &str, busy: f64) {
+        let mut loads = self.loads();
+        let entry = loads.busy.entry(shard.to_string()).or_default();
+        *entry = (busy, busy > HOT || (entry.1 && busy >= COOL));
+    }
+
+    /// The busy share of `shard` as last read.
+    pub fn load(&self, shard: &str) -> Option<f64> {
+        self.loads().busy.get(shard).map(|l| l.0)
+    }
+
+    /// Whether `shard` is hot: its parts are expanded compute-side.
+    pub fn hot(&self, shard: &str) -> bool {
+        self.loads().busy.get(shard).is_some_and(|l| l.1)
+    }
+
+    /// The side to expand a part of `n` vertices on `shard` (`host:port`): compute-side while
+    /// the shard is hot, else the side that cost less lately (each side tried first, and the
+    /// other now and then).
     pub fn choose(&self, shard: &str, n: usize) -> HopSide {
+        if self.hot(shard) {
+            return HopSide::Compute;
+        }
         let mut cells = self.cells();
         let cell = cells.entry((shard.to_string(), bucket(n))).or_default();
         cell.chosen += 1;
@@ -197,6 +261,7 @@ pub async fn khop(
                     HopSide::Storage => hop.storage_parts += 1,
                     HopSide::Compute => hop.compute_parts += 1,
                 }
+                hop.parts.push((addr.clone(), side));
                 let session = sessions[*shard];
                 Box::pin(async move {
                     let began = Instant::now();
@@ -340,5 +405,35 @@ mod tests {
         }
         assert_eq!(t.choose("a:1", 10), HopSide::Compute);
         assert_eq!(t.snapshot().len(), 3);
+    }
+
+    #[test]
+    fn a_hot_shard_expands_nothing_while_the_others_keep_their_parts() {
+        let t = HopTable::default();
+        for shard in ["a:1", "b:1"] {
+            t.record(shard, 10, HopSide::Storage, 10_000);
+            t.record(shard, 10, HopSide::Compute, 50_000);
+        }
+        t.set_load("a:1", 0.97);
+        t.set_load("b:1", 0.30);
+        let picks = |shard| {
+            (0..32)
+                .filter(|_| t.choose(shard, 10) == HopSide::Storage)
+                .count()
+        };
+        // Hot: not even the exploring choices go storage-side (the load is read, not guessed).
+        assert_eq!(picks("a:1"), 0);
+        assert!(picks("b:1") >= 29);
+        // A reading a little under the mark leaves it hot; well under, its parts come back.
+        t.set_load("a:1", 0.79);
+        assert!(t.hot("a:1"));
+        assert_eq!(picks("a:1"), 0);
+        t.set_load("a:1", 0.10);
+        assert!(!t.hot("a:1"));
+        assert!(picks("a:1") >= 29);
+        assert_eq!(t.load("b:1"), Some(0.30));
+        // One reader per period.
+        assert!(t.load_due());
+        assert!(!t.load_due());
     }
 }

@@ -316,18 +316,44 @@ impl Runtime {
     /// Each master's counters (`AUTOLOC.STATS` on every shard of a cluster; this runtime's node
     /// otherwise): `(host:port, counters)`, so that a hot shard shows as one.
     pub fn shard_stats(&mut self) -> Result<Vec<(String, crate::stats::StorageStats)>> {
+        self.each_shard_stats()
+            .into_iter()
+            .map(|(addr, stats)| stats.map(|s| (addr, s)))
+            .collect()
+    }
+
+    /// Each master's counters or why they could not be read, by `host:port`.
+    fn each_shard_stats(&mut self) -> Vec<(String, Result<crate::stats::StorageStats>)> {
         let timeout = self.timeout;
         self.masters()
             .into_iter()
             .map(|node| {
                 let addr = format!("{}:{}", node.url().host, node.url().port);
-                let stats = crate::stats::StorageStats::read(node.connection(timeout)?);
+                let stats = node
+                    .connection(timeout)
+                    .and_then(crate::stats::StorageStats::read);
                 if stats.is_err() {
                     node.drop_connection();
                 }
-                stats.map(|s| (addr, s))
+                (addr, stats)
             })
             .collect()
+    }
+
+    /// Reads how busy each master's data-plane threads were (`AUTOLOC.STATS`) into the hop
+    /// table, where a hot shard's parts of a hop move compute-side ([`crate::hops`]). A master
+    /// that does not answer keeps its last reading; the run itself finds out why.
+    fn read_shard_loads(&mut self) {
+        for (addr, stats) in self.each_shard_stats() {
+            if let Some(busy) = stats.ok().and_then(|s| s.busy()) {
+                self.hops.set_load(&addr, busy);
+            }
+        }
+    }
+
+    /// What hops of `khop` cost per shard and side lately, and each shard's load as last read.
+    pub fn hop_table(&self) -> &HopTable {
+        &self.hops
     }
 
     /// Another runtime with its own connection, sharing this one's table and registry.
@@ -883,6 +909,9 @@ impl Runtime {
     /// `aggregate`; elsewhere it is pushed back, and finished here), compute-side through a
     /// [`ClusterStore`].
     fn run_on_shards(&mut self, calls: &[ResolvedCall]) -> Vec<Result<Invocation>> {
+        if calls.iter().any(|c| c.by_hops == Some(HopMode::Choose)) && self.hops.load_due() {
+            self.read_shard_loads();
+        }
         let per_key = self.read_mode == ReadMode::PerKey;
         let settings = self.settings();
         let state = self.cluster.as_mut().expect("a cluster");

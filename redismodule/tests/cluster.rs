@@ -1,6 +1,7 @@
 //! AutoLoc on a Redis Cluster (3 masters, 1 replica each, on loopback): no key of another shard
 //! is ever read as missing, Redis routes the keys form of `AUTOLOC.CALL`, and traversals that
-//! span shards give exactly the single-node result, on every transport and placement.
+//! span shards give exactly the single-node result, on every transport and placement; a shard
+//! saturated by other clients expands no part of a hop while the others keep theirs.
 
 mod common;
 
@@ -174,4 +175,80 @@ fn traversals_across_shards_equal_the_single_node() {
         panic!()
     };
     assert_eq!(ids.len(), 95);
+}
+
+#[test]
+fn a_hot_shard_moves_its_parts_out_while_the_others_keep_theirs() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let c = cluster3();
+    load_social(&c.url());
+    let (hot, _) = owner_and_other(&Runtime::connect(&c.url()).unwrap(), b"1");
+    // Other clients keep the data-plane thread of one shard busy: the neighbours of every vertex
+    // it serves, over and over, from two threads.
+    let mine: Vec<String> = {
+        let rt = Runtime::connect(&c.url()).unwrap();
+        let t = rt.topology().unwrap();
+        (0..4100u32)
+            .map(|v| v.to_string())
+            .filter(|v| t.shards[t.shard_of(v.as_bytes()).unwrap()].master == hot)
+            .collect()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let hammers: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, stop, mine) = (c.url(), stop.clone(), mine.clone());
+            std::thread::spawn(move || {
+                let mut rt = Runtime::connect(&url)
+                    .unwrap()
+                    .with_transport(autoloc::Transport::Shm)
+                    .unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    rt.invoke("neighbours", &mine, Placement::Storage).unwrap();
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(400));
+
+    let mut rt = Runtime::connect(&c.url())
+        .unwrap()
+        .with_transport(autoloc::Transport::Shm)
+        .unwrap();
+    let mut sides: std::collections::BTreeMap<String, [usize; 2]> = Default::default();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        for start in ["1", "2", "7", "42", "100", "555", "1000"] {
+            let got = rt.invoke("khop", &[start, "2"], Placement::Auto).unwrap();
+            for hop in got.hops {
+                for (shard, side) in hop.parts {
+                    sides.entry(shard).or_default()[side as usize] += 1;
+                }
+            }
+        }
+    }
+    let (busy, still_hot) = (rt.hop_table().load(&hot), rt.hop_table().hot(&hot));
+    stop.store(true, Ordering::Relaxed);
+    for h in hammers {
+        h.join().unwrap();
+    }
+    eprintln!("parts by shard [storage, compute]: {sides:?}; hot {hot}, last read {busy:?}");
+    // The hot shard was read as such, and expanded (almost) nothing: a part that went storage-side
+    // went before the first reading, or while its load fell under the cool mark.
+    assert!(still_hot, "{hot}: {busy:?}");
+    let [storage, compute] = sides[&hot];
+    assert!(compute > 0 && storage * 10 <= compute, "{hot}: {sides:?}");
+    // The others kept choosing by what parts cost there, storage-side included.
+    assert_eq!(sides.len(), 3, "{sides:?}");
+    for (shard, [storage, _]) in &sides {
+        if *shard != hot {
+            assert!(*storage > 0, "{shard}: {sides:?}");
+            assert!(
+                !rt.hop_table().hot(shard),
+                "{shard}: {:?}",
+                rt.hop_table().load(shard)
+            );
+        }
+    }
 }
