@@ -543,8 +543,10 @@ impl Store for LinkStore<'_> {
     }
 }
 
-/// With several sessions, idle rounds [`run_all_timed`] only yields the core in...
-const MULTI_SPINS: u32 = 64;
+/// With several sessions, idle rounds [`run_all_timed`] only yields the core in (as a link's own
+/// wait does, [`autoloc_dataplane::backoff::DEFAULT_YIELDS`]; 64 made social k=2 on 3 shards
+/// 9,500-10,700/s where this makes 10,600-12,000)...
+const MULTI_YIELDS: u32 = 2_000;
 /// ...before it sleeps this long, and up to 8 times longer as the idle rounds go on (links
 /// without a doorbell)...
 const MULTI_NAP: Duration = Duration::from_micros(20);
@@ -683,14 +685,14 @@ pub fn run_all_timed<'a, T>(
 }
 
 /// Waits for a reply on any of `several` sessions: parked on all their doorbells at once where
-/// every link has one (after [`MULTI_SPINS`] idle rounds of yielding), else polled, sleeping a
+/// every link has one (after [`MULTI_YIELDS`] idle rounds of yielding), else polled, sleeping a
 /// little longer each idle round. A link's own wait would park on its doorbell through replies
 /// arriving on the others.
 fn wait_several(several: &[&RefCell<Session>], deadline: Instant, idle_rounds: &mut u32) {
     for session in several {
         let _ = session.borrow_mut().past(deadline);
     }
-    if *idle_rounds >= MULTI_SPINS {
+    if *idle_rounds >= MULTI_YIELDS {
         let guards: Vec<_> = several.iter().map(|s| s.borrow()).collect();
         let bells: Vec<_> = guards.iter().filter_map(|s| s.link.doorbell()).collect();
         if bells.len() == guards.len() {
@@ -703,10 +705,10 @@ fn wait_several(several: &[&RefCell<Session>], deadline: Instant, idle_rounds: &
         }
     }
     *idle_rounds += 1;
-    if *idle_rounds < MULTI_SPINS {
+    if *idle_rounds < MULTI_YIELDS {
         std::thread::yield_now();
     } else {
-        std::thread::sleep(MULTI_NAP * (*idle_rounds - MULTI_SPINS + 1).min(8));
+        std::thread::sleep(MULTI_NAP * (*idle_rounds - MULTI_YIELDS + 1).min(8));
     }
 }
 
