@@ -25,7 +25,7 @@
 //!
 //! A node that is a replica serves no slot. Outside a cluster nothing is checked.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,13 @@ static ENABLED: OnceLock<bool> = OnceLock::new();
 static STALE: AtomicBool = AtomicBool::new(true);
 /// The copy last read.
 static VIEW: Mutex<Option<Arc<View>>> = Mutex::new(None);
+/// How many times the view was read (`AUTOLOC.STATS`'s `cluster_view_reads`).
+static READS: AtomicU64 = AtomicU64::new(0);
+
+/// How many times this node's view of the slots was read through `CLUSTER NODES`.
+pub fn view_reads() -> u64 {
+    READS.load(Ordering::Relaxed)
+}
 
 /// Notes whether the server is a cluster node (from the module's init).
 pub fn init(ctx: &Context) {
@@ -58,8 +65,27 @@ pub fn enabled() -> bool {
     ENABLED.get().copied().unwrap_or(false)
 }
 
-/// Marks the copy stale: a `CLUSTER` command is about to run (from the command filter, on the
-/// main thread).
+/// The `CLUSTER` subcommands that only read the cluster's state: they leave the view as it is.
+pub const READ_ONLY: [&str; 15] = [
+    "nodes",
+    "shards",
+    "slots",
+    "info",
+    "myid",
+    "myshardid",
+    "keyslot",
+    "countkeysinslot",
+    "getkeysinslot",
+    "links",
+    "replicas",
+    "slaves",
+    "count-failure-reports",
+    "help",
+    "saveconfig",
+];
+
+/// Marks the copy stale: a `CLUSTER` command that may change it is about to run (from the
+/// command filter).
 pub fn invalidate() {
     STALE.store(true, Ordering::Release);
 }
@@ -196,6 +222,7 @@ fn read(ctx: &Context) -> Result<Arc<View>, Error> {
         Ok(other) => return Err(Error::Io(format!("CLUSTER NODES replied {other:?}"))),
         Err(e) => return Err(Error::Io(format!("CLUSTER NODES: {e}"))),
     };
+    READS.fetch_add(1, Ordering::Relaxed);
     let view = Arc::new(View::parse(&text).map_err(Error::Io)?);
     *VIEW.lock().unwrap_or_else(|p| p.into_inner()) = Some(view.clone());
     Ok(view)
@@ -211,6 +238,14 @@ fn view(ctx: &Context, max_age: Duration) -> Result<Arc<View>, Error> {
             read(ctx)
         }
     }
+}
+
+/// Whether a key named `name` would be served here if present (its slot is this node's, or
+/// being imported); outside a cluster, every key. A read of it may still meet a slot migrating
+/// away and fail with [`Error::WrongShard`]: this answers whether to try. The caller holds
+/// Redis's lock.
+pub fn serves(ctx: &Context, name: &[u8]) -> bool {
+    !enabled() || view(ctx, MAX_AGE).is_ok_and(|v| v.verdict(key_slot(name), true) == Verdict::Here)
 }
 
 /// Checks that every key of `names` is served here, `present(i)` telling whether the `i`th is

@@ -116,6 +116,10 @@ pub fn fields() -> Vec<(String, u64)> {
             out.push((format!("{name}_{counter}"), value));
         }
     }
+    out.push((
+        "cluster_view_reads".to_string(),
+        crate::cluster::view_reads(),
+    ));
     let dp = crate::dataplane::stats();
     for (name, value) in [
         ("dataplane_links_opened", &dp.links_opened),

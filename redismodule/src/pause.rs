@@ -155,8 +155,17 @@ extern "C" fn on_command(fctx: *mut raw::RedisModuleCommandFilterCtx) {
         // three commands that can pause writes are copied.
         let first = if n < 1 { &[][..] } else { bytes(0) };
         if first.eq_ignore_ascii_case(b"cluster") {
-            // It may change which slots this node serves (crate::cluster).
-            crate::cluster::invalidate();
+            // It may change which slots this node serves (crate::cluster), unless it only reads
+            // the state: the module's own `CLUSTER NODES` from a data-plane thread passes here
+            // too (NOSELF spares only the main thread's), and marked the view stale on every
+            // read, so that every read of a key read `CLUSTER NODES` again.
+            let sub = if n < 2 { &[][..] } else { bytes(1) };
+            if !crate::cluster::READ_ONLY
+                .iter()
+                .any(|r| sub.eq_ignore_ascii_case(r.as_bytes()))
+            {
+                crate::cluster::invalidate();
+            }
             return;
         }
         if !["client", "failover", "shutdown"]

@@ -252,3 +252,38 @@ fn a_hot_shard_moves_its_parts_out_while_the_others_keep_theirs() {
         }
     }
 }
+
+#[test]
+fn a_shard_reads_its_view_of_the_slots_once_not_per_read() {
+    let c = cluster3();
+    load_social(&c.url());
+    let rt = Runtime::connect(&c.url()).unwrap();
+    let (owner, _) = owner_and_other(&rt, b"1");
+    let url = format!("redis://{owner}").parse().unwrap();
+    let mut control = Connection::connect(&url, Duration::from_secs(10)).unwrap();
+    let reads = |c: &mut Connection| {
+        autoloc::stats::StorageStats::read(c)
+            .unwrap()
+            .get("cluster_view_reads")
+            .unwrap()
+    };
+    for t in all_transports() {
+        let link = connect_link(&mut control, &url, t, Duration::from_secs(10), true).unwrap();
+        let mut s = Session::new(link, Duration::from_secs(10));
+        let before = reads(&mut control);
+        for _ in 0..200 {
+            match s.call(&Message::Get { key: b"1" }).unwrap().reply {
+                Reply::Value(Some(_)) => {}
+                other => panic!("{t}: {other:?}"),
+            }
+        }
+        // The view is read again when a CLUSTER command may have changed it, and at least once
+        // a second: not for every read (the module's own CLUSTER NODES once marked it stale).
+        let after = reads(&mut control);
+        assert!(
+            after - before <= 5,
+            "{t}: {} reads of the view",
+            after - before
+        );
+    }
+}
