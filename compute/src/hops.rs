@@ -18,7 +18,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use autoloc_dataplane::wire::{InvokeCost, List, Message};
-use autoloc_functions::builtins::{neighbours::neighbours, IdSet};
+use autoloc_functions::builtins::neighbours::{neighbours, Expansion};
+use autoloc_functions::builtins::IdSet;
 use autoloc_functions::graph::vertex_key;
 use autoloc_functions::{Error as FnError, Output, OutputKind};
 
@@ -56,6 +57,8 @@ pub struct Hop {
     pub compute_parts: usize,
     /// Each part's shard (`host:port`) and side, in shard order.
     pub parts: Vec<(String, HopSide)>,
+    /// Vertices of the next hop expanded in this one, by the shards serving them (`expand`).
+    pub ahead: usize,
     /// Bytes of its requests and replies.
     pub bytes: u64,
 }
@@ -80,14 +83,14 @@ const ALPHA: f64 = 0.2;
 const EXPLORE_EVERY: u64 = 16;
 
 /// Share of the last window a shard's data-plane threads were busy (`dataplane_busy_permille`)
-/// above which the shard becomes hot: the placement controller's target utilisation
-/// ([`crate::placement::ControllerConfig`]'s default), under the module's own overload mark.
-pub const HOT: f64 = 0.85;
-/// Busy share under which a hot shard is cool again. Readings of a saturated shard swing by a
-/// tenth from one window to the next (0.79 to 0.93 on 2 cores, two clients saturating one of 3
-/// shards) while an idle one reads 0.03: without this gap, a hot shard took back a part in
-/// four.
-pub const COOL: f64 = 0.5;
+/// above which the shard becomes hot. The share counts the time from a request seen to Redis's
+/// lock given back, not the thread's work outside the lock (taking requests, sending replies), so
+/// a saturated shard reads 0.8 to 0.95 (on 2 cores, three clients with 8 requests in flight
+/// each on one of 3 shards), an idle one 0.03, one serving a lone client's traversals 0.1 to 0.3.
+pub const HOT: f64 = 0.75;
+/// Busy share under which a hot shard is cool again: readings of a saturated shard swing by a
+/// tenth from one window to the next, and without this gap a hot shard took back a part in four.
+pub const COOL: f64 = 0.4;
 /// How often the shards' load is read.
 pub const LOAD_EVERY: Duration = Duration::from_millis(100);
 
@@ -173,9 +176,10 @@ impl HopTable {
         }
     }
 
-    /// Records that a part of `n` vertices on `shard` took `wall_ns` on `side`.
-    pub fn record(&self, shard: &str, n: usize, side: HopSide, wall_ns: u64) {
-        let sample = wall_ns as f64 / n.max(1) as f64;
+    /// Records that a part of `n` vertices on `shard` took `wall_ns` on `side`, expanding
+    /// `expanded` vertices (`n`, and those of the next hop its shard went on to).
+    pub fn record(&self, shard: &str, n: usize, expanded: usize, side: HopSide, wall_ns: u64) {
+        let sample = wall_ns as f64 / expanded.max(1) as f64;
         let mut cells = self.cells();
         let cell = cells.entry((shard.to_string(), bucket(n))).or_default();
         let slot = &mut cell.ns_per_vertex[side as usize];
@@ -211,8 +215,23 @@ pub struct HopRun {
     pub storage_bytes: u64,
 }
 
+/// What expanding a part of a hop without going on gave: its neighbours.
+fn next_only(next: Vec<u32>) -> Expansion {
+    Expansion {
+        next,
+        ..Expansion::default()
+    }
+}
+
 /// The k-hop neighbourhood of `start` (sorted, `start` excluded: `khop`'s result), hop by hop
 /// over the shards of `topology` (`sessions` in its order; `store` reads through them).
+///
+/// A part expanded storage-side while another hop is to come goes on where it can (`expand`):
+/// its shard also expands the vertices of the next hop that it serves. Those are not sent again,
+/// and their neighbours join the hop after. Why that stays exact: a vertex of the next hop is at
+/// distance d+1 or less, so the neighbours of one that is new are at d+2 or less, and they are
+/// counted at d+2 only if no shorter path put them in `seen` first; a vertex expanded ahead that
+/// was already seen adds only vertices already seen. On one shard, k=2 is one round trip.
 #[allow(clippy::too_many_arguments)]
 pub async fn khop(
     topology: &Topology,
@@ -227,11 +246,15 @@ pub async fn khop(
     let mut seen = IdSet::default();
     seen.insert(start);
     let mut frontier = vec![start];
+    // Vertices of the coming hop found ahead, by the shards that expanded their parents.
+    let mut found_ahead: Vec<u32> = Vec::new();
     for depth in 0..k {
-        if frontier.is_empty() {
+        if frontier.is_empty() && found_ahead.is_empty() {
             break;
         }
         let last = depth + 1 == k;
+        // Worth going on where the data is while the hop after this one is still wanted.
+        let go_on = depth + 2 <= k;
         // The frontier by shard, in shard order.
         let keys: Vec<Vec<u8>> = frontier.iter().map(|&v| vertex_key(v)).collect();
         let shards: Vec<usize> = keys
@@ -249,7 +272,7 @@ pub async fn khop(
             ..Hop::default()
         };
         let bytes_before = store.cost().bytes + run.borrow().storage_bytes;
-        let expansions: Vec<Task<'_, Result<Vec<u32>, FnError>>> = parts
+        let expansions: Vec<Task<'_, Result<Expansion, FnError>>> = parts
             .iter()
             .map(|(shard, vertices)| {
                 let addr = &topology.shards[*shard].master;
@@ -265,24 +288,44 @@ pub async fn khop(
                 let session = sessions[*shard];
                 Box::pin(async move {
                     let began = Instant::now();
-                    // The first hop is the start vertex alone, which must exist (khop's NOKEY):
-                    // storage-side, `khop <start> 1` on its shard says so.
+                    let args = |vs: &[u32]| -> Vec<Vec<u8>> {
+                        vs.iter().map(|&v| vertex_key(v)).collect()
+                    };
                     let got = match (side, depth) {
+                        // The first hop is the start vertex alone, which must exist (khop's
+                        // NOKEY): `khop <start> 1` on its shard says so, or `expand <start>`,
+                        // which names the vertices it found no key for.
+                        (HopSide::Storage, 0) if go_on => {
+                            let args = args(vertices);
+                            match expand_there(session, store, "expand", &args, vertices, run).await
+                            {
+                                Ok(e) if e.missing.contains(&start) => {
+                                    Err(FnError::no_key(&vertex_key(start)))
+                                }
+                                other => other,
+                            }
+                        }
                         (HopSide::Storage, 0) => {
                             let args = [vertex_key(start), b"1".to_vec()];
                             expand_there(session, store, "khop", &args, vertices, run).await
                         }
                         (HopSide::Storage, _) => {
-                            let args: Vec<Vec<u8>> =
-                                vertices.iter().map(|&v| vertex_key(v)).collect();
-                            expand_there(session, store, "neighbours", &args, vertices, run).await
+                            let function = if go_on { "expand" } else { "neighbours" };
+                            expand_there(session, store, function, &args(vertices), vertices, run)
+                                .await
                         }
-                        (HopSide::Compute, 0) => start_here(store, start).await,
-                        (HopSide::Compute, _) => neighbours(store, vertices).await,
+                        (HopSide::Compute, 0) => start_here(store, start).await.map(next_only),
+                        (HopSide::Compute, _) => neighbours(store, vertices).await.map(next_only),
                     };
-                    if got.is_ok() {
+                    if let Ok(e) = &got {
                         let wall = began.elapsed().as_nanos() as u64;
-                        table.record(addr, vertices.len(), side, wall);
+                        table.record(
+                            addr,
+                            vertices.len(),
+                            vertices.len() + e.ahead.len(),
+                            side,
+                            wall,
+                        );
                     }
                     got
                 }) as Task<'_, _>
@@ -301,14 +344,26 @@ pub async fn khop(
         if let Some(e) = failed {
             return Err(e.clone());
         }
+        // The vertices at distance depth+1: what this hop's parts found, and what the last hop's
+        // found ahead.
         let mut next = Vec::new();
-        for ids in found {
-            for v in ids? {
-                if seen.insert(v) && !last {
-                    next.push(v);
-                }
+        let found: Vec<Expansion> = found.into_iter().collect::<Result<_, _>>()?;
+        for v in found
+            .iter()
+            .flat_map(|e| e.next.iter())
+            .chain(found_ahead.iter())
+        {
+            if seen.insert(*v) && !last {
+                next.push(*v);
             }
         }
+        // Those expanded ahead are done; their neighbours are the next hop's too.
+        let done: std::collections::HashSet<u32> =
+            found.iter().flat_map(|e| e.ahead.iter().copied()).collect();
+        let before = next.len();
+        next.retain(|v| !done.contains(v));
+        hop.ahead = before - next.len();
+        found_ahead = found.into_iter().flat_map(|e| e.beyond).collect();
         hop.bytes = store.cost().bytes + run.borrow().storage_bytes - bytes_before;
         run.borrow_mut().hops.push(hop);
         frontier = next;
@@ -332,8 +387,9 @@ async fn start_here(store: &dyn autoloc_functions::Store, start: u32) -> Result<
 }
 
 /// The neighbours of `vertices`, expanded on their shard by `function` with `args` (`neighbours`
-/// of them, or `khop <start> 1` for the first hop); a part the shard pushes back (past its
-/// budget) is finished here from the read set it hands back.
+/// or `expand` of them, or `khop <start> 1` for the first hop); a part the shard pushes back
+/// (past its budget, or a vertex to go on to that moved away) is finished here from the read set
+/// it hands back, without going on.
 async fn expand_there(
     session: &RefCell<Session>,
     store: &ClusterStore<'_>,
@@ -341,7 +397,7 @@ async fn expand_there(
     args: &[Vec<u8>],
     vertices: &[u32],
     run: &RefCell<HopRun>,
-) -> Result<Vec<u32>, FnError> {
+) -> Result<Expansion, FnError> {
     let argv: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
     let invoke = Message::Invoke {
         function,
@@ -364,17 +420,35 @@ async fn expand_there(
     match r.reply {
         session::Reply::Invoked { result, cost } => {
             add(&cost);
-            match Output::decode(OutputKind::Ids, &result)? {
-                Output::Ids(ids) => Ok(ids),
-                other => Err(FnError::Malformed(format!("neighbours gave {other:?}"))),
+            let kind = match function {
+                "expand" => OutputKind::Lists,
+                _ => OutputKind::Ids,
+            };
+            match Output::decode(kind, &result)? {
+                Output::Ids(ids) => Ok(next_only(ids)),
+                Output::Lists(lists) => match <[Vec<u32>; 4]>::try_from(lists) {
+                    Ok([next, ahead, beyond, missing]) => Ok(Expansion {
+                        next,
+                        ahead,
+                        beyond,
+                        missing,
+                    }),
+                    Err(lists) => Err(FnError::Malformed(format!(
+                        "expand gave {} lists, not 4",
+                        lists.len()
+                    ))),
+                },
+                other => Err(FnError::Malformed(format!("{function} gave {other:?}"))),
             }
         }
         session::Reply::Pushback { read_set, cost } => {
             add(&cost);
             let here = ReadSetStore::new(read_set, store);
             match function {
-                "khop" => start_here(&here, vertices[0]).await,
-                _ => neighbours(&here, vertices).await,
+                "khop" => start_here(&here, vertices[0]).await.map(next_only),
+                // Going on here too: the compute side reads every shard (rare: a pushback).
+                "expand" => autoloc_functions::builtins::neighbours::expand(&here, vertices).await,
+                _ => neighbours(&here, vertices).await.map(next_only),
             }
         }
         other => Err(other.into_error("Invoke")),
@@ -390,9 +464,9 @@ mod tests {
         let t = HopTable::default();
         // Nothing measured: each side is tried first.
         assert_eq!(t.choose("a:1", 10), HopSide::Storage);
-        t.record("a:1", 10, HopSide::Storage, 10_000);
+        t.record("a:1", 10, 10, HopSide::Storage, 10_000);
         assert_eq!(t.choose("a:1", 10), HopSide::Compute);
-        t.record("a:1", 10, HopSide::Compute, 50_000);
+        t.record("a:1", 10, 10, HopSide::Compute, 50_000);
         let picks: Vec<HopSide> = (0..32).map(|_| t.choose("a:1", 12)).collect();
         let compute = picks.iter().filter(|&&s| s == HopSide::Compute).count();
         assert!((1..=3).contains(&compute), "{picks:?}");
@@ -401,7 +475,7 @@ mod tests {
         assert_eq!(t.choose("a:1", 1000), HopSide::Storage);
         // The shard gets hot: its storage side slows down, and parts move out.
         for _ in 0..30 {
-            t.record("a:1", 10, HopSide::Storage, 500_000);
+            t.record("a:1", 10, 10, HopSide::Storage, 500_000);
         }
         assert_eq!(t.choose("a:1", 10), HopSide::Compute);
         assert_eq!(t.snapshot().len(), 3);
@@ -411,8 +485,8 @@ mod tests {
     fn a_hot_shard_expands_nothing_while_the_others_keep_their_parts() {
         let t = HopTable::default();
         for shard in ["a:1", "b:1"] {
-            t.record(shard, 10, HopSide::Storage, 10_000);
-            t.record(shard, 10, HopSide::Compute, 50_000);
+            t.record(shard, 10, 10, HopSide::Storage, 10_000);
+            t.record(shard, 10, 10, HopSide::Compute, 50_000);
         }
         t.set_load("a:1", 0.97);
         t.set_load("b:1", 0.30);
@@ -425,7 +499,7 @@ mod tests {
         assert_eq!(picks("a:1"), 0);
         assert!(picks("b:1") >= 29);
         // A reading a little under the mark leaves it hot; well under, its parts come back.
-        t.set_load("a:1", 0.79);
+        t.set_load("a:1", 0.6);
         assert!(t.hot("a:1"));
         assert_eq!(picks("a:1"), 0);
         t.set_load("a:1", 0.10);

@@ -140,19 +140,22 @@ pub enum OutputKind {
     Sum,
     /// A value, or nothing.
     Value,
+    /// Several lists of vertex ids.
+    Lists,
 }
 
 impl OutputKind {
     /// Every kind.
-    pub const ALL: [OutputKind; 5] = [
+    pub const ALL: [OutputKind; 6] = [
         OutputKind::Ids,
         OutputKind::Text,
         OutputKind::Scores,
         OutputKind::Sum,
         OutputKind::Value,
+        OutputKind::Lists,
     ];
 
-    /// Its word: `ids`, `text`, `scores`, `sum`, `value` (a guest's description,
+    /// Its word: `ids`, `text`, `scores`, `sum`, `value`, `lists` (a guest's description,
     /// `AUTOLOC.FUNCTION LIST`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -161,6 +164,7 @@ impl OutputKind {
             OutputKind::Scores => "scores",
             OutputKind::Sum => "sum",
             OutputKind::Value => "value",
+            OutputKind::Lists => "lists",
         }
     }
 
@@ -183,6 +187,8 @@ pub enum Output {
     Sum { sum: f64, keys: u64 },
     /// A value or nothing (`get`).
     Value(Option<Vec<u8>>),
+    /// Lists of vertex ids (`expand`: a hop, what was expanded ahead, and the hop after).
+    Lists(Vec<Vec<u32>>),
 }
 
 /// A reply in the shape of the RESP protocol, independent of any Redis client or module crate.
@@ -207,11 +213,13 @@ impl Output {
             Output::Scores(_) => OutputKind::Scores,
             Output::Sum { .. } => OutputKind::Sum,
             Output::Value(_) => OutputKind::Value,
+            Output::Lists(_) => OutputKind::Lists,
         }
     }
 
     /// The RESP reply `AUTOLOC.CALL` sends: ids as an array of integers, a digest as a bulk
-    /// string, scores as `[id, score]` pairs, a sum as `[sum, keys]`, a value as bulk or nil.
+    /// string, scores as `[id, score]` pairs, a sum as `[sum, keys]`, a value as bulk or nil,
+    /// lists as an array of arrays of integers.
     /// Floats travel as their shortest round-tripping decimal text, so both sides agree exactly.
     pub fn to_reply(&self) -> Reply {
         match self {
@@ -234,23 +242,23 @@ impl Output {
             ]),
             Output::Value(Some(v)) => Reply::Bulk(v.clone()),
             Output::Value(None) => Reply::Nil,
+            Output::Lists(lists) => Reply::Array(
+                lists
+                    .iter()
+                    .map(|ids| Reply::Array(ids.iter().map(|&v| Reply::Int(v.into())).collect()))
+                    .collect(),
+            ),
         }
     }
 
     /// Appends the compact binary encoding the data plane carries a result in (little-endian):
     /// ids as `u32`s; text and values as their bytes (a value behind a present/absent byte);
-    /// scores as `(u32 id, f64 bits)` pairs; a sum as `f64 bits, u64 keys`. Much cheaper to
+    /// scores as `(u32 id, f64 bits)` pairs; a sum as `f64 bits, u64 keys`; lists each as a
+    /// `u32` length and its ids. Much cheaper to
     /// make and read than RESP for large results.
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            // Sized once and written in place: an append per id checked the capacity each time.
-            Output::Ids(ids) => {
-                let at = out.len();
-                out.resize(at + ids.len() * 4, 0);
-                for (c, v) in out[at..].chunks_exact_mut(4).zip(ids) {
-                    c.copy_from_slice(&v.to_le_bytes());
-                }
-            }
+            Output::Ids(ids) => put_ids(out, ids),
             Output::Text(t) => out.extend_from_slice(t.as_bytes()),
             Output::Scores(s) => {
                 let at = out.len();
@@ -268,6 +276,12 @@ impl Output {
             Output::Value(Some(v)) => {
                 out.push(1);
                 out.extend_from_slice(v);
+            }
+            Output::Lists(lists) => {
+                for ids in lists {
+                    out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+                    put_ids(out, ids);
+                }
             }
         }
     }
@@ -301,12 +315,28 @@ impl Output {
                 Some((1, v)) => Output::Value(Some(v.to_vec())),
                 _ => return Err(bad("bad presence byte")),
             },
+            OutputKind::Lists => {
+                let mut lists = Vec::new();
+                let mut rest = b;
+                while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+                    let bytes = (u32::from_le_bytes(*len) as usize)
+                        .checked_mul(4)
+                        .filter(|&n| n <= tail.len())
+                        .ok_or_else(|| bad("a list longer than the result"))?;
+                    lists.push(crate::graph::le_u32s(&tail[..bytes]).collect());
+                    rest = &tail[bytes..];
+                }
+                if !rest.is_empty() {
+                    return Err(bad("a partial list length"));
+                }
+                Output::Lists(lists)
+            }
             _ => return Err(bad(&format!("{} bytes", b.len()))),
         })
     }
 
     /// The output as JSON: ids as an array, scores as `[[id, score], ...]`, a sum as
-    /// `{"sum":..,"keys":..}`, a value as a string (lossy UTF-8) or null.
+    /// `{"sum":..,"keys":..}`, a value as a string (lossy UTF-8) or null, lists as arrays.
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::json;
         match self {
@@ -318,6 +348,7 @@ impl Output {
                 Some(b) => json!(String::from_utf8_lossy(b)),
                 None => serde_json::Value::Null,
             },
+            Output::Lists(lists) => json!(lists),
         }
     }
 
@@ -352,8 +383,25 @@ impl Output {
                     h.write(b);
                 }
             }
+            Output::Lists(lists) => {
+                h.write(&[6]);
+                for ids in lists {
+                    h.write(&(ids.len() as u32).to_le_bytes());
+                    ids.iter().for_each(|v| h.write(&v.to_le_bytes()));
+                }
+            }
         }
         h.finish()
+    }
+}
+
+/// Appends `ids` as little-endian `u32`s, sized once and written in place (an append per id
+/// checked the capacity each time).
+fn put_ids(out: &mut Vec<u8>, ids: &[u32]) {
+    let at = out.len();
+    out.resize(at + ids.len() * 4, 0);
+    for (c, v) in out[at..].chunks_exact_mut(4).zip(ids) {
+        c.copy_from_slice(&v.to_le_bytes());
     }
 }
 
@@ -443,6 +491,15 @@ mod tests {
                 },
                 (OutputKind::Value, Reply::Bulk(b)) => Output::Value(Some(b)),
                 (OutputKind::Value, Reply::Nil) => Output::Value(None),
+                (OutputKind::Lists, Reply::Array(lists)) => Output::Lists(
+                    lists
+                        .iter()
+                        .map(|l| match l {
+                            Reply::Array(items) => items.iter().map(id).collect::<Result<_>>(),
+                            _ => Err(bad("expected a list")),
+                        })
+                        .collect::<Result<_>>()?,
+                ),
                 (_, other) => return Err(bad(&format!("{other:?}"))),
             })
         }
@@ -456,6 +513,8 @@ mod tests {
             Output::Sum { sum: -2.5, keys: 3 },
             Output::Value(Some(b"\x00\xff".to_vec())),
             Output::Value(None),
+            Output::Lists(vec![vec![2, 4], vec![], vec![7]]),
+            Output::Lists(vec![]),
         ]
     }
 
@@ -490,6 +549,10 @@ mod tests {
         assert!(Output::decode(OutputKind::Ids, &[1, 2, 3]).is_err());
         assert!(Output::decode(OutputKind::Value, &[2]).is_err());
         assert!(Output::decode(OutputKind::Sum, &[0; 15]).is_err());
+        // A list longer than what follows, or a length cut short.
+        assert!(Output::decode(OutputKind::Lists, &[2, 0, 0, 0, 1, 0, 0, 0]).is_err());
+        assert!(Output::decode(OutputKind::Lists, &[0, 0, 0, 0, 1]).is_err());
+        assert!(Output::decode(OutputKind::Lists, &[255; 4]).is_err());
     }
 
     #[test]

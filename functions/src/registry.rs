@@ -3,8 +3,8 @@
 use std::sync::{Arc, RwLock};
 
 use crate::builtins::{
-    aggregate::Aggregate, digest::DigestFn, get::Get, khop::Khop, neighbours::Neighbours,
-    pagerank::PageRank,
+    aggregate::Aggregate, digest::DigestFn, get::Get, khop::Khop, neighbours::Expand,
+    neighbours::Neighbours, pagerank::PageRank,
 };
 use crate::{Error, Function, Result};
 
@@ -38,7 +38,7 @@ impl Registry {
     }
 
     /// The built-in functions: `khop`, `digest`, `pagerank`, `aggregate`, `get`, `neighbours`,
-    /// at indices 0..6.
+    /// `expand`, at indices 0..7.
     pub fn builtin() -> Registry {
         let r = Registry::empty();
         for f in [
@@ -48,6 +48,7 @@ impl Registry {
             Arc::new(Aggregate),
             Arc::new(Get),
             Arc::new(Neighbours),
+            Arc::new(Expand),
         ] {
             r.register(f)
                 .expect("built-ins fit and have distinct names");
@@ -183,7 +184,7 @@ mod tests {
     #[test]
     fn builtins_resolve_by_name() {
         let r = Registry::builtin();
-        assert_eq!(r.len(), 6);
+        assert_eq!(r.len(), 7);
         assert_eq!(r.resolve(b"KHOP").unwrap().0, 0);
         assert!(matches!(r.resolve(b"nope"), Err(Error::UnknownFunction(_))));
         assert!(matches!(

@@ -73,6 +73,14 @@ pub trait Store {
         None
     }
 
+    /// Whether this store serves `key` here: a shard of a Redis Cluster serves the keys of its
+    /// own slots, and a read of another's fails (`WRONGSHARD`). A function that may go on where
+    /// it reads cheaply asks first (`expand`); by default (one node, or the compute side, which
+    /// reaches every shard) every key is served.
+    fn serves(&self, _key: &[u8]) -> bool {
+        true
+    }
+
     /// Whom the invocation runs for, where state may outlive it: a WebAssembly guest's instance
     /// serves later invocations only of the same principal. Storage-side the caller's ACL user;
     /// by default (compute-side) the process, which holds every credential its links use and
@@ -121,6 +129,9 @@ impl<S: Store + ?Sized> Store for &S {
     }
     fn deadline(&self) -> Option<std::time::Instant> {
         (**self).deadline()
+    }
+    fn serves(&self, key: &[u8]) -> bool {
+        (**self).serves(key)
     }
     fn principal(&self) -> &str {
         (**self).principal()

@@ -184,3 +184,67 @@ fn get_returns_value_or_nil() {
     );
     assert_eq!(call(&store, &["get", "z"]).unwrap(), Output::Value(None));
 }
+
+/// A store that serves only the even vertices, as a shard serves only its slots.
+struct EvenShard<'a>(&'a MemStore);
+
+impl autoloc_functions::Store for EvenShard<'_> {
+    fn read<'a>(
+        &'a self,
+        keys: &'a [Vec<u8>],
+        visit: autoloc_functions::store::Visit<'a>,
+    ) -> autoloc_functions::store::StoreFuture<'a, ()> {
+        self.0.read(keys, visit)
+    }
+    fn write<'a>(
+        &'a self,
+        key: &'a [u8],
+        value: &'a [u8],
+    ) -> autoloc_functions::store::StoreFuture<'a, ()> {
+        self.0.write(key, value)
+    }
+    fn checkpoint(&self) -> autoloc_functions::store::StoreFuture<'_, ()> {
+        self.0.checkpoint()
+    }
+    fn serves(&self, key: &[u8]) -> bool {
+        std::str::from_utf8(key).is_ok_and(|k| k.parse::<u32>().is_ok_and(|v| v % 2 == 0))
+    }
+}
+
+#[test]
+fn expand_goes_on_where_the_store_serves() {
+    use autoloc_functions::Store as _;
+    let (store, adj) = graph();
+    // One node serves everything: the hop, all of it expanded, and the hop after.
+    assert_eq!(
+        call(&store, &["expand", "0"]).unwrap(),
+        Output::Lists(vec![vec![1, 2], vec![1, 2], vec![0, 3, 99], vec![]])
+    );
+    // The neighbours of 1 and 3: 0, 1, 3, 4; a shard of the even vertices expands 0 and 4 only.
+    let shard = EvenShard(&store);
+    assert!(shard.serves(b"4") && !shard.serves(b"1"));
+    let registry = Registry::builtin();
+    let (_, f) = registry.resolve(b"expand").unwrap();
+    let got = block_on(f.call(&shard, &[b"1".to_vec(), b"3".to_vec()])).unwrap();
+    assert_eq!(
+        got,
+        Output::Lists(vec![vec![0, 1, 3, 4], vec![0, 4], vec![1, 2, 3, 5], vec![]])
+    );
+    // What it cannot read going on (a value that is no vertex) it leaves to the next hop.
+    store.insert(vertex_key(3), b"not a vertex".to_vec());
+    assert_eq!(
+        call(&store, &["expand", "4"]).unwrap(),
+        Output::Lists(vec![vec![3, 5], vec![], vec![], vec![]])
+    );
+    store.insert(vertex_key(3), encode_adjacency(&adj[3]));
+    // A missing vertex has no neighbours, and is named; the arguments are checked as
+    // neighbours' are.
+    assert_eq!(
+        call(&store, &["expand", "77", "5"]).unwrap(),
+        Output::Lists(vec![vec![4], vec![4], vec![3, 5], vec![77]])
+    );
+    let e = call(&store, &["expand"]).unwrap_err();
+    assert!(e.to_string().contains("expand <vertex>"), "{e:?}");
+    let e = call(&store, &["expand", "x"]).unwrap_err();
+    assert!(e.to_string().contains("expand"), "{e:?}");
+}

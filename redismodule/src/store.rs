@@ -335,6 +335,10 @@ impl Store for KeyspaceStore<'_> {
         Some(self.started + self.budget + self.released() + Duration::from_micros(50))
     }
 
+    fn serves(&self, key: &[u8]) -> bool {
+        crate::cluster::serves(self.ctx, key)
+    }
+
     fn principal(&self) -> &str {
         &self.caller.user
     }

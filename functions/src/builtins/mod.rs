@@ -7,7 +7,7 @@
 //! | [`aggregate`] | many independent values (one round per 1,024 keys) | low | storage |
 //! | [`digest`] | one blob | high | compute |
 //! | [`get`] | one value | none | either |
-//! | [`neighbours`] | the adjacency of a set of vertices (one hop) | low | storage |
+//! | [`neighbours`] | the adjacency of a set of vertices (one hop; `expand`: and the next, where it is served) | low | storage |
 
 pub mod aggregate;
 pub mod digest;
