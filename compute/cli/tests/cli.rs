@@ -311,46 +311,6 @@ fn failure(bin: &str, args: &[&str]) -> String {
     err
 }
 
-/// A plain redis-server without the module, on a free port, killed on drop.
-struct Plain(std::process::Child, u16);
-
-impl Drop for Plain {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn plain_redis() -> Plain {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args(["--appendonly", "no"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "redis-server never listened"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    Plain(child, port)
-}
-
 #[test]
 fn every_error_names_its_cause_once() {
     // A refused connection: said once, not once per layer.
@@ -382,8 +342,8 @@ fn every_error_names_its_cause_once() {
     let stats = json(&run(AUTOLOC, &["--redis", &right, "stats", "--json"]));
     assert!(stats["functions"]["khop"]["calls"].is_u64(), "{stats}");
     // A server without the module: told to load it.
-    let plain = plain_redis();
-    let bare = format!("redis://127.0.0.1:{}", plain.1);
+    let plain = autoloc::server::RedisServer::start_plain(&[]).unwrap();
+    let bare = plain.url();
     let err = failure(AUTOLOC, &["--redis", &bare, "call", "khop", "1", "2"]);
     assert!(
         err.contains("has no AutoLoc module") && err.contains("--loadmodule"),

@@ -204,8 +204,17 @@ impl RedisServer {
                 });
             }
             if let Ok(mut c) = Connection::connect(&url, Duration::from_secs(2)) {
-                match c.call(&["PING"]) {
-                    Ok(Frame::Simple(pong)) if pong == "PONG" => return Ok(server),
+                // Ours, not a server another test started on this port between our finding it
+                // free and binding it: ours then exits (port in use), and is tried again.
+                let pid = server.child.id().to_string();
+                match c.call(&["INFO", "server"]) {
+                    Ok(Frame::Bulk(Some(text)))
+                        if String::from_utf8_lossy(&text)
+                            .lines()
+                            .any(|l| l.trim_end() == format!("process_id:{pid}")) =>
+                    {
+                        return Ok(server)
+                    }
                     // Serving, and asking for a password (requirepass): ready too.
                     Ok(Frame::Error(e))
                         if autoloc_functions::Error::from_resp(&e).code()
@@ -299,5 +308,26 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_another_server_took_is_not_mistaken_for_ours() {
+        // Between finding a port free and binding it, another test's server may take it: ours
+        // then fails to bind and exits, and the one answering is not ours.
+        let other = RedisServer::start_plain(&[]).unwrap();
+        match RedisServer::try_start(None, &[], &[], other.port(), None) {
+            Err(e) => assert!(e.port_in_use(), "{e}"),
+            Ok(s) => panic!(
+                "the server on {} (pid {}) taken for ours (pid {})",
+                other.port(),
+                other.pid(),
+                s.pid()
+            ),
+        }
     }
 }
