@@ -204,17 +204,18 @@ impl RedisServer {
                 });
             }
             if let Ok(mut c) = Connection::connect(&url, Duration::from_secs(2)) {
-                // Ours, not a server another test started on this port between our finding it
-                // free and binding it: ours then exits (port in use), and is tried again.
+                // Ours (not a server another test started on this port between our finding it
+                // free and binding it: ours then exits, port in use, and is tried again), and
+                // done loading its data (PING answers LOADING until then; INFO does not wait).
                 let pid = server.child.id().to_string();
-                match c.call(&["INFO", "server"]) {
-                    Ok(Frame::Bulk(Some(text)))
-                        if String::from_utf8_lossy(&text)
-                            .lines()
-                            .any(|l| l.trim_end() == format!("process_id:{pid}")) =>
-                    {
-                        return Ok(server)
-                    }
+                let ours = |c: &mut Connection| match c.call(&["INFO", "server"]) {
+                    Ok(Frame::Bulk(Some(text))) => String::from_utf8_lossy(&text)
+                        .lines()
+                        .any(|l| l.trim_end() == format!("process_id:{pid}")),
+                    _ => false,
+                };
+                match c.call(&["PING"]) {
+                    Ok(Frame::Simple(pong)) if pong == "PONG" && ours(&mut c) => return Ok(server),
                     // Serving, and asking for a password (requirepass): ready too.
                     Ok(Frame::Error(e))
                         if autoloc_functions::Error::from_resp(&e).code()
