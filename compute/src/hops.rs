@@ -49,18 +49,25 @@ pub enum HopSide {
 pub struct Hop {
     /// Vertices in its frontier.
     pub frontier: usize,
-    /// Shards the frontier touched (its round trips).
-    pub shards: usize,
-    /// Parts expanded storage-side.
-    pub storage_parts: usize,
-    /// Parts fetched compute-side.
-    pub compute_parts: usize,
-    /// Each part's shard (`host:port`) and side, in shard order.
+    /// Each part's shard (`host:port`) and side, in shard order: a part per shard the frontier
+    /// touched, a round trip each.
     pub parts: Vec<(String, HopSide)>,
     /// Vertices of the next hop expanded in this one, by the shards serving them (`expand`).
     pub ahead: usize,
     /// Bytes of its requests and replies.
     pub bytes: u64,
+}
+
+impl Hop {
+    /// Shards the frontier touched (its round trips).
+    pub fn shards(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Parts expanded on `side`.
+    pub fn parts_on(&self, side: HopSide) -> usize {
+        self.parts.iter().filter(|(_, s)| *s == side).count()
+    }
 }
 
 /// Parts whose sizes fall in one power of two share a cell.
@@ -268,7 +275,6 @@ pub async fn khop(
         parts.sort_by_key(|(s, _)| *s);
         let mut hop = Hop {
             frontier: frontier.len(),
-            shards: parts.len(),
             ..Hop::default()
         };
         let bytes_before = store.cost().bytes + run.borrow().storage_bytes;
@@ -280,39 +286,33 @@ pub async fn khop(
                     HopMode::Storage => HopSide::Storage,
                     HopMode::Choose => table.choose(addr, vertices.len()),
                 };
-                match side {
-                    HopSide::Storage => hop.storage_parts += 1,
-                    HopSide::Compute => hop.compute_parts += 1,
-                }
                 hop.parts.push((addr.clone(), side));
                 let session = sessions[*shard];
                 Box::pin(async move {
                     let began = Instant::now();
-                    let args = |vs: &[u32]| -> Vec<Vec<u8>> {
-                        vs.iter().map(|&v| vertex_key(v)).collect()
-                    };
                     let got = match (side, depth) {
                         // The first hop is the start vertex alone, which must exist (khop's
                         // NOKEY): `khop <start> 1` on its shard says so, or `expand <start>`,
                         // which names the vertices it found no key for.
-                        (HopSide::Storage, 0) if go_on => {
-                            let args = args(vertices);
-                            match expand_there(session, store, "expand", &args, vertices, run).await
-                            {
-                                Ok(e) if e.missing.contains(&start) => {
-                                    Err(FnError::no_key(&vertex_key(start)))
-                                }
-                                other => other,
-                            }
-                        }
-                        (HopSide::Storage, 0) => {
-                            let args = [vertex_key(start), b"1".to_vec()];
-                            expand_there(session, store, "khop", &args, vertices, run).await
-                        }
                         (HopSide::Storage, _) => {
-                            let function = if go_on { "expand" } else { "neighbours" };
-                            expand_there(session, store, function, &args(vertices), vertices, run)
+                            let function = match (depth, go_on) {
+                                (0, false) => "khop",
+                                (_, true) => "expand",
+                                (_, false) => "neighbours",
+                            };
+                            let args: Vec<Vec<u8>> = match function {
+                                "khop" => vec![vertex_key(start), b"1".to_vec()],
+                                _ => vertices.iter().map(|&v| vertex_key(v)).collect(),
+                            };
+                            expand_there(session, store, function, &args, vertices, run)
                                 .await
+                                .and_then(|e| {
+                                    if depth == 0 && e.missing.contains(&start) {
+                                        Err(FnError::no_key(&vertex_key(start)))
+                                    } else {
+                                        Ok(e)
+                                    }
+                                })
                         }
                         (HopSide::Compute, 0) => start_here(store, start).await.map(next_only),
                         (HopSide::Compute, _) => neighbours(store, vertices).await.map(next_only),

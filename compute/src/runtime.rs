@@ -14,7 +14,7 @@ use autoloc_functions::{Error as FnError, Function, Output, Registry};
 use autoloc_functions::{Store, StoreFuture};
 
 use crate::cluster::{should_refresh, ClusterStore, Topology};
-use crate::hops::{HopMode, HopRun, HopTable};
+use crate::hops::{HopMode, HopRun, HopSide, HopTable};
 use crate::node::{LinkSettings, Node};
 use crate::session::{self, run_all_timed, LinkStore, ReadSetStore, Session, StoreCost, Task};
 use crate::side::Record;
@@ -1297,8 +1297,8 @@ async fn khop_by_hops(
         Err(e) => Err(e),
     };
     let run = run.into_inner();
-    let storage_parts: usize = run.hops.iter().map(|h| h.storage_parts).sum();
-    let compute_parts: usize = run.hops.iter().map(|h| h.compute_parts).sum();
+    let storage_parts: usize = run.hops.iter().map(|h| h.parts_on(HopSide::Storage)).sum();
+    let compute_parts: usize = run.hops.iter().map(|h| h.parts_on(HopSide::Compute)).sum();
     Outcome {
         result,
         side: if storage_parts >= compute_parts {

@@ -147,9 +147,12 @@ fn traversals_across_shards_equal_the_single_node() {
                     assert_eq!(got.output, want, "{t} {p} khop {start} {k}");
                     if p == Placement::Storage {
                         // Hop by hop: one round trip per shard each hop touches, no more.
-                        let touched: usize = got.hops.iter().map(|h| h.shards).sum();
+                        let touched: usize = got.hops.iter().map(|h| h.shards()).sum();
                         assert_eq!(got.round_trips, touched as u64, "{t} khop {start} {k}");
-                        assert!(got.hops.iter().all(|h| h.compute_parts == 0));
+                        assert!(got
+                            .hops
+                            .iter()
+                            .all(|h| h.parts_on(autoloc::hops::HopSide::Compute) == 0));
                         went_on += got.hops.iter().map(|h| h.ahead).sum::<usize>();
                     }
                 }

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{ensure, Context as _};
+use autoloc::hops::HopSide;
 use autoloc::load::{load_autoloc_json, write_graph, Graph};
 use autoloc::server::cluster::RedisCluster;
 use autoloc::{Output, Placement, ReadMode, Runtime, Transport};
@@ -306,9 +307,9 @@ fn measure(
         bytes += inv.bytes;
         hops += inv.hops.len() as u64;
         for hop in &inv.hops {
-            hop_shards += hop.shards as u64;
-            storage_parts += hop.storage_parts as u64;
-            parts += (hop.storage_parts + hop.compute_parts) as u64;
+            hop_shards += hop.shards() as u64;
+            storage_parts += hop.parts_on(HopSide::Storage) as u64;
+            parts += hop.shards() as u64;
         }
         Ok(1)
     })?;
