@@ -5,12 +5,14 @@
 //! result is the single node's, exactly.
 //!
 //! Which side expands a part is [`HopMode`]'s: always storage-side, or chosen per part by the
-//! [`HopTable`] from what parts of that size cost on that shard lately (Wukong's rule: expand
-//! where the data lives when the part is large, pull it when it is small; measured here, not
-//! assumed). A shard whose data-plane threads are saturated (`AUTOLOC.STATS`'s busy share, read
-//! from every master every [`LOAD_EVERY`] by [`crate::Runtime`]) is hot: its parts are expanded
-//! compute-side while it stays so, and the other shards keep theirs; a shard slow to expand for
-//! any other reason loses parts through what they cost.
+//! [`HopTable`]. Per shard, the table keeps a part size from which parts are expanded there
+//! (Wukong's rule: expand where the data lives when the part is large, pull it when it is small)
+//! and moves it by trials, toward what made all that shard's parts cheaper per vertex: measured,
+//! not assumed (see [`Climb`] for why not each side's own cost). A shard whose data-plane
+//! threads are saturated (`AUTOLOC.STATS`'s busy share, read from every master every
+//! [`LOAD_EVERY`] by [`crate::Runtime`]) is hot: its parts are expanded compute-side while it
+//! stays so, and the other shards keep theirs; a shard slow to expand for any other reason
+//! loses parts through what they cost.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -31,7 +33,7 @@ use crate::session::{self, join_all, ReadSetStore, Session, Task};
 pub enum HopMode {
     /// Every part storage-side, on its shard.
     Storage,
-    /// Each part where the [`HopTable`] says.
+    /// Each part where the [`HopTable`] says: by its size, from the shard's threshold.
     Choose,
 }
 
@@ -70,24 +72,121 @@ impl Hop {
     }
 }
 
-/// Parts whose sizes fall in one power of two share a cell.
+/// Parts whose sizes fall in one power of two share a bucket: bucket b holds sizes
+/// 2^(b-1)..2^b.
 fn bucket(n: usize) -> u32 {
     usize::BITS - n.max(1).leading_zeros()
 }
 
-/// One cell: ns per vertex of a part, per side (an exponential moving average), and how many
-/// parts it chose for.
-#[derive(Debug, Default, Clone, Copy)]
-struct Cell {
-    ns_per_vertex: [Option<f64>; 2],
-    chosen: u64,
+/// Buckets of part sizes, and the thresholds past them: a threshold of `BUCKETS` sends every
+/// part compute-side.
+const BUCKETS: usize = usize::BITS as usize + 1;
+/// Choices per period of a round; a round is four periods, the incumbent threshold's, the
+/// trial's twice, the incumbent's again (so that a drift of the load over the round weighs on
+/// both alike).
+const PERIOD: u64 = 32;
+/// Which threshold each period of a round uses: 0 the incumbent, 1 the trial.
+const ROUND: [usize; 4] = [0, 1, 1, 0];
+/// How much cheaper per vertex the trial must be to replace the incumbent.
+const MARGIN: f64 = 0.05;
+
+/// One shard's threshold, and the round that tries its neighbour: a part goes storage-side when
+/// its size's bucket is at least the threshold (Wukong's rule: expand where the data lives when
+/// the part is large, pull it when it is small), and the threshold climbs toward what made the
+/// traversals this shard had parts in cheaper: their wall time per vertex expanded.
+///
+/// Why whole traversals, and not what each part cost on its side: parts choosing by their own
+/// cost settle where both sides cost a part the same (all parts in flight together share the
+/// shard's lock and the client's threads), which is not where traversals cost least. A part
+/// expanded storage-side holds Redis's lock for the whole expansion and slows every request
+/// queued behind it, compute-side or not; it also goes on to the next hop, which shrinks the
+/// parts after it; a part expanded here takes the client's threads from the others. Measured
+/// on a 3-shard loopback cluster (`bench-cluster`, khop k=2 on social.json), parts choosing by
+/// their own cost went 61% storage-side, at the throughput of all storage-side, where all
+/// compute-side was 19% faster. In a closed loop (a fixed number of traversals in flight), the
+/// wall time of a traversal is what its throughput is the inverse of.
+#[derive(Debug, Clone)]
+struct Climb {
+    /// Parts whose bucket is at least this go storage-side.
+    threshold: usize,
+    /// Which way the next trial goes: toward compute (a higher threshold) or storage.
+    up: bool,
+    /// This round's number, its trial threshold and how many choices it made.
+    round: u64,
+    trial: Option<usize>,
+    choices: u64,
+    /// Per threshold of the round (incumbent, trial): ns of the walls of the traversals with a
+    /// part chosen under it, and the vertices they expanded.
+    cost: [(f64, f64); 2],
+    /// Parts chosen for lately, by bucket (halved every round), so that a trial moves the
+    /// threshold past a bucket that has parts.
+    sizes: [u64; BUCKETS],
 }
 
-/// How much of the new sample a cell's average takes.
-const ALPHA: f64 = 0.2;
-/// Every this many choices in a cell, the other side is tried once, so that a change in cost
-/// (a shard getting hot, then cool again) is seen.
-const EXPLORE_EVERY: u64 = 16;
+impl Default for Climb {
+    fn default() -> Climb {
+        Climb {
+            // Storage-side first: a shard expands every part until the trials say otherwise.
+            threshold: 1,
+            up: true,
+            round: 0,
+            trial: None,
+            choices: 0,
+            cost: [(0.0, 0.0); 2],
+            sizes: [0; BUCKETS],
+        }
+    }
+}
+
+impl Climb {
+    /// The neighbouring threshold the way `up` says that sends some part seen lately to the
+    /// other side, if any.
+    fn neighbour(&self, up: bool) -> Option<usize> {
+        let t = self.threshold;
+        if up {
+            // Raising it past the smallest bucket at or above it that has parts.
+            (t..BUCKETS).find(|&b| self.sizes[b] > 0).map(|b| b + 1)
+        } else {
+            // Lowering it to the largest bucket below it that has parts.
+            (0..t.min(BUCKETS)).rev().find(|&b| self.sizes[b] > 0)
+        }
+    }
+
+    /// Ends a round: the trial replaces the incumbent if it was cheaper per vertex by
+    /// [`MARGIN`], and the next trial goes on that way; else the next goes the other way.
+    fn end_round(&mut self) {
+        let per_vertex = |(ns, v): (f64, f64)| (v > 0.0).then(|| ns / v);
+        if let (Some(trial), Some(was), Some(now)) = (
+            self.trial,
+            per_vertex(self.cost[0]),
+            per_vertex(self.cost[1]),
+        ) {
+            if now < was * (1.0 - MARGIN) {
+                self.threshold = trial;
+            } else {
+                self.up = !self.up;
+            }
+        }
+        self.round += 1;
+        self.trial = None;
+        self.choices = 0;
+        self.cost = [(0.0, 0.0); 2];
+        for n in &mut self.sizes {
+            *n /= 2;
+        }
+    }
+}
+
+/// The side chosen for a part, and the round and threshold it was chosen under, so that what it
+/// cost counts for that threshold ([`HopTable::record`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Choice {
+    /// Where the part is expanded.
+    pub side: HopSide,
+    /// `(round, 0 incumbent / 1 trial)`; `None` for a part not chosen by the climb (a hot
+    /// shard's).
+    arm: Option<(u64, usize)>,
+}
 
 /// Share of the last window a shard's data-plane threads were busy (`dataplane_busy_permille`)
 /// above which the shard becomes hot. The share counts the time from a request seen to Redis's
@@ -109,18 +208,18 @@ struct Loads {
     read_at: Option<Instant>,
 }
 
-/// Per shard and part size, what expanding a part cost on each side lately, and each shard's
-/// load: the placement table of hops. Shared by the runtimes of one process
-/// ([`crate::Runtime::try_clone`]).
+/// Per shard, the part size from which its parts are expanded storage-side, and the round that
+/// tries the next; and each shard's load: the placement table of hops. Shared by the runtimes of
+/// one process ([`crate::Runtime::try_clone`]).
 #[derive(Debug, Default)]
 pub struct HopTable {
-    cells: Mutex<HashMap<(String, u32), Cell>>,
+    climbs: Mutex<HashMap<String, Climb>>,
     loads: Mutex<Loads>,
 }
 
 impl HopTable {
-    fn cells(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u32), Cell>> {
-        self.cells.lock().unwrap_or_else(|p| p.into_inner())
+    fn climbs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Climb>> {
+        self.climbs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn loads(&self) -> std::sync::MutexGuard<'_, Loads> {
@@ -157,54 +256,74 @@ impl HopTable {
     }
 
     /// The side to expand a part of `n` vertices on `shard` (`host:port`): compute-side while
-    /// the shard is hot, else the side that cost less lately (each side tried first, and the
-    /// other now and then).
-    pub fn choose(&self, shard: &str, n: usize) -> HopSide {
+    /// the shard is hot, else storage-side if the part is as large as the shard's threshold (the
+    /// incumbent's, or in a trial period the trial's).
+    pub fn choose(&self, shard: &str, n: usize) -> Choice {
         if self.hot(shard) {
-            return HopSide::Compute;
+            return Choice {
+                side: HopSide::Compute,
+                arm: None,
+            };
         }
-        let mut cells = self.cells();
-        let cell = cells.entry((shard.to_string(), bucket(n))).or_default();
-        cell.chosen += 1;
-        let [storage, compute] = cell.ns_per_vertex;
-        let best = match (storage, compute) {
-            (None, _) => return HopSide::Storage,
-            (_, None) => return HopSide::Compute,
-            (Some(s), Some(c)) if s <= c => HopSide::Storage,
-            _ => HopSide::Compute,
+        let mut climbs = self.climbs();
+        let c = climbs.entry(shard.to_string()).or_default();
+        let b = bucket(n) as usize;
+        c.sizes[b] += 1;
+        if c.trial.is_none() {
+            c.trial = c.neighbour(c.up).or_else(|| {
+                c.up = !c.up;
+                c.neighbour(c.up)
+            });
+        }
+        let arm = ROUND[(c.choices / PERIOD) as usize % ROUND.len()];
+        let threshold = match arm {
+            1 => c.trial.unwrap_or(c.threshold),
+            _ => c.threshold,
         };
-        if cell.chosen.is_multiple_of(EXPLORE_EVERY) {
-            match best {
-                HopSide::Storage => HopSide::Compute,
-                HopSide::Compute => HopSide::Storage,
-            }
-        } else {
-            best
+        let choice = Choice {
+            side: if b >= threshold {
+                HopSide::Storage
+            } else {
+                HopSide::Compute
+            },
+            arm: Some((c.round, arm)),
+        };
+        c.choices += 1;
+        if c.choices == PERIOD * ROUND.len() as u64 {
+            c.end_round();
+        }
+        choice
+    }
+
+    /// Records that a traversal with a part on `shard` chosen by `choice` took `wall_ns`,
+    /// expanding `expanded` vertices over its hops. One of a round already ended (one long in
+    /// flight) counts for nothing.
+    pub fn record(&self, shard: &str, choice: Choice, expanded: usize, wall_ns: u64) {
+        let Some((round, arm)) = choice.arm else {
+            return;
+        };
+        let mut climbs = self.climbs();
+        if let Some(c) = climbs.get_mut(shard).filter(|c| c.round == round) {
+            c.cost[arm].0 += wall_ns as f64;
+            c.cost[arm].1 += expanded.max(1) as f64;
         }
     }
 
-    /// Records that a part of `n` vertices on `shard` took `wall_ns` on `side`, expanding
-    /// `expanded` vertices (`n`, and those of the next hop its shard went on to).
-    pub fn record(&self, shard: &str, n: usize, expanded: usize, side: HopSide, wall_ns: u64) {
-        let sample = wall_ns as f64 / expanded.max(1) as f64;
-        let mut cells = self.cells();
-        let cell = cells.entry((shard.to_string(), bucket(n))).or_default();
-        let slot = &mut cell.ns_per_vertex[side as usize];
-        *slot = Some(slot.map_or(sample, |old| old + ALPHA * (sample - old)));
-    }
-
-    /// Every cell: `(shard, smallest part size of its bucket, storage ns/vertex, compute
-    /// ns/vertex)`, sorted.
-    pub fn snapshot(&self) -> Vec<(String, usize, Option<f64>, Option<f64>)> {
+    /// Every shard's threshold, as the smallest part size expanded storage-side (`None`: every
+    /// part compute-side), sorted by shard.
+    pub fn thresholds(&self) -> Vec<(String, Option<usize>)> {
         let mut rows: Vec<_> = self
-            .cells()
+            .climbs()
             .iter()
-            .map(|((shard, b), c)| {
-                let from = if *b == 0 { 0 } else { 1usize << (b - 1) };
-                (shard.clone(), from, c.ns_per_vertex[0], c.ns_per_vertex[1])
+            .map(|(shard, c)| {
+                let from = match c.threshold {
+                    t if t >= BUCKETS => None,
+                    t => Some(1usize << t.saturating_sub(1)),
+                };
+                (shard.clone(), from)
             })
             .collect();
-        rows.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        rows.sort();
         rows
     }
 }
@@ -250,6 +369,9 @@ pub async fn khop(
     k: u32,
     run: &RefCell<HopRun>,
 ) -> Result<Vec<u32>, FnError> {
+    let began = Instant::now();
+    // The thresholds its parts were chosen under, by shard, to be told what it cost.
+    let mut chosen: Vec<(&String, Choice)> = Vec::new();
     let mut seen = IdSet::default();
     seen.insert(start);
     let mut frontier = vec![start];
@@ -282,14 +404,19 @@ pub async fn khop(
             .iter()
             .map(|(shard, vertices)| {
                 let addr = &topology.shards[*shard].master;
-                let side = match mode {
-                    HopMode::Storage => HopSide::Storage,
-                    HopMode::Choose => table.choose(addr, vertices.len()),
+                let choice = match mode {
+                    HopMode::Storage => None,
+                    HopMode::Choose => Some(table.choose(addr, vertices.len())),
                 };
+                if let Some(c) = choice {
+                    if !chosen.contains(&(addr, c)) {
+                        chosen.push((addr, c));
+                    }
+                }
+                let side = choice.map_or(HopSide::Storage, |c| c.side);
                 hop.parts.push((addr.clone(), side));
                 let session = sessions[*shard];
                 Box::pin(async move {
-                    let began = Instant::now();
                     let got = match (side, depth) {
                         // The first hop is the start vertex alone, which must exist (khop's
                         // NOKEY): `khop <start> 1` on its shard says so, or `expand <start>`,
@@ -317,16 +444,6 @@ pub async fn khop(
                         (HopSide::Compute, 0) => start_here(store, start).await.map(next_only),
                         (HopSide::Compute, _) => neighbours(store, vertices).await.map(next_only),
                     };
-                    if let Ok(e) = &got {
-                        let wall = began.elapsed().as_nanos() as u64;
-                        table.record(
-                            addr,
-                            vertices.len(),
-                            vertices.len() + e.ahead.len(),
-                            side,
-                            wall,
-                        );
-                    }
                     got
                 }) as Task<'_, _>
             })
@@ -367,6 +484,11 @@ pub async fn khop(
         hop.bytes = store.cost().bytes + run.borrow().storage_bytes - bytes_before;
         run.borrow_mut().hops.push(hop);
         frontier = next;
+    }
+    let expanded: usize = run.borrow().hops.iter().map(|h| h.frontier + h.ahead).sum();
+    let wall = began.elapsed().as_nanos() as u64;
+    for (shard, choice) in chosen {
+        table.record(shard, choice, expanded, wall);
     }
     Ok(autoloc_functions::builtins::khop::neighbourhood(
         seen, start,
@@ -459,40 +581,79 @@ async fn expand_there(
 mod tests {
     use super::*;
 
-    #[test]
-    fn parts_go_where_they_were_cheaper_and_the_other_side_is_tried_now_and_then() {
-        let t = HopTable::default();
-        // Nothing measured: each side is tried first.
-        assert_eq!(t.choose("a:1", 10), HopSide::Storage);
-        t.record("a:1", 10, 10, HopSide::Storage, 10_000);
-        assert_eq!(t.choose("a:1", 10), HopSide::Compute);
-        t.record("a:1", 10, 10, HopSide::Compute, 50_000);
-        let picks: Vec<HopSide> = (0..32).map(|_| t.choose("a:1", 12)).collect();
-        let compute = picks.iter().filter(|&&s| s == HopSide::Compute).count();
-        assert!((1..=3).contains(&compute), "{picks:?}");
-        // Another shard, and another size, have cells of their own.
-        assert_eq!(t.choose("b:1", 10), HopSide::Storage);
-        assert_eq!(t.choose("a:1", 1000), HopSide::Storage);
-        // The shard gets hot: its storage side slows down, and parts move out.
-        for _ in 0..30 {
-            t.record("a:1", 10, 10, HopSide::Storage, 500_000);
+    /// Runs `rounds` rounds of parts of `sizes` (in turn) on `shard`, each costing what `cost`
+    /// says for its side and size; the parts that went storage-side in the last round.
+    fn climb(
+        t: &HopTable,
+        shard: &str,
+        sizes: &[usize],
+        rounds: usize,
+        cost: impl Fn(HopSide, usize) -> u64,
+    ) -> usize {
+        let per_round = (PERIOD as usize) * ROUND.len();
+        let mut storage = 0;
+        for i in 0..rounds * per_round {
+            let n = sizes[i % sizes.len()];
+            let choice = t.choose(shard, n);
+            if i >= (rounds - 1) * per_round && choice.side == HopSide::Storage {
+                storage += 1;
+            }
+            t.record(shard, choice, n, cost(choice.side, n));
         }
-        assert_eq!(t.choose("a:1", 10), HopSide::Compute);
-        assert_eq!(t.snapshot().len(), 3);
+        storage
+    }
+
+    #[test]
+    fn a_shard_moves_its_parts_to_the_side_where_all_its_parts_cost_less() {
+        let t = HopTable::default();
+        // Storage-side first.
+        assert_eq!(t.choose("a:1", 10).side, HopSide::Storage);
+        // Compute-side is cheaper for every size: the threshold climbs past every size seen,
+        // and only a trial period, now and then, sends the largest parts back.
+        let sizes = [1, 3, 10, 40];
+        let compute_cheaper = |side, n: usize| match side {
+            HopSide::Storage => 2_000 * n as u64,
+            HopSide::Compute => 1_000 * n as u64,
+        };
+        let storage = climb(&t, "a:1", &sizes, 40, compute_cheaper);
+        assert_eq!(t.thresholds(), vec![("a:1".to_string(), Some(64))]);
+        assert!(storage <= 16, "{storage}");
+        // Another shard has a threshold of its own.
+        assert_eq!(t.choose("b:1", 10).side, HopSide::Storage);
+        // The costs turn: the threshold comes back down, every part but the smallest
+        // storage-side (those cost the shard's parts too little to tell, under the margin).
+        let storage_cheaper = |side, n: usize| match side {
+            HopSide::Storage => 1_000 * n as u64,
+            HopSide::Compute => 2_000 * n as u64,
+        };
+        let storage = climb(&t, "a:1", &sizes, 40, storage_cheaper);
+        let from = t.thresholds()[0].1;
+        assert!(from.is_some_and(|n| n <= 2), "{from:?}");
+        assert!(storage >= 64, "{storage}");
+    }
+
+    #[test]
+    fn large_parts_go_storage_side_and_small_ones_compute_side_where_that_costs_least() {
+        // A storage-side part pays a fixed cost (a request's share of the shard's lock) and
+        // little per vertex; a compute-side one, more per vertex: the sizes cross at 56.
+        let t = HopTable::default();
+        let cost = |side, n: usize| match side {
+            HopSide::Storage => 50_000 + 100 * n as u64,
+            HopSide::Compute => 1_000 * n as u64,
+        };
+        climb(&t, "a:1", &[1, 16, 64, 256], 60, cost);
+        let from = t.thresholds()[0].1.expect("large parts storage-side");
+        assert!(16 < from && from <= 64, "{from}");
     }
 
     #[test]
     fn a_hot_shard_expands_nothing_while_the_others_keep_their_parts() {
         let t = HopTable::default();
-        for shard in ["a:1", "b:1"] {
-            t.record(shard, 10, 10, HopSide::Storage, 10_000);
-            t.record(shard, 10, 10, HopSide::Compute, 50_000);
-        }
         t.set_load("a:1", 0.97);
         t.set_load("b:1", 0.30);
         let picks = |shard| {
             (0..32)
-                .filter(|_| t.choose(shard, 10) == HopSide::Storage)
+                .filter(|_| t.choose(shard, 10).side == HopSide::Storage)
                 .count()
         };
         // Hot: not even the exploring choices go storage-side (the load is read, not guessed).
