@@ -213,12 +213,12 @@ struct Loads {
 /// one process ([`crate::Runtime::try_clone`]).
 #[derive(Debug, Default)]
 pub struct HopTable {
-    climbs: Mutex<HashMap<String, Climb>>,
+    climbs: Mutex<HashMap<(&'static str, String), Climb>>,
     loads: Mutex<Loads>,
 }
 
 impl HopTable {
-    fn climbs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Climb>> {
+    fn climbs(&self) -> std::sync::MutexGuard<'_, HashMap<(&'static str, String), Climb>> {
         self.climbs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -255,10 +255,11 @@ impl HopTable {
         self.loads().busy.get(shard).is_some_and(|l| l.1)
     }
 
-    /// The side to expand a part of `n` vertices on `shard` (`host:port`): compute-side while
-    /// the shard is hot, else storage-side if the part is as large as the shard's threshold (the
-    /// incumbent's, or in a trial period the trial's).
-    pub fn choose(&self, shard: &str, n: usize) -> Choice {
+    /// The side to expand a part of `n` vertices of `function` (`khop`, `pagerank`) on `shard`
+    /// (`host:port`): compute-side while the shard is hot, else storage-side if the part is as
+    /// large as the threshold of `function` on the shard (the incumbent's, or in a trial period
+    /// the trial's).
+    pub fn choose(&self, function: &'static str, shard: &str, n: usize) -> Choice {
         if self.hot(shard) {
             return Choice {
                 side: HopSide::Compute,
@@ -266,7 +267,7 @@ impl HopTable {
             };
         }
         let mut climbs = self.climbs();
-        let c = climbs.entry(shard.to_string()).or_default();
+        let c = climbs.entry((function, shard.to_string())).or_default();
         let b = bucket(n) as usize;
         c.sizes[b] += 1;
         if c.trial.is_none() {
@@ -298,29 +299,37 @@ impl HopTable {
     /// Records that a traversal with a part on `shard` chosen by `choice` took `wall_ns`,
     /// expanding `expanded` vertices over its hops. One of a round already ended (one long in
     /// flight) counts for nothing.
-    pub fn record(&self, shard: &str, choice: Choice, expanded: usize, wall_ns: u64) {
+    pub fn record(
+        &self,
+        function: &'static str,
+        shard: &str,
+        choice: Choice,
+        expanded: usize,
+        wall_ns: u64,
+    ) {
         let Some((round, arm)) = choice.arm else {
             return;
         };
         let mut climbs = self.climbs();
-        if let Some(c) = climbs.get_mut(shard).filter(|c| c.round == round) {
+        let key = (function, shard.to_string());
+        if let Some(c) = climbs.get_mut(&key).filter(|c| c.round == round) {
             c.cost[arm].0 += wall_ns as f64;
             c.cost[arm].1 += expanded.max(1) as f64;
         }
     }
 
-    /// Every shard's threshold, as the smallest part size expanded storage-side (`None`: every
-    /// part compute-side), sorted by shard.
-    pub fn thresholds(&self) -> Vec<(String, Option<usize>)> {
+    /// Every function's threshold on every shard, as the smallest part size expanded
+    /// storage-side (`None`: every part compute-side), sorted.
+    pub fn thresholds(&self) -> Vec<(&'static str, String, Option<usize>)> {
         let mut rows: Vec<_> = self
             .climbs()
             .iter()
-            .map(|(shard, c)| {
+            .map(|((function, shard), c)| {
                 let from = match c.threshold {
                     t if t >= BUCKETS => None,
                     t => Some(1usize << t.saturating_sub(1)),
                 };
-                (shard.clone(), from)
+                (*function, shard.clone(), from)
             })
             .collect();
         rows.sort();
@@ -349,6 +358,80 @@ fn next_only(next: Vec<u32>) -> Expansion {
     }
 }
 
+/// The parts of one traversal's rounds: how its vertices split by shard, which side expands
+/// each part (and under which threshold of the [`HopTable`]), and, once it is done, what it
+/// cost, told to the thresholds its parts were chosen under.
+struct Parts<'t, 's> {
+    topology: &'t Topology,
+    sessions: &'t [&'s RefCell<Session>],
+    store: &'t ClusterStore<'s>,
+    table: &'t HopTable,
+    mode: HopMode,
+    function: &'static str,
+    /// The thresholds its parts were chosen under, by shard.
+    chosen: RefCell<Vec<(&'t str, Choice)>>,
+    began: Instant,
+}
+
+impl<'t, 's> Parts<'t, 's> {
+    /// `vertices` by the shard serving each, in shard order.
+    fn split(&self, vertices: &[u32]) -> Result<Vec<(usize, Vec<u32>)>, FnError> {
+        let shards: Vec<usize> = vertices
+            .iter()
+            .map(|&v| self.store.shard(&vertex_key(v)))
+            .collect::<Result<_, _>>()?;
+        let mut parts: Vec<(usize, Vec<u32>)> = autoloc_dataplane::slot::group(shards)
+            .into_iter()
+            .map(|(shard, places)| (shard, places.iter().map(|&i| vertices[i]).collect()))
+            .collect();
+        parts.sort_by_key(|(s, _)| *s);
+        Ok(parts)
+    }
+
+    /// The side of a part of `n` vertices on `shard`, noted in `hop`; its session.
+    fn side(&self, shard: usize, n: usize, hop: &mut Hop) -> (HopSide, &'s RefCell<Session>) {
+        let addr = self.topology.shards[shard].master.as_str();
+        let side = match self.mode {
+            HopMode::Storage => HopSide::Storage,
+            HopMode::Choose => {
+                let choice = self.table.choose(self.function, addr, n);
+                let mut chosen = self.chosen.borrow_mut();
+                if !chosen.contains(&(addr, choice)) {
+                    chosen.push((addr, choice));
+                }
+                choice.side
+            }
+        };
+        hop.parts.push((addr.to_string(), side));
+        (side, self.sessions[shard])
+    }
+
+    /// Tells the thresholds its parts were chosen under what the traversal cost: its wall time
+    /// for the vertices its hops expanded.
+    fn done(self, run: &RefCell<HopRun>) {
+        let expanded: usize = run.borrow().hops.iter().map(|h| h.frontier + h.ahead).sum();
+        let wall = self.began.elapsed().as_nanos() as u64;
+        for (shard, choice) in self.chosen.into_inner() {
+            self.table
+                .record(self.function, shard, choice, expanded, wall);
+        }
+    }
+}
+
+/// Of the outcomes of a round's parts, the error one node's read of them all would give: a key
+/// of another type fails the read before any value is looked at, so its `WRONGTYPE` wins over
+/// another part's `BADVALUE`.
+fn first_error<T>(found: &[Result<T, FnError>]) -> Option<FnError> {
+    let wrong_type = |e: &FnError| e.code() == autoloc_functions::ErrorCode::WrongType;
+    let mut failed: Option<&FnError> = None;
+    for e in found.iter().filter_map(|r| r.as_ref().err()) {
+        if failed.is_none_or(|f| wrong_type(e) && !wrong_type(f)) {
+            failed = Some(e);
+        }
+    }
+    failed.cloned()
+}
+
 /// The k-hop neighbourhood of `start` (sorted, `start` excluded: `khop`'s result), hop by hop
 /// over the shards of `topology` (`sessions` in its order; `store` reads through them).
 ///
@@ -369,9 +452,16 @@ pub async fn khop(
     k: u32,
     run: &RefCell<HopRun>,
 ) -> Result<Vec<u32>, FnError> {
-    let began = Instant::now();
-    // The thresholds its parts were chosen under, by shard, to be told what it cost.
-    let mut chosen: Vec<(&String, Choice)> = Vec::new();
+    let parts_of = Parts {
+        topology,
+        sessions,
+        store,
+        table,
+        mode,
+        function: "khop",
+        chosen: RefCell::new(Vec::new()),
+        began: Instant::now(),
+    };
     let mut seen = IdSet::default();
     seen.insert(start);
     let mut frontier = vec![start];
@@ -384,17 +474,7 @@ pub async fn khop(
         let last = depth + 1 == k;
         // Worth going on where the data is while the hop after this one is still wanted.
         let go_on = depth + 2 <= k;
-        // The frontier by shard, in shard order.
-        let keys: Vec<Vec<u8>> = frontier.iter().map(|&v| vertex_key(v)).collect();
-        let shards: Vec<usize> = keys
-            .iter()
-            .map(|k| store.shard(k))
-            .collect::<Result<_, _>>()?;
-        let mut parts: Vec<(usize, Vec<u32>)> = autoloc_dataplane::slot::group(shards)
-            .into_iter()
-            .map(|(shard, places)| (shard, places.iter().map(|&i| frontier[i]).collect()))
-            .collect();
-        parts.sort_by_key(|(s, _)| *s);
+        let parts = parts_of.split(&frontier)?;
         let mut hop = Hop {
             frontier: frontier.len(),
             ..Hop::default()
@@ -403,21 +483,9 @@ pub async fn khop(
         let expansions: Vec<Task<'_, Result<Expansion, FnError>>> = parts
             .iter()
             .map(|(shard, vertices)| {
-                let addr = &topology.shards[*shard].master;
-                let choice = match mode {
-                    HopMode::Storage => None,
-                    HopMode::Choose => Some(table.choose(addr, vertices.len())),
-                };
-                if let Some(c) = choice {
-                    if !chosen.contains(&(addr, c)) {
-                        chosen.push((addr, c));
-                    }
-                }
-                let side = choice.map_or(HopSide::Storage, |c| c.side);
-                hop.parts.push((addr.clone(), side));
-                let session = sessions[*shard];
+                let (side, session) = parts_of.side(*shard, vertices.len(), &mut hop);
                 Box::pin(async move {
-                    let got = match (side, depth) {
+                    match (side, depth) {
                         // The first hop is the start vertex alone, which must exist (khop's
                         // NOKEY): `khop <start> 1` on its shard says so, or `expand <start>`,
                         // which names the vertices it found no key for.
@@ -443,23 +511,13 @@ pub async fn khop(
                         }
                         (HopSide::Compute, 0) => start_here(store, start).await.map(next_only),
                         (HopSide::Compute, _) => neighbours(store, vertices).await.map(next_only),
-                    };
-                    got
+                    }
                 }) as Task<'_, _>
             })
             .collect();
         let found = join_all(expansions).await;
-        // As in one read of one node: a key of another type fails the read before any value is
-        // looked at, so its WRONGTYPE wins over another part's BADVALUE.
-        let mut failed: Option<&FnError> = None;
-        for e in found.iter().filter_map(|r| r.as_ref().err()) {
-            let wrong_type = |e: &FnError| e.code() == autoloc_functions::ErrorCode::WrongType;
-            if failed.is_none_or(|f| wrong_type(e) && !wrong_type(f)) {
-                failed = Some(e);
-            }
-        }
-        if let Some(e) = failed {
-            return Err(e.clone());
+        if let Some(e) = first_error(&found) {
+            return Err(e);
         }
         // The vertices at distance depth+1: what this hop's parts found, and what the last hop's
         // found ahead.
@@ -485,14 +543,201 @@ pub async fn khop(
         run.borrow_mut().hops.push(hop);
         frontier = next;
     }
-    let expanded: usize = run.borrow().hops.iter().map(|h| h.frontier + h.ahead).sum();
-    let wall = began.elapsed().as_nanos() as u64;
-    for (shard, choice) in chosen {
-        table.record(shard, choice, expanded, wall);
-    }
+    parts_of.done(run);
     Ok(autoloc_functions::builtins::khop::neighbourhood(
         seen, start,
     ))
+}
+
+/// `pagerank <start> <iterations> [<dest-prefix>]` over the shards of `topology`, its
+/// neighbourhood read in two rounds of parts: the start on its shard (storage-side `induced
+/// <start>`: the start's subgraph, and the edges inside it of the vertices that shard serves;
+/// or compute-side, the start's adjacency), then the rest of the subgraph by shard, every part
+/// at once (storage-side `induced <start> <vertex>...`, the edges inside the subgraph of the
+/// vertices the shard serves; or compute-side, a multi-get of their adjacency). The ranking,
+/// and the writes of a `<dest-prefix>`, are done here; the scores are the single node's,
+/// exactly (the same subgraph, ranked in the same order).
+#[allow(clippy::too_many_arguments)]
+pub async fn pagerank(
+    topology: &Topology,
+    sessions: &[&RefCell<Session>],
+    store: &ClusterStore<'_>,
+    table: &HopTable,
+    mode: HopMode,
+    args: &[Vec<u8>],
+    run: &RefCell<HopRun>,
+) -> Result<Vec<(u32, f64)>, FnError> {
+    use autoloc_functions::builtins::pagerank as pr;
+    let (start, iterations, dest) = pr::parse(args)?;
+    let parts_of = Parts {
+        topology,
+        sessions,
+        store,
+        table,
+        mode,
+        function: "pagerank",
+        chosen: RefCell::new(Vec::new()),
+        began: Instant::now(),
+    };
+    // Each member's edges inside the subgraph, as the shards serving them found them.
+    let mut edges: HashMap<u32, Vec<u32>> = HashMap::new();
+    let add = |found: Induced, edges: &mut HashMap<u32, Vec<u32>>| {
+        for (v, e) in found.served.into_iter().zip(found.edges) {
+            edges.entry(v).or_insert(e);
+        }
+    };
+
+    // The first round: the start, on its shard.
+    let mut hop = Hop {
+        frontier: 1,
+        ..Hop::default()
+    };
+    let bytes_before = store.cost().bytes + run.borrow().storage_bytes;
+    let (shard, _) = parts_of.split(&[start])?.remove(0);
+    let (side, session) = parts_of.side(shard, 1, &mut hop);
+    let members = match side {
+        HopSide::Storage => {
+            let args = [vertex_key(start)];
+            let mut found = induced_there(session, store, &args, start, None, run).await?;
+            let members = std::mem::take(&mut found.members);
+            add(found, &mut edges);
+            members
+        }
+        HopSide::Compute => pr::members(store, start).await?,
+    };
+    hop.bytes = store.cost().bytes + run.borrow().storage_bytes - bytes_before;
+    run.borrow_mut().hops.push(hop);
+
+    // The second: the members whose edges are still to read, by shard.
+    let rest: Vec<u32> = members
+        .iter()
+        .copied()
+        .filter(|v| !edges.contains_key(v))
+        .collect();
+    if !rest.is_empty() {
+        let mut hop = Hop {
+            frontier: rest.len(),
+            ..Hop::default()
+        };
+        let bytes_before = store.cost().bytes + run.borrow().storage_bytes;
+        let parts = parts_of.split(&rest)?;
+        let members = &members;
+        let reads: Vec<Task<'_, Result<Induced, FnError>>> = parts
+            .iter()
+            .map(|(shard, vertices)| {
+                let (side, session) = parts_of.side(*shard, vertices.len(), &mut hop);
+                Box::pin(async move {
+                    match side {
+                        HopSide::Storage => {
+                            let args: Vec<Vec<u8>> = std::iter::once(start)
+                                .chain(members.iter().copied().filter(|&v| v != start))
+                                .map(vertex_key)
+                                .collect();
+                            induced_there(
+                                session,
+                                store,
+                                &args,
+                                start,
+                                Some((members, vertices)),
+                                run,
+                            )
+                            .await
+                        }
+                        HopSide::Compute => Ok(Induced {
+                            members: Vec::new(),
+                            served: vertices.clone(),
+                            edges: pr::edges_within(store, members, vertices).await?,
+                        }),
+                    }
+                }) as Task<'_, _>
+            })
+            .collect();
+        let found = join_all(reads).await;
+        if let Some(e) = first_error(&found) {
+            return Err(e);
+        }
+        for f in found.into_iter().flatten() {
+            add(f, &mut edges);
+        }
+        hop.bytes = store.cost().bytes + run.borrow().storage_bytes - bytes_before;
+        run.borrow_mut().hops.push(hop);
+    }
+    // A member no shard served (its slot moved since the map was read): read here, through
+    // the redirections.
+    let unserved: Vec<u32> = members
+        .iter()
+        .copied()
+        .filter(|v| !edges.contains_key(v))
+        .collect();
+    if !unserved.is_empty() {
+        let found = pr::edges_within(store, &members, &unserved).await?;
+        for (v, e) in unserved.into_iter().zip(found) {
+            edges.insert(v, e);
+        }
+    }
+    parts_of.done(run);
+    let by_member: Vec<Vec<u32>> = members
+        .iter()
+        .map(|v| edges.remove(v).unwrap_or_default())
+        .collect();
+    let scored = pr::rank(members, &by_member, iterations);
+    pr::write_scores(store, dest, &scored).await?;
+    Ok(scored)
+}
+
+/// What `induced` gave: the start's subgraph (when it found it), the vertices it served, and
+/// their edges inside the subgraph.
+#[derive(Debug, Default)]
+struct Induced {
+    members: Vec<u32>,
+    served: Vec<u32>,
+    edges: Vec<Vec<u32>>,
+}
+
+/// `induced` of `args` on its shard (the start alone, or the start and the rest of its
+/// subgraph); a part the shard pushes back is finished here from the read set it hands back:
+/// the start's subgraph and its edges, or with `given` (the subgraph, and the part's vertices),
+/// the part's edges.
+async fn induced_there(
+    session: &RefCell<Session>,
+    store: &ClusterStore<'_>,
+    args: &[Vec<u8>],
+    start: u32,
+    given: Option<(&[u32], &[u32])>,
+    run: &RefCell<HopRun>,
+) -> Result<Induced, FnError> {
+    use autoloc_functions::builtins::pagerank as pr;
+    match invoke_there(session, "induced", args, run).await? {
+        There::Done(result) => match Output::decode(OutputKind::Lists, &result)? {
+            Output::Lists(lists) if lists.len() >= 2 && lists.len() == 2 + lists[1].len() => {
+                let mut lists = lists.into_iter();
+                let members = lists.next().unwrap_or_default();
+                let served = lists.next().unwrap_or_default();
+                Ok(Induced {
+                    members,
+                    served,
+                    edges: lists.collect(),
+                })
+            }
+            other => Err(FnError::Malformed(format!("induced gave {other:?}"))),
+        },
+        There::PushedBack(read_set) => {
+            let here = ReadSetStore::new(read_set, store);
+            let (members, vertices) = match given {
+                Some((members, vertices)) => (members.to_vec(), vertices.to_vec()),
+                None => {
+                    let members = pr::members(&here, start).await?;
+                    (members.clone(), members)
+                }
+            };
+            let edges = pr::edges_within(&here, &members, &vertices).await?;
+            Ok(Induced {
+                members: if given.is_some() { Vec::new() } else { members },
+                served: vertices,
+                edges,
+            })
+        }
+    }
 }
 
 /// The neighbours of `start`, read here; `NOKEY` if it has no key (as `khop` fails).
@@ -508,6 +753,48 @@ async fn start_here(store: &dyn autoloc_functions::Store, start: u32) -> Result<
     found.ok_or_else(|| FnError::no_key(&key))?
 }
 
+/// What a storage-side invocation of a part gave: its result, or the read set of a pushback.
+enum There {
+    Done(Vec<u8>),
+    PushedBack(Vec<(Vec<u8>, Option<Vec<u8>>)>),
+}
+
+/// Invokes `function` with `args` on `session`'s shard, counting it and what it cost in `run`.
+async fn invoke_there(
+    session: &RefCell<Session>,
+    function: &str,
+    args: &[Vec<u8>],
+    run: &RefCell<HopRun>,
+) -> Result<There, FnError> {
+    let argv: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+    let invoke = Message::Invoke {
+        function,
+        args: List::new(&argv),
+    };
+    let r = session::request(session, &invoke).await?;
+    let mut run = run.borrow_mut();
+    run.invokes += 1;
+    run.storage_bytes += r.bytes;
+    let mut add = |cost: &InvokeCost| {
+        run.storage.storage_cpu_ns += cost.storage_cpu_ns;
+        run.storage.queue_ns += cost.queue_ns;
+        run.storage.keys_read += cost.keys_read;
+        run.storage.bytes_read += cost.bytes_read;
+        run.storage.reads += cost.reads;
+    };
+    match r.reply {
+        session::Reply::Invoked { result, cost } => {
+            add(&cost);
+            Ok(There::Done(result))
+        }
+        session::Reply::Pushback { read_set, cost } => {
+            add(&cost);
+            Ok(There::PushedBack(read_set))
+        }
+        other => Err(other.into_error("Invoke")),
+    }
+}
+
 /// The neighbours of `vertices`, expanded on their shard by `function` with `args` (`neighbours`
 /// or `expand` of them, or `khop <start> 1` for the first hop); a part the shard pushes back
 /// (past its budget, or a vertex to go on to that moved away) is finished here from the read set
@@ -520,28 +807,8 @@ async fn expand_there(
     vertices: &[u32],
     run: &RefCell<HopRun>,
 ) -> Result<Expansion, FnError> {
-    let argv: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-    let invoke = Message::Invoke {
-        function,
-        args: List::new(&argv),
-    };
-    let r = session::request(session, &invoke).await?;
-    {
-        let mut run = run.borrow_mut();
-        run.invokes += 1;
-        run.storage_bytes += r.bytes;
-    }
-    let add = |cost: &InvokeCost| {
-        let mut run = run.borrow_mut();
-        run.storage.storage_cpu_ns += cost.storage_cpu_ns;
-        run.storage.queue_ns += cost.queue_ns;
-        run.storage.keys_read += cost.keys_read;
-        run.storage.bytes_read += cost.bytes_read;
-        run.storage.reads += cost.reads;
-    };
-    match r.reply {
-        session::Reply::Invoked { result, cost } => {
-            add(&cost);
+    match invoke_there(session, function, args, run).await? {
+        There::Done(result) => {
             let kind = match function {
                 "expand" => OutputKind::Lists,
                 _ => OutputKind::Ids,
@@ -563,8 +830,7 @@ async fn expand_there(
                 other => Err(FnError::Malformed(format!("{function} gave {other:?}"))),
             }
         }
-        session::Reply::Pushback { read_set, cost } => {
-            add(&cost);
+        There::PushedBack(read_set) => {
             let here = ReadSetStore::new(read_set, store);
             match function {
                 "khop" => start_here(&here, vertices[0]).await.map(next_only),
@@ -573,7 +839,6 @@ async fn expand_there(
                 _ => neighbours(&here, vertices).await.map(next_only),
             }
         }
-        other => Err(other.into_error("Invoke")),
     }
 }
 
@@ -594,11 +859,11 @@ mod tests {
         let mut storage = 0;
         for i in 0..rounds * per_round {
             let n = sizes[i % sizes.len()];
-            let choice = t.choose(shard, n);
+            let choice = t.choose("khop", shard, n);
             if i >= (rounds - 1) * per_round && choice.side == HopSide::Storage {
                 storage += 1;
             }
-            t.record(shard, choice, n, cost(choice.side, n));
+            t.record("khop", shard, choice, n, cost(choice.side, n));
         }
         storage
     }
@@ -607,7 +872,7 @@ mod tests {
     fn a_shard_moves_its_parts_to_the_side_where_all_its_parts_cost_less() {
         let t = HopTable::default();
         // Storage-side first.
-        assert_eq!(t.choose("a:1", 10).side, HopSide::Storage);
+        assert_eq!(t.choose("khop", "a:1", 10).side, HopSide::Storage);
         // Compute-side is cheaper for every size: the threshold climbs past every size seen,
         // and only a trial period, now and then, sends the largest parts back.
         let sizes = [1, 3, 10, 40];
@@ -616,10 +881,11 @@ mod tests {
             HopSide::Compute => 1_000 * n as u64,
         };
         let storage = climb(&t, "a:1", &sizes, 40, compute_cheaper);
-        assert_eq!(t.thresholds(), vec![("a:1".to_string(), Some(64))]);
+        assert_eq!(t.thresholds(), vec![("khop", "a:1".to_string(), Some(64))]);
         assert!(storage <= 16, "{storage}");
-        // Another shard has a threshold of its own.
-        assert_eq!(t.choose("b:1", 10).side, HopSide::Storage);
+        // Another shard, and another function, have thresholds of their own.
+        assert_eq!(t.choose("khop", "b:1", 10).side, HopSide::Storage);
+        assert_eq!(t.choose("pagerank", "a:1", 10).side, HopSide::Storage);
         // The costs turn: the threshold comes back down, every part but the smallest
         // storage-side (those cost the shard's parts too little to tell, under the margin).
         let storage_cheaper = |side, n: usize| match side {
@@ -627,7 +893,8 @@ mod tests {
             HopSide::Compute => 2_000 * n as u64,
         };
         let storage = climb(&t, "a:1", &sizes, 40, storage_cheaper);
-        let from = t.thresholds()[0].1;
+        assert_eq!(t.thresholds().len(), 3);
+        let from = t.thresholds()[0].2;
         assert!(from.is_some_and(|n| n <= 2), "{from:?}");
         assert!(storage >= 64, "{storage}");
     }
@@ -642,7 +909,7 @@ mod tests {
             HopSide::Compute => 1_000 * n as u64,
         };
         climb(&t, "a:1", &[1, 16, 64, 256], 60, cost);
-        let from = t.thresholds()[0].1.expect("large parts storage-side");
+        let from = t.thresholds()[0].2.expect("large parts storage-side");
         assert!(16 < from && from <= 64, "{from}");
     }
 
@@ -653,7 +920,7 @@ mod tests {
         t.set_load("b:1", 0.30);
         let picks = |shard| {
             (0..32)
-                .filter(|_| t.choose(shard, 10).side == HopSide::Storage)
+                .filter(|_| t.choose("khop", shard, 10).side == HopSide::Storage)
                 .count()
         };
         // Hot: not even the exploring choices go storage-side (the load is read, not guessed).

@@ -612,9 +612,13 @@ impl Runtime {
     ) -> Result<ResolvedCall> {
         let (index, f) = self.resolve(name)?;
         f.check(&args)?;
-        // On a cluster, the built-in khop storage-side or placed automatically runs hop by hop.
+        // On a cluster, the built-ins khop and pagerank storage-side or placed automatically run
+        // by parts, round by round.
+        let by_parts = self.cluster.is_some()
+            && f.version().is_none()
+            && matches!(f.name(), "khop" | "pagerank");
         let by_hops = match placement {
-            _ if self.cluster.is_none() || f.version().is_some() || f.name() != "khop" => None,
+            _ if !by_parts => None,
             Placement::Storage => Some(HopMode::Storage),
             Placement::Auto => Some(HopMode::Choose),
             Placement::Compute => None,
@@ -961,8 +965,14 @@ impl Runtime {
                     .unwrap_or(0);
                 let store = ClusterStore::new(topology, &sessions, per_key);
                 match c.by_hops {
-                    Some(mode) => Box::pin(khop_by_hops(
-                        topology, &sessions, store, hop_table, mode, &c.args,
+                    Some(mode) => Box::pin(by_parts(
+                        topology,
+                        &sessions,
+                        store,
+                        hop_table,
+                        mode,
+                        c.f.name(),
+                        &c.args,
                     )) as Task<'_, Outcome>,
                     None => Box::pin(invoke_on_link(
                         sessions[home],
@@ -1267,34 +1277,34 @@ async fn join<A: std::future::Future, B: std::future::Future>(
     (ra.expect("ready"), rb.expect("ready"))
 }
 
-/// Runs `khop <start> <k>` hop by hop over a cluster's shards ([`crate::hops`]).
-async fn khop_by_hops(
+/// Runs `khop <start> <k>` hop by hop, or `pagerank` in its two rounds, over a cluster's shards
+/// by parts ([`crate::hops`]); `pagerank`'s writes, if any, are committed when it succeeds.
+async fn by_parts(
     topology: &Topology,
     sessions: &[&RefCell<Session>],
     store: ClusterStore<'_>,
     table: &HopTable,
     mode: HopMode,
+    function: &str,
     args: &[Vec<u8>],
 ) -> Outcome {
     let started = Instant::now();
     let run = RefCell::new(HopRun::default());
-    let parsed = (|| -> Result<(u32, u32), FnError> {
-        let text = |a: &[u8]| String::from_utf8_lossy(a).parse::<u32>().ok();
-        match args {
-            [start, k] => Ok((
-                text(start).ok_or_else(|| FnError::Usage("khop <start> <k>".into()))?,
-                text(k).ok_or_else(|| FnError::Usage("khop <start> <k>".into()))?,
-            )),
-            _ => Err(FnError::Usage("khop <start> <k>".into())),
+    let result = match function {
+        "pagerank" => {
+            match crate::hops::pagerank(topology, sessions, &store, table, mode, args, &run).await {
+                Ok(scores) => store.commit().await.map(|()| Output::Scores(scores)),
+                Err(e) => Err(e),
+            }
         }
-    })();
-    let result = match parsed {
-        Ok((start, k)) => {
-            crate::hops::khop(topology, sessions, &store, table, mode, start, k, &run)
-                .await
-                .map(Output::Ids)
-        }
-        Err(e) => Err(e),
+        _ => match autoloc_functions::builtins::khop::parse(args) {
+            Ok((start, k)) => {
+                crate::hops::khop(topology, sessions, &store, table, mode, start, k, &run)
+                    .await
+                    .map(Output::Ids)
+            }
+            Err(e) => Err(e),
+        },
     };
     let run = run.into_inner();
     let storage_parts: usize = run.hops.iter().map(|h| h.parts_on(HopSide::Storage)).sum();

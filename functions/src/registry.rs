@@ -4,7 +4,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::builtins::{
     aggregate::Aggregate, digest::DigestFn, get::Get, khop::Khop, neighbours::Expand,
-    neighbours::Neighbours, pagerank::PageRank,
+    neighbours::Neighbours, pagerank::Induced, pagerank::PageRank,
 };
 use crate::{Error, Function, Result};
 
@@ -49,6 +49,7 @@ impl Registry {
             Arc::new(Get),
             Arc::new(Neighbours),
             Arc::new(Expand),
+            Arc::new(Induced),
         ] {
             r.register(f)
                 .expect("built-ins fit and have distinct names");
@@ -184,7 +185,7 @@ mod tests {
     #[test]
     fn builtins_resolve_by_name() {
         let r = Registry::builtin();
-        assert_eq!(r.len(), 7);
+        assert_eq!(r.len(), 8);
         assert_eq!(r.resolve(b"KHOP").unwrap().0, 0);
         assert!(matches!(r.resolve(b"nope"), Err(Error::UnknownFunction(_))));
         assert!(matches!(

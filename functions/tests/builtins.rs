@@ -248,3 +248,62 @@ fn expand_goes_on_where_the_store_serves() {
     let e = call(&store, &["expand", "x"]).unwrap_err();
     assert!(e.to_string().contains("expand"), "{e:?}");
 }
+
+#[test]
+fn induced_gives_pagerank_s_subgraph_as_far_as_the_store_serves_it() {
+    let (store, _) = graph();
+    // One node: the start's subgraph (0, 1, 2), all served, each vertex's edges inside it (1's
+    // 3 and 2's 99 are outside).
+    let whole = vec![vec![0, 1, 2], vec![0, 1, 2], vec![1, 2], vec![0], vec![0]];
+    assert_eq!(
+        call(&store, &["induced", "0"]).unwrap(),
+        Output::Lists(whole.clone())
+    );
+    // That is all pagerank reads: its scores are the rank of that subgraph.
+    let Output::Scores(scores) = call(&store, &["pagerank", "0", "5"]).unwrap() else {
+        panic!("pagerank gives scores");
+    };
+    assert_eq!(
+        scores,
+        autoloc_functions::builtins::pagerank::rank(vec![0, 1, 2], &whole[2..], 5)
+    );
+    // A shard of the even vertices: of 1's subgraph (0, 1, 3) it serves 0, whose edge to 1 is
+    // inside; given the subgraph, it does not name it again.
+    let shard = EvenShard(&store);
+    let registry = Registry::builtin();
+    let (_, f) = registry.resolve(b"induced").unwrap();
+    let args = |a: &[&str]| a.iter().map(|a| a.as_bytes().to_vec()).collect::<Vec<_>>();
+    assert_eq!(
+        block_on(f.call(&shard, &args(&["1"]))).unwrap(),
+        Output::Lists(vec![vec![0, 1, 3], vec![0], vec![1]])
+    );
+    assert_eq!(
+        block_on(f.call(&shard, &args(&["1", "0", "3"]))).unwrap(),
+        Output::Lists(vec![vec![], vec![0], vec![1]])
+    );
+    // A vertex without a key is dangling (no edges); a start without one is NOKEY, as
+    // pagerank's; the arguments are checked.
+    assert_eq!(
+        call(&store, &["induced", "77", "5"]).unwrap(),
+        Output::Lists(vec![vec![], vec![5, 77], vec![], vec![]])
+    );
+    assert!(matches!(
+        call(&store, &["induced", "77"]),
+        Err(Error::NoKey { .. })
+    ));
+    // Having found the subgraph, a value it cannot read leaves every vertex unserved (to be read
+    // again, with its error, in the caller's next round); given the subgraph, it fails.
+    store.insert(vertex_key(2), b"not a vertex".to_vec());
+    assert_eq!(
+        call(&store, &["induced", "0"]).unwrap(),
+        Output::Lists(vec![vec![0, 1, 2], vec![]])
+    );
+    assert!(matches!(
+        call(&store, &["induced", "0", "1", "2"]),
+        Err(Error::BadValue { .. })
+    ));
+    let e = call(&store, &["induced"]).unwrap_err();
+    assert!(e.to_string().contains("induced <start>"), "{e:?}");
+    let e = call(&store, &["induced", "1", "x"]).unwrap_err();
+    assert!(e.to_string().contains("induced"), "{e:?}");
+}

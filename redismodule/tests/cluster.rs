@@ -158,13 +158,25 @@ fn traversals_across_shards_equal_the_single_node() {
                 }
             }
         }
-        let want = one
-            .invoke("pagerank", &["1", "5"], Placement::Storage)
-            .unwrap()
-            .output;
-        for p in [Placement::Storage, Placement::Compute] {
-            let got = rt.invoke("pagerank", &["1", "5"], p).unwrap().output;
-            assert_eq!(got, want, "{t} {p} pagerank");
+        // pagerank by parts: the start on its shard, then the rest of its subgraph by shard.
+        for start in ["1", "42", "555"] {
+            let want = one
+                .invoke("pagerank", &[start, "5"], Placement::Storage)
+                .unwrap()
+                .output;
+            for p in [Placement::Storage, Placement::Compute, Placement::Auto] {
+                let got = rt.invoke("pagerank", &[start, "5"], p).unwrap();
+                assert_eq!(got.output, want, "{t} {p} pagerank {start}");
+                if p == Placement::Storage {
+                    let touched: usize = got.hops.iter().map(|h| h.shards()).sum();
+                    assert!(
+                        (1..=4).contains(&touched),
+                        "{t} pagerank {start}: {touched}"
+                    );
+                    assert_eq!(got.round_trips, touched as u64, "{t} pagerank {start}");
+                    assert!(!got.pushed_back, "{t} pagerank {start}");
+                }
+            }
         }
         // A missing start vertex is the same error, on every side.
         let e = rt

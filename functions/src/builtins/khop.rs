@@ -18,7 +18,8 @@ pub struct Khop;
 
 const USAGE: &str = "khop <start> <k>";
 
-fn parse(args: &[Vec<u8>]) -> Result<(u32, u32)> {
+/// Parses `khop`'s arguments: `(start, k)`.
+pub fn parse(args: &[Vec<u8>]) -> Result<(u32, u32)> {
     let mut a = Args::new("khop", USAGE, args);
     let start = a.next_vertex("start")?;
     let k = a.next_u64("k", 1, MAX_K)? as u32;

@@ -3,7 +3,7 @@
 //! | function | data per invocation | CPU per byte | natural side |
 //! |---|---|---|---|
 //! | [`khop`] | many small values, one dependent round per hop | low | storage |
-//! | [`pagerank`] | a vertex and its neighbours (two rounds) | medium | either |
+//! | [`pagerank`] | a vertex and its neighbours (two rounds; `induced`: those a store serves, their edges inside) | medium | either |
 //! | [`aggregate`] | many independent values (one round per 1,024 keys) | low | storage |
 //! | [`digest`] | one blob | high | compute |
 //! | [`get`] | one value | none | either |

@@ -7,6 +7,18 @@
 //! Two rounds of reads (the start vertex, then all its neighbours at once), then power iteration:
 //! `r'(v) = (1-d)/n + d * (sum over edges u->v of r(u)/out(u) + dangling/n)`, where a vertex with
 //! no edge inside the subgraph (dangling) spreads its rank over all n vertices. Scores sum to 1.
+//!
+//! `induced <start> [<vertex>...]`: that subgraph, as far as the store serves it: on a Redis
+//! Cluster, a compute node asks each shard for the edges of its part of pagerank's
+//! neighbourhood, all shards at once, instead of fetching their adjacency lists. The subgraph of
+//! the start and the given vertices, or with none given, of the start and its neighbours; its
+//! output ([`Output::Lists`]) is the subgraph's vertices when the store found them (none given;
+//! else empty), those of them the store serves (sorted), then for each of those its neighbours
+//! inside the subgraph (sorted; none for a vertex without a key). On one node, `induced <start>`
+//! is all `pagerank` reads, in its two rounds. Having found the subgraph, what it cannot read of
+//! it (a value of another type, say) it serves none of, leaving that read, and its error, to its
+//! caller's next round, where the rest of the subgraph is read: so the error is the one a read
+//! of the whole subgraph on one node gives.
 
 use super::IdMap;
 use crate::function::{Args, Function, Invocation, OutputKind};
@@ -24,7 +36,11 @@ pub struct PageRank;
 
 const USAGE: &str = "pagerank <start> <iterations> [<dest-prefix>]";
 
-fn parse(args: &[Vec<u8>]) -> Result<(u32, u64, Option<&[u8]>)> {
+/// `(start, iterations, dest-prefix)`.
+pub type PageRankArgs<'a> = (u32, u64, Option<&'a [u8]>);
+
+/// Parses `pagerank`'s arguments.
+pub fn parse(args: &[Vec<u8>]) -> Result<PageRankArgs<'_>> {
     let mut a = Args::new("pagerank", USAGE, args);
     let start = a.next_vertex("start")?;
     let iterations = a.next_u64("iterations", 1, MAX_ITERATIONS)?;
@@ -49,48 +65,151 @@ impl Function for PageRank {
     fn call<'a>(&'a self, store: &'a dyn Store, args: &'a [Vec<u8>]) -> Invocation<'a> {
         Box::pin(async move {
             let (start, iterations, dest) = parse(args)?;
-            let start_key = [vertex_key(start)];
-            let mut members = vec![start];
-            store
-                .read(&start_key, &mut |_, v| {
-                    let v = v.ok_or_else(|| Error::no_key(&start_key[0]))?;
-                    for_each_neighbour(&start_key[0], v, |n| members.push(n))
-                })
-                .await?;
-            members.sort_unstable();
-            members.dedup();
-            let index: IdMap<usize> = members.iter().enumerate().map(|(i, &v)| (v, i)).collect();
-
-            // Out-edges inside the subgraph, by member index.
-            let mut out: Vec<Vec<usize>> = vec![Vec::new(); members.len()];
-            let keys: Vec<Vec<u8>> = members.iter().map(|&v| vertex_key(v)).collect();
-            store
-                .read(&keys, &mut |i, v| {
-                    let Some(v) = v else { return Ok(()) }; // dangling: no out-edges
-                    let edges = &mut out[i];
-                    for_each_neighbour(&keys[i], v, |n| {
-                        if let Some(&j) = index.get(&n) {
-                            edges.push(j);
-                        }
-                    })?;
-                    edges.sort_unstable();
-                    edges.dedup();
-                    Ok(())
-                })
-                .await?;
-
-            let scores = power_iteration(&out, iterations);
-            let scored: Vec<(u32, f64)> = members.into_iter().zip(scores).collect();
-            if let Some(prefix) = dest {
-                for &(v, score) in &scored {
-                    let mut key = prefix.to_vec();
-                    key.extend_from_slice(v.to_string().as_bytes());
-                    store.write(&key, score.to_string().as_bytes()).await?;
-                }
-            }
+            let members = members(store, start).await?;
+            let edges = edges_within(store, &members, &members).await?;
+            let scored = rank(members, &edges, iterations);
+            write_scores(store, dest, &scored).await?;
             Ok(Output::Scores(scored))
         })
     }
+}
+
+/// See the [module docs](self).
+#[derive(Debug, Default)]
+pub struct Induced;
+
+const INDUCED_USAGE: &str = "induced <start> [<vertex> ...]";
+
+fn parse_induced(args: &[Vec<u8>]) -> Result<(u32, Vec<u32>)> {
+    let mut a = Args::new("induced", INDUCED_USAGE, args);
+    let start = a.next_vertex("start")?;
+    let mut given = Vec::new();
+    while a.remaining() > 0 {
+        given.push(a.next_vertex("vertex")?);
+    }
+    a.finish()?;
+    Ok((start, given))
+}
+
+impl Function for Induced {
+    fn name(&self) -> &'static str {
+        "induced"
+    }
+    fn usage(&self) -> &'static str {
+        INDUCED_USAGE
+    }
+    fn output_kind(&self) -> OutputKind {
+        OutputKind::Lists
+    }
+    fn check(&self, args: &[Vec<u8>]) -> Result<()> {
+        parse_induced(args).map(drop)
+    }
+    fn call<'a>(&'a self, store: &'a dyn Store, args: &'a [Vec<u8>]) -> Invocation<'a> {
+        Box::pin(async move {
+            let (start, mut given) = parse_induced(args)?;
+            let (found, members) = if given.is_empty() {
+                let members = members(store, start).await?;
+                (members.clone(), members)
+            } else {
+                given.push(start);
+                given.sort_unstable();
+                given.dedup();
+                (Vec::new(), given)
+            };
+            let mut served: Vec<u32> = members
+                .iter()
+                .copied()
+                .filter(|&v| store.serves(&vertex_key(v)))
+                .collect();
+            let edges = match edges_within(store, &members, &served).await {
+                Ok(edges) => edges,
+                // Found the subgraph: what it cannot read of it (a value of another type, no
+                // permission, a slot that moved, the budget spent), it serves none of, and its
+                // caller reads it with the rest, failing as one node's read would.
+                Err(_) if !found.is_empty() => {
+                    served.clear();
+                    Vec::new()
+                }
+                Err(e) => return Err(e),
+            };
+            let mut lists = Vec::with_capacity(2 + edges.len());
+            lists.push(found);
+            lists.push(served);
+            lists.extend(edges);
+            Ok(Output::Lists(lists))
+        })
+    }
+}
+
+/// The vertices of `start`'s subgraph: it and its neighbours, sorted; `NOKEY` if it has no key.
+pub async fn members(store: &dyn Store, start: u32) -> Result<Vec<u32>> {
+    let start_key = [vertex_key(start)];
+    let mut members = vec![start];
+    store
+        .read(&start_key, &mut |_, v| {
+            let v = v.ok_or_else(|| Error::no_key(&start_key[0]))?;
+            for_each_neighbour(&start_key[0], v, |n| members.push(n))
+        })
+        .await?;
+    members.sort_unstable();
+    members.dedup();
+    Ok(members)
+}
+
+/// For each of `vertices` (one store access), its neighbours among `members` (sorted, distinct;
+/// none for a vertex without a key: dangling).
+pub async fn edges_within(
+    store: &dyn Store,
+    members: &[u32],
+    vertices: &[u32],
+) -> Result<Vec<Vec<u32>>> {
+    let member: IdMap<()> = members.iter().map(|&v| (v, ())).collect();
+    let mut out: Vec<Vec<u32>> = vec![Vec::new(); vertices.len()];
+    let keys: Vec<Vec<u8>> = vertices.iter().map(|&v| vertex_key(v)).collect();
+    store
+        .read(&keys, &mut |i, v| {
+            let Some(v) = v else { return Ok(()) }; // dangling: no out-edges
+            let edges = &mut out[i];
+            for_each_neighbour(&keys[i], v, |n| {
+                if member.contains_key(&n) {
+                    edges.push(n);
+                }
+            })?;
+            edges.sort_unstable();
+            edges.dedup();
+            Ok(())
+        })
+        .await?;
+    Ok(out)
+}
+
+/// PageRank over `members` (sorted) and each one's `edges` inside them: every member with its
+/// score, in order.
+pub fn rank(members: Vec<u32>, edges: &[Vec<u32>], iterations: u64) -> Vec<(u32, f64)> {
+    let index: IdMap<usize> = members.iter().enumerate().map(|(i, &v)| (v, i)).collect();
+    let out: Vec<Vec<usize>> = edges
+        .iter()
+        .map(|e| e.iter().filter_map(|n| index.get(n).copied()).collect())
+        .collect();
+    let scores = power_iteration(&out, iterations);
+    members.into_iter().zip(scores).collect()
+}
+
+/// Stores each score at `<dest><id>` (as its shortest round-tripping decimal text), if a
+/// `dest` prefix is given.
+pub async fn write_scores(
+    store: &dyn Store,
+    dest: Option<&[u8]>,
+    scored: &[(u32, f64)],
+) -> Result<()> {
+    if let Some(prefix) = dest {
+        for &(v, score) in scored {
+            let mut key = prefix.to_vec();
+            key.extend_from_slice(v.to_string().as_bytes());
+            store.write(&key, score.to_string().as_bytes()).await?;
+        }
+    }
+    Ok(())
 }
 
 /// PageRank by power iteration over `out` (out-edges by vertex index).
