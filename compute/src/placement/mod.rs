@@ -18,6 +18,8 @@
 //!   load (`AUTOLOC.STATS`) into the table, the table to the module (`AUTOLOC.REPORT`).
 //! - [`reason`]: why a share is what it is, packed into one atomic word.
 //! - [`sim`]: a closed-loop throughput model to test policies without Redis.
+//! - [`shards`]: a closed-loop model of `khop` hop by hop on a Redis Cluster of S shards,
+//!   calibrated from `bench-cluster` (`bench-sim --cluster`).
 
 pub mod controller;
 pub mod forecast;
@@ -25,6 +27,7 @@ pub mod model;
 pub mod policy;
 pub mod publisher;
 pub mod reason;
+pub mod shards;
 pub mod sim;
 pub mod window;
 
