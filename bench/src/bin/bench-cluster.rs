@@ -10,9 +10,11 @@
 //! Per cell: invocations per second and p50/p99 from one client thread, one invocation at a
 //! time, cycling over the same start vertices (each start's result is checked equal across the
 //! four before anything is timed); round trips and bytes per invocation and per hop, and the
-//! shards each hop touched. Then a projection to more shards: every hop's parts of the same
-//! traversals split over N shards as Redis Cluster would (its slots in N equal ranges), with a
-//! per-hop cost fitted to what was measured here (see [`Fit`]): projected, and labelled so.
+//! shards each hop touched; the client's CPU, the storage CPU the shards reported, and the CPU
+//! of the shards' Redis main threads (which serve the per-key client's GETs); and each start's
+//! vertices at each distance below k. Those calibrate the shard model of
+//! `autoloc::placement::shards`, which projects to more shards: `bench-sim --cluster` on this
+//! program's `--json`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,12 +23,12 @@ use std::time::Instant;
 use anyhow::{ensure, Context as _};
 use autoloc::hops::HopSide;
 use autoloc::load::{load_autoloc_json, write_graph, Graph};
+use autoloc::placement::shards::Workload;
 use autoloc::server::cluster::RedisCluster;
-use autoloc::{Output, Placement, ReadMode, Runtime, Transport};
+use autoloc::{Output, Placement, ReadMode, Runtime, Side, Transport};
 use autoloc_bench::args::{CellArgs, JsonArgs, PlotArgs};
 use autoloc_bench::harness::{self, load_average, progress, record, Machine, PALETTE};
 use autoloc_bench::table::Table;
-use autoloc_dataplane::slot::{key_slot, SLOTS};
 use autoloc_functions::graph::vertex_key;
 use clap::Parser;
 use rand::rngs::SmallRng;
@@ -57,9 +59,6 @@ struct Args {
     /// The data plane of the AutoLoc runs (the per-key client is RESP).
     #[arg(long, default_value = "shm")]
     transport: Transport,
-    /// Cluster sizes to project to from the fit.
-    #[arg(long, value_delimiter = ',', default_value = "8,16,64")]
-    project: Vec<usize>,
     #[command(flatten)]
     cell: CellArgs,
     #[command(flatten)]
@@ -89,20 +88,18 @@ struct Row {
     shards_per_hop: f64,
     /// The share of hop parts expanded storage-side (hop by hop runs).
     storage_share: f64,
-}
-
-/// A projected cell.
-#[derive(Debug, Clone, Serialize)]
-struct Projected {
-    graph: String,
-    shards: usize,
-    k: u32,
-    mode: String,
-    /// Projected time per invocation, ns.
-    ns_per_inv: f64,
-    /// Round trips per invocation (exact: the parts of the same traversals over that many
-    /// shards).
-    round_trips_per_inv: f64,
+    /// Invocations run, warm-up included, cycling over the starts from the first.
+    runs: u64,
+    /// The client thread's CPU per invocation (`Invocation::cpu`: polling it and moving its
+    /// frames, waits excluded), ns.
+    client_cpu_ns_per_inv: f64,
+    /// Storage CPU the shards reported per invocation (storage-side parts), ns.
+    storage_cpu_ns_per_inv: f64,
+    /// Time its storage-side requests queued on the shards, per invocation, ns.
+    queue_ns_per_inv: f64,
+    /// CPU of the masters' Redis main threads per invocation, all masters, ns (what serves the
+    /// per-key client's GETs; from /proc's schedstat).
+    main_cpu_ns_per_inv: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -110,8 +107,8 @@ struct Report {
     machine: Machine,
     parameters: BTreeMap<String, String>,
     rows: Vec<Row>,
-    fits: Vec<Fit>,
-    projected: Vec<Projected>,
+    /// Per graph and k, each start's vertices at each distance below k, in the order cycled.
+    workloads: Vec<Workload>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -146,8 +143,7 @@ fn main() -> anyhow::Result<()> {
     let social = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/autoloc/social.json");
     let rmat = Graph::rmat(a.scale, a.edge_factor, 1)?;
     let mut rows = Vec::new();
-    // Per graph and k, the hop frontiers of the storage runs at each size (for the fit).
-    let mut traces: Vec<Trace> = Vec::new();
+    let mut workloads: Vec<Workload> = Vec::new();
     for graph in ["social", "rmat"] {
         for &n in &a.shards {
             progress(&format!("{graph} on a cluster of {n}"));
@@ -166,6 +162,11 @@ fn main() -> anyhow::Result<()> {
                 _ => 1u32 << a.scale,
             };
             let starts = pick_starts(&cluster.url(), a.starts, bound)?;
+            let mains: Vec<u32> = cluster
+                .nodes()
+                .iter()
+                .map(autoloc::server::RedisServer::pid)
+                .collect();
             for &k in &a.ks {
                 let mut runtimes: Vec<(&str, Runtime, Placement)> = MODES
                     .iter()
@@ -190,33 +191,47 @@ fn main() -> anyhow::Result<()> {
                     .collect::<anyhow::Result<_>>()?;
                 check_equal(&mut runtimes, &starts, k)?;
                 for (mode, rt, placement) in runtimes.iter_mut() {
-                    let (row, trace) = measure(graph, n, k, mode, rt, *placement, &starts, plan)?;
-                    if *mode == "storage" {
-                        traces.push(trace);
-                    }
-                    rows.push(row);
+                    let cell = Cell {
+                        graph,
+                        shards: n,
+                        k,
+                        mode,
+                    };
+                    rows.push(measure(&cell, rt, *placement, &starts, &mains, plan)?);
+                }
+                if !workloads.iter().any(|w| w.graph == graph && w.k == k) {
+                    let rt = &mut runtimes[0].1;
+                    let levels = starts
+                        .iter()
+                        .map(|s| levels(rt, s, k))
+                        .collect::<anyhow::Result<_>>()?;
+                    workloads.push(Workload {
+                        graph: graph.to_string(),
+                        k,
+                        levels,
+                    });
                 }
             }
         }
     }
-    let fits = fit(&rows);
-    let projected = project(&fits, &traces, &a.project);
     print!("{}", table(&rows));
+    println!();
+    print!("{}", cpu_table(&rows));
     println!();
     for line in ratios(&rows) {
         println!("{line}");
     }
     println!();
-    println!("projected (a fit of the measured per-hop costs; not measured):");
-    print!("{}", projected_table(&projected));
+    println!(
+        "projection to more shards: bench-sim --cluster on this run's --json (simulated, not measured)"
+    );
     if let Some(path) = &a.json.path {
         params.insert("load_average_after".into(), load_average());
         let report = Report {
             machine: machine.clone(),
             parameters: params,
             rows: rows.clone(),
-            fits,
-            projected: projected.clone(),
+            workloads,
         };
         harness::write_json(path, &report)?;
     }
@@ -266,36 +281,44 @@ fn check_equal(
     Ok(())
 }
 
-/// What the storage runs' hops looked like: per invocation, the frontier of each hop, for the
-/// projection to more shards.
-#[derive(Debug, Clone)]
-struct Trace {
-    graph: String,
-    k: u32,
-    /// Per invocation, per hop, the frontier's vertices.
-    frontiers: Vec<Vec<Vec<u32>>>,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn measure(
-    graph: &str,
+/// Which cell is measured.
+struct Cell<'a> {
+    graph: &'a str,
     shards: usize,
     k: u32,
-    mode: &str,
+    mode: &'a str,
+}
+
+/// CPU time a thread of another process has run, ns (`/proc/<pid>/task/<tid>/schedstat`'s
+/// first field); 0 where it cannot be read.
+fn thread_cpu_ns(pid: u32, tid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU of the main threads of `pids` (a Redis server's main thread has its process's id), ns.
+fn main_threads_cpu_ns(pids: &[u32]) -> u64 {
+    pids.iter().map(|&p| thread_cpu_ns(p, p)).sum()
+}
+
+fn measure(
+    cell: &Cell<'_>,
     rt: &mut Runtime,
     placement: Placement,
     starts: &[String],
+    mains: &[u32],
     plan: harness::Plan,
-) -> anyhow::Result<(Row, Trace)> {
-    let k_text = k.to_string();
+) -> anyhow::Result<Row> {
+    let k_text = cell.k.to_string();
     let (mut invocations, mut round_trips, mut bytes) = (0u64, 0u64, 0u64);
     let (mut hops, mut hop_shards, mut storage_parts, mut parts) = (0u64, 0u64, 0u64, 0u64);
+    let mut client_cpu_ns = 0u64;
     let mut next = 0usize;
-    let mut trace = Trace {
-        graph: graph.to_string(),
-        k,
-        frontiers: Vec::new(),
-    };
+    let (khop, _) = rt.resolve("khop")?;
+    let storage_before = rt.table().slot(khop).snapshot(Side::Storage);
+    let main_before = main_threads_cpu_ns(mains);
     let m = harness::measure(plan, |h| {
         let start = &starts[next % starts.len()];
         next += 1;
@@ -305,6 +328,7 @@ fn measure(
         invocations += 1;
         round_trips += inv.round_trips;
         bytes += inv.bytes;
+        client_cpu_ns += inv.cpu.as_nanos() as u64;
         hops += inv.hops.len() as u64;
         for hop in &inv.hops {
             hop_shards += hop.shards() as u64;
@@ -313,48 +337,53 @@ fn measure(
         }
         Ok(1)
     })?;
-    if mode == "storage" {
-        // The frontiers of each start, from the result of khop 1..k (hop d's frontier is the set
-        // of vertices at distance d).
-        for start in starts {
-            trace.frontiers.push(frontiers(rt, start, k)?);
-        }
-    }
+    let main_cpu_ns = main_threads_cpu_ns(mains).saturating_sub(main_before);
+    let storage = rt
+        .table()
+        .slot(khop)
+        .snapshot(Side::Storage)
+        .since(&storage_before);
     let per = |x: u64| x as f64 / invocations.max(1) as f64;
-    let hops_per_inv = if hops > 0 { per(hops) } else { f64::from(k) };
+    let hops_per_inv = if hops > 0 {
+        per(hops)
+    } else {
+        f64::from(cell.k)
+    };
     let secs = m.elapsed.as_secs_f64();
-    Ok((
-        Row {
-            graph: graph.to_string(),
-            shards,
-            k,
-            mode: mode.to_string(),
-            ops_per_s: m.ops as f64 / secs.max(f64::EPSILON),
-            p50_ns: m.latency.value_at_quantile(0.5),
-            p99_ns: m.latency.value_at_quantile(0.99),
-            round_trips_per_inv: per(round_trips),
-            bytes_per_inv: per(bytes),
-            round_trips_per_hop: per(round_trips) / hops_per_inv,
-            shards_per_hop: if hops > 0 {
-                hop_shards as f64 / hops as f64
-            } else {
-                0.0
-            },
-            storage_share: if parts > 0 {
-                storage_parts as f64 / parts as f64
-            } else {
-                0.0
-            },
+    Ok(Row {
+        graph: cell.graph.to_string(),
+        shards: cell.shards,
+        k: cell.k,
+        mode: cell.mode.to_string(),
+        ops_per_s: m.ops as f64 / secs.max(f64::EPSILON),
+        p50_ns: m.latency.value_at_quantile(0.5),
+        p99_ns: m.latency.value_at_quantile(0.99),
+        round_trips_per_inv: per(round_trips),
+        bytes_per_inv: per(bytes),
+        round_trips_per_hop: per(round_trips) / hops_per_inv,
+        shards_per_hop: if hops > 0 {
+            hop_shards as f64 / hops as f64
+        } else {
+            0.0
         },
-        trace,
-    ))
+        storage_share: if parts > 0 {
+            storage_parts as f64 / parts as f64
+        } else {
+            0.0
+        },
+        runs: invocations,
+        client_cpu_ns_per_inv: per(client_cpu_ns),
+        storage_cpu_ns_per_inv: per(storage.storage_cpu_ns),
+        queue_ns_per_inv: per(storage.queue_ns),
+        main_cpu_ns_per_inv: per(main_cpu_ns),
+    })
 }
 
-/// The frontier of each hop of `khop start k`: {start}, then the vertices at distance 1, ...,
-/// k-1 (from `khop start d` for each d).
-fn frontiers(rt: &mut Runtime, start: &str, k: u32) -> anyhow::Result<Vec<Vec<u32>>> {
-    let mut out = vec![vec![start.parse::<u32>()?]];
-    let mut within: Vec<u32> = Vec::new();
+/// The vertices at each distance below k from `start`: 1, then the sizes of the levels of
+/// `khop start d` for each d < k (its result less the vertices within d-1).
+fn levels(rt: &mut Runtime, start: &str, k: u32) -> anyhow::Result<Vec<f64>> {
+    let mut out = vec![1.0];
+    let mut within = 0usize;
     for d in 1..k {
         let Output::Ids(ids) = rt
             .invoke("khop", &[start, &d.to_string()], Placement::Compute)?
@@ -362,109 +391,10 @@ fn frontiers(rt: &mut Runtime, start: &str, k: u32) -> anyhow::Result<Vec<Vec<u3
         else {
             anyhow::bail!("khop gave no ids");
         };
-        let level: Vec<u32> = ids
-            .iter()
-            .copied()
-            .filter(|v| within.binary_search(v).is_err())
-            .collect();
-        within = ids;
-        out.push(level);
+        out.push((ids.len() - within) as f64);
+        within = ids.len();
     }
     Ok(out)
-}
-
-/// A per-hop cost fitted to the measured cells of one mode, graph and k: an invocation of `h`
-/// hops whose hops sent `r` requests in all takes `a * h + b * r` ns (least squares over the
-/// cluster sizes measured): `a`, a hop's dependent wait; `b`, what each further request costs
-/// the one client thread (encoding, sending, polling).
-#[derive(Debug, Clone, Serialize)]
-struct Fit {
-    graph: String,
-    k: u32,
-    mode: String,
-    ns_per_hop: f64,
-    ns_per_request: f64,
-}
-
-fn fit(rows: &[Row]) -> Vec<Fit> {
-    let mut fits = Vec::new();
-    let mut keys: Vec<(String, u32, String)> = rows
-        .iter()
-        .filter(|r| r.mode == "storage" || r.mode == "compute")
-        .map(|r| (r.graph.clone(), r.k, r.mode.clone()))
-        .collect();
-    keys.sort();
-    keys.dedup();
-    for (graph, k, mode) in keys {
-        let cells: Vec<&Row> = rows
-            .iter()
-            .filter(|r| r.graph == graph && r.k == k && r.mode == mode)
-            .collect();
-        // Normal equations for t = a*h + b*r, t in ns per invocation.
-        let (mut hh, mut hr, mut rr, mut ht, mut rt) = (0.0, 0.0, 0.0, 0.0, 0.0);
-        for c in &cells {
-            let h = f64::from(c.k);
-            let r = c.round_trips_per_inv;
-            let t = 1e9 / c.ops_per_s.max(f64::EPSILON);
-            hh += h * h;
-            hr += h * r;
-            rr += r * r;
-            ht += h * t;
-            rt += r * t;
-        }
-        let det = hh * rr - hr * hr;
-        let (a, b) = if det.abs() > 1e-9 {
-            ((ht * rr - rt * hr) / det, (hh * rt - hr * ht) / det)
-        } else {
-            (ht / hh.max(f64::EPSILON), 0.0)
-        };
-        fits.push(Fit {
-            graph,
-            k,
-            mode,
-            ns_per_hop: a.max(0.0),
-            ns_per_request: b.max(0.0),
-        });
-    }
-    fits
-}
-
-/// The fitted cost of the traced traversals over `n` shards, for each size in `sizes`: the
-/// requests a hop sends are the shards its frontier touches when Redis Cluster's slots are cut
-/// into `n` equal ranges.
-fn project(fits: &[Fit], traces: &[Trace], sizes: &[usize]) -> Vec<Projected> {
-    let mut out = Vec::new();
-    for f in fits {
-        let Some(trace) = traces.iter().find(|t| t.graph == f.graph && t.k == f.k) else {
-            continue;
-        };
-        for &n in sizes {
-            let n = n.max(1);
-            let shard_of = |v: u32| usize::from(key_slot(&vertex_key(v))) * n / SLOTS;
-            let mut requests = 0usize;
-            let mut hops = 0usize;
-            for inv in &trace.frontiers {
-                for frontier in inv.iter().filter(|f| !f.is_empty()) {
-                    let mut touched: Vec<usize> = frontier.iter().map(|&v| shard_of(v)).collect();
-                    touched.sort_unstable();
-                    touched.dedup();
-                    requests += touched.len();
-                    hops += 1;
-                }
-            }
-            let invs = trace.frontiers.len().max(1) as f64;
-            let (h, r) = (hops as f64 / invs, requests as f64 / invs);
-            out.push(Projected {
-                graph: f.graph.clone(),
-                shards: n,
-                k: f.k,
-                mode: f.mode.clone(),
-                ns_per_inv: f.ns_per_hop * h + f.ns_per_request * r,
-                round_trips_per_inv: r,
-            });
-        }
-    }
-    out
 }
 
 fn table(rows: &[Row]) -> String {
@@ -500,25 +430,32 @@ fn table(rows: &[Row]) -> String {
     t.to_string()
 }
 
-fn projected_table(rows: &[Projected]) -> String {
+/// The CPU per invocation each cell measured: what calibrates the shard model.
+fn cpu_table(rows: &[Row]) -> String {
     let mut t = Table::new()
         .left("graph", 7)
         .right("shards", 6)
         .right("k", 2)
         .left("mode", 8)
-        .right("projected/inv", 13)
-        .right("rt/inv", 8);
+        .right("runs", 7)
+        .right("client cpu", 10)
+        .right("storage cpu", 11)
+        .right("queued", 9)
+        .right("main threads", 12);
     for r in rows {
         t.row(&[
             &r.graph,
             &r.shards,
             &r.k,
             &r.mode,
-            &harness::format_ns(r.ns_per_inv),
-            &format!("{:.1}", r.round_trips_per_inv),
+            &r.runs,
+            &harness::format_ns(r.client_cpu_ns_per_inv),
+            &harness::format_ns(r.storage_cpu_ns_per_inv),
+            &harness::format_ns(r.queue_ns_per_inv),
+            &harness::format_ns(r.main_cpu_ns_per_inv),
         ]);
     }
-    t.to_string()
+    format!("CPU per invocation:\n{t}")
 }
 
 /// Per graph, k and size: storage-side per hop against the per-key client, and round trips per
@@ -626,49 +563,5 @@ mod tests {
         assert_eq!(a.shards, vec![1, 2, 3]);
         assert_eq!(a.ks, vec![2, 3]);
         assert!(a.json.path.is_some() && a.plot.path.is_some());
-    }
-
-    fn row(shards: usize, rt: f64, ops: f64) -> Row {
-        Row {
-            graph: "g".into(),
-            shards,
-            k: 2,
-            mode: "storage".into(),
-            ops_per_s: ops,
-            p50_ns: 0,
-            p99_ns: 0,
-            round_trips_per_inv: rt,
-            bytes_per_inv: 0.0,
-            round_trips_per_hop: 0.0,
-            shards_per_hop: 0.0,
-            storage_share: 0.0,
-        }
-    }
-
-    #[test]
-    fn the_fit_recovers_a_linear_cost_and_projects_by_shards_touched() {
-        // t = 20 us per hop (2 hops) + 10 us per request.
-        let t = |r: f64| 2.0 * 20_000.0 + r * 10_000.0;
-        let rows: Vec<Row> = [(1, 2.0), (2, 3.0), (3, 4.0)]
-            .into_iter()
-            .map(|(n, r)| row(n, r, 1e9 / t(r)))
-            .collect();
-        let fits = fit(&rows);
-        assert_eq!(fits.len(), 1);
-        assert!((fits[0].ns_per_hop - 20_000.0).abs() < 1.0, "{fits:?}");
-        assert!((fits[0].ns_per_request - 10_000.0).abs() < 1.0, "{fits:?}");
-        // One traversal: a hop of one vertex, then a hop of 1,000 vertices.
-        let trace = Trace {
-            graph: "g".into(),
-            k: 2,
-            frontiers: vec![vec![vec![1], (0..1000).collect()]],
-        };
-        let p = project(&fits, &[trace], &[1, 64]);
-        assert_eq!(
-            p[0].round_trips_per_inv, 2.0,
-            "one shard: a request per hop"
-        );
-        assert_eq!(p[1].round_trips_per_inv, 65.0, "64 shards: 1 + every shard");
-        assert!((p[1].ns_per_inv - t(65.0)).abs() < 10.0);
     }
 }

@@ -14,6 +14,13 @@
 //! Workloads: `mix` (the calibrated functions in their measured proportions), `contrast` (the
 //! function with the most round trips and the CPU-heaviest one per round trip, half of the
 //! compute CPU each), or any calibrated function alone by name.
+//!
+//! `--cluster` (a `bench-cluster --json`) runs the shard model instead
+//! (`autoloc::placement::shards`): `khop` storage-side per hop, compute-side per hop and with a
+//! per-key client on a Redis Cluster, calibrated from that run, checked against its measured
+//! 1-3 shard cells (in sample, and the largest size held out of the calibration), then projected
+//! to `--shards` at the measured loopback round trip and `--cluster-rtt-us`, for `--clients`
+//! clients of `--cores-per-node` cores with `--in-flight-per-node` invocations each.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -90,6 +97,22 @@ struct Args {
     /// Threads (default: every core this process may use).
     #[arg(long)]
     threads: Option<usize>,
+    /// `bench-cluster --json` output: run the shard model, calibrated from it, instead of the
+    /// placement sweep.
+    #[arg(long)]
+    cluster: Option<PathBuf>,
+    /// Shard model: cluster sizes (masters) to project to.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,8,16,32,64")]
+    shards: Vec<u32>,
+    /// Shard model: client (compute node) counts.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    clients: Vec<u32>,
+    /// Shard model: cores each shard runs functions and reads on (Redis: one lock).
+    #[arg(long, default_value_t = 1.0)]
+    shard_cores: f64,
+    /// Shard model: round trips to project at besides the measured loopback one, us.
+    #[arg(long, value_delimiter = ',', default_value = "20,100")]
+    cluster_rtt_us: Vec<f64>,
 }
 
 /// A workload: a name, what it is, its functions with their weights.
@@ -627,6 +650,9 @@ fn json_report(
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(path) = &args.cluster {
+        return cluster::run(&args, path);
+    }
     anyhow::ensure!(args.epochs >= 4, "--epochs must be at least 4");
     anyhow::ensure!(args.epoch_ms > 0, "--epoch-ms must be at least 1");
     anyhow::ensure!(
@@ -938,5 +964,518 @@ mod args_tests {
         assert_eq!(a.rtt_us, [1.0, 200.0]);
         let a: Args = parse_line("bench-sim --calibration c.json --json s.json --plot s.svg");
         assert!(a.json.path.is_some() && a.plot.path.is_some());
+        let a: Args = parse_line(
+            "bench-sim --cluster bench/results/bench-cluster.json --json bench/results/bench-sim-cluster.json --plot bench/results/bench-sim-cluster.svg",
+        );
+        assert!(a.cluster.is_some());
+        assert_eq!(a.shards, [1, 2, 3, 8, 16, 32, 64]);
+        assert_eq!(a.cluster_rtt_us, [20.0, 100.0]);
+    }
+}
+
+/// `--cluster`: the shard model, calibrated from `bench-cluster`, checked, projected.
+mod cluster {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use anyhow::Context as _;
+    use autoloc::placement::shards::{
+        calibrate, load, solve, validate, Check, Cluster, GraphCost, Limit, Measured, Way, Workload,
+    };
+    use autoloc_bench::harness::{format_ns, print_header, Machine, PALETTE};
+    use autoloc_bench::table::Table;
+    use serde::Serialize;
+
+    use super::Args;
+
+    /// One projected point.
+    #[derive(Debug, Clone, Serialize)]
+    struct Point {
+        graph: String,
+        k: u32,
+        shards: u32,
+        clients: u32,
+        /// The round trip, us; `loopback` points use each way's measured one.
+        rtt_us: Option<f64>,
+        way: Way,
+        per_s: f64,
+        latency_ns: f64,
+        shard_util: f64,
+        client_util: f64,
+        limit: Limit,
+        round_trips: f64,
+    }
+
+    #[derive(Debug, Serialize)]
+    struct Report {
+        machine: Machine,
+        parameters: BTreeMap<String, String>,
+        calibration: Vec<GraphCost>,
+        validation: Vec<Check>,
+        held_out_shards: Option<u32>,
+        held_out: Vec<Check>,
+        points: Vec<Point>,
+    }
+
+    /// The measured cells and traversals of a `bench-cluster --json`.
+    fn read(path: &Path) -> anyhow::Result<(Vec<Measured>, Vec<Workload>, String)> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        let workloads: Vec<Workload> = serde_json::from_value(v["workloads"].clone())
+            .with_context(|| {
+                format!(
+                    "{}: no workloads (a bench-cluster --json from before the shard model?)",
+                    path.display()
+                )
+            })?;
+        let num = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap_or(0.0);
+        let mut cells = Vec::new();
+        for r in v["rows"].as_array().context("no rows")? {
+            let Some(way) = r["mode"].as_str().and_then(Way::from_name) else {
+                continue;
+            };
+            cells.push(Measured {
+                graph: r["graph"].as_str().unwrap_or("?").to_string(),
+                k: num(r, "k") as u32,
+                shards: num(r, "shards") as u32,
+                way,
+                ops_per_s: num(r, "ops_per_s"),
+                client_cpu_ns: num(r, "client_cpu_ns_per_inv"),
+                storage_cpu_ns: num(r, "storage_cpu_ns_per_inv"),
+                queue_ns: num(r, "queue_ns_per_inv"),
+                main_cpu_ns: num(r, "main_cpu_ns_per_inv"),
+                round_trips: num(r, "round_trips_per_inv"),
+                runs: r["runs"].as_u64().unwrap_or(0),
+            });
+        }
+        anyhow::ensure!(!cells.is_empty(), "{}: no cells", path.display());
+        let machine = format!(
+            "{} cores, {}",
+            v["machine"]["cores"],
+            v["machine"]["cpu"].as_str().unwrap_or("?")
+        );
+        Ok((cells, workloads, machine))
+    }
+
+    fn calibration_table(costs: &[GraphCost]) -> String {
+        let mut t = Table::new()
+            .left("graph", 7)
+            .left("way", 8)
+            .right("shard/part", 10)
+            .right("shard/vertex", 12)
+            .right("client/part", 11)
+            .right("client/vertex", 13)
+            .right("loopback rtt", 12);
+        for g in costs {
+            for w in &g.ways {
+                t.row(&[
+                    &g.graph,
+                    &w.way.name(),
+                    &format_ns(w.part.shard_ns),
+                    &format_ns(w.part.shard_vertex_ns),
+                    &format_ns(w.part.client_ns),
+                    &format_ns(w.part.client_vertex_ns),
+                    &format_ns(w.rtt_ns),
+                ]);
+            }
+        }
+        t.to_string()
+    }
+
+    fn checks_table(checks: &[Check]) -> String {
+        let mut t = Table::new()
+            .left("graph", 7)
+            .right("k", 2)
+            .right("shards", 6)
+            .left("way", 8)
+            .right("measured/s", 10)
+            .right("model/s", 9)
+            .right("miss", 7)
+            .right("rt measured", 11)
+            .right("rt model", 8);
+        for c in checks {
+            t.row(&[
+                &c.graph,
+                &c.k,
+                &c.shards,
+                &c.way.name(),
+                &format!("{:.0}", c.measured_per_s),
+                &format!("{:.0}", c.model_per_s),
+                &format!("{:+.0}%", 100.0 * c.miss()),
+                &format!("{:.2}", c.measured_round_trips),
+                &format!("{:.2}", c.model_round_trips),
+            ]);
+        }
+        t.to_string()
+    }
+
+    /// Per way and shard count: the mean and the largest |miss|.
+    fn misses(checks: &[Check]) -> Vec<String> {
+        let mut keys: Vec<(Way, u32)> = checks.iter().map(|c| (c.way, c.shards)).collect();
+        keys.sort();
+        keys.dedup();
+        keys.iter()
+            .map(|&(way, shards)| {
+                let m: Vec<f64> = checks
+                    .iter()
+                    .filter(|c| c.way == way && c.shards == shards)
+                    .map(|c| c.miss().abs())
+                    .collect();
+                format!(
+                    "  {:<8} {} shard(s): mean |miss| {:.0}%, largest {:.0}% ({} cells)",
+                    way.name(),
+                    shards,
+                    100.0 * m.iter().sum::<f64>() / m.len().max(1) as f64,
+                    100.0 * m.iter().copied().fold(0.0, f64::max),
+                    m.len()
+                )
+            })
+            .collect()
+    }
+
+    fn rtt_label(rtt_us: Option<f64>) -> String {
+        rtt_us.map_or_else(|| "loopback".to_string(), |r| format!("{r} us"))
+    }
+
+    fn points_table(points: &[Point]) -> String {
+        let mut t = Table::new()
+            .left("graph", 7)
+            .right("k", 2)
+            .left("rtt", 8)
+            .right("clients", 7)
+            .right("shards", 6)
+            .gap(2)
+            .right("storage/s", 10)
+            .right("compute/s", 10)
+            .right("per-key/s", 10)
+            .right("st/pk", 6)
+            .right("st/cp", 6)
+            .gap(2)
+            .left("storage limit", 13)
+            .right("shard util", 10)
+            .right("rt/inv st", 9);
+        let mut i = 0;
+        while i < points.len() {
+            let p = &points[i];
+            let same = |q: &&Point| {
+                q.graph == p.graph
+                    && q.k == p.k
+                    && q.shards == p.shards
+                    && q.clients == p.clients
+                    && q.rtt_us == p.rtt_us
+            };
+            let group: Vec<&Point> = points[i..].iter().take_while(same).collect();
+            i += group.len();
+            let of = |w: Way| group.iter().find(|q| q.way == w);
+            let per_s = |w: Way| of(w).map_or(f64::NAN, |q| q.per_s);
+            let st = of(Way::Storage);
+            t.row(&[
+                &p.graph,
+                &p.k,
+                &rtt_label(p.rtt_us),
+                &p.clients,
+                &p.shards,
+                &format!("{:.0}", per_s(Way::Storage)),
+                &format!("{:.0}", per_s(Way::Compute)),
+                &format!("{:.0}", per_s(Way::PerKey)),
+                &format!("{:.1}", per_s(Way::Storage) / per_s(Way::PerKey)),
+                &format!("{:.2}", per_s(Way::Storage) / per_s(Way::Compute)),
+                &st.map_or("?".into(), |q| format!("{:?}", q.limit).to_lowercase()),
+                &st.map_or("?".into(), |q| format!("{:.2}", q.shard_util)),
+                &st.map_or("?".into(), |q| format!("{:.1}", q.round_trips)),
+            ]);
+        }
+        t.to_string()
+    }
+
+    pub(super) fn run(args: &Args, path: &Path) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            args.shards.iter().all(|&s| s > 0)
+                && args.clients.iter().all(|&c| c > 0)
+                && args.shard_cores > 0.0
+                && args.cores_per_node > 0.0
+                && args.in_flight_per_node >= 1.0
+                && args
+                    .cluster_rtt_us
+                    .iter()
+                    .all(|r| r.is_finite() && *r >= 0.0),
+            "--shards, --clients, --shard-cores, --cores-per-node, --in-flight-per-node and \
+             --cluster-rtt-us must be positive"
+        );
+        let (cells, workloads, measured_on) = read(path)?;
+        let costs = calibrate(&cells, &workloads).map_err(anyhow::Error::msg)?;
+        let checks = validate(&cells, &workloads, &costs);
+        // The largest measured size, held out of a second calibration.
+        let largest = cells.iter().map(|c| c.shards).max().unwrap_or(1);
+        let held_out_shards = (cells.iter().any(|c| c.shards < largest)).then_some(largest);
+        let held_out = match held_out_shards {
+            Some(h) => {
+                let fit: Vec<Measured> = cells.iter().filter(|c| c.shards < h).cloned().collect();
+                let test: Vec<Measured> = cells.iter().filter(|c| c.shards == h).cloned().collect();
+                let costs = calibrate(&fit, &workloads).map_err(anyhow::Error::msg)?;
+                validate(&test, &workloads, &costs)
+            }
+            None => Vec::new(),
+        };
+        let in_flight = args.in_flight_per_node.round() as u32;
+        let mut rtts: Vec<Option<f64>> = vec![None];
+        rtts.extend(args.cluster_rtt_us.iter().map(|&r| Some(r)));
+        let mut points = Vec::new();
+        for w in &workloads {
+            let Some(cost) = costs.iter().find(|g| g.graph == w.graph) else {
+                continue;
+            };
+            // The projection weighs every start alike.
+            let traversals = w.traversals(0);
+            for &rtt in &rtts {
+                for &clients in &args.clients {
+                    for &shards in &args.shards {
+                        for way in Way::ALL {
+                            let Some(wc) = cost.way(way) else { continue };
+                            let l = load(way, &traversals, f64::from(shards), &wc.part);
+                            let o = solve(
+                                &Cluster {
+                                    shards,
+                                    shard_cores: args.shard_cores,
+                                    clients,
+                                    client_cores: args.cores_per_node,
+                                    in_flight,
+                                    rtt_ns: rtt.map_or(wc.rtt_ns, |r| r * 1e3),
+                                },
+                                &l,
+                            );
+                            points.push(Point {
+                                graph: w.graph.clone(),
+                                k: w.k,
+                                shards,
+                                clients,
+                                rtt_us: rtt,
+                                way,
+                                per_s: o.throughput,
+                                latency_ns: o.latency_ns,
+                                shard_util: o.shard_util,
+                                client_util: o.client_util,
+                                limit: o.limit,
+                                round_trips: l.parts,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+
+        let machine = Machine::detect();
+        let mut params: BTreeMap<String, String> = BTreeMap::new();
+        params.insert(
+            "calibration".into(),
+            format!("{} (measured on {measured_on})", path.display()),
+        );
+        params.insert(
+            "model".into(),
+            "autoloc::placement::shards (khop per hop on S shards, closed loop, mean value \
+             analysis); every projected number is simulated, none measured"
+                .into(),
+        );
+        params.insert(
+            "clients".into(),
+            format!(
+                "{:?}, {} cores and {} invocations in flight each",
+                args.clients, args.cores_per_node, in_flight
+            ),
+        );
+        params.insert(
+            "shards".into(),
+            format!("{:?}, {} core(s) each", args.shards, args.shard_cores),
+        );
+        params.insert(
+            "rtt".into(),
+            format!(
+                "loopback (each way's, as calibrated), {:?} us",
+                args.cluster_rtt_us
+            ),
+        );
+        print_header(&machine, &params);
+        println!("calibration (per part of a hop; per-key: per key):");
+        print!("{}", calibration_table(&costs));
+        println!();
+        println!(
+            "validation: the calibrated model in the measured setting (one client thread, one \
+             invocation in flight, loopback) against the measured throughput; miss = model / \
+             measured - 1"
+        );
+        print!("{}", checks_table(&checks));
+        for line in misses(&checks) {
+            println!("{line}");
+        }
+        if let Some(h) = held_out_shards {
+            println!();
+            println!("held out: calibrated on the cells below {h} shards only, checked on {h}:");
+            print!("{}", checks_table(&held_out));
+            for line in misses(&held_out) {
+                println!("{line}");
+            }
+        }
+        println!();
+        println!(
+            "projection (SIMULATED, NOT MEASURED): invocations/s of all clients; st/pk = storage \
+             per hop / per-key, st/cp = storage / compute per hop"
+        );
+        print!("{}", points_table(&points));
+
+        if let Some(out) = &args.json.path {
+            params.insert(
+                "load_average".into(),
+                autoloc_bench::harness::load_average(),
+            );
+            let report = Report {
+                machine: machine.clone(),
+                parameters: params,
+                calibration: costs.clone(),
+                validation: checks.clone(),
+                held_out_shards,
+                held_out: held_out.clone(),
+                points: points.clone(),
+            };
+            autoloc_bench::harness::write_json(out, &report)?;
+            eprintln!("wrote {}", out.display());
+        }
+        if let Some(out) = &args.plot.path {
+            let clients = args.clients.iter().copied().max().unwrap_or(1);
+            plot(out, &checks, &points, clients, in_flight)?;
+            eprintln!("wrote {}", out.display());
+        }
+        Ok(())
+    }
+
+    /// Top row: per graph and k, measured (dots) and modelled (lines) throughput at the measured
+    /// sizes. Bottom row: the projection for `clients` clients, per way and round trip.
+    fn plot(
+        path: &Path,
+        checks: &[Check],
+        points: &[Point],
+        clients: u32,
+        in_flight: u32,
+    ) -> anyhow::Result<()> {
+        use plotters::prelude::*;
+        let mut panels: Vec<(String, u32)> =
+            points.iter().map(|p| (p.graph.clone(), p.k)).collect();
+        panels.dedup();
+        let cols = panels.len().max(1);
+        let root = SVGBackend::new(path, (420 * cols as u32, 860)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (body, foot) = root.split_vertically(830);
+        foot.draw(&Text::new(
+            format!(
+                "bench-sim --cluster. Top: measured (dots) against the calibrated model (lines), \
+                 one client, one invocation in flight, loopback. Bottom: SIMULATED, NOT MEASURED: \
+                 {clients} clients x {in_flight} in flight; line width: round trip (thin \
+                 loopback, then the --cluster-rtt-us values)."
+            ),
+            (10, 8),
+            ("sans-serif", 12).into_font(),
+        ))?;
+        let areas = body.split_evenly((2, cols));
+        let log_range = |v: &mut dyn Iterator<Item = f64>| {
+            let (lo, hi) = v.fold((f64::MAX, 1.0f64), |(l, h), x| (l.min(x), h.max(x)));
+            (lo.max(0.1) / 1.5)..(hi * 1.5)
+        };
+        for (i, (graph, k)) in panels.iter().enumerate() {
+            // Validation.
+            let cells: Vec<&Check> = checks
+                .iter()
+                .filter(|c| &c.graph == graph && c.k == *k)
+                .collect();
+            let max_s = cells.iter().map(|c| c.shards).max().unwrap_or(1) as f64;
+            let y = log_range(&mut cells.iter().flat_map(|c| [c.measured_per_s, c.model_per_s]));
+            let mut chart = ChartBuilder::on(&areas[i])
+                .caption(
+                    format!("{graph} k={k}: measured and model"),
+                    ("sans-serif", 16),
+                )
+                .margin(8)
+                .x_label_area_size(32)
+                .y_label_area_size(56)
+                .build_cartesian_2d(0.5..max_s + 0.5, y.log_scale())?;
+            chart
+                .configure_mesh()
+                .x_desc("shards")
+                .y_desc("invocations/s (log)")
+                .x_labels(max_s as usize + 1)
+                .draw()?;
+            for (j, way) in Way::ALL.iter().enumerate() {
+                let c = PALETTE[j % PALETTE.len()];
+                let mut of: Vec<&&Check> = cells.iter().filter(|x| x.way == *way).collect();
+                of.sort_by_key(|x| x.shards);
+                chart
+                    .draw_series(LineSeries::new(
+                        of.iter().map(|x| (f64::from(x.shards), x.model_per_s)),
+                        c.stroke_width(2),
+                    ))?
+                    .label(way.name())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c));
+                chart.draw_series(of.iter().map(|x| {
+                    Circle::new((f64::from(x.shards), x.measured_per_s), 4, c.filled())
+                }))?;
+            }
+            chart
+                .configure_series_labels()
+                .border_style(BLACK)
+                .background_style(WHITE.mix(0.8))
+                .draw()?;
+            // Projection.
+            let ps: Vec<&Point> = points
+                .iter()
+                .filter(|p| &p.graph == graph && p.k == *k && p.clients == clients)
+                .collect();
+            let max_s = ps.iter().map(|p| p.shards).max().unwrap_or(1) as f64;
+            let y = log_range(&mut ps.iter().map(|p| p.per_s));
+            let mut chart = ChartBuilder::on(&areas[cols + i])
+                .caption(
+                    format!("{graph} k={k}: simulated, {clients} clients"),
+                    ("sans-serif", 16),
+                )
+                .margin(8)
+                .x_label_area_size(32)
+                .y_label_area_size(56)
+                .build_cartesian_2d((1.0..max_s * 1.2).log_scale(), y.log_scale())?;
+            chart
+                .configure_mesh()
+                .x_desc("shards (log)")
+                .y_desc("invocations/s (log)")
+                .draw()?;
+            let mut rtts: Vec<Option<f64>> = Vec::new();
+            for p in &ps {
+                if !rtts.contains(&p.rtt_us) {
+                    rtts.push(p.rtt_us);
+                }
+            }
+            for (j, way) in Way::ALL.iter().enumerate() {
+                let c = PALETTE[j % PALETTE.len()];
+                for (r, rtt) in rtts.iter().enumerate() {
+                    let line: Vec<(f64, f64)> = ps
+                        .iter()
+                        .filter(|p| p.way == *way && p.rtt_us == *rtt)
+                        .map(|p| (f64::from(p.shards), p.per_s))
+                        .collect();
+                    let series = chart.draw_series(LineSeries::new(
+                        line,
+                        c.mix(1.0 - 0.25 * r as f64).stroke_width(1 + 2 * r as u32),
+                    ))?;
+                    if r == 0 {
+                        series
+                            .label(way.name())
+                            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c));
+                    }
+                }
+            }
+            chart
+                .configure_series_labels()
+                .border_style(BLACK)
+                .background_style(WHITE.mix(0.8))
+                .draw()?;
+        }
+        root.present()?;
+        Ok(())
     }
 }
