@@ -97,6 +97,8 @@ pub struct BatchReport {
     pub compute_side: u64,
     /// Invocations the storage side pushed back (then run compute-side).
     pub pushed_back: u64,
+    /// Times a storage-side invocation was forwarded to another shard.
+    pub forwarded: u64,
     /// Wall-clock seconds of the whole run.
     pub seconds: f64,
     /// Invocations per second.
@@ -121,6 +123,7 @@ struct Totals {
     storage: u64,
     compute: u64,
     pushed_back: u64,
+    forwarded: u64,
     round_trips: u64,
     bytes: u64,
     checksum: u64,
@@ -195,6 +198,7 @@ pub fn run(rt: &Runtime, cfg: &BatchConfig) -> Result<BatchReport> {
                                     Side::Compute => t.compute += 1,
                                 }
                                 t.pushed_back += u64::from(inv.pushed_back);
+                                t.forwarded += u64::from(inv.forwarded);
                                 t.round_trips += inv.round_trips;
                                 t.bytes += inv.bytes;
                                 let mut h = Fnv::new();
@@ -226,6 +230,7 @@ pub fn run(rt: &Runtime, cfg: &BatchConfig) -> Result<BatchReport> {
                 acc.storage += t.storage;
                 acc.compute += t.compute;
                 acc.pushed_back += t.pushed_back;
+                acc.forwarded += t.forwarded;
                 acc.round_trips += t.round_trips;
                 acc.bytes += t.bytes;
                 acc.checksum = acc.checksum.wrapping_add(t.checksum);
@@ -251,6 +256,7 @@ pub fn run(rt: &Runtime, cfg: &BatchConfig) -> Result<BatchReport> {
         storage_side: t.storage,
         compute_side: t.compute,
         pushed_back: t.pushed_back,
+        forwarded: t.forwarded,
         seconds,
         throughput_per_s: if seconds > 0.0 {
             total as f64 / seconds
@@ -296,6 +302,9 @@ impl BatchReport {
             "  ran storage-side {}, compute-side {} (pushed back {}), {} round trips, {} bytes\n",
             self.storage_side, self.compute_side, self.pushed_back, self.round_trips, self.bytes
         );
+        if self.forwarded > 0 {
+            s += &format!("  forwarded to another shard {} times\n", self.forwarded);
+        }
         s += &format!("  errors {}", self.errors);
         if let Some(e) = &self.first_error {
             s += &format!(" (first: {e})");

@@ -137,6 +137,10 @@ pub struct BatchArgs {
     /// Failed invocations allowed before the run exits non-zero (the report is printed anyway).
     #[arg(long, default_value_t = 0)]
     pub max_errors: u64,
+    /// On a cluster, what becomes of a storage-side invocation that meets a key of another
+    /// shard: finish (pushed back, finished here) or forward (to that shard, with what it read).
+    #[arg(long, default_value = "finish")]
+    pub other_shard: crate::runtime::OtherShard,
 }
 
 /// Where `batch` runs invocations: a fixed side, or a placement policy that moves them.
@@ -199,7 +203,9 @@ pub fn run_batch(a: BatchArgs, choice: PlacementChoice, read_mode: crate::ReadMo
         )));
     }
     let target = Target::open(a.redis.as_deref(), a.cluster, a.json)?;
-    let rt = crate::Runtime::connect(&target.url)?.with_read_mode(read_mode);
+    let rt = crate::Runtime::connect(&target.url)?
+        .with_read_mode(read_mode)
+        .with_other_shard(a.other_shard);
     let transport = a.transport.unwrap_or(match read_mode {
         crate::ReadMode::PerKey => crate::Transport::Resp,
         crate::ReadMode::Batched => crate::Transport::default_for(rt.url()),

@@ -787,7 +787,7 @@ async fn invoke_there(
             add(&cost);
             Ok(There::Done(result))
         }
-        session::Reply::Pushback { read_set, cost } => {
+        session::Reply::Pushback { read_set, cost, .. } => {
             add(&cost);
             Ok(There::PushedBack(read_set))
         }

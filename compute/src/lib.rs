@@ -67,7 +67,7 @@ use std::path::PathBuf;
 
 pub use autoloc_functions::{Output, Registry};
 pub use load::LoadError;
-pub use runtime::{FunctionInfo, Invocation, Placement, ReadMode, Runtime, Side};
+pub use runtime::{FunctionInfo, Invocation, OtherShard, Placement, ReadMode, Runtime, Side};
 pub use transport::Transport;
 
 /// Errors of the compute library.

@@ -49,6 +49,30 @@ pub enum ReadMode {
     PerKey,
 }
 
+/// What becomes of a storage-side invocation on a cluster that met a key of another shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OtherShard {
+    /// Pushed back with its read set, and finished here, reading the rest from every shard at
+    /// once (ASFP's pushback).
+    #[default]
+    Finish,
+    /// Forwarded, with its read set, to the shard serving the key it met (`InvokeWith`), and
+    /// so on until a shard finishes it, at most once per shard; then finished here. Not over
+    /// RESP, which carries no read set: there it is finished here.
+    Forward,
+}
+
+impl std::str::FromStr for OtherShard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "finish" => Ok(OtherShard::Finish),
+            "forward" => Ok(OtherShard::Forward),
+            other => Err(format!("'{other}': finish or forward")),
+        }
+    }
+}
+
 /// Where to run an invocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
@@ -93,6 +117,8 @@ pub struct Invocation {
     pub side: Side,
     /// Whether the storage side pushed it back before it ran here.
     pub pushed_back: bool,
+    /// Shards a storage-side run on a cluster was forwarded to ([`OtherShard::Forward`]).
+    pub forwarded: u32,
     /// Wall time seen by the caller.
     pub wall: Duration,
     /// Compute node CPU time: the time spent polling this invocation and its share of moving
@@ -147,6 +173,7 @@ pub struct Runtime {
     table: Arc<Table>,
     registry: Arc<Registry>,
     read_mode: ReadMode,
+    other_shard: OtherShard,
     transport: Transport,
     /// Added to every data-plane round trip by a [`DelayLink`] (zero: none).
     emulated_rtt: Duration,
@@ -187,6 +214,7 @@ impl Runtime {
             table,
             registry,
             read_mode: ReadMode::Batched,
+            other_shard: OtherShard::default(),
             transport: Transport::Resp,
             emulated_rtt: Duration::ZERO,
         };
@@ -361,6 +389,7 @@ impl Runtime {
         let mut rt =
             Runtime::connect_url(self.url.clone(), self.table.clone(), self.registry.clone())?;
         rt.read_mode = self.read_mode;
+        rt.other_shard = self.other_shard;
         rt.timeout = self.timeout;
         rt.hops = self.hops.clone();
         rt.emulated_rtt = self.emulated_rtt;
@@ -422,6 +451,13 @@ impl Runtime {
     pub fn session(&mut self) -> Result<&RefCell<Session>> {
         let settings = self.settings();
         self.home.session(settings)
+    }
+
+    /// On a cluster, does `with` a storage-side invocation that met a key of another shard
+    /// (default [`OtherShard::Finish`]).
+    pub fn with_other_shard(mut self, with: OtherShard) -> Runtime {
+        self.other_shard = with;
+        self
     }
 
     /// Reads keys compute-side in `mode` (default [`ReadMode::Batched`]).
@@ -870,6 +906,7 @@ impl Runtime {
                     &*c.f,
                     &c.args,
                     c.placement,
+                    None,
                 )) as Task<'_, Outcome>
             })
             .collect();
@@ -954,6 +991,13 @@ impl Runtime {
             .collect();
         let topology = &state.topology;
         let hop_table = &*self.hops;
+        // Forwarding needs a read set on the wire: not over RESP.
+        let forward = (self.other_shard == OtherShard::Forward
+            && settings.transport != Transport::Resp)
+            .then_some(Forward {
+                topology,
+                sessions: &sessions,
+            });
         let tasks: Vec<Task<'_, Outcome>> = calls
             .iter()
             .map(|c| {
@@ -980,6 +1024,7 @@ impl Runtime {
                         &*c.f,
                         &c.args,
                         c.placement,
+                        forward,
                     )) as Task<'_, Outcome>,
                 }
             })
@@ -1136,7 +1181,7 @@ fn record(table: &Table, index: usize, o: &Outcome) {
             ..Record::default()
         };
         table.record(index, Side::Storage, &pushed);
-    } else if o.side == Side::Storage && o.result.is_ok() {
+    } else if o.side == Side::Storage && o.result.is_ok() && o.storage_requests == 1 {
         let rtt = wall_ns as f64 - (o.storage.storage_cpu_ns + o.storage.queue_ns) as f64;
         let mut costs = table.costs();
         costs.observe_rtt(rtt, 0.02);
@@ -1149,7 +1194,7 @@ fn record(table: &Table, index: usize, o: &Outcome) {
             keys_read: o.storage.keys_read,
             bytes_read: o.storage.bytes_read,
             reads: o.storage.reads,
-            round_trips: 1,
+            round_trips: o.storage_requests.max(1),
             bytes: o.storage_bytes,
             ..Record::default()
         },
@@ -1195,6 +1240,8 @@ struct Outcome {
     side: Side,
     /// Whether the storage side pushed it back before it ran here.
     pushed_back: bool,
+    /// Shards a storage-side run was forwarded to.
+    forwarded: u32,
     /// What the storage side reported (a storage-side run, or the part before a pushback).
     storage: InvokeCost,
     /// Bytes of the `Invoke` request and its reply.
@@ -1217,6 +1264,7 @@ impl Outcome {
         Ok(Invocation {
             side: self.side,
             pushed_back: self.pushed_back,
+            forwarded: self.forwarded,
             wall: self.wall,
             cpu: self.cpu,
             round_trips: self.storage_requests + self.compute.requests,
@@ -1317,6 +1365,7 @@ async fn by_parts(
             Side::Compute
         },
         pushed_back: false,
+        forwarded: 0,
         storage: run.storage,
         storage_bytes: run.storage_bytes,
         compute: store.cost(),
@@ -1327,21 +1376,32 @@ async fn by_parts(
     }
 }
 
+/// Where a storage-side invocation that met a key of another shard may be forwarded: the
+/// cluster's shards, by the slot map.
+#[derive(Clone, Copy)]
+struct Forward<'a, 's> {
+    topology: &'a Topology,
+    sessions: &'a [&'s RefCell<Session>],
+}
+
 /// Runs one invocation over `session`: storage-side as one `Invoke` request (finished
-/// compute-side on a pushback, from the read set it hands back: ASFP), or compute-side through
-/// a [`LinkStore`] or a [`ClusterStore`].
+/// compute-side on a pushback, from the read set it hands back: ASFP; or, with `forward`,
+/// first forwarded with it to the shard serving a key it met, at most once per shard), or
+/// compute-side through a [`LinkStore`] or a [`ClusterStore`].
 async fn invoke_on_link<S: ComputeStore>(
     session: &RefCell<Session>,
     inner: S,
     f: &dyn Function,
     args: &[Vec<u8>],
     placement: Placement,
+    forward: Option<Forward<'_, '_>>,
 ) -> Outcome {
     let started = Instant::now();
     let mut o = Outcome {
         result: Err(FnError::Io("not run".into())),
         side: Side::Storage,
         pushed_back: false,
+        forwarded: 0,
         storage: InvokeCost::default(),
         storage_bytes: 0,
         compute: StoreCost::default(),
@@ -1350,33 +1410,64 @@ async fn invoke_on_link<S: ComputeStore>(
         wall: Duration::ZERO,
         cpu: Duration::ZERO,
     };
-    let mut read_set = Vec::new();
+    let mut read_set: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
     let wire_name = wire_name(f);
     if placement == Placement::Storage {
         let argv: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-        let invoke = Message::Invoke {
-            function: &wire_name,
-            args: List::new(&argv),
-        };
-        o.storage_requests = 1;
-        let done = match session::request(session, &invoke).await {
-            Ok(r) => {
-                o.storage_bytes = r.bytes;
-                match r.reply {
-                    session::Reply::Invoked { result, cost } => {
-                        o.storage = cost;
-                        Some(Output::decode(f.output_kind(), &result))
-                    }
-                    session::Reply::Pushback { read_set: rs, cost } => {
-                        o.storage = cost;
-                        o.pushed_back = true;
-                        read_set = rs;
-                        None
-                    }
-                    other => Some(Err(other.into_error("Invoke"))),
+        let mut session = session;
+        let done = loop {
+            let pairs: Vec<(&[u8], Option<&[u8]>)> = read_set
+                .iter()
+                .map(|(k, v)| (k.as_slice(), v.as_deref()))
+                .collect();
+            let invoke = match o.forwarded {
+                0 => Message::Invoke {
+                    function: &wire_name,
+                    args: List::new(&argv),
+                },
+                _ => Message::InvokeWith {
+                    function: &wire_name,
+                    args: List::new(&argv),
+                    read_set: List::new(&pairs),
+                },
+            };
+            o.storage_requests += 1;
+            let r = match session::request(session, &invoke).await {
+                Ok(r) => r,
+                Err(e) => break Some(Err(e)),
+            };
+            o.storage_bytes += r.bytes;
+            match r.reply {
+                session::Reply::Invoked { result, cost } => {
+                    add_cost(&mut o.storage, &cost);
+                    break Some(Output::decode(f.output_kind(), &result));
                 }
+                session::Reply::Pushback {
+                    read_set: rs,
+                    elsewhere,
+                    cost,
+                } => {
+                    add_cost(&mut o.storage, &cost);
+                    read_set = rs;
+                    // Forwarded to the shard of the first key it met there, while some shard
+                    // has not had it yet.
+                    let next = forward.and_then(|fw| {
+                        let shard = fw.topology.shard_of(elsewhere.first()?)?;
+                        (o.forwarded < fw.sessions.len() as u32).then(|| fw.sessions.get(shard))?
+                    });
+                    match next {
+                        Some(next) => {
+                            o.forwarded += 1;
+                            session = next;
+                        }
+                        None => {
+                            o.pushed_back = true;
+                            break None;
+                        }
+                    }
+                }
+                other => break Some(Err(other.into_error("Invoke"))),
             }
-            Err(e) => Some(Err(e)),
         };
         if let Some(result) = done {
             o.result = result;
@@ -1413,6 +1504,15 @@ async fn invoke_on_link<S: ComputeStore>(
     o.compute = store.inner().cost();
     o.wall = started.elapsed();
     o
+}
+
+/// Adds what another storage-side request of the same invocation cost to `total`.
+fn add_cost(total: &mut InvokeCost, more: &InvokeCost) {
+    total.storage_cpu_ns += more.storage_cpu_ns;
+    total.queue_ns += more.queue_ns;
+    total.keys_read += more.keys_read;
+    total.bytes_read += more.bytes_read;
+    total.reads += more.reads;
 }
 
 /// A user function's module, compiled to run here (compute-side).

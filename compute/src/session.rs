@@ -33,9 +33,11 @@ pub enum Reply {
     Ok,
     /// To `Invoke`: the encoded result and what it cost storage-side.
     Invoked { result: Vec<u8>, cost: InvokeCost },
-    /// To `Invoke`: declined by the storage side, with what it had read and spent.
+    /// To `Invoke`: declined by the storage side, with what it had read and spent, and the keys
+    /// of another shard it met (none if its budget was spent).
     Pushback {
         read_set: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        elsewhere: Vec<Vec<u8>>,
         cost: InvokeCost,
     },
     /// A failure, with its code.
@@ -53,8 +55,13 @@ impl Reply {
                 result: result.to_vec(),
                 cost,
             },
-            Message::Pushback { read_set, cost } => Reply::Pushback {
+            Message::Pushback {
+                read_set,
+                elsewhere,
+                cost,
+            } => Reply::Pushback {
                 read_set: read_set.iter().map(|(k, v)| (k.to_vec(), own(v))).collect(),
+                elsewhere: elsewhere.iter().map(<[u8]>::to_vec).collect(),
                 cost,
             },
             Message::Error { code, message } => Reply::Error(FnError::remote(code, message)),

@@ -16,13 +16,14 @@
 //! | `Invoke`        | `0x04` | function: str, args: list\<blob\>                    |
 //! | `MultiSet`      | `0x06` | pairs: list\<(key: blob, value: blob)\> (all set in one step, or none) |
 //! | `Hello`         | `0x05` | token: blob (the secret `AUTOLOC.CONNECT tcp` handed out; first frame of a tcp connection, no reply) |
+//! | `InvokeWith`    | `0x08` | function: str, args: list\<blob\>, read_set: list\<(key: blob, value: opt)\> (an invocation forwarded from the shard that pushed it back: the values it read there, for the keys this node does not serve) |
 //! | `CheckVersion`  | `0x07` | function: str, version: blob (a hex prefix of the module's SHA-256); answered `Ok` if that version is loaded, else `Error` (`STALE`, or `ERR` for an unknown function) |
 //! | `Value`         | `0x81` | value: opt                                           |
 //! | `Values`        | `0x82` | values: list\<opt\>                                  |
 //! | `Ok`            | `0x83` | (empty)                                              |
 //! | `InvokeReply`   | `0x84` | storage_cpu_ns: u64, queue_ns: u64, keys_read: u64, bytes_read: u64, reads: u64, result: blob |
 //! | `Error`         | `0x85` | code: u8 ([`ErrorCode`]), message: str               |
-//! | `Pushback`      | `0x86` | storage_cpu_ns: u64, queue_ns: u64, keys_read: u64, bytes_read: u64, reads: u64, read_set: list\<(key: blob, value: opt)\> |
+//! | `Pushback`      | `0x86` | storage_cpu_ns: u64, queue_ns: u64, keys_read: u64, bytes_read: u64, reads: u64, read_set: list\<(key: blob, value: opt)\>, elsewhere: list\<blob\> (the keys of the read that met keys of another shard; none for a budget spent) |
 //!
 //! A payload must be consumed exactly: trailing bytes are malformed.
 //!
@@ -220,6 +221,7 @@ pub enum Kind {
     Hello = 0x05,
     MultiSet = 0x06,
     CheckVersion = 0x07,
+    InvokeWith = 0x08,
     Value = 0x81,
     Values = 0x82,
     Ok = 0x83,
@@ -239,6 +241,7 @@ impl Kind {
             0x05 => Self::Hello,
             0x06 => Self::MultiSet,
             0x07 => Self::CheckVersion,
+            0x08 => Self::InvokeWith,
             0x81 => Self::Value,
             0x82 => Self::Values,
             0x83 => Self::Ok,
@@ -267,6 +270,13 @@ pub enum Message<'a> {
     Set { key: &'a [u8], value: &'a [u8] },
     /// Run a function storage-side.
     Invoke { function: &'a str, args: Keys<'a> },
+    /// Run a function storage-side that another shard pushed back: `read_set` holds what it
+    /// read there, and stands for the keys this node does not serve (ACL-checked as reads).
+    InvokeWith {
+        function: &'a str,
+        args: Keys<'a>,
+        read_set: ReadSet<'a>,
+    },
     /// Authenticate a connection with a one-time secret from the control path; not answered.
     Hello { token: &'a [u8] },
     /// Write many keys in one atomic step; answered by `Ok` (all written) or `Error` (none).
@@ -292,9 +302,11 @@ pub enum Message<'a> {
     /// A request failed: why, as a code, and a message for people.
     Error { code: ErrorCode, message: &'a str },
     /// Reply to `Invoke` that storage declined to finish: continue compute-side with the values it
-    /// already read (`None` for keys that do not exist), after what the storage side spent.
+    /// already read (`None` for keys that do not exist), after what the storage side spent; or,
+    /// when it met keys of another shard (`elsewhere`), forward it there (`InvokeWith`).
     Pushback {
         read_set: ReadSet<'a>,
+        elsewhere: Keys<'a>,
         cost: InvokeCost,
     },
 }
@@ -323,6 +335,7 @@ impl Message<'_> {
             Message::MultiGet { .. } => Kind::MultiGet,
             Message::Set { .. } => Kind::Set,
             Message::Invoke { .. } => Kind::Invoke,
+            Message::InvokeWith { .. } => Kind::InvokeWith,
             Message::Hello { .. } => Kind::Hello,
             Message::MultiSet { .. } => Kind::MultiSet,
             Message::CheckVersion { .. } => Kind::CheckVersion,
@@ -345,6 +358,11 @@ impl Message<'_> {
             Message::Invoke { function, args } => {
                 blob_len(function.as_bytes())? + args.encoded_len()?
             }
+            Message::InvokeWith {
+                function,
+                args,
+                read_set,
+            } => blob_len(function.as_bytes())? + args.encoded_len()? + read_set.encoded_len()?,
             Message::Hello { token } => blob_len(token)?,
             Message::MultiSet { pairs } => pairs.encoded_len()?,
             Message::CheckVersion { function, version } => {
@@ -355,7 +373,11 @@ impl Message<'_> {
             Message::Ok => 0,
             Message::InvokeReply { result, .. } => InvokeCost::LEN + blob_len(result)?,
             Message::Error { message, .. } => 1 + blob_len(message.as_bytes())?,
-            Message::Pushback { read_set, .. } => InvokeCost::LEN + read_set.encoded_len()?,
+            Message::Pushback {
+                read_set,
+                elsewhere,
+                ..
+            } => InvokeCost::LEN + read_set.encoded_len()? + elsewhere.encoded_len()?,
         };
         if len > u32::MAX as usize {
             return Err(WireError::Oversized {
@@ -383,6 +405,15 @@ impl Message<'_> {
                 function.as_bytes().write(w);
                 args.write(w);
             }
+            Message::InvokeWith {
+                function,
+                args,
+                read_set,
+            } => {
+                function.as_bytes().write(w);
+                args.write(w);
+                read_set.write(w);
+            }
             Message::Hello { token } => token.write(w),
             Message::MultiSet { pairs } => pairs.write(w),
             Message::CheckVersion { function, version } => {
@@ -400,9 +431,14 @@ impl Message<'_> {
                 w.put(&[code.to_u8()]);
                 message.as_bytes().write(w);
             }
-            Message::Pushback { read_set, cost } => {
+            Message::Pushback {
+                read_set,
+                elsewhere,
+                cost,
+            } => {
                 cost.write(w);
                 read_set.write(w);
+                elsewhere.write(w);
             }
         }
     }
@@ -549,6 +585,11 @@ fn read_payload(kind: Kind, payload: &[u8]) -> Result<Message<'_>> {
             function: r.str()?,
             args: List::read(&mut r)?,
         },
+        Kind::InvokeWith => Message::InvokeWith {
+            function: r.str()?,
+            args: List::read(&mut r)?,
+            read_set: List::read(&mut r)?,
+        },
         Kind::Hello => Message::Hello { token: r.blob()? },
         Kind::MultiSet => Message::MultiSet {
             pairs: List::read(&mut r)?,
@@ -578,6 +619,7 @@ fn read_payload(kind: Kind, payload: &[u8]) -> Result<Message<'_>> {
             let cost = InvokeCost::read(&mut r)?;
             Message::Pushback {
                 read_set: List::read(&mut r)?,
+                elsewhere: List::read(&mut r)?,
                 cost,
             }
         }
@@ -935,6 +977,14 @@ mod tests {
                     args: List::new(&KEYS[..2]),
                 },
             ),
+            (
+                15,
+                Message::InvokeWith {
+                    function: "pagerank_wasm",
+                    args: List::new(&KEYS[..2]),
+                    read_set: List::new(&READ_SET),
+                },
+            ),
             (6, Message::Value { value: Some(b"v") }),
             (12, Message::Hello { token: b"secret" }),
             (
@@ -982,6 +1032,7 @@ mod tests {
                 u64::MAX,
                 Message::Pushback {
                     read_set: List::new(&READ_SET),
+                    elsewhere: List::new(&KEYS),
                     cost: InvokeCost {
                         storage_cpu_ns: 7,
                         queue_ns: 8,

@@ -38,6 +38,9 @@ pub struct Request<'a> {
     /// Where it runs: on Redis's main thread (a command), or on a data-plane thread, which
     /// gives the lock back between store accesses while it runs.
     pub on: Thread<'a>,
+    /// What the shard that forwarded it read, for keys of its own (`InvokeWith`); empty for an
+    /// invocation sent here first.
+    pub seeded: Option<wire::ReadSet<'a>>,
 }
 
 /// The thread an invocation runs on, which decides how long it may keep Redis's lock.
@@ -63,6 +66,7 @@ impl<'a> Request<'a> {
             overloaded: false,
             keep_read_set,
             on,
+            seeded: None,
         }
     }
 
@@ -88,8 +92,11 @@ pub struct StorageRun {
     pub result: Result<Output, Error>,
     /// What it cost and read.
     pub cost: InvokeCost,
-    /// The keys it read, if asked for (the read set of a pushback).
-    pub read_set: Vec<Vec<u8>>,
+    /// The keys it read, if asked for (the read set of a pushback), each with the value the
+    /// shard that forwarded it read, for a key of that shard's (`None`: read here).
+    pub read_set: Vec<crate::store::Remembered>,
+    /// The keys of another shard it met, if that pushed it back: where to forward it.
+    pub elsewhere: Vec<Vec<u8>>,
     /// Stopped on the main thread at `lock-us`, before its budget, with nothing written and
     /// nothing counted: to be run again by a data-plane thread.
     pub deferred: bool,
@@ -128,6 +135,7 @@ pub fn invoke<A: AsRef<[u8]>>(
                     ..InvokeCost::default()
                 },
                 read_set: Vec::new(),
+                elsewhere: Vec::new(),
                 deferred: false,
             }
         }
@@ -140,6 +148,7 @@ pub fn invoke<A: AsRef<[u8]>>(
         }),
         cost: InvokeCost::default(),
         read_set: Vec::new(),
+        elsewhere: Vec::new(),
         deferred: true,
     };
     if may_defer && counters::usually_longer(index, budget) {
@@ -154,6 +163,9 @@ pub fn invoke<A: AsRef<[u8]>>(
     }
     if req.keep_read_set {
         store = store.remembering_reads();
+    }
+    if let Some(seeded) = req.seeded {
+        store = store.seeded(seeded.iter());
     }
     let cpu = thread_cpu_ns();
     let mut result = block_on(function.call(&store, &args));
@@ -184,13 +196,13 @@ pub fn invoke<A: AsRef<[u8]>>(
             bytes_read,
         },
     );
-    let read_set = if result.as_ref().is_err_and(Error::is_pushback) {
+    let (read_set, elsewhere) = if result.as_ref().is_err_and(Error::is_pushback) {
         let mut keys = store.remembered();
-        keys.sort_unstable();
-        keys.dedup();
-        keys
+        keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        keys.dedup_by(|a, b| a.0 == b.0);
+        (keys, store.elsewhere())
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
     StorageRun {
         result,
@@ -202,6 +214,7 @@ pub fn invoke<A: AsRef<[u8]>>(
             reads: store.accesses(),
         },
         read_set,
+        elsewhere,
         deferred: false,
     }
 }
@@ -267,22 +280,39 @@ pub fn reply(
             crate::dataplane::stats()
                 .pushbacks
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let mut opened = Vec::new();
-            let values = read_keys(ctx, caller, &run.read_set, &mut opened);
-            let values = values.as_deref().unwrap_or_default();
-            let pairs: Vec<(&[u8], Option<&[u8]>)> = run
+            // The keys read here, read again; those another shard read, with what it read.
+            let here: Vec<&[u8]> = run
                 .read_set
                 .iter()
-                .map(Vec::as_slice)
-                .zip(values.iter().copied())
+                .filter(|(_, seed)| seed.is_none())
+                .map(|(k, _)| k.as_slice())
                 .collect();
+            let mut opened = Vec::new();
+            let values = read_keys(ctx, caller, &here, &mut opened);
+            let pairs: Vec<(&[u8], Option<&[u8]>)> = match values.as_deref() {
+                Ok(values) => {
+                    let mut values = values.iter().copied();
+                    run.read_set
+                        .iter()
+                        .map(|(k, seed)| match seed {
+                            Some(seed) => Some((k.as_slice(), seed.as_deref())),
+                            None => values.next().map(|v| (k.as_slice(), v)),
+                        })
+                        .collect::<Option<_>>()
+                        .unwrap_or_default()
+                }
+                Err(_) => Vec::new(),
+            };
+            let elsewhere: Vec<&[u8]> = run.elsewhere.iter().map(Vec::as_slice).collect();
             let full = Message::Pushback {
                 read_set: List::new(&pairs),
+                elsewhere: List::new(&elsewhere),
                 cost,
             };
             out.reply(id, &full).or_else(|_| {
                 let bare = Message::Pushback {
                     read_set: List::new(&[]),
+                    elsewhere: List::new(&[]),
                     cost,
                 };
                 out.reply(id, &bare)

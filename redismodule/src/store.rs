@@ -139,6 +139,10 @@ pub fn write_keys<K: AsRef<[u8]>, V: AsRef<[u8]>>(
 /// Keys read between two budget checks inside one large read.
 const CHECK_EVERY: usize = 64;
 
+/// A key an invocation read, with the value another shard read for it if it came with the
+/// invocation (`None`: read here).
+pub type Remembered = (Vec<u8>, Option<Option<Vec<u8>>>);
+
 /// Reads values in place: each key is opened read-only and its string borrowed through DMA, so
 /// a function decodes Redis's own bytes with no copy. Every access checks the budget; an
 /// invocation past it fails with [`Error::Pushback`] so the caller runs it compute-side. On a
@@ -163,6 +167,12 @@ pub struct KeyspaceStore<'c> {
     /// Writes made so far, applied together by [`KeyspaceStore::commit`] when the function
     /// succeeds: a failed or pushed-back invocation leaves nothing behind. Later reads see them.
     writes: std::cell::RefCell<Vec<(Vec<u8>, Vec<u8>)>>,
+    /// Values another shard read for keys of its own: an invocation it pushed back, forwarded
+    /// here (`InvokeWith`). A key this node serves is read here, whatever they say.
+    seeded: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The keys of another shard that the read which pushed the run back met: where to forward
+    /// it.
+    elsewhere: std::cell::RefCell<Vec<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for KeyspaceStore<'_> {
@@ -189,7 +199,36 @@ impl<'c> KeyspaceStore<'c> {
             accesses: Cell::new(0),
             remembered: None,
             writes: std::cell::RefCell::new(Vec::new()),
+            seeded: std::collections::HashMap::new(),
+            elsewhere: std::cell::RefCell::new(Vec::new()),
         }
+    }
+
+    /// Also knows the values of `read_set`, read by the shard that forwarded the invocation, for
+    /// the keys this node does not serve.
+    pub fn seeded<'k>(
+        mut self,
+        read_set: impl Iterator<Item = (&'k [u8], Option<&'k [u8]>)>,
+    ) -> Self {
+        self.seeded = read_set
+            .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
+            .collect();
+        self
+    }
+
+    /// The value another shard read for `key`, if it is not one of this node's.
+    fn seed(&self, key: &[u8]) -> Option<&Option<Vec<u8>>> {
+        if self.seeded.is_empty() {
+            return None;
+        }
+        self.seeded
+            .get(key)
+            .filter(|_| !crate::cluster::serves(self.ctx, key))
+    }
+
+    /// Takes the keys of another shard the read that pushed the run back met.
+    pub fn elsewhere(&self) -> Vec<Vec<u8>> {
+        self.elsewhere.take()
     }
 
     /// Runs under a data-plane thread's `hold`, giving the lock back between accesses.
@@ -214,12 +253,20 @@ impl<'c> KeyspaceStore<'c> {
         self
     }
 
-    /// Takes the keys read so far, if remembered.
-    pub fn remembered(&self) -> Vec<Vec<u8>> {
-        self.remembered
+    /// Takes the keys read so far, if remembered, each with the value another shard read for it
+    /// if it came with the invocation (`None`: read here).
+    pub fn remembered(&self) -> Vec<Remembered> {
+        let keys = self
+            .remembered
             .as_ref()
             .map(|r| r.take())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        keys.into_iter()
+            .map(|k| {
+                let seed = self.seed(&k).cloned();
+                (k, seed)
+            })
+            .collect()
     }
 
     /// Keys and value bytes read so far.
@@ -274,30 +321,74 @@ impl<'c> KeyspaceStore<'c> {
         self.turn()?;
         self.accesses.set(self.accesses.get() + 1);
         self.keys_read.set(self.keys_read.get() + keys.len() as u64);
-        let mut opened = Vec::with_capacity(keys.len());
-        let values = match read_keys(self.ctx, self.caller, keys, &mut opened) {
+        // The values another shard read, for its keys (an invocation it forwarded here): they
+        // answer to this caller's ACL as reads here would.
+        let seeds: Vec<Option<&Option<Vec<u8>>>> = match self.seeded.is_empty() {
+            true => Vec::new(),
+            false => keys.iter().map(|k| self.seed(k)).collect(),
+        };
+        let here: std::borrow::Cow<'_, [Vec<u8>]> = if seeds.iter().any(Option::is_some) {
+            let theirs: Vec<&Vec<u8>> = keys
+                .iter()
+                .zip(&seeds)
+                .filter(|(_, s)| s.is_some())
+                .map(|(k, _)| k)
+                .collect();
+            self.caller.check(self.ctx, &theirs, Access::Read)?;
+            keys.iter()
+                .zip(&seeds)
+                .filter(|(_, s)| s.is_none())
+                .map(|(k, _)| k.clone())
+                .collect::<Vec<_>>()
+                .into()
+        } else {
+            keys.into()
+        };
+        let mut opened = Vec::with_capacity(here.len());
+        let values = match read_keys(self.ctx, self.caller, &here, &mut opened) {
             Ok(values) => values,
             // A key of another shard: the compute side, which reaches every shard, finishes
-            // the invocation from what was read here (the read set of the pushback).
+            // the invocation from what was read here (the read set of the pushback), or forwards
+            // it to that shard with it. The keys of this read that are this node's join the read
+            // set, so that a shard it is forwarded to finds them there.
             Err(e @ Error::WrongShard { .. }) => {
+                if let Some(r) = &self.remembered {
+                    let (mine, theirs): (Vec<Vec<u8>>, Vec<Vec<u8>>) = here
+                        .iter()
+                        .cloned()
+                        .partition(|k| crate::cluster::serves(self.ctx, k));
+                    let mut opened = Vec::new();
+                    if read_keys(self.ctx, self.caller, &mine, &mut opened).is_ok() {
+                        let mut r = r.borrow_mut();
+                        r.extend(mine);
+                        let seeded = keys.iter().zip(&seeds).filter(|(_, s)| s.is_some());
+                        r.extend(seeded.map(|(k, _)| k.clone()));
+                    }
+                    *self.elsewhere.borrow_mut() = theirs;
+                }
                 return Err(Error::remote(
                     ErrorCode::Pushback,
                     format!("{e}; run it compute-side"),
-                ))
+                ));
             }
             Err(e) => return Err(e),
         };
         if let Some(r) = &self.remembered {
             r.borrow_mut().extend_from_slice(keys);
         }
-        for (i, &value) in values.iter().enumerate() {
+        let mut read_here = values.iter().copied();
+        for (i, key) in keys.iter().enumerate() {
             if i % CHECK_EVERY == CHECK_EVERY - 1 {
                 self.check_budget()?;
             }
+            let value = match seeds.get(i).copied().flatten() {
+                Some(seed) => seed.as_deref(),
+                None => read_here.next().flatten(),
+            };
             let len = value.map_or(0, <[u8]>::len) as u64;
             self.bytes_read.set(self.bytes_read.get() + len);
             let writes = self.writes.borrow();
-            match writes.iter().rev().find(|(k, _)| *k == keys[i]) {
+            match writes.iter().rev().find(|(k, _)| k == key) {
                 // The invocation's own write, not applied yet.
                 Some((_, written)) => visit(i, Some(written))?,
                 None => visit(i, value)?,

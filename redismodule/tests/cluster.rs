@@ -1,7 +1,8 @@
 //! AutoLoc on a Redis Cluster (3 masters, 1 replica each, on loopback): no key of another shard
 //! is ever read as missing, Redis routes the keys form of `AUTOLOC.CALL`, and traversals that
-//! span shards give exactly the single-node result, on every transport and placement; a shard
-//! saturated by other clients expands no part of a hop while the others keep theirs.
+//! span shards give exactly the single-node result, on every transport and placement; an
+//! invocation forwarded from shard to shard reads each shard's keys there. (A shard saturated by
+//! other clients: `cluster_hot.rs`, alone in its binary.)
 
 mod common;
 
@@ -15,17 +16,6 @@ use autoloc_dataplane::wire::{List, Message};
 use autoloc_dataplane::{Connection, Frame};
 use autoloc_functions::ErrorCode;
 use common::*;
-
-/// The port of the master serving `key`, and one that does not.
-fn owner_and_other(rt: &Runtime, key: &[u8]) -> (String, String) {
-    let t = rt.topology().expect("a cluster");
-    let owner = t.shard_of(key).unwrap();
-    let other = (owner + 1) % t.shards.len();
-    (
-        t.shards[owner].master.clone(),
-        t.shards[other].master.clone(),
-    )
-}
 
 fn port_of(addr: &str) -> u16 {
     addr.rsplit_once(':').unwrap().1.parse().unwrap()
@@ -197,98 +187,6 @@ fn traversals_across_shards_equal_the_single_node() {
 }
 
 #[test]
-fn a_hot_shard_moves_its_parts_out_while_the_others_keep_theirs() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-
-    let c = cluster3();
-    load_social(&c.url());
-    let (hot, _) = owner_and_other(&Runtime::connect(&c.url()).unwrap(), b"1");
-    // Other clients keep the data-plane thread of one shard busy: the neighbours of every vertex
-    // it serves, over and over, from three threads, 8 calls in flight each.
-    let mine: Vec<String> = {
-        let rt = Runtime::connect(&c.url()).unwrap();
-        let t = rt.topology().unwrap();
-        (0..4100u32)
-            .map(|v| v.to_string())
-            .filter(|v| t.shards[t.shard_of(v.as_bytes()).unwrap()].master == hot)
-            .collect()
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    let hammers: Vec<_> = (0..3)
-        .map(|_| {
-            let (url, stop, mine) = (c.url(), stop.clone(), mine.clone());
-            std::thread::spawn(move || {
-                let mut rt = Runtime::connect(&url)
-                    .unwrap()
-                    .with_transport(autoloc::Transport::Shm)
-                    .unwrap();
-                // Many in flight at once, so that its queue never runs dry.
-                let calls: Vec<(&str, Vec<String>)> =
-                    (0..8).map(|_| ("neighbours", mine.clone())).collect();
-                while !stop.load(Ordering::Relaxed) {
-                    for r in rt.invoke_many(&calls, Placement::Storage) {
-                        r.unwrap();
-                    }
-                }
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(400));
-
-    let mut rt = Runtime::connect(&c.url())
-        .unwrap()
-        .with_transport(autoloc::Transport::Shm)
-        .unwrap();
-    // Until the runtime has read the shard as hot (a reading per 100 ms)...
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !rt.hop_table().hot(&hot) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{hot} never read as hot: {:?}",
-            rt.hop_table().load(&hot)
-        );
-        rt.invoke("khop", &["1", "2"], Placement::Auto).unwrap();
-    }
-    // ...then for 2 s.
-    let mut sides: std::collections::BTreeMap<String, [usize; 2]> = Default::default();
-    let started = std::time::Instant::now();
-    while started.elapsed() < Duration::from_secs(2) {
-        for start in ["1", "2", "7", "42", "100", "555", "1000"] {
-            let got = rt.invoke("khop", &[start, "2"], Placement::Auto).unwrap();
-            for hop in got.hops {
-                for (shard, side) in hop.parts {
-                    sides.entry(shard).or_default()[side as usize] += 1;
-                }
-            }
-        }
-    }
-    let (busy, still_hot) = (rt.hop_table().load(&hot), rt.hop_table().hot(&hot));
-    stop.store(true, Ordering::Relaxed);
-    for h in hammers {
-        h.join().unwrap();
-    }
-    eprintln!("parts by shard [storage, compute]: {sides:?}; hot {hot}, last read {busy:?}");
-    // The hot shard expanded (almost) nothing: a part that went storage-side went while its load
-    // fell under the cool mark.
-    assert!(still_hot, "{hot}: {busy:?}");
-    let [storage, compute] = sides[&hot];
-    assert!(compute > 0 && storage * 10 <= compute, "{hot}: {sides:?}");
-    // The others kept choosing by what parts cost there, storage-side included.
-    assert_eq!(sides.len(), 3, "{sides:?}");
-    for (shard, [storage, _]) in &sides {
-        if *shard != hot {
-            assert!(*storage > 0, "{shard}: {sides:?}");
-            assert!(
-                !rt.hop_table().hot(shard),
-                "{shard}: {:?}",
-                rt.hop_table().load(shard)
-            );
-        }
-    }
-}
-
-#[test]
 fn a_shard_reads_its_view_of_the_slots_once_not_per_read() {
     let c = cluster3();
     load_social(&c.url());
@@ -320,5 +218,127 @@ fn a_shard_reads_its_view_of_the_slots_once_not_per_read() {
             "{t}: {} reads of the view",
             after - before
         );
+    }
+}
+
+/// Sends `message` over a new data-plane session to `addr` as `user` (`None`: the default user).
+fn call_on(addr: &str, user: Option<&str>, t: autoloc::Transport, message: &Message<'_>) -> Reply {
+    let url = match user {
+        Some(u) => format!("redis://{u}:pw@{addr}"),
+        None => format!("redis://{addr}"),
+    };
+    let url = url.parse().unwrap();
+    let mut control = Connection::connect(&url, Duration::from_secs(10)).unwrap();
+    let link = connect_link(&mut control, &url, t, Duration::from_secs(10), true).unwrap();
+    let mut s = Session::new(link, Duration::from_secs(10));
+    s.call(message).unwrap().reply
+}
+
+#[test]
+fn a_forwarded_invocation_reads_its_own_keys_here_and_answers_to_the_acl_for_the_rest() {
+    let c = cluster3();
+    load_social(&c.url());
+    let rt = Runtime::connect(&c.url()).unwrap();
+    let (owner, _) = owner_and_other(&rt, b"1");
+    let t = rt.topology().unwrap();
+    // A vertex of another shard.
+    let theirs: Vec<u8> = (2..100u32)
+        .map(|v| v.to_string().into_bytes())
+        .find(|k| t.shards[t.shard_of(k).unwrap()].master != owner)
+        .unwrap();
+    let real = rt.try_clone().unwrap().get(b"1").unwrap().unwrap();
+    let value = |r: Reply| match r {
+        Reply::Invoked { result, .. } => {
+            Output::decode(autoloc_functions::OutputKind::Value, &result).unwrap()
+        }
+        other => panic!("{other:?}"),
+    };
+    let mut limited = raw_port(port_of(&owner));
+    cmd(
+        &mut limited,
+        &[
+            b"ACL", b"SETUSER", b"limited", b"on", b">pw", b"~1", b"+@all",
+        ],
+    );
+    for tr in fast_transports() {
+        // A value sent for a key this node serves is not believed: it is read here.
+        let fake: [(&[u8], Option<&[u8]>); 1] = [(b"1", Some(b"fake"))];
+        let got = call_on(
+            &owner,
+            None,
+            tr,
+            &Message::InvokeWith {
+                function: "get",
+                args: List::new(&[b"1".as_slice()]),
+                read_set: List::new(&fake),
+            },
+        );
+        assert_eq!(value(got), Output::Value(Some(real.clone())), "{tr}");
+        // For a key of another shard, what that shard read stands.
+        let seeded: [(&[u8], Option<&[u8]>); 1] = [(&theirs, Some(b"seeded"))];
+        let key = [theirs.as_slice()];
+        let forwarded = Message::InvokeWith {
+            function: "get",
+            args: List::new(&key),
+            read_set: List::new(&seeded),
+        };
+        let got = call_on(&owner, None, tr, &forwarded);
+        assert_eq!(value(got), Output::Value(Some(b"seeded".to_vec())), "{tr}");
+        // ...for a caller allowed to read it: a user of key `1` only is refused it.
+        match call_on(&owner, Some("limited"), tr, &forwarded) {
+            Reply::Error(e) => assert_eq!(e.code(), ErrorCode::NoPerm, "{tr}: {e}"),
+            other => panic!("{tr}: {other:?}"),
+        }
+        // Sent first, a read of keys of two shards is pushed back with the keys of this node
+        // read (so that a shard it is forwarded to finds them) and the others named.
+        let both = [b"keys".as_slice(), b"1", &theirs];
+        match call_on(
+            &owner,
+            None,
+            tr,
+            &Message::Invoke {
+                function: "aggregate",
+                args: List::new(&both),
+            },
+        ) {
+            Reply::Pushback {
+                read_set,
+                elsewhere,
+                ..
+            } => {
+                assert_eq!(read_set, vec![(b"1".to_vec(), Some(real.clone()))], "{tr}");
+                assert_eq!(elsewhere, vec![theirs.clone()], "{tr}");
+            }
+            other => panic!("{tr}: {other:?}"),
+        }
+    }
+    // Forwarded from shard to shard by the runtime: the result of one that finishes here, and
+    // a run that reads every shard finishes storage-side.
+    for f in ["aggregate", "pagerank_wasm"] {
+        if f.ends_with("_wasm") {
+            let wasm = autoloc::guests::bytes(f).unwrap();
+            rt.try_clone().unwrap().load_function(&wasm, false).unwrap();
+        }
+        let args = match f {
+            "aggregate" => vec!["1", "300"],
+            _ => vec!["1", "5"],
+        };
+        let finish = rt
+            .try_clone()
+            .unwrap()
+            .invoke(f, &args, Placement::Storage)
+            .unwrap();
+        assert!(finish.pushed_back, "{f}");
+        for tr in fast_transports() {
+            let mut fw = rt
+                .try_clone()
+                .unwrap()
+                .with_transport(tr)
+                .unwrap()
+                .with_other_shard(autoloc::OtherShard::Forward);
+            let got = fw.invoke(f, &args, Placement::Storage).unwrap();
+            assert_eq!(got.output, finish.output, "{tr} {f}");
+            assert!(got.forwarded >= 1 && !got.pushed_back, "{tr} {f}: {got:?}");
+        }
     }
 }

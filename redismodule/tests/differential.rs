@@ -244,6 +244,13 @@ fn a_cluster_gives_the_single_nodes_outcome() {
     }
     let mut reference = runtime(&single);
     let mut runs = runners(&cluster.url());
+    // And storage-side runs forwarded from shard to shard, rather than finished here.
+    let forward = Runtime::connect(&cluster.url())
+        .unwrap()
+        .with_transport(Transport::Shm)
+        .unwrap()
+        .with_other_shard(autoloc::OtherShard::Forward);
+    runs.push(("storage/shm forwarded".into(), forward, Placement::Storage));
     for name in ["khop", "digest", "pagerank", "aggregate", "get"] {
         let wasm = autoloc::guests::bytes(&format!("{name}_wasm")).unwrap();
         reference.load_function(&wasm, false).unwrap();

@@ -398,6 +398,7 @@ fn run_deferred(ctx: &Context, hold: &Hold, mut d: Deferred) {
             overloaded: false,
             keep_read_set: frame,
             on: Thread::DataPlane(hold),
+            seeded: None,
         };
         let run = invoke::invoke(ctx, function, args, req);
         invoke::answer(ctx, caller, run, frame)

@@ -128,6 +128,24 @@ fn serve_one(s: &mut Serving<'_>, caller: &Caller, frame: Frame<'_>) {
                 overloaded,
                 keep_read_set: true,
                 on: Thread::DataPlane(hold),
+                seeded: None,
+            };
+            let args: Vec<&[u8]> = args.iter().collect();
+            let run = invoke::invoke(ctx, function.as_bytes(), &args, req);
+            invoke::reply(ctx, caller, id, run, out)
+        }
+        Message::InvokeWith {
+            function,
+            args,
+            read_set,
+        } => {
+            let req = Request {
+                caller,
+                seen,
+                overloaded,
+                keep_read_set: true,
+                on: Thread::DataPlane(hold),
+                seeded: Some(read_set),
             };
             let args: Vec<&[u8]> = args.iter().collect();
             let run = invoke::invoke(ctx, function.as_bytes(), &args, req);

@@ -146,3 +146,14 @@ pub fn load_social(url: &str) {
     autoloc::load::load_autoloc_json(&mut c, &autoloc_data().join("social.json"), true, false)
         .unwrap();
 }
+
+/// The port of the master serving `key`, and one that does not.
+pub fn owner_and_other(rt: &autoloc::Runtime, key: &[u8]) -> (String, String) {
+    let t = rt.topology().expect("a cluster");
+    let owner = t.shard_of(key).unwrap();
+    let other = (owner + 1) % t.shards.len();
+    (
+        t.shards[owner].master.clone(),
+        t.shards[other].master.clone(),
+    )
+}
