@@ -406,6 +406,11 @@ impl<'t, 's> Parts<'t, 's> {
         (side, self.sessions[shard])
     }
 
+    /// Bytes of its requests and replies so far, both sides: a hop's are the difference.
+    fn bytes(&self, run: &RefCell<HopRun>) -> u64 {
+        self.store.cost().bytes + run.borrow().storage_bytes
+    }
+
     /// Tells the thresholds its parts were chosen under what the traversal cost: its wall time
     /// for the vertices its hops expanded.
     fn done(self, run: &RefCell<HopRun>) {
@@ -479,7 +484,7 @@ pub async fn khop(
             frontier: frontier.len(),
             ..Hop::default()
         };
-        let bytes_before = store.cost().bytes + run.borrow().storage_bytes;
+        let bytes_before = parts_of.bytes(run);
         let expansions: Vec<Task<'_, Result<Expansion, FnError>>> = parts
             .iter()
             .map(|(shard, vertices)| {
@@ -539,7 +544,7 @@ pub async fn khop(
         next.retain(|v| !done.contains(v));
         hop.ahead = before - next.len();
         found_ahead = found.into_iter().flat_map(|e| e.beyond).collect();
-        hop.bytes = store.cost().bytes + run.borrow().storage_bytes - bytes_before;
+        hop.bytes = parts_of.bytes(run) - bytes_before;
         run.borrow_mut().hops.push(hop);
         frontier = next;
     }
@@ -592,7 +597,7 @@ pub async fn pagerank(
         frontier: 1,
         ..Hop::default()
     };
-    let bytes_before = store.cost().bytes + run.borrow().storage_bytes;
+    let bytes_before = parts_of.bytes(run);
     let (shard, _) = parts_of.split(&[start])?.remove(0);
     let (side, session) = parts_of.side(shard, 1, &mut hop);
     let members = match side {
@@ -605,21 +610,24 @@ pub async fn pagerank(
         }
         HopSide::Compute => pr::members(store, start).await?,
     };
-    hop.bytes = store.cost().bytes + run.borrow().storage_bytes - bytes_before;
+    hop.bytes = parts_of.bytes(run) - bytes_before;
     run.borrow_mut().hops.push(hop);
 
     // The second: the members whose edges are still to read, by shard.
-    let rest: Vec<u32> = members
-        .iter()
-        .copied()
-        .filter(|v| !edges.contains_key(v))
-        .collect();
+    let unread = |edges: &HashMap<u32, Vec<u32>>| -> Vec<u32> {
+        members
+            .iter()
+            .copied()
+            .filter(|v| !edges.contains_key(v))
+            .collect()
+    };
+    let rest = unread(&edges);
     if !rest.is_empty() {
         let mut hop = Hop {
             frontier: rest.len(),
             ..Hop::default()
         };
-        let bytes_before = store.cost().bytes + run.borrow().storage_bytes;
+        let bytes_before = parts_of.bytes(run);
         let parts = parts_of.split(&rest)?;
         let members = &members;
         let reads: Vec<Task<'_, Result<Induced, FnError>>> = parts
@@ -659,16 +667,12 @@ pub async fn pagerank(
         for f in found.into_iter().flatten() {
             add(f, &mut edges);
         }
-        hop.bytes = store.cost().bytes + run.borrow().storage_bytes - bytes_before;
+        hop.bytes = parts_of.bytes(run) - bytes_before;
         run.borrow_mut().hops.push(hop);
     }
     // A member no shard served (its slot moved since the map was read): read here, through
     // the redirections.
-    let unserved: Vec<u32> = members
-        .iter()
-        .copied()
-        .filter(|v| !edges.contains_key(v))
-        .collect();
+    let unserved = unread(&edges);
     if !unserved.is_empty() {
         let found = pr::edges_within(store, &members, &unserved).await?;
         for (v, e) in unserved.into_iter().zip(found) {

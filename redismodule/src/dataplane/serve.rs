@@ -87,6 +87,14 @@ fn serve_one(s: &mut Serving<'_>, caller: &Caller, frame: Frame<'_>) {
         // write may change a key an open handle points at.
         opened.clear();
     }
+    let request = |seeded| Request {
+        caller,
+        seen,
+        overloaded,
+        keep_read_set: true,
+        on: Thread::DataPlane(hold),
+        seeded,
+    };
     let sent = match frame.message {
         Message::Get { key } => match read_keys(ctx, caller, &[key], opened) {
             Ok(values) => out.reply(id, &Message::Value { value: values[0] }),
@@ -121,36 +129,15 @@ fn serve_one(s: &mut Serving<'_>, caller: &Caller, frame: Frame<'_>) {
                 Err(e) => error_frame(out, id, &e),
             }
         }
+        // An invocation sent here first, or forwarded with what another shard read.
         Message::Invoke { function, args } => {
-            let req = Request {
-                caller,
-                seen,
-                overloaded,
-                keep_read_set: true,
-                on: Thread::DataPlane(hold),
-                seeded: None,
-            };
-            let args: Vec<&[u8]> = args.iter().collect();
-            let run = invoke::invoke(ctx, function.as_bytes(), &args, req);
-            invoke::reply(ctx, caller, id, run, out)
+            invoke_here(ctx, id, function, args, request(None), out)
         }
         Message::InvokeWith {
             function,
             args,
             read_set,
-        } => {
-            let req = Request {
-                caller,
-                seen,
-                overloaded,
-                keep_read_set: true,
-                on: Thread::DataPlane(hold),
-                seeded: Some(read_set),
-            };
-            let args: Vec<&[u8]> = args.iter().collect();
-            let run = invoke::invoke(ctx, function.as_bytes(), &args, req);
-            invoke::reply(ctx, caller, id, run, out)
-        }
+        } => invoke_here(ctx, id, function, args, request(Some(read_set)), out),
         other => {
             let e = Error::Malformed(format!("{:?} is not a request", other.kind()));
             error_frame(out, id, &e)
@@ -175,6 +162,21 @@ fn serve_one(s: &mut Serving<'_>, caller: &Caller, frame: Frame<'_>) {
             },
         );
     }
+}
+
+/// Runs an invocation of `function` with `args` for request `id`, as `req` says, and replies.
+fn invoke_here(
+    ctx: &Context,
+    id: u64,
+    function: &str,
+    args: autoloc_dataplane::wire::Keys<'_>,
+    req: Request<'_>,
+    out: &mut dyn Replier,
+) -> autoloc_dataplane::Result<()> {
+    let args: Vec<&[u8]> = args.iter().collect();
+    let caller = req.caller;
+    let run = invoke::invoke(ctx, function.as_bytes(), &args, req);
+    invoke::reply(ctx, caller, id, run, out)
 }
 
 /// Acknowledges a write just made: once it is in the AOF, as Redis answers its own clients.
