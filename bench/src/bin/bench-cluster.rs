@@ -11,24 +11,34 @@
 //! time, cycling over the same start vertices (each start's result is checked equal across the
 //! four before anything is timed); round trips and bytes per invocation and per hop, and the
 //! shards each hop touched; the client's CPU, the storage CPU the shards reported, and the CPU
-//! of the shards' Redis main threads (which serve the per-key client's GETs); and each start's
-//! vertices at each distance below k. Those calibrate the shard model of
-//! `autoloc::placement::shards`, which projects to more shards: `bench-sim --cluster` on this
-//! program's `--json`.
+//! the masters' processes used, measured from outside (every thread of every `redis-server`,
+//! from `/proc/<pid>/task/*/schedstat`: the main threads, which serve the per-key client's GETs,
+//! and the module's data-plane threads, which serve multi-gets and invocations, their polling
+//! between requests included), less what they use idle; the time the data-plane threads spent
+//! serving under Redis's lock (`AUTOLOC.STATS`' busy share, sampled; polling excluded) and the
+//! requests they served; and each start's vertices at each distance below k. Those calibrate
+//! the shard model of `autoloc::placement::shards`, which projects to more shards: `bench-sim
+//! --cluster` on this program's `--json`.
+//!
+//! `--rtt-us N` adds an emulated round trip of N us to every data-plane round trip of all four
+//! ways (a `DelayLink` on each runtime's links, the per-key client's RESP link included; not a
+//! measured network): whether `auto` moves parts storage-side when round trips are long.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _};
 use autoloc::hops::HopSide;
 use autoloc::load::{load_autoloc_json, write_graph, Graph};
 use autoloc::placement::shards::Workload;
 use autoloc::server::cluster::RedisCluster;
+use autoloc::stats::StorageStats;
 use autoloc::{Output, Placement, ReadMode, Runtime, Side, Transport};
 use autoloc_bench::args::{CellArgs, JsonArgs, PlotArgs};
 use autoloc_bench::harness::{self, load_average, progress, record, Machine, PALETTE};
 use autoloc_bench::table::Table;
+use autoloc_dataplane::Connection;
 use autoloc_functions::graph::vertex_key;
 use clap::Parser;
 use rand::rngs::SmallRng;
@@ -59,6 +69,10 @@ struct Args {
     /// The data plane of the AutoLoc runs (the per-key client is RESP).
     #[arg(long, default_value = "shm")]
     transport: Transport,
+    /// An emulated round trip added to every data-plane round trip of every way (a `DelayLink`
+    /// on the runtimes' links, the per-key client's included), us; 0: none.
+    #[arg(long, default_value_t = 0)]
+    rtt_us: u64,
     #[command(flatten)]
     cell: CellArgs,
     #[command(flatten)]
@@ -100,6 +114,26 @@ struct Row {
     /// CPU of the masters' Redis main threads per invocation, all masters, ns (what serves the
     /// per-key client's GETs; from /proc's schedstat).
     main_cpu_ns_per_inv: f64,
+    /// CPU of the masters' processes per invocation, every thread of every master, ns
+    /// (`ProcCpu::total_ns`), less what they use idle over as long (`server_idle_cpu_ns_per_s`).
+    server_cpu_ns_per_inv: f64,
+    /// Of which the module's data-plane threads, which serve multi-gets and invocations (their
+    /// polling between requests included), idle share not taken off, ns.
+    dataplane_cpu_ns_per_inv: f64,
+    /// CPU the masters' processes used per second with nothing asked of them (the runtimes
+    /// connected), measured before the cells of each cluster and k, ns.
+    server_idle_cpu_ns_per_s: f64,
+    /// Wall time per invocation, warm-up included (what the idle share is taken over), ns.
+    wall_ns_per_inv: f64,
+    /// Time the masters' data-plane threads held Redis's lock serving requests, per
+    /// invocation, all masters, ns: each master's `AUTOLOC.STATS` `dataplane_busy_permille` (its
+    /// share of the last 100 ms window), sampled every 50 ms from 250 ms into the cell on (the
+    /// windows wholly in it) and averaged, times the wall time per invocation. What serving
+    /// multi-gets and invocations costs a shard, framing and lock included, polling between
+    /// requests not.
+    shard_busy_ns_per_inv: f64,
+    /// Requests the masters' data planes served per invocation (`dataplane_requests`).
+    shard_requests_per_inv: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -137,6 +171,24 @@ fn main() -> anyhow::Result<()> {
     params.insert("transport".into(), a.transport.to_string());
     params.insert("duration_ms".into(), a.cell.duration_ms.to_string());
     params.insert("replicas".into(), "0 (masters only)".into());
+    params.insert(
+        "rtt".into(),
+        if a.rtt_us == 0 {
+            "loopback (none emulated)".to_string()
+        } else {
+            format!(
+                "EMULATED: {} us added to every data-plane round trip of every way (a DelayLink on \
+                 the client's links, the per-key client's RESP link included), on top of loopback; \
+                 not a measured network",
+                a.rtt_us
+            )
+        },
+    );
+    params.insert(
+        "server cpu".into(),
+        "every thread of every master process (/proc/<pid>/task/*/schedstat), less its idle rate"
+            .into(),
+    );
     params.insert("load_average_before".into(), load_average());
     harness::print_header(&machine, &params);
 
@@ -168,11 +220,12 @@ fn main() -> anyhow::Result<()> {
                 .map(autoloc::server::RedisServer::pid)
                 .collect();
             for &k in &a.ks {
+                let rtt = Duration::from_micros(a.rtt_us);
                 let mut runtimes: Vec<(&str, Runtime, Placement)> = MODES
                     .iter()
                     .map(|&mode| -> anyhow::Result<_> {
                         let rt = Runtime::connect(&cluster.url())?;
-                        Ok(match mode {
+                        let (mode, rt, placement) = match mode {
                             "per-key" => (
                                 mode,
                                 rt.with_read_mode(ReadMode::PerKey)
@@ -186,10 +239,20 @@ fn main() -> anyhow::Result<()> {
                                 (mode, rt.with_transport(a.transport)?, Placement::Compute)
                             }
                             _ => (mode, rt.with_transport(a.transport)?, Placement::Auto),
-                        })
+                        };
+                        Ok((mode, rt.with_emulated_rtt(rtt)?, placement))
                     })
                     .collect::<anyhow::Result<_>>()?;
                 check_equal(&mut runtimes, &starts, k)?;
+                let mut masters = Masters {
+                    pids: &mains,
+                    stats: cluster
+                        .nodes()
+                        .iter()
+                        .map(|n| harness::connect(&n.url()))
+                        .collect::<anyhow::Result<_>>()?,
+                    idle_per_s: idle_cpu_per_s(&mains),
+                };
                 for (mode, rt, placement) in runtimes.iter_mut() {
                     let cell = Cell {
                         graph,
@@ -197,7 +260,7 @@ fn main() -> anyhow::Result<()> {
                         k,
                         mode,
                     };
-                    rows.push(measure(&cell, rt, *placement, &starts, &mains, plan)?);
+                    rows.push(measure(&cell, rt, *placement, &starts, &mut masters, plan)?);
                 }
                 if !workloads.iter().any(|w| w.graph == graph && w.k == k) {
                     let rt = &mut runtimes[0].1;
@@ -219,6 +282,14 @@ fn main() -> anyhow::Result<()> {
     print!("{}", cpu_table(&rows));
     println!();
     for line in ratios(&rows) {
+        println!("{line}");
+    }
+    println!();
+    for line in reported_against_measured(&rows) {
+        println!("{line}");
+    }
+    println!();
+    for line in auto_shares(&rows, a.rtt_us) {
         println!("{line}");
     }
     println!();
@@ -289,18 +360,110 @@ struct Cell<'a> {
     mode: &'a str,
 }
 
-/// CPU time a thread of another process has run, ns (`/proc/<pid>/task/<tid>/schedstat`'s
-/// first field); 0 where it cannot be read.
-fn thread_cpu_ns(pid: u32, tid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat"))
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+/// CPU a process's threads have run, ns (each thread's `/proc/<pid>/task/<tid>/schedstat`
+/// first field: ns resolution), as bench-cluster splits it. Threads that exited are not in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ProcCpu {
+    /// Every thread alive when read.
+    total_ns: u64,
+    /// The main thread (whose id is the process's: Redis's event loop).
+    main_ns: u64,
+    /// The module's data-plane threads (named `autoloc-dp<i>`).
+    dataplane_ns: u64,
+    /// Threads read.
+    threads: usize,
 }
 
-/// CPU of the main threads of `pids` (a Redis server's main thread has its process's id), ns.
-fn main_threads_cpu_ns(pids: &[u32]) -> u64 {
-    pids.iter().map(|&p| thread_cpu_ns(p, p)).sum()
+impl ProcCpu {
+    fn add(&mut self, o: &ProcCpu) {
+        self.total_ns += o.total_ns;
+        self.main_ns += o.main_ns;
+        self.dataplane_ns += o.dataplane_ns;
+        self.threads += o.threads;
+    }
+
+    /// What ran between `before` and this reading (0 where a counter went back: a thread gone).
+    fn since(&self, before: &ProcCpu) -> ProcCpu {
+        ProcCpu {
+            total_ns: self.total_ns.saturating_sub(before.total_ns),
+            main_ns: self.main_ns.saturating_sub(before.main_ns),
+            dataplane_ns: self.dataplane_ns.saturating_sub(before.dataplane_ns),
+            threads: self.threads,
+        }
+    }
+}
+
+/// The CPU of every thread of process `pid` so far; `None` if its task list cannot be read.
+fn process_cpu(pid: u32) -> Option<ProcCpu> {
+    let mut out = ProcCpu::default();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(entry) = entry else { continue };
+        let dir = entry.path();
+        // A thread that exits between the listing and the read is skipped.
+        let Some(ns) = std::fs::read_to_string(dir.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        out.total_ns += ns;
+        out.threads += 1;
+        if entry.file_name().to_str() == Some(pid.to_string().as_str()) {
+            out.main_ns += ns;
+        } else if std::fs::read_to_string(dir.join("comm"))
+            .is_ok_and(|c| c.trim_end().starts_with("autoloc-dp"))
+        {
+            out.dataplane_ns += ns;
+        }
+    }
+    Some(out)
+}
+
+/// The CPU of every thread of the processes `pids` so far, summed (one unreadable counts 0).
+fn servers_cpu(pids: &[u32]) -> ProcCpu {
+    let mut out = ProcCpu::default();
+    for &p in pids {
+        if let Some(c) = process_cpu(p) {
+            out.add(&c);
+        }
+    }
+    out
+}
+
+/// CPU per second the processes `pids` use with nothing asked of them, ns: over 300 ms, after
+/// 50 ms for the data-plane threads to stop polling and park.
+fn idle_cpu_per_s(pids: &[u32]) -> f64 {
+    std::thread::sleep(Duration::from_millis(50));
+    let before = servers_cpu(pids);
+    let began = Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    let used = servers_cpu(pids).since(&before);
+    used.total_ns as f64 / began.elapsed().as_secs_f64().max(f64::EPSILON)
+}
+
+/// How often a cell samples the masters' data-plane busy share.
+const BUSY_SAMPLE: Duration = Duration::from_millis(50);
+/// The window the data-plane threads' busy share is over (the module's `LOAD_WINDOW`).
+const BUSY_WINDOW: Duration = Duration::from_millis(100);
+
+/// A counter of `AUTOLOC.STATS` (the `dataplane_*` ones), summed over the masters `infos`.
+fn dataplane_field(infos: &mut [Connection], field: &str) -> anyhow::Result<f64> {
+    let mut sum = 0.0;
+    for conn in infos.iter_mut() {
+        let stats = StorageStats::read(conn)?;
+        sum += stats
+            .get(field)
+            .with_context(|| format!("AUTOLOC.STATS has no {field}"))? as f64;
+    }
+    Ok(sum)
+}
+
+/// The masters of the cluster measured: their processes, a connection to each for its
+/// counters, and the CPU they use per second with nothing asked, ns.
+struct Masters<'a> {
+    pids: &'a [u32],
+    stats: Vec<Connection>,
+    idle_per_s: f64,
 }
 
 fn measure(
@@ -308,7 +471,7 @@ fn measure(
     rt: &mut Runtime,
     placement: Placement,
     starts: &[String],
-    mains: &[u32],
+    masters: &mut Masters<'_>,
     plan: harness::Plan,
 ) -> anyhow::Result<Row> {
     let k_text = cell.k.to_string();
@@ -318,8 +481,25 @@ fn measure(
     let mut next = 0usize;
     let (khop, _) = rt.resolve("khop")?;
     let storage_before = rt.table().slot(khop).snapshot(Side::Storage);
-    let main_before = main_threads_cpu_ns(mains);
+    let Masters {
+        pids: servers,
+        stats: infos,
+        idle_per_s,
+    } = masters;
+    let idle_per_s = *idle_per_s;
+    let requests_before = dataplane_field(infos, "dataplane_requests")?;
+    let (mut busy_samples, mut busy_sum) = (0u32, 0.0f64);
+    // A reading is of the last window to end, which began up to two windows (and an idle
+    // thread's nap) before: from then on, the windows read lie wholly in the cell.
+    let mut next_sample = Instant::now() + 2 * BUSY_WINDOW + BUSY_SAMPLE;
+    let cpu_before = servers_cpu(servers);
+    let wall = Instant::now();
     let m = harness::measure(plan, |h| {
+        if Instant::now() >= next_sample {
+            busy_sum += dataplane_field(infos, "dataplane_busy_permille")? / 1000.0;
+            busy_samples += 1;
+            next_sample += BUSY_SAMPLE;
+        }
         let start = &starts[next % starts.len()];
         next += 1;
         let began = Instant::now();
@@ -337,13 +517,34 @@ fn measure(
         }
         Ok(1)
     })?;
-    let main_cpu_ns = main_threads_cpu_ns(mains).saturating_sub(main_before);
+    let wall_ns = wall.elapsed().as_nanos() as f64;
+    let cpu_after = servers_cpu(servers);
+    if cpu_after.threads < cpu_before.threads {
+        eprintln!(
+            "  {} {} k={} {}: {} server thread(s) exited during the cell; their CPU is not counted",
+            cell.graph,
+            cell.shards,
+            cell.k,
+            cell.mode,
+            cpu_before.threads - cpu_after.threads
+        );
+    }
+    let cpu = cpu_after.since(&cpu_before);
+    let requests = dataplane_field(infos, "dataplane_requests")? - requests_before;
+    // Cores' worth of serving, all masters, over the cell.
+    if busy_samples == 0 {
+        // A cell shorter than the first sample: its last window.
+        busy_sum = dataplane_field(infos, "dataplane_busy_permille")? / 1000.0;
+        busy_samples = 1;
+    }
+    let busy = busy_sum / f64::from(busy_samples);
     let storage = rt
         .table()
         .slot(khop)
         .snapshot(Side::Storage)
         .since(&storage_before);
     let per = |x: u64| x as f64 / invocations.max(1) as f64;
+    let wall_per_inv = wall_ns / invocations.max(1) as f64;
     let hops_per_inv = if hops > 0 {
         per(hops)
     } else {
@@ -375,7 +576,13 @@ fn measure(
         client_cpu_ns_per_inv: per(client_cpu_ns),
         storage_cpu_ns_per_inv: per(storage.storage_cpu_ns),
         queue_ns_per_inv: per(storage.queue_ns),
-        main_cpu_ns_per_inv: per(main_cpu_ns),
+        main_cpu_ns_per_inv: per(cpu.main_ns),
+        server_cpu_ns_per_inv: (per(cpu.total_ns) - idle_per_s * wall_per_inv / 1e9).max(0.0),
+        dataplane_cpu_ns_per_inv: per(cpu.dataplane_ns),
+        server_idle_cpu_ns_per_s: idle_per_s,
+        wall_ns_per_inv: wall_per_inv,
+        shard_busy_ns_per_inv: busy * wall_per_inv,
+        shard_requests_per_inv: requests / invocations.max(1) as f64,
     })
 }
 
@@ -441,7 +648,12 @@ fn cpu_table(rows: &[Row]) -> String {
         .right("client cpu", 10)
         .right("storage cpu", 11)
         .right("queued", 9)
-        .right("main threads", 12);
+        .right("servers", 9)
+        .right("data plane", 10)
+        .right("dp serving", 10)
+        .right("dp req", 6)
+        .right("main threads", 12)
+        .right("idle/s", 9);
     for r in rows {
         t.row(&[
             &r.graph,
@@ -452,10 +664,73 @@ fn cpu_table(rows: &[Row]) -> String {
             &harness::format_ns(r.client_cpu_ns_per_inv),
             &harness::format_ns(r.storage_cpu_ns_per_inv),
             &harness::format_ns(r.queue_ns_per_inv),
+            &harness::format_ns(r.server_cpu_ns_per_inv),
+            &harness::format_ns(r.dataplane_cpu_ns_per_inv),
+            &harness::format_ns(r.shard_busy_ns_per_inv),
+            &format!("{:.2}", r.shard_requests_per_inv),
             &harness::format_ns(r.main_cpu_ns_per_inv),
+            &harness::format_ns(r.server_idle_cpu_ns_per_s),
         ]);
     }
-    format!("CPU per invocation:\n{t}")
+    format!(
+        "CPU per invocation (client: its thread; storage cpu: what the shards reported; servers: \
+         every thread of the masters' processes, measured, less their idle rate (idle/s: CPU per \
+         second with nothing asked); of which the data-plane threads (polling included) and the \
+         Redis main threads; dp serving: the data-plane threads' time holding Redis's lock \
+         serving, from AUTOLOC.STATS, polling excluded; dp req: requests they served):\n{t}"
+    )
+}
+
+/// Per storage cell: the storage CPU the shards reported against the CPU their processes used,
+/// measured (the rest: framing, the lock, polling between requests, the data plane's own work).
+fn reported_against_measured(rows: &[Row]) -> Vec<String> {
+    let mut lines = vec![
+        "reported storage CPU against the masters' measured process CPU, per invocation:".into(),
+    ];
+    for r in rows.iter().filter(|r| r.mode == "storage") {
+        lines.push(format!(
+            "  {} k={} on {} shard(s): reported {} = {:.0}% of the processes' measured {} \
+             (data-plane threads {} for {} of wall: polling fills the free cores), {:.0}% of the \
+             data-plane threads' serving time {}",
+            r.graph,
+            r.k,
+            r.shards,
+            harness::format_ns(r.storage_cpu_ns_per_inv),
+            100.0 * r.storage_cpu_ns_per_inv / r.server_cpu_ns_per_inv.max(f64::EPSILON),
+            harness::format_ns(r.server_cpu_ns_per_inv),
+            harness::format_ns(r.dataplane_cpu_ns_per_inv),
+            harness::format_ns(r.wall_ns_per_inv),
+            100.0 * r.storage_cpu_ns_per_inv / r.shard_busy_ns_per_inv.max(f64::EPSILON),
+            harness::format_ns(r.shard_busy_ns_per_inv),
+        ));
+    }
+    lines
+}
+
+/// Per graph and k: the share of parts `auto` put storage-side, by cluster size.
+fn auto_shares(rows: &[Row], rtt_us: u64) -> Vec<String> {
+    let rtt = if rtt_us == 0 {
+        "loopback".to_string()
+    } else {
+        format!("{rtt_us} us emulated round trip")
+    };
+    let mut lines = Vec::new();
+    let mut keys: Vec<(&str, u32)> = rows.iter().map(|r| (r.graph.as_str(), r.k)).collect();
+    keys.dedup();
+    for (graph, k) in keys {
+        let shares: Vec<String> = rows
+            .iter()
+            .filter(|r| r.mode == "auto" && r.graph == graph && r.k == k)
+            .map(|r| format!("{} shard(s) {:.0}%", r.shards, 100.0 * r.storage_share))
+            .collect();
+        if !shares.is_empty() {
+            lines.push(format!(
+                "auto, {graph} k={k} ({rtt}): parts storage-side {}",
+                shares.join(", ")
+            ));
+        }
+    }
+    lines
 }
 
 /// Per graph, k and size: storage-side per hop against the per-key client, and round trips per
@@ -563,5 +838,34 @@ mod tests {
         assert_eq!(a.shards, vec![1, 2, 3]);
         assert_eq!(a.ks, vec![2, 3]);
         assert!(a.json.path.is_some() && a.plot.path.is_some());
+        assert_eq!(a.rtt_us, 0);
+        let a: Args = parse_line("bench-cluster --shards 1,3 --ks 2 --rtt-us 100");
+        assert_eq!(a.rtt_us, 100);
+    }
+
+    /// This process's own CPU, read as the masters' is: it grows after busy work, and the
+    /// main thread's is part of the whole.
+    #[test]
+    fn process_cpu_reads_this_process_and_grows() {
+        let pid = std::process::id();
+        let before = process_cpu(pid).expect("own /proc readable");
+        assert!(before.threads >= 1);
+        assert!(before.main_ns <= before.total_ns);
+        let mut x = 0u64;
+        let began = Instant::now();
+        while began.elapsed() < Duration::from_millis(30) {
+            for i in 0..10_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i));
+            }
+        }
+        std::hint::black_box(x);
+        let after = process_cpu(pid).expect("own /proc readable");
+        assert!(after.total_ns > before.total_ns, "{before:?} {after:?}");
+        // Two readings summed: more than one.
+        let summed = servers_cpu(&[pid, pid]);
+        assert!(summed.threads >= 2 && summed.total_ns > after.total_ns);
+        // A process that is not there reads as nothing.
+        assert_eq!(process_cpu(u32::MAX), None);
+        assert_eq!(servers_cpu(&[u32::MAX]), ProcCpu::default());
     }
 }

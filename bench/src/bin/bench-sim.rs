@@ -113,6 +113,12 @@ struct Args {
     /// Shard model: round trips to project at besides the measured loopback one, us.
     #[arg(long, value_delimiter = ',', default_value = "20,100")]
     cluster_rtt_us: Vec<f64>,
+    /// Shard model: the cores the measured shards and their client shared (default: the cores
+    /// of the machine `bench-cluster` ran on; 0: each had its own). Calibration and validation
+    /// then add a delay per round trip for each polling thread beyond them; the projection
+    /// gives every shard and client cores of their own.
+    #[arg(long)]
+    shared_cores: Option<f64>,
 }
 
 /// A workload: a name, what it is, its functions with their weights.
@@ -970,6 +976,9 @@ mod args_tests {
         assert!(a.cluster.is_some());
         assert_eq!(a.shards, [1, 2, 3, 8, 16, 32, 64]);
         assert_eq!(a.cluster_rtt_us, [20.0, 100.0]);
+        assert_eq!(a.shared_cores, None);
+        let a: Args = parse_line("bench-sim --cluster c.json --shared-cores 0");
+        assert_eq!(a.shared_cores, Some(0.0));
     }
 }
 
@@ -980,7 +989,8 @@ mod cluster {
 
     use anyhow::Context as _;
     use autoloc::placement::shards::{
-        calibrate, load, solve, validate, Check, Cluster, GraphCost, Limit, Measured, Way, Workload,
+        calibrate, load, solve, validate, Check, Cluster, GraphCost, Limit, Measured, ShardMeter,
+        Way, Workload,
     };
     use autoloc_bench::harness::{format_ns, print_header, Machine, PALETTE};
     use autoloc_bench::table::Table;
@@ -1017,8 +1027,18 @@ mod cluster {
         points: Vec<Point>,
     }
 
+    /// What a `bench-cluster --json` holds for the model.
+    struct Run {
+        cells: Vec<Measured>,
+        workloads: Vec<Workload>,
+        /// The machine it ran on, in words.
+        machine: String,
+        /// Its cores.
+        cores: Option<f64>,
+    }
+
     /// The measured cells and traversals of a `bench-cluster --json`.
-    fn read(path: &Path) -> anyhow::Result<(Vec<Measured>, Vec<Workload>, String)> {
+    fn read(path: &Path) -> anyhow::Result<Run> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
         let v: serde_json::Value = serde_json::from_str(&text)?;
@@ -1045,6 +1065,8 @@ mod cluster {
                 storage_cpu_ns: num(r, "storage_cpu_ns_per_inv"),
                 queue_ns: num(r, "queue_ns_per_inv"),
                 main_cpu_ns: num(r, "main_cpu_ns_per_inv"),
+                server_cpu_ns: num(r, "server_cpu_ns_per_inv"),
+                shard_busy_ns: num(r, "shard_busy_ns_per_inv"),
                 round_trips: num(r, "round_trips_per_inv"),
                 runs: r["runs"].as_u64().unwrap_or(0),
             });
@@ -1055,7 +1077,12 @@ mod cluster {
             v["machine"]["cores"],
             v["machine"]["cpu"].as_str().unwrap_or("?")
         );
-        Ok((cells, workloads, machine))
+        Ok(Run {
+            cells,
+            workloads,
+            machine,
+            cores: v["machine"]["cores"].as_f64(),
+        })
     }
 
     fn calibration_table(costs: &[GraphCost]) -> String {
@@ -1066,9 +1093,17 @@ mod cluster {
             .right("shard/vertex", 12)
             .right("client/part", 11)
             .right("client/vertex", 13)
-            .right("loopback rtt", 12);
+            .right("loopback rtt", 12)
+            .right("+/poller", 8)
+            .gap(2)
+            .left("shard cost from", 15);
         for g in costs {
             for w in &g.ways {
+                let meter = match w.shard_meter {
+                    ShardMeter::Serving => "serving time",
+                    ShardMeter::Reported => "reported cpu",
+                    ShardMeter::MainThreads => "main threads",
+                };
                 t.row(&[
                     &g.graph,
                     &w.way.name(),
@@ -1077,6 +1112,8 @@ mod cluster {
                     &format_ns(w.part.client_ns),
                     &format_ns(w.part.client_vertex_ns),
                     &format_ns(w.rtt_ns),
+                    &format_ns(w.contention_ns),
+                    &meter,
                 ]);
             }
         }
@@ -1203,8 +1240,22 @@ mod cluster {
             "--shards, --clients, --shard-cores, --cores-per-node, --in-flight-per-node and \
              --cluster-rtt-us must be positive"
         );
-        let (cells, workloads, measured_on) = read(path)?;
-        let costs = calibrate(&cells, &workloads).map_err(anyhow::Error::msg)?;
+        let Run {
+            cells,
+            workloads,
+            machine: measured_on,
+            cores: machine_cores,
+        } = read(path)?;
+        anyhow::ensure!(
+            args.shared_cores.is_none_or(|c| c.is_finite() && c >= 0.0),
+            "--shared-cores must be 0 or more"
+        );
+        let shared_cores = match args.shared_cores {
+            Some(c) if c > 0.0 => Some(c),
+            Some(_) => None,
+            None => machine_cores.filter(|&c| c > 0.0),
+        };
+        let costs = calibrate(&cells, &workloads, shared_cores).map_err(anyhow::Error::msg)?;
         let checks = validate(&cells, &workloads, &costs);
         // The largest measured size, held out of a second calibration.
         let largest = cells.iter().map(|c| c.shards).max().unwrap_or(1);
@@ -1213,7 +1264,8 @@ mod cluster {
             Some(h) => {
                 let fit: Vec<Measured> = cells.iter().filter(|c| c.shards < h).cloned().collect();
                 let test: Vec<Measured> = cells.iter().filter(|c| c.shards == h).cloned().collect();
-                let costs = calibrate(&fit, &workloads).map_err(anyhow::Error::msg)?;
+                let costs =
+                    calibrate(&fit, &workloads, shared_cores).map_err(anyhow::Error::msg)?;
                 validate(&test, &workloads, &costs)
             }
             None => Vec::new(),
@@ -1295,8 +1347,25 @@ mod cluster {
                 args.cluster_rtt_us
             ),
         );
+        params.insert(
+            "shared cores".into(),
+            match shared_cores {
+                Some(c) => format!(
+                    "the measured shards and client shared {c} cores: calibration and validation \
+                     add +/poller to each round trip per polling thread (S shards' + the client's) \
+                     beyond them; the projection gives each its own"
+                ),
+                None => {
+                    "none modelled (each measured shard and client had cores of its own)".into()
+                }
+            },
+        );
         print_header(&machine, &params);
-        println!("calibration (per part of a hop; per-key: per key):");
+        println!(
+            "calibration (per part of a hop; per-key: per key; shard cost from: serving time = the \
+             data-plane threads' time serving under Redis's lock, measured; main threads = their \
+             CPU, measured; reported cpu = the storage CPU the shards reported):"
+        );
         print!("{}", calibration_table(&costs));
         println!();
         println!(

@@ -50,7 +50,12 @@
 //!
 //! With one client, one invocation in flight and the measured round trip, the model is the
 //! setting `bench-cluster` measures: R(1) = round trips x RTT + client CPU + slowest parts, which
-//! is what [`validate`] compares with the measured throughput (1 / mean latency).
+//! is what [`validate`] compares with the measured throughput (1 / mean latency). There the
+//! shards and the client share the machine's few cores, and their threads poll while waiting:
+//! a round trip also waits for its shard's thread, and the reply for the client's, to get a
+//! core. Calibrated with `shared_cores`, RTT there is the round trip plus
+//! [`WayCost::contention_ns`] for each of the S + 1 polling threads beyond the cores
+//! ([`excess_pollers`]); the projection gives every shard and client cores of their own.
 //!
 //! What it leaves out: replicas, hot shards and skew (the hop table moves a hot shard's parts
 //! out; here shards are alike), the bytes on the wire (in the calibrated per-vertex costs and
@@ -58,8 +63,6 @@
 //! calibration saw at most 3), and cross-slot moves.
 
 use serde::{Deserialize, Serialize};
-
-use super::model::{READ_CPU_NS, READ_KEY_CPU_NS};
 
 /// A way of running `khop` on a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -359,6 +362,16 @@ pub struct Measured {
     pub queue_ns: f64,
     /// CPU of the shards' Redis main threads per invocation (per-key: serving its GETs), ns.
     pub main_cpu_ns: f64,
+    /// CPU of the shards' processes per invocation, every thread, less their idle rate, ns
+    /// (measured from `/proc`; the data-plane threads' polling between requests included, so on
+    /// a machine whose cores the shards share it is an upper bound on what serving costs).
+    #[serde(default)]
+    pub server_cpu_ns: f64,
+    /// Time the shards' data-plane threads held Redis's lock serving requests, per invocation,
+    /// all shards, ns (measured: their busy share times the wall time; polling excluded). 0:
+    /// not measured.
+    #[serde(default)]
+    pub shard_busy_ns: f64,
     /// Round trips per invocation.
     pub round_trips: f64,
     /// Invocations run (warm-up included), cycling over the workload's starts from the first:
@@ -396,6 +409,20 @@ impl Workload {
     }
 }
 
+/// What a way's shard cost was calibrated from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ShardMeter {
+    /// The data-plane threads' time serving requests under Redis's lock, measured
+    /// ([`Measured::shard_busy_ns`]).
+    Serving,
+    /// The storage CPU the shards reported for their invocations ([`Measured::storage_cpu_ns`]):
+    /// a `bench-cluster --json` without the serving time.
+    Reported,
+    /// The Redis main threads' CPU ([`Measured::main_cpu_ns`]: per-key's GETs).
+    MainThreads,
+}
+
 /// A way's calibrated costs on one graph: per part, and the round trip it was measured over.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct WayCost {
@@ -403,8 +430,15 @@ pub struct WayCost {
     pub way: Way,
     /// Per part.
     pub part: PartCost,
+    /// What the shard's costs were fitted to.
+    pub shard_meter: ShardMeter,
     /// The measured run's round trip (loopback; what the CPU counters do not explain), ns.
     pub rtt_ns: f64,
+    /// Added to each round trip in the measured setting for each polling thread beyond the
+    /// cores they shared ([`excess_pollers`]), ns; 0 where not modelled. Not projected: the
+    /// projection gives every shard and client cores of their own.
+    #[serde(default)]
+    pub contention_ns: f64,
 }
 
 /// Every way's costs on one graph.
@@ -412,6 +446,9 @@ pub struct WayCost {
 pub struct GraphCost {
     /// Graph.
     pub graph: String,
+    /// The cores the measured shards and client shared (`None`: each had its own).
+    #[serde(default)]
+    pub shared_cores: Option<f64>,
     /// Per way.
     pub ways: Vec<WayCost>,
 }
@@ -427,10 +464,19 @@ impl GraphCost {
 /// every cell counts by its relative error), a and b not negative (if one would be, it is 0
 /// and the other is fitted alone).
 fn fit2(rows: &[(f64, f64, f64)]) -> (f64, f64) {
-    let w = |y: f64| 1.0 / y.abs().max(1.0);
+    let weighted: Vec<[f64; 4]> = rows
+        .iter()
+        .map(|&(f1, f2, y)| [f1, f2, y, 1.0 / y.abs().max(1.0)])
+        .collect();
+    fit2_weighted(&weighted)
+}
+
+/// Least squares of `y ~ a f1 + b f2` over rows `[f1, f2, y, weight]` (each residual times its
+/// weight), a and b not negative (if one would be, it is 0 and the other is fitted alone).
+fn fit2_weighted(rows: &[[f64; 4]]) -> (f64, f64) {
     let (mut aa, mut ab, mut bb, mut ay, mut by) = (0.0, 0.0, 0.0, 0.0, 0.0);
-    for &(f1, f2, y) in rows {
-        let (f1, f2, y) = (f1 * w(y), f2 * w(y), y * w(y));
+    for &[f1, f2, y, w] in rows {
+        let (f1, f2, y) = (f1 * w, f2 * w, y * w);
         aa += f1 * f1;
         ab += f1 * f2;
         bb += f2 * f2;
@@ -449,7 +495,7 @@ fn fit2(rows: &[(f64, f64, f64)]) -> (f64, f64) {
     // The one of the two single fits that leaves the smaller squared error.
     let err = |a: f64, b: f64| -> f64 {
         rows.iter()
-            .map(|&(f1, f2, y)| ((a * f1 + b * f2 - y) * w(y)).powi(2))
+            .map(|&[f1, f2, y, w]| ((a * f1 + b * f2 - y) * w).powi(2))
             .sum()
     };
     if err(a, 0.0) <= err(0.0, b) {
@@ -457,6 +503,12 @@ fn fit2(rows: &[(f64, f64, f64)]) -> (f64, f64) {
     } else {
         (0.0, b)
     }
+}
+
+/// Polling threads beyond the cores they share: the shards' data-plane threads and the client
+/// thread (S + 1) on `shared_cores` cores, 0 where each has a core of its own (`None`).
+pub fn excess_pollers(shards: u32, shared_cores: Option<f64>) -> f64 {
+    shared_cores.map_or(0.0, |c| (f64::from(shards) + 1.0 - c).max(0.0))
 }
 
 /// The model's features of one cell: its load under unit costs of each kind.
@@ -484,17 +536,27 @@ impl Features {
 
 /// Calibrates every way on every graph from `cells` (`bench-cluster`'s measured cells) and
 /// `workloads` (their traversals):
-/// - storage: the shard's per part and per vertex CPU from the storage CPU the shards reported,
-///   the client's from the client CPU (least squares over the cells' modelled parts and
-///   vertices); the round trip is what those leave of the measured latency, per round trip
-///   waited;
-/// - compute: the client's CPU likewise, and the storage way's round trip (same transport);
-///   the shards report no CPU for serving reads, so theirs is the placement model's
-///   ([`READ_CPU_NS`] a request, [`READ_KEY_CPU_NS`] a key, from `bench-dataplane`), which the
-///   validation then checks;
+/// - storage and compute per hop: the shard's per part and per vertex cost from the time the
+///   shards' data-plane threads spent serving (least squares over the cells' modelled parts and
+///   vertices, each cell by its relative error), the same meter for both ways
+///   ([`ShardMeter::Serving`]); the client's likewise from the client CPU. The round trip is
+///   what those leave of the measured latency, per round trip waited (compute takes the
+///   storage way's: same transport). Where the cells have no serving time (an older
+///   `bench-cluster --json`), storage falls back to the storage CPU the shards reported
+///   ([`ShardMeter::Reported`]) and compute, which the shards report nothing for, is an error.
+///   The processes' whole CPU ([`Measured::server_cpu_ns`]) is not fitted: on the 2-core
+///   calibration machine the data-plane threads' polling between requests fills whatever cores
+///   are free, so it follows the wall time, not the work;
 /// - per-key: per key, the client's CPU and the Redis main threads' (which serve RESP GETs);
 ///   the round trip is the rest.
-pub fn calibrate(cells: &[Measured], workloads: &[Workload]) -> Result<Vec<GraphCost>, String> {
+///
+/// `shared_cores`: the cores the measured shards and their client shared (the calibration
+/// machine's), which adds [`WayCost::contention_ns`] to the fit; `None`: each had its own.
+pub fn calibrate(
+    cells: &[Measured],
+    workloads: &[Workload],
+    shared_cores: Option<f64>,
+) -> Result<Vec<GraphCost>, String> {
     let mut graphs: Vec<&str> = cells.iter().map(|c| c.graph.as_str()).collect();
     graphs.sort_unstable();
     graphs.dedup();
@@ -526,12 +588,30 @@ pub fn calibrate(cells: &[Measured], workloads: &[Workload]) -> Result<Vec<Graph
             )
         };
         let mut ways = Vec::new();
+        // The shard's costs of a hop by hop way: from the serving time if every cell has one.
+        let shard = |way: Way| -> Option<(f64, f64, ShardMeter)> {
+            let serving = of(way).all(|(c, _, _)| c.shard_busy_ns > 0.0);
+            let meter = match (serving, way) {
+                (true, _) => ShardMeter::Serving,
+                (false, Way::Storage) => ShardMeter::Reported,
+                _ => return None,
+            };
+            let (a, b) = fit2(
+                &of(way)
+                    .map(|(c, f, _)| {
+                        let y = match meter {
+                            ShardMeter::Serving => c.shard_busy_ns,
+                            _ => c.storage_cpu_ns,
+                        };
+                        (f.load[0].shard_ns, f.load[1].shard_ns, y)
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            Some((a, b, meter))
+        };
         // Storage.
-        let (s0, s1) = fit2(
-            &of(Way::Storage)
-                .map(|(c, f, _)| (f.load[0].shard_ns, f.load[1].shard_ns, c.storage_cpu_ns))
-                .collect::<Vec<_>>(),
-        );
+        let (s0, s1, storage_meter) =
+            shard(Way::Storage).unwrap_or((0.0, 0.0, ShardMeter::Reported));
         let (c0, c1) = client(Way::Storage);
         let storage = PartCost {
             shard_ns: s0,
@@ -539,51 +619,77 @@ pub fn calibrate(cells: &[Measured], workloads: &[Workload]) -> Result<Vec<Graph
             client_ns: c0,
             client_vertex_ns: c1,
         };
-        let rtt = |way: Way, part: &PartCost| -> f64 {
-            // Through the origin, each cell by its relative error.
-            let (mut ff, mut fy) = (0.0, 0.0);
-            for (c, f, lat) in of(way) {
-                let l = load(
-                    way,
-                    &workloads
-                        .iter()
-                        .find(|w| w.graph == c.graph && w.k == c.k)
-                        .map(|w| w.traversals(c.runs))
-                        .unwrap_or_default(),
-                    f64::from(c.shards),
-                    part,
-                );
-                let rest = lat - l.critical_ns - l.client_ns - c.queue_ns;
-                let waits = f.load[0].waits;
-                ff += (waits / lat).powi(2);
-                fy += (waits / lat) * (rest / lat);
+        // The round trip of the hop by hop ways (one transport), from both ways' cells: what
+        // their costs leave of the latency, per round trip waited; with `shared_cores`, plus a
+        // delay per round trip for each polling thread beyond the cores (a request waits for its
+        // shard's thread, or the reply for the client's, to get a core). Each cell by its
+        // relative error.
+        let transport = |parts: &[(Way, &PartCost)]| -> (f64, f64) {
+            let mut fit = Vec::new();
+            for &(way, part) in parts {
+                for (c, f, lat) in of(way) {
+                    let l = load(
+                        way,
+                        &workloads
+                            .iter()
+                            .find(|w| w.graph == c.graph && w.k == c.k)
+                            .map(|w| w.traversals(c.runs))
+                            .unwrap_or_default(),
+                        f64::from(c.shards),
+                        part,
+                    );
+                    let rest = lat - l.critical_ns - l.client_ns - c.queue_ns;
+                    let waits = f.load[0].waits;
+                    let excess = excess_pollers(c.shards, shared_cores);
+                    fit.push([waits, waits * excess, rest, 1.0 / lat]);
+                }
             }
-            if ff > 0.0 {
-                (fy / ff).max(0.0)
-            } else {
-                0.0
+            fit2_weighted(&fit)
+        };
+        // Compute: a multi-get per part, at the serving time measured.
+        let compute = match of(Way::Compute).next() {
+            None => None,
+            Some(_) => {
+                let (m0, m1, meter) = shard(Way::Compute).ok_or_else(|| {
+                    format!(
+                        "{graph}: the compute cells have no shard serving time \
+                         (shard_busy_ns_per_inv): rerun bench-cluster"
+                    )
+                })?;
+                let (c0, c1) = client(Way::Compute);
+                let part = PartCost {
+                    shard_ns: m0,
+                    shard_vertex_ns: m1,
+                    client_ns: c0,
+                    client_vertex_ns: c1,
+                };
+                Some((part, meter))
             }
         };
-        let shm_rtt = rtt(Way::Storage, &storage);
+        let mut hop_ways: Vec<(Way, &PartCost)> = Vec::new();
+        if of(Way::Storage).next().is_some() {
+            hop_ways.push((Way::Storage, &storage));
+        }
+        if let Some((part, _)) = &compute {
+            hop_ways.push((Way::Compute, part));
+        }
+        let (rtt_ns, contention_ns) = transport(&hop_ways);
         if of(Way::Storage).next().is_some() {
             ways.push(WayCost {
                 way: Way::Storage,
                 part: storage,
-                rtt_ns: shm_rtt,
+                shard_meter: storage_meter,
+                rtt_ns,
+                contention_ns,
             });
         }
-        // Compute: the shards serve multi-gets at the placement model's cost.
-        if of(Way::Compute).next().is_some() {
-            let (c0, c1) = client(Way::Compute);
+        if let Some((part, meter)) = compute {
             ways.push(WayCost {
                 way: Way::Compute,
-                part: PartCost {
-                    shard_ns: READ_CPU_NS,
-                    shard_vertex_ns: READ_KEY_CPU_NS,
-                    client_ns: c0,
-                    client_vertex_ns: c1,
-                },
-                rtt_ns: shm_rtt,
+                part,
+                shard_meter: meter,
+                rtt_ns,
+                contention_ns,
             });
         }
         // Per-key: per key, each cell by its relative error.
@@ -611,11 +717,14 @@ pub fn calibrate(cells: &[Measured], workloads: &[Workload]) -> Result<Vec<Graph
                     client_ns: client,
                     ..PartCost::default()
                 },
+                shard_meter: ShardMeter::MainThreads,
                 rtt_ns: (total - client - shard).max(0.0),
+                contention_ns: 0.0,
             });
         }
         out.push(GraphCost {
             graph: graph.to_string(),
+            shared_cores,
             ways,
         });
     }
@@ -651,17 +760,18 @@ impl Check {
 }
 
 /// The model, calibrated with `costs`, in the measured setting of each of `cells` (one client,
-/// one core, one invocation in flight, one core per shard, the way's measured round trip).
+/// one core, one invocation in flight, one core per shard, the way's measured round trip, plus
+/// its contention for the cores the shards and client shared where `costs` has it).
 pub fn validate(cells: &[Measured], workloads: &[Workload], costs: &[GraphCost]) -> Vec<Check> {
     let mut out = Vec::new();
     for c in cells {
-        let (Some(w), Some(cost)) = (
+        let (Some(w), Some(graph_cost)) = (
             workloads.iter().find(|w| w.graph == c.graph && w.k == c.k),
-            costs
-                .iter()
-                .find(|g| g.graph == c.graph)
-                .and_then(|g| g.way(c.way)),
+            costs.iter().find(|g| g.graph == c.graph),
         ) else {
+            continue;
+        };
+        let Some(cost) = graph_cost.way(c.way) else {
             continue;
         };
         let l = load(
@@ -677,7 +787,8 @@ pub fn validate(cells: &[Measured], workloads: &[Workload], costs: &[GraphCost])
                 clients: 1,
                 client_cores: 1.0,
                 in_flight: 1,
-                rtt_ns: cost.rtt_ns,
+                rtt_ns: cost.rtt_ns
+                    + cost.contention_ns * excess_pollers(c.shards, graph_cost.shared_cores),
             },
             &Load {
                 critical_ns: l.critical_ns + c.queue_ns,
@@ -895,8 +1006,13 @@ mod tests {
         }
     }
 
-    /// Cells made by the model itself with known costs: calibration finds them again, and the
-    /// calibrated model reproduces the cells.
+    /// What a round trip waits per polling thread beyond the shared cores, in
+    /// [`calibration_recovers_the_costs_it_was_made_with`].
+    const CONTENTION: f64 = 1_500.0;
+
+    /// Cells made by the model itself with known costs (and a machine of 2 cores that the
+    /// shards and client share): calibration finds them again, and the calibrated model
+    /// reproduces the cells.
     #[test]
     fn calibration_recovers_the_costs_it_was_made_with() {
         let workloads = vec![
@@ -915,8 +1031,8 @@ mod tests {
             Way::Storage => (cost(), 6_000.0),
             Way::Compute => (
                 PartCost {
-                    shard_ns: READ_CPU_NS,
-                    shard_vertex_ns: READ_KEY_CPU_NS,
+                    shard_ns: 2_700.0,
+                    shard_vertex_ns: 140.0,
                     client_ns: 1_500.0,
                     client_vertex_ns: 300.0,
                 },
@@ -936,9 +1052,14 @@ mod tests {
             for shards in 1..=3u32 {
                 for way in Way::ALL {
                     let (part, rtt) = truth(way);
+                    // The hop by hop ways' round trips wait for cores: S + 1 pollers on 2.
+                    let contention = match way {
+                        Way::PerKey => 0.0,
+                        _ => CONTENTION * excess_pollers(shards, Some(2.0)),
+                    };
                     let runs = 7;
                     let l = load(way, &w.traversals(runs), f64::from(shards), &part);
-                    let latency = l.waits * rtt + l.critical_ns + l.client_ns;
+                    let latency = l.waits * (rtt + contention) + l.critical_ns + l.client_ns;
                     cells.push(Measured {
                         graph: "g".into(),
                         k: w.k,
@@ -946,19 +1067,38 @@ mod tests {
                         way,
                         ops_per_s: 1e9 / latency,
                         client_cpu_ns: l.client_ns,
-                        storage_cpu_ns: if way == Way::Storage { l.shard_ns } else { 0.0 },
+                        // The reported CPU leaves out what the serving time has besides the
+                        // function: calibration goes by the serving time.
+                        storage_cpu_ns: if way == Way::Storage {
+                            0.6 * l.shard_ns
+                        } else {
+                            0.0
+                        },
                         queue_ns: 0.0,
                         main_cpu_ns: if way == Way::PerKey { l.shard_ns } else { 0.0 },
+                        // Polling fills the cores: the whole process follows the wall time.
+                        server_cpu_ns: 1.3 * latency,
+                        shard_busy_ns: if way == Way::PerKey { 0.0 } else { l.shard_ns },
                         round_trips: l.parts,
                         runs,
                     });
                 }
             }
         }
-        let costs = calibrate(&cells, &workloads).unwrap();
+        let costs = calibrate(&cells, &workloads, Some(2.0)).unwrap();
         assert_eq!(costs.len(), 1);
         for way in Way::ALL {
             let got = costs[0].way(way).unwrap();
+            let meter = match way {
+                Way::PerKey => ShardMeter::MainThreads,
+                _ => ShardMeter::Serving,
+            };
+            assert_eq!(got.shard_meter, meter);
+            let contention = if way == Way::PerKey { 0.0 } else { CONTENTION };
+            assert!(
+                (got.contention_ns - contention).abs() < 1e-6 * contention.max(1.0),
+                "{way:?}: {got:?}"
+            );
             let (part, rtt) = truth(way);
             let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs().max(1.0);
             assert!(close(got.rtt_ns, rtt), "{way:?}: {got:?}");
@@ -975,6 +1115,79 @@ mod tests {
         for check in validate(&cells, &workloads, &costs) {
             assert!(check.miss().abs() < 1e-6, "{check:?}");
         }
+    }
+
+    /// Compute-side cells whose shard serving time is made of known costs per multi-get and
+    /// per key: the fit finds them, each alone and together; without a serving time compute
+    /// cannot be calibrated, and storage falls back to the CPU the shards reported.
+    #[test]
+    fn multi_get_costs_are_recovered_from_the_serving_time() {
+        let workloads = vec![
+            Workload {
+                graph: "g".into(),
+                k: 2,
+                levels: vec![vec![1.0, 7.0], vec![1.0, 40.0]],
+            },
+            Workload {
+                graph: "g".into(),
+                k: 3,
+                levels: vec![vec![1.0, 9.0, 60.0], vec![1.0, 25.0, 300.0]],
+            },
+        ];
+        let cells_of = |per_request: f64, per_key: f64, busy: bool| -> Vec<Measured> {
+            let part = PartCost {
+                shard_ns: per_request,
+                shard_vertex_ns: per_key,
+                client_ns: 900.0,
+                client_vertex_ns: 80.0,
+            };
+            let mut cells = Vec::new();
+            for w in &workloads {
+                for shards in [1u32, 2, 3] {
+                    for way in [Way::Storage, Way::Compute] {
+                        let runs = 5;
+                        let l = load(way, &w.traversals(runs), f64::from(shards), &part);
+                        let latency = l.waits * 4_000.0 + l.critical_ns + l.client_ns;
+                        cells.push(Measured {
+                            graph: "g".into(),
+                            k: w.k,
+                            shards,
+                            way,
+                            ops_per_s: 1e9 / latency,
+                            client_cpu_ns: l.client_ns,
+                            storage_cpu_ns: if way == Way::Storage { l.shard_ns } else { 0.0 },
+                            queue_ns: 0.0,
+                            main_cpu_ns: 0.0,
+                            server_cpu_ns: latency,
+                            shard_busy_ns: if busy { l.shard_ns } else { 0.0 },
+                            round_trips: l.parts,
+                            runs,
+                        });
+                    }
+                }
+            }
+            cells
+        };
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs().max(1.0);
+        for (per_request, per_key) in [(2_000.0, 150.0), (5_500.0, 0.0), (0.0, 420.0)] {
+            let costs = calibrate(&cells_of(per_request, per_key, true), &workloads, None).unwrap();
+            let got = costs[0].way(Way::Compute).unwrap();
+            assert_eq!(got.shard_meter, ShardMeter::Serving);
+            assert!(close(got.part.shard_ns, per_request), "{got:?}");
+            assert!(close(got.part.shard_vertex_ns, per_key), "{got:?}");
+            assert!(close(got.rtt_ns, 4_000.0), "{got:?}");
+        }
+        let unmeasured = cells_of(2_000.0, 150.0, false);
+        let err = calibrate(&unmeasured, &workloads, None).unwrap_err();
+        assert!(err.contains("serving time"), "{err}");
+        let storage_only: Vec<Measured> = unmeasured
+            .into_iter()
+            .filter(|c| c.way == Way::Storage)
+            .collect();
+        let costs = calibrate(&storage_only, &workloads, None).unwrap();
+        let got = costs[0].way(Way::Storage).unwrap();
+        assert_eq!(got.shard_meter, ShardMeter::Reported);
+        assert!(close(got.part.shard_ns, 2_000.0) && close(got.part.shard_vertex_ns, 150.0));
     }
 
     #[test]
