@@ -20,6 +20,15 @@
 //! the shard model of `autoloc::placement::shards`, which projects to more shards: `bench-sim
 //! --cluster` on this program's `--json`.
 //!
+//! Then, on `social.json` over the largest cluster: what becomes of a storage-side invocation
+//! that meets a key of another shard, for functions that are not run by parts (the example
+//! guests `khop_wasm` and `pagerank_wasm`, and `aggregate` of 300 keys): `finish` (pushed back
+//! with its read set, finished compute-side: the default), `forward` (forwarded with it to the
+//! shard serving the key it met, `OtherShard::Forward`), and `compute` outright; and the
+//! built-in `pagerank`, by parts storage-side against compute-side. The three ways take turns
+//! of 100 ms ([`harness::measure_interleaved`]), so that a drift of the machine's speed weighs on
+//! each alike.
+//!
 //! `--rtt-us N` adds an emulated round trip of N us to every data-plane round trip of all four
 //! ways (a `DelayLink` on each runtime's links, the per-key client's RESP link included; not a
 //! measured network): whether `auto` moves parts storage-side when round trips are long.
@@ -34,7 +43,7 @@ use autoloc::load::{load_autoloc_json, write_graph, Graph};
 use autoloc::placement::shards::Workload;
 use autoloc::server::cluster::RedisCluster;
 use autoloc::stats::StorageStats;
-use autoloc::{Output, Placement, ReadMode, Runtime, Side, Transport};
+use autoloc::{OtherShard, Output, Placement, ReadMode, Runtime, Side, Transport};
 use autoloc_bench::args::{CellArgs, JsonArgs, PlotArgs};
 use autoloc_bench::harness::{self, load_average, progress, record, Machine, PALETTE};
 use autoloc_bench::table::Table;
@@ -136,11 +145,31 @@ struct Row {
     shard_requests_per_inv: f64,
 }
 
+/// One way of running a function that reads keys of several shards.
+#[derive(Debug, Clone, Serialize)]
+struct OtherRow {
+    function: String,
+    shards: usize,
+    /// `finish`, `forward`, `by parts` or `compute`.
+    way: String,
+    ops_per_s: f64,
+    p50_ns: u64,
+    p99_ns: u64,
+    round_trips_per_inv: f64,
+    bytes_per_inv: f64,
+    /// Shards an invocation was forwarded to, on average.
+    forwarded_per_inv: f64,
+    /// The share of invocations pushed back and finished compute-side.
+    pushed_back_share: f64,
+}
+
 #[derive(Debug, Serialize)]
 struct Report {
     machine: Machine,
     parameters: BTreeMap<String, String>,
     rows: Vec<Row>,
+    /// Pushed back and finished, forwarded, or compute-side ([`other_shard`]).
+    other_shard: Vec<OtherRow>,
     /// Per graph and k, each start's vertices at each distance below k, in the order cycled.
     workloads: Vec<Workload>,
 }
@@ -277,8 +306,17 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+    let other = match a.shards.iter().max() {
+        Some(&n) if n > 1 => other_shard(n, &social, a.transport, a.rtt_us, a.starts, plan)?,
+        _ => Vec::new(),
+    };
     print!("{}", table(&rows));
     println!();
+    if !other.is_empty() {
+        println!("a storage-side invocation meeting a key of another shard, social.json:");
+        print!("{}", other_table(&other));
+        println!();
+    }
     print!("{}", cpu_table(&rows));
     println!();
     for line in ratios(&rows) {
@@ -302,6 +340,7 @@ fn main() -> anyhow::Result<()> {
             machine: machine.clone(),
             parameters: params,
             rows: rows.clone(),
+            other_shard: other,
             workloads,
         };
         harness::write_json(path, &report)?;
@@ -584,6 +623,164 @@ fn measure(
         shard_busy_ns_per_inv: busy * wall_per_inv,
         shard_requests_per_inv: requests / invocations.max(1) as f64,
     })
+}
+
+/// A way's step in [`other_shard`], owned.
+type StepFn<'a> = Box<dyn FnMut(&mut hdrhistogram::Histogram<u64>) -> anyhow::Result<u64> + 'a>;
+
+/// How long each way takes its turn in [`other_shard`].
+const TURN: Duration = Duration::from_millis(100);
+
+/// On a cluster of `n` masters holding `social`: the example guests `khop_wasm` (k=2) and
+/// `pagerank_wasm` (5 iterations) and `aggregate` (300 keys from the start) storage-side,
+/// pushed back and finished here or forwarded from shard to shard, and compute-side; and the
+/// built-in `pagerank` by parts storage-side and compute-side. Each function's results are
+/// checked equal across its ways first.
+fn other_shard(
+    n: usize,
+    social: &Path,
+    transport: Transport,
+    rtt_us: u64,
+    starts: usize,
+    plan: harness::Plan,
+) -> anyhow::Result<Vec<OtherRow>> {
+    progress(&format!("pushed back or forwarded, on a cluster of {n}"));
+    let cluster = RedisCluster::start(n, 0, &[])?;
+    let mut conn = harness::connect(&cluster.url())?;
+    load_autoloc_json(&mut conn, social, true, false)?;
+    let starts = pick_starts(&cluster.url(), starts, 4096)?;
+    let rtt = Duration::from_micros(rtt_us);
+    let runtime = |other: OtherShard| -> anyhow::Result<Runtime> {
+        Ok(Runtime::connect(&cluster.url())?
+            .with_transport(transport)?
+            .with_other_shard(other)
+            .with_emulated_rtt(rtt)?)
+    };
+    runtime(OtherShard::Finish)?.load_function(&autoloc::guests::bytes("khop_wasm")?, true)?;
+    runtime(OtherShard::Finish)?.load_function(&autoloc::guests::bytes("pagerank_wasm")?, true)?;
+    let mut rows = Vec::new();
+    for (function, rest) in [
+        ("khop_wasm", "2"),
+        ("pagerank_wasm", "5"),
+        ("aggregate", "300"),
+        ("pagerank", "5"),
+    ] {
+        let ways: Vec<(&str, OtherShard, Placement)> = match function {
+            "pagerank" => vec![
+                ("by parts", OtherShard::Finish, Placement::Storage),
+                ("compute", OtherShard::Finish, Placement::Compute),
+            ],
+            _ => vec![
+                ("finish", OtherShard::Finish, Placement::Storage),
+                ("forward", OtherShard::Forward, Placement::Storage),
+                ("compute", OtherShard::Finish, Placement::Compute),
+            ],
+        };
+        let mut rts: Vec<Runtime> = ways
+            .iter()
+            .map(|&(_, other, _)| runtime(other))
+            .collect::<anyhow::Result<_>>()?;
+        // The same result every way, before anything is timed.
+        for start in &starts {
+            let args = [start.as_str(), rest];
+            let mut outputs = Vec::new();
+            for (rt, &(way, _, placement)) in rts.iter_mut().zip(&ways) {
+                let out = rt
+                    .invoke(function, &args, placement)
+                    .with_context(|| format!("{function} {args:?} {way}"))?
+                    .output;
+                outputs.push(out);
+            }
+            ensure!(
+                outputs.windows(2).all(|w| w[0] == w[1]),
+                "{function} {args:?}: the ways differ"
+            );
+        }
+        // (round trips, bytes, forwarded, pushed back, invocations) per way.
+        let mut counts = vec![[0u64; 5]; ways.len()];
+        let mut steps: Vec<StepFn<'_>> = rts
+            .iter_mut()
+            .zip(&ways)
+            .zip(counts.iter_mut())
+            .map(|((rt, &(_, _, placement)), count)| {
+                let starts = &starts;
+                let mut next = 0usize;
+                Box::new(move |h: &mut hdrhistogram::Histogram<u64>| {
+                    let start = &starts[next % starts.len()];
+                    next += 1;
+                    let began = Instant::now();
+                    let inv = rt.invoke(function, &[start.as_str(), rest], placement)?;
+                    record(h, began.elapsed());
+                    count[0] += inv.round_trips;
+                    count[1] += inv.bytes;
+                    count[2] += u64::from(inv.forwarded);
+                    count[3] += u64::from(inv.pushed_back);
+                    count[4] += 1;
+                    Ok(1u64)
+                }) as StepFn<'_>
+            })
+            .collect();
+        let mut step_refs: Vec<harness::Step<'_>> = steps
+            .iter_mut()
+            .map(|s| &mut **s as harness::Step<'_>)
+            .collect();
+        let measured = harness::measure_interleaved(plan, TURN, &mut step_refs)?;
+        drop(step_refs);
+        drop(steps);
+        for ((&(way, _, _), m), c) in ways.iter().zip(measured).zip(&counts) {
+            let per = |x: u64| x as f64 / c[4].max(1) as f64;
+            rows.push(OtherRow {
+                function: function.to_string(),
+                shards: n,
+                way: way.to_string(),
+                ops_per_s: m.ops as f64 / m.elapsed.as_secs_f64().max(f64::EPSILON),
+                p50_ns: m.latency.value_at_quantile(0.5),
+                p99_ns: m.latency.value_at_quantile(0.99),
+                round_trips_per_inv: per(c[0]),
+                bytes_per_inv: per(c[1]),
+                forwarded_per_inv: per(c[2]),
+                pushed_back_share: per(c[3]),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// The rows of [`other_shard`], as text, with each way's throughput against `finish` (or, for
+/// pagerank, `by parts`).
+fn other_table(rows: &[OtherRow]) -> String {
+    let mut t = Table::new()
+        .left("function", 13)
+        .right("shards", 6)
+        .left("way", 8)
+        .right("ops/s", 9)
+        .right("p50", 10)
+        .right("p99", 10)
+        .right("rt/inv", 7)
+        .right("bytes/inv", 10)
+        .right("fwd/inv", 7)
+        .right("pushed%", 7)
+        .right("vs first", 8);
+    for r in rows {
+        let first = rows
+            .iter()
+            .find(|f| f.function == r.function)
+            .map_or(r.ops_per_s, |f| f.ops_per_s);
+        t.row(&[
+            &r.function,
+            &r.shards,
+            &r.way,
+            &format!("{:.0}", r.ops_per_s),
+            &harness::format_ns(r.p50_ns as f64),
+            &harness::format_ns(r.p99_ns as f64),
+            &format!("{:.2}", r.round_trips_per_inv),
+            &format!("{:.0}", r.bytes_per_inv),
+            &format!("{:.2}", r.forwarded_per_inv),
+            &format!("{:.0}", 100.0 * r.pushed_back_share),
+            &format!("{:.2}x", r.ops_per_s / first.max(f64::EPSILON)),
+        ]);
+    }
+    t.to_string()
 }
 
 /// The vertices at each distance below k from `start`: 1, then the sizes of the levels of
