@@ -95,7 +95,10 @@ const MAX_REST: u32 = 8;
 /// One shard's threshold, and the round that tries its neighbour: a part goes storage-side when
 /// its size's bucket is at least the threshold (Wukong's rule: expand where the data lives when
 /// the part is large, pull it when it is small), and the threshold climbs toward what made the
-/// traversals this shard had parts in cheaper: their wall time per vertex expanded.
+/// traversals this shard had parts in cheaper: their wall time per vertex expanded (a trimmed
+/// mean over the traversals, each weighing alike: summed walls over summed vertices let a few
+/// hubs' traversals decide, and on R-MAT the threshold wandered to compute-side where storage
+/// was 1.5x faster).
 ///
 /// Why whole traversals, and not what each part cost on its side: parts choosing by their own
 /// cost settle where both sides cost a part the same (all parts in flight together share the
@@ -117,9 +120,9 @@ struct Climb {
     round: u64,
     trial: Option<usize>,
     choices: u64,
-    /// Per threshold of the round (incumbent, trial): ns of the walls of the traversals with a
-    /// part chosen under it, and the vertices they expanded.
-    cost: [(f64, f64); 2],
+    /// Per threshold of the round (incumbent, trial): the wall time per vertex expanded of each
+    /// traversal with a part chosen under it, ns.
+    cost: [Vec<f64>; 2],
     /// Parts chosen for lately, by bucket (halved every round), so that a trial moves the
     /// threshold past a bucket that has parts.
     sizes: [u64; BUCKETS],
@@ -140,7 +143,7 @@ impl Default for Climb {
             round: 0,
             trial: None,
             choices: 0,
-            cost: [(0.0, 0.0); 2],
+            cost: [Vec::new(), Vec::new()],
             sizes: [0; BUCKETS],
             rejected: 0,
             rest: 0,
@@ -165,11 +168,10 @@ impl Climb {
     /// Ends a round: the trial replaces the incumbent if it was cheaper per vertex by
     /// [`MARGIN`], and the next trial goes on that way; else the next goes the other way.
     fn end_round(&mut self) {
-        let per_vertex = |(ns, v): (f64, f64)| (v > 0.0).then(|| ns / v);
         if let (Some(trial), Some(was), Some(now)) = (
             self.trial,
-            per_vertex(self.cost[0]),
-            per_vertex(self.cost[1]),
+            trimmed_mean(&mut self.cost[0]),
+            trimmed_mean(&mut self.cost[1]),
         ) {
             if now < was * (1.0 - MARGIN) {
                 self.threshold = trial;
@@ -187,11 +189,23 @@ impl Climb {
         self.round += 1;
         self.trial = None;
         self.choices = 0;
-        self.cost = [(0.0, 0.0); 2];
+        self.cost.iter_mut().for_each(Vec::clear);
         for n in &mut self.sizes {
             *n /= 2;
         }
     }
+}
+
+/// The mean of `samples` (sorted here) without their lowest and highest tenth, if any: each
+/// traversal weighs alike, and a few very long ones (a hub's) do not decide a round.
+fn trimmed_mean(samples: &mut [f64]) -> Option<f64> {
+    if samples.is_empty() {
+        return None;
+    }
+    samples.sort_unstable_by(f64::total_cmp);
+    let cut = samples.len() / 10;
+    let kept = &samples[cut..samples.len() - cut];
+    Some(kept.iter().sum::<f64>() / kept.len() as f64)
 }
 
 /// The side chosen for a part, and the round and threshold it was chosen under, so that what it
@@ -333,8 +347,7 @@ impl HopTable {
         let mut climbs = self.climbs();
         let key = (function, shard.to_string());
         if let Some(c) = climbs.get_mut(&key).filter(|c| c.round == round) {
-            c.cost[arm].0 += wall_ns as f64;
-            c.cost[arm].1 += expanded.max(1) as f64;
+            c.cost[arm].push(wall_ns as f64 / expanded.max(1) as f64);
         }
     }
 

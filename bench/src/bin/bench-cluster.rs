@@ -912,8 +912,12 @@ fn auto_shares(rows: &[Row], rtt_us: u64) -> Vec<String> {
         format!("{rtt_us} us emulated round trip")
     };
     let mut lines = Vec::new();
-    let mut keys: Vec<(&str, u32)> = rows.iter().map(|r| (r.graph.as_str(), r.k)).collect();
-    keys.dedup();
+    let mut keys: Vec<(&str, u32)> = Vec::new();
+    for r in rows {
+        if !keys.contains(&(r.graph.as_str(), r.k)) {
+            keys.push((r.graph.as_str(), r.k));
+        }
+    }
     for (graph, k) in keys {
         let shares: Vec<String> = rows
             .iter()
