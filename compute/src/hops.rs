@@ -415,7 +415,7 @@ fn next_only(next: Vec<u32>) -> Expansion {
 /// The parts of one traversal's rounds: how its vertices split by shard, which side expands
 /// each part (and under which threshold of the [`HopTable`]), and, once it is done, what it
 /// cost, told to the thresholds its parts were chosen under.
-struct Parts<'t, 's> {
+pub(crate) struct Parts<'t, 's> {
     topology: &'t Topology,
     sessions: &'t [&'s RefCell<Session>],
     store: &'t ClusterStore<'s>,
@@ -428,6 +428,28 @@ struct Parts<'t, 's> {
 }
 
 impl<'t, 's> Parts<'t, 's> {
+    /// The parts of a traversal of `function` over the shards of `topology` (`sessions` in its
+    /// order; `store` reads through them), each part's side as `mode` says, starting now.
+    pub(crate) fn new(
+        topology: &'t Topology,
+        sessions: &'t [&'s RefCell<Session>],
+        store: &'t ClusterStore<'s>,
+        table: &'t HopTable,
+        mode: HopMode,
+        function: &'static str,
+    ) -> Parts<'t, 's> {
+        Parts {
+            topology,
+            sessions,
+            store,
+            table,
+            mode,
+            function,
+            chosen: RefCell::new(Vec::new()),
+            began: Instant::now(),
+        }
+    }
+
     /// `vertices` by the shard serving each, in shard order.
     fn split(&self, vertices: &[u32]) -> Result<Vec<(usize, Vec<u32>)>, FnError> {
         let shards: Vec<usize> = vertices
@@ -492,7 +514,7 @@ fn first_error<T>(found: &[Result<T, FnError>]) -> Option<FnError> {
 }
 
 /// The k-hop neighbourhood of `start` (sorted, `start` excluded: `khop`'s result), hop by hop
-/// over the shards of `topology` (`sessions` in its order; `store` reads through them).
+/// over the shards of `parts_of`.
 ///
 /// A part expanded storage-side while another hop is to come goes on where it can (`expand`):
 /// its shard also expands the vertices of the next hop that it serves. Those are not sent again,
@@ -500,27 +522,13 @@ fn first_error<T>(found: &[Result<T, FnError>]) -> Option<FnError> {
 /// distance d+1 or less, so the neighbours of one that is new are at d+2 or less, and they are
 /// counted at d+2 only if no shorter path put them in `seen` first; a vertex expanded ahead that
 /// was already seen adds only vertices already seen. On one shard, k=2 is one round trip.
-#[allow(clippy::too_many_arguments)]
-pub async fn khop(
-    topology: &Topology,
-    sessions: &[&RefCell<Session>],
-    store: &ClusterStore<'_>,
-    table: &HopTable,
-    mode: HopMode,
+pub(crate) async fn khop(
+    parts_of: Parts<'_, '_>,
     start: u32,
     k: u32,
     run: &RefCell<HopRun>,
 ) -> Result<Vec<u32>, FnError> {
-    let parts_of = Parts {
-        topology,
-        sessions,
-        store,
-        table,
-        mode,
-        function: "khop",
-        chosen: RefCell::new(Vec::new()),
-        began: Instant::now(),
-    };
+    let store = parts_of.store;
     let mut seen = IdSet::default();
     seen.insert(start);
     let mut frontier = vec![start];
@@ -608,7 +616,7 @@ pub async fn khop(
     ))
 }
 
-/// `pagerank <start> <iterations> [<dest-prefix>]` over the shards of `topology`, its
+/// `pagerank <start> <iterations> [<dest-prefix>]` over the shards of `parts_of`, its
 /// neighbourhood read in two rounds of parts: the start on its shard (storage-side `induced
 /// <start>`: the start's subgraph, and the edges inside it of the vertices that shard serves;
 /// or compute-side, the start's adjacency), then the rest of the subgraph by shard, every part
@@ -616,28 +624,14 @@ pub async fn khop(
 /// vertices the shard serves; or compute-side, a multi-get of their adjacency). The ranking,
 /// and the writes of a `<dest-prefix>`, are done here; the scores are the single node's,
 /// exactly (the same subgraph, ranked in the same order).
-#[allow(clippy::too_many_arguments)]
-pub async fn pagerank(
-    topology: &Topology,
-    sessions: &[&RefCell<Session>],
-    store: &ClusterStore<'_>,
-    table: &HopTable,
-    mode: HopMode,
+pub(crate) async fn pagerank(
+    parts_of: Parts<'_, '_>,
     args: &[Vec<u8>],
     run: &RefCell<HopRun>,
 ) -> Result<Vec<(u32, f64)>, FnError> {
     use autoloc_functions::builtins::pagerank as pr;
     let (start, iterations, dest) = pr::parse(args)?;
-    let parts_of = Parts {
-        topology,
-        sessions,
-        store,
-        table,
-        mode,
-        function: "pagerank",
-        chosen: RefCell::new(Vec::new()),
-        began: Instant::now(),
-    };
+    let store = parts_of.store;
     // Each member's edges inside the subgraph, as the shards serving them found them.
     let mut edges: HashMap<u32, Vec<u32>> = HashMap::new();
     let add = |found: Induced, edges: &mut HashMap<u32, Vec<u32>>| {
@@ -652,7 +646,7 @@ pub async fn pagerank(
         ..Hop::default()
     };
     let bytes_before = parts_of.bytes(run);
-    let (shard, _) = parts_of.split(&[start])?.remove(0);
+    let shard = store.shard(&vertex_key(start))?;
     let (side, session) = parts_of.side(shard, 1, &mut hop);
     let members = match side {
         HopSide::Storage => {
@@ -833,20 +827,13 @@ async fn invoke_there(
     let mut run = run.borrow_mut();
     run.invokes += 1;
     run.storage_bytes += r.bytes;
-    let mut add = |cost: &InvokeCost| {
-        run.storage.storage_cpu_ns += cost.storage_cpu_ns;
-        run.storage.queue_ns += cost.queue_ns;
-        run.storage.keys_read += cost.keys_read;
-        run.storage.bytes_read += cost.bytes_read;
-        run.storage.reads += cost.reads;
-    };
     match r.reply {
         session::Reply::Invoked { result, cost } => {
-            add(&cost);
+            run.storage += cost;
             Ok(There::Done(result))
         }
         session::Reply::Pushback { read_set, cost, .. } => {
-            add(&cost);
+            run.storage += cost;
             Ok(There::PushedBack(read_set))
         }
         other => Err(other.into_error("Invoke")),

@@ -14,7 +14,7 @@ use autoloc_functions::{Error as FnError, Function, Output, Registry};
 use autoloc_functions::{Store, StoreFuture};
 
 use crate::cluster::{should_refresh, ClusterStore, Topology};
-use crate::hops::{HopMode, HopRun, HopSide, HopTable};
+use crate::hops::{HopMode, HopRun, HopSide, HopTable, Parts};
 use crate::node::{LinkSettings, Node};
 use crate::session::{self, run_all_timed, LinkStore, ReadSetStore, Session, StoreCost, Task};
 use crate::side::Record;
@@ -1340,14 +1340,16 @@ async fn by_parts(
     let run = RefCell::new(HopRun::default());
     let result = match function {
         "pagerank" => {
-            match crate::hops::pagerank(topology, sessions, &store, table, mode, args, &run).await {
+            let parts = Parts::new(topology, sessions, &store, table, mode, "pagerank");
+            match crate::hops::pagerank(parts, args, &run).await {
                 Ok(scores) => store.commit().await.map(|()| Output::Scores(scores)),
                 Err(e) => Err(e),
             }
         }
         _ => match autoloc_functions::builtins::khop::parse(args) {
             Ok((start, k)) => {
-                crate::hops::khop(topology, sessions, &store, table, mode, start, k, &run)
+                let parts = Parts::new(topology, sessions, &store, table, mode, "khop");
+                crate::hops::khop(parts, start, k, &run)
                     .await
                     .map(Output::Ids)
             }
@@ -1439,7 +1441,7 @@ async fn invoke_on_link<S: ComputeStore>(
             o.storage_bytes += r.bytes;
             match r.reply {
                 session::Reply::Invoked { result, cost } => {
-                    add_cost(&mut o.storage, &cost);
+                    o.storage += cost;
                     break Some(Output::decode(f.output_kind(), &result));
                 }
                 session::Reply::Pushback {
@@ -1447,7 +1449,7 @@ async fn invoke_on_link<S: ComputeStore>(
                     elsewhere,
                     cost,
                 } => {
-                    add_cost(&mut o.storage, &cost);
+                    o.storage += cost;
                     read_set = rs;
                     // Forwarded to the shard of the first key it met there, while some shard
                     // has not had it yet.
@@ -1504,15 +1506,6 @@ async fn invoke_on_link<S: ComputeStore>(
     o.compute = store.inner().cost();
     o.wall = started.elapsed();
     o
-}
-
-/// Adds what another storage-side request of the same invocation cost to `total`.
-fn add_cost(total: &mut InvokeCost, more: &InvokeCost) {
-    total.storage_cpu_ns += more.storage_cpu_ns;
-    total.queue_ns += more.queue_ns;
-    total.keys_read += more.keys_read;
-    total.bytes_read += more.bytes_read;
-    total.reads += more.reads;
 }
 
 /// A user function's module, compiled to run here (compute-side).

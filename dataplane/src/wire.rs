@@ -77,6 +77,18 @@ pub struct InvokeCost {
     pub reads: u64,
 }
 
+/// The costs of several storage-side requests of one invocation (a hop's parts, a forwarded
+/// run's shards), summed.
+impl std::ops::AddAssign for InvokeCost {
+    fn add_assign(&mut self, more: InvokeCost) {
+        self.storage_cpu_ns += more.storage_cpu_ns;
+        self.queue_ns += more.queue_ns;
+        self.keys_read += more.keys_read;
+        self.bytes_read += more.bytes_read;
+        self.reads += more.reads;
+    }
+}
+
 impl InvokeCost {
     /// Bytes of a cost on the wire: five u64.
     const LEN: usize = 40;

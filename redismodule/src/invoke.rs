@@ -38,7 +38,7 @@ pub struct Request<'a> {
     /// Where it runs: on Redis's main thread (a command), or on a data-plane thread, which
     /// gives the lock back between store accesses while it runs.
     pub on: Thread<'a>,
-    /// What the shard that forwarded it read, for keys of its own (`InvokeWith`); empty for an
+    /// What the shard that forwarded it read, for keys of its own (`InvokeWith`); `None` for an
     /// invocation sent here first.
     pub seeded: Option<wire::ReadSet<'a>>,
 }
